@@ -1,0 +1,128 @@
+"""The method's math (SPEC §2): posterior of the true label and the η step.
+
+Pure TensorFlow functions of tensors: no Keras state, no I/O. Shapes use B for
+the batch and K for the number of classes. Equation numbers are the paper's
+(Wang et al., AAAI 2021).
+
+Noise model (Eq. 3): P(ỹ_i | y_i, x_i) = (1 − η_i)·1{y_i = ỹ_i} + η_i·ψ_i, where
+η_i is the confusing probability of example i and ψ_i = P(ỹ_i | x_i).
+"""
+
+import tensorflow as tf
+
+ETA_RULES = ("paper", "exact")
+
+
+def _log_noise_likelihood(labels, eta, psi, num_classes, dtype):
+    """log[(1 − η_i)·ỹ_ij + η_i·ψ_i] for every class j, shape [B, K] (Eq. 3/8).
+
+    The observed class gets log(1 − η + ηψ), every other class log(ηψ), which is
+    −inf when η_i = 0: those classes then get posterior mass exactly 0.
+    """
+    onehot = tf.one_hot(labels, num_classes, dtype=dtype)
+    eta = tf.cast(eta, dtype)[:, None]
+    psi = tf.cast(psi, dtype)[:, None]
+    return tf.math.log((1.0 - eta) * onehot + eta * psi)
+
+
+def posterior_from_log_probs(log_probs, labels, eta, psi):
+    """Eq. 8 from log p (e.g. `tf.nn.log_softmax(logits)`); see `true_label_posterior`.
+
+    Taking log p directly lets the model skip the exp/log round trip, so a
+    peaked softmax cannot underflow to p = 0 on the observed class.
+    """
+    log_probs = tf.convert_to_tensor(log_probs)
+    num_classes = tf.shape(log_probs)[-1]
+    onehot = tf.one_hot(labels, num_classes, dtype=log_probs.dtype)
+    logits = log_probs + _log_noise_likelihood(
+        labels, eta, psi, num_classes, log_probs.dtype)
+    q = tf.exp(logits - tf.reduce_logsumexp(logits, axis=-1, keepdims=True))
+    # Where η_i = 0 the log-space result is already one-hot; the select makes
+    # it exact even if p underflowed on the observed class (0/0 otherwise).
+    clean = tf.equal(tf.cast(eta, log_probs.dtype), 0.0)[:, None]
+    return tf.stop_gradient(tf.where(clean, onehot, q))
+
+
+def true_label_posterior(probs, labels, eta, psi):
+    """Posterior of the true label, q_i = P(y_i | x_i, ỹ_i) (Eq. 7/8).
+
+        q_ij ∝ p_ij · [(1 − η_i)·ỹ_ij + η_i·ψ_i]
+
+    computed in log space (log p + log[…], then log-sum-exp normalisation).
+    A slow loop would compute, for each i and j,
+    ``u[i, j] = probs[i, j] * ((1 - eta[i]) * (j == labels[i]) + eta[i] * psi[i])``
+    and then ``q[i] = u[i] / u[i].sum()``.
+
+    Args:
+      probs: float [B, K], softmax outputs p_i of the classifier.
+      labels: int [B], observed labels ỹ_i.
+      eta: float [B], confusing probabilities η_i in [0, 1].
+      psi: float [B], ψ_i = P(ỹ_i | x_i) from stage 1.
+
+    Returns:
+      q: float [B, K]; rows sum to 1; exactly one-hot(labels) where η_i = 0.
+      A training target: no gradient flows through it.
+    """
+    probs = tf.convert_to_tensor(probs)
+    return posterior_from_log_probs(tf.math.log(probs), labels, eta, psi)
+
+
+def eta_gradient(q, labels, eta, psi, rule="paper", eps=1e-4):
+    """Ascent direction for η_i of Eq. 9, J(η_i) = Σ_j q_ij log[(1 − η_i)ỹ_ij + η_i ψ_i].
+
+    rule="paper" (Eq. 11): [(1 − q_ik) + q_ik·η_i·(ψ_i − 1)] / (η_i + ε),
+      k the observed class; equal to the true gradient only when ψ_i = 1.
+    rule="exact": dJ/dη_i = (1 − q_ik)/η_i − q_ik(1 − ψ_i)/(1 − η_i(1 − ψ_i)).
+      At η_i = 0 the posterior is one-hot (q_ik = 1) and the first term is
+      taken as 0, matching the paper rule's zero step there.
+
+    Args:
+      q: float [B, K] posterior (Eq. 8); labels: int [B]; eta, psi: float [B].
+
+    Returns:
+      float [B], the ascent direction per example.
+    """
+    q = tf.convert_to_tensor(q)
+    dtype = q.dtype
+    eta = tf.cast(eta, dtype)
+    psi = tf.cast(psi, dtype)
+    q_k = tf.gather(q, tf.cast(labels, tf.int32), axis=1, batch_dims=1)
+    if rule == "paper":
+        return ((1.0 - q_k) + q_k * eta * (psi - 1.0)) / (eta + eps)
+    if rule == "exact":
+        return (tf.math.divide_no_nan(1.0 - q_k, eta)
+                - tf.math.divide_no_nan(q_k * (1.0 - psi),
+                                        1.0 - eta * (1.0 - psi)))
+    raise ValueError(f"rule must be one of {ETA_RULES}, got {rule!r}")
+
+
+def eta_step(q, labels, eta, psi, eta_lr, rule="paper", eps=1e-4, eta_min=0.0):
+    """One projected gradient-ascent step on η (Eq. 11 + projection Eq. 12).
+
+        η_i ← clip(η_i + α₁·g_i, η_min, 1)
+
+    with g_i from `eta_gradient` and α₁ = eta_lr. The paper projects onto
+    [0, 1] (eta_min = 0); η_i = 0 is then absorbing (NOTES.md), which
+    eta_min > 0 avoids.
+
+    Args:
+      q: float [B, K]; labels: int [B]; eta, psi: float [B]; eta_lr: α₁ > 0.
+
+    Returns:
+      float [B], the new η of the batch's examples.
+    """
+    eta = tf.convert_to_tensor(eta)
+    step = eta_lr * eta_gradient(q, labels, eta, psi, rule=rule, eps=eps)
+    new_eta = tf.cast(eta, step.dtype) + step
+    return tf.clip_by_value(new_eta, tf.constant(eta_min, step.dtype), 1.0)
+
+
+def eta_objective(q, labels, eta, psi):
+    """Eq. 9 per example, J_i = Σ_j q_ij log[(1 − η_i)ỹ_ij + η_i ψ_i], shape [B].
+
+    Terms with q_ij = 0 contribute 0 (0·log 0 := 0). Used by tests and
+    monitoring; the training step uses the closed-form `eta_gradient`.
+    """
+    q = tf.convert_to_tensor(q)
+    log_lik = _log_noise_likelihood(labels, eta, psi, tf.shape(q)[-1], q.dtype)
+    return tf.reduce_sum(tf.math.multiply_no_nan(log_lik, q), axis=-1)
