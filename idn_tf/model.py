@@ -1,0 +1,159 @@
+"""Keras models that train a wrapped classifier on noisy labels.
+
+`CrossEntropyModel` is stage 1 (plain cross-entropy on the observed labels,
+the "standard CE" baseline); `IDNModel` is stage 2 (SPEC §2, Algorithm 1): its
+targets are the posterior q of Eq. 8 and it owns the per-example η and ψ tables.
+
+Both take batches that are dicts with at least "image" (uint8 [B, H, W, C]),
+"label" (int [B]: observed labels in training, clean labels in evaluation) and,
+for `IDNModel` training, "index" (int64 [B]: the examples' rows in the tables).
+The wrapped classifier maps uint8 images to logits; inference uses it alone.
+"""
+
+import keras
+import tensorflow as tf
+
+from idn_tf import posterior
+
+
+def coupled_l2(grads, variables, weight_decay):
+    """PyTorch-style SGD weight decay: g ← g + wd·w on every weight (SPEC §3).
+
+    Keras's `weight_decay=` optimizer argument is decoupled (AdamW-style) and
+    is not the same thing, hence this explicit form.
+    """
+    if not weight_decay:
+        return grads
+    return [g + weight_decay * tf.cast(v, g.dtype) for g, v in zip(grads, variables)]
+
+
+class CrossEntropyModel(keras.Model):
+    """Trains `classifier` with cross-entropy against per-batch targets.
+
+    The targets here are one-hot observed labels (stage 1); subclasses override
+    `targets` and `after_update`. Loss is the mean of −Σ_j t_ij log p_ij over
+    the batch; weight decay enters the gradient as coupled L2 (`coupled_l2`).
+    """
+
+    def __init__(self, classifier, weight_decay=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.classifier = classifier
+        self.weight_decay = float(weight_decay)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        # The wrapper adds no layers of its own: it is built when its classifier is,
+        # so its weights (η and ψ included) can be saved before any training.
+        self.built = classifier.built
+
+    def call(self, images, training=False):
+        return self.classifier(images, training=training)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy_tracker]
+
+    def targets(self, batch, log_probs):
+        """Training targets t [B, K]: here one-hot observed labels."""
+        return tf.one_hot(batch["label"], tf.shape(log_probs)[-1], dtype=log_probs.dtype)
+
+    def after_update(self, batch, targets):
+        """Hook run after the classifier's update (the η step in `IDNModel`)."""
+
+    def train_step(self, batch):
+        with tf.GradientTape() as tape:
+            logits = self(batch["image"], training=True)
+            log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+            targets = tf.stop_gradient(self.targets(batch, log_probs))
+            loss = -tf.reduce_mean(tf.reduce_sum(targets * log_probs, axis=-1))
+        variables = self.trainable_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply(coupled_l2(grads, variables, self.weight_decay), variables)
+        self.after_update(batch, targets)
+        self.loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(batch["label"], log_probs)
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, batch):
+        """Plain cross-entropy and accuracy against batch["label"] (clean on test)."""
+        logits = tf.cast(self(batch["image"], training=False), tf.float32)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            tf.cast(batch["label"], tf.int32), logits))
+        self.loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(batch["label"], logits)
+        return {"loss": self.loss_tracker.result(),
+                "accuracy": self.accuracy_tracker.result()}
+
+
+class IDNModel(CrossEntropyModel):
+    """Stage 2 of the method: classifier update against q, then a sparse η step.
+
+    Owns two non-trainable tables of shape [N] indexed by example id, saved
+    with the model's weights: `eta` (η_i, starts at eta_init) and `psi`
+    (ψ_i from stage 1). `eta_update_enabled` (set by `PGACallback`) decides
+    whether a step also updates the η of its batch; the update reads and
+    writes only the batch's rows (O(B) whatever N is).
+
+    Logs, besides loss and accuracy (against observed labels): `eta_mean` and
+    `eta_above_half`, the mean of η_i and of 1{η_i > 0.5} over the examples
+    seen so far in the epoch (after their update). With every example once
+    per epoch these equal the table's statistics at the epoch's end, without
+    an O(N) reduction per step.
+    """
+
+    def __init__(self, classifier, psi, eta_init=0.01, eta_lr=0.5, eta_rule="paper",
+                 eta_eps=1e-4, eta_min=0.0, weight_decay=0.0, **kwargs):
+        super().__init__(classifier, weight_decay=weight_decay, **kwargs)
+        if eta_rule not in posterior.ETA_RULES:
+            raise ValueError(f"eta_rule must be one of {posterior.ETA_RULES}, got {eta_rule!r}")
+        self.eta_lr = float(eta_lr)
+        self.eta_rule = eta_rule
+        self.eta_eps = float(eta_eps)
+        self.eta_min = float(eta_min)
+        num_examples = int(tf.size(psi))
+        self.eta = self.add_weight(
+            shape=(num_examples,), initializer=keras.initializers.Constant(eta_init),
+            trainable=False, autocast=False, name="eta")
+        self.psi = self.add_weight(
+            shape=(num_examples,), initializer="ones",
+            trainable=False, autocast=False, name="psi")
+        self.psi.assign(tf.cast(tf.reshape(psi, [-1]), self.psi.dtype))
+        self.eta_update_enabled = self.add_weight(
+            shape=(), dtype="bool", initializer="zeros", trainable=False,
+            name="eta_update_enabled")
+        self.eta_mean_tracker = keras.metrics.Mean(name="eta_mean")
+        self.eta_high_tracker = keras.metrics.Mean(name="eta_above_half")
+
+    @property
+    def metrics(self):
+        return super().metrics + [self.eta_mean_tracker, self.eta_high_tracker]
+
+    def _rows(self, batch):
+        """The batch's ids and their current η_i, ψ_i (sparse reads of the tables)."""
+        ids = tf.cast(batch["index"], tf.int64)
+        # `.value` is the backing tf.Variable: Keras variables have no sparse ops.
+        return ids, tf.gather(self.eta.value, ids), tf.gather(self.psi.value, ids)
+
+    def targets(self, batch, log_probs):
+        """Predicting step (Eq. 8): q from log p and the batch's η, ψ."""
+        _, eta, psi = self._rows(batch)
+        return posterior.posterior_from_log_probs(log_probs, batch["label"], eta, psi)
+
+    def after_update(self, batch, targets):
+        """η step (Eq. 11/12) on the batch's rows when updates are enabled."""
+        ids, eta, psi = self._rows(batch)
+
+        def update():
+            new_eta = posterior.eta_step(
+                targets, batch["label"], eta, psi, self.eta_lr,
+                rule=self.eta_rule, eps=self.eta_eps, eta_min=self.eta_min)
+            new_eta = tf.cast(new_eta, self.eta.dtype)
+            self.write_eta(ids, new_eta)
+            return new_eta
+
+        eta = tf.cond(self.eta_update_enabled, update, lambda: eta)
+        self.eta_mean_tracker.update_state(eta)
+        self.eta_high_tracker.update_state(tf.cast(eta > 0.5, tf.float32))
+
+    def write_eta(self, ids, values):
+        """Sparse write η[ids] = values: the one place the η table is written."""
+        self.eta.value.scatter_nd_update(ids[:, None], values)
