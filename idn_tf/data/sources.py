@@ -1,0 +1,240 @@
+"""Data sources: every source returns a `Dataset` of in-memory numpy arrays.
+
+A `Dataset` holds a training and a test `Split`. Row i of the training split is example i
+everywhere else (the `index` of the η and ψ tables), so every source returns its rows in
+an order that does not depend on any run seed.
+
+Sources here:
+- ``digits``: scikit-learn's bundled 8x8 digits (offline; the embedded default).
+- ``npz``: the user's own arrays in one ``.npz`` archive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import zipfile
+
+import numpy as np
+import sklearn.datasets
+import sklearn.model_selection
+
+SOURCES = ("digits", "npz")
+
+# Fixed, seed-independent split of the digits data, so that indices are stable across runs.
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+UNKNOWN_LABEL = -1  # clean_labels value where the true label is not known
+# K is inferred as the largest label + 1; a label beyond this is taken to be corrupt data
+# rather than a request for millions of (mostly empty) classes.
+MAX_CLASSES = 100_000
+
+_NPZ_REQUIRED = ("x_train", "y_train", "x_test", "y_test")
+_NPZ_OPTIONAL = ("clean_train",)
+
+
+class DataError(ValueError):
+    """Bad user data; message is one line naming the problem."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: arrays have no truth value
+class Split:
+    """One split of a dataset.
+
+    Attributes
+    ----------
+    images : np.ndarray
+        uint8 [N, H, W, C] raw pixels.
+    labels : np.ndarray
+        int64 [N] observed labels. For a training split as loaded: what the source
+        provides (clean for digits, the user's observed labels for npz).
+    clean_labels : np.ndarray
+        int64 [N] true labels, or -1 where unknown.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    clean_labels: np.ndarray
+
+    def __post_init__(self):
+        # Catch shape mix-ups where the split is built, not epochs later in training.
+        n = len(self.images)
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 [N, H, W, C], got {self.images.dtype} "
+                             f"{self.images.shape}")
+        for name in ("labels", "clean_labels"):
+            array = getattr(self, name)
+            if array.dtype != np.int64 or array.shape != (n,):
+                raise ValueError(f"{name} must be int64 [{n}], got {array.dtype} {array.shape}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """A named dataset: training and test splits plus class metadata.
+
+    Test labels are clean (``test.labels == test.clean_labels``).
+    """
+
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+    class_names: tuple[str, ...]
+
+    def __post_init__(self):
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+
+
+def load(name: str, npz_path: str | None = None) -> Dataset:
+    """Loads the source called `name` ("digits" or "npz"; "npz" needs `npz_path`)."""
+    if name == "digits":
+        return load_digits()
+    if name == "npz":
+        if npz_path is None:
+            raise DataError("dataset 'npz' needs the path of an .npz file")
+        return load_npz(npz_path)
+    raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(SOURCES)}")
+
+
+# ---------------------------------------------------------------------------------------
+# digits
+
+
+def digits_split_indices() -> tuple[np.ndarray, np.ndarray]:
+    """Rows of sklearn's digits that form the training and the test split.
+
+    A stratified 80/20 split with a fixed random_state, independent of any run seed.
+
+    Returns
+    -------
+    (train_rows, test_rows) : int64 arrays [1437] and [360], each sorted ascending.
+    """
+    target = sklearn.datasets.load_digits().target
+    train_rows, test_rows = sklearn.model_selection.train_test_split(
+        np.arange(len(target)), test_size=DIGITS_TEST_FRACTION, stratify=target,
+        random_state=DIGITS_SPLIT_SEED)
+    # Sorted so that training row i is the i-th training digit in sklearn's own order.
+    return np.sort(train_rows).astype(np.int64), np.sort(test_rows).astype(np.int64)
+
+
+def load_digits() -> Dataset:
+    """scikit-learn's bundled digits (1797 images, 8x8x1, 10 classes), fully offline.
+
+    Pixel values 0..16 become uint8 ``np.round(value * 255 / 16)``. The training split's
+    labels are clean (``train.labels == train.clean_labels``); noise is added later.
+    """
+    bunch = sklearn.datasets.load_digits()
+    images = np.round(bunch.images * 255 / 16).astype(np.uint8)[..., np.newaxis]
+    labels = bunch.target.astype(np.int64)
+    train_rows, test_rows = digits_split_indices()
+
+    def split(rows):
+        return Split(images=images[rows], labels=labels[rows], clean_labels=labels[rows])
+
+    return Dataset(name="digits", train=split(train_rows), test=split(test_rows),
+                   num_classes=10, class_names=tuple(str(c) for c in bunch.target_names))
+
+
+# ---------------------------------------------------------------------------------------
+# npz
+
+
+def load_npz(path: str) -> Dataset:
+    """The user's arrays from one ``.npz`` archive.
+
+    Required arrays: ``x_train`` and ``x_test`` (uint8 [N, H, W, C], or [N, H, W], which gets
+    a channel axis), ``y_train`` (observed training labels) and ``y_test`` (clean test
+    labels), integer [N] or [N, 1]. Optional: ``clean_train`` (true training labels, -1
+    where unknown). The number of classes K is the largest label + 1; class names are
+    "0" … "K-1".
+
+    Raises
+    ------
+    DataError
+        With a one-line message naming the problem.
+    """
+    arrays = _read_npz(path)
+    x_train = _images(arrays["x_train"], "x_train", path)
+    x_test = _images(arrays["x_test"], "x_test", path)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"{path}: x_train images are {x_train.shape[1:]} but x_test images "
+                        f"are {x_test.shape[1:]}")
+    y_train = _labels(arrays["y_train"], "y_train", len(x_train), "x_train", path)
+    y_test = _labels(arrays["y_test"], "y_test", len(x_test), "x_test", path)
+    if "clean_train" in arrays:
+        clean_train = _labels(arrays["clean_train"], "clean_train", len(x_train), "x_train",
+                              path, allow_unknown=True)
+    else:
+        clean_train = np.full(len(x_train), UNKNOWN_LABEL, dtype=np.int64)
+
+    num_classes = int(max(y_train.max(), y_test.max(), clean_train.max())) + 1
+    if num_classes < 2:
+        raise DataError(f"{path}: labels name only {num_classes} class; need at least 2")
+    return Dataset(
+        name="npz",
+        train=Split(images=x_train, labels=y_train, clean_labels=clean_train),
+        test=Split(images=x_test, labels=y_test, clean_labels=y_test),
+        num_classes=num_classes, class_names=tuple(str(c) for c in range(num_classes)))
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """Reads the known arrays of an npz archive, turning every failure into a DataError."""
+    if not os.path.isfile(path):
+        raise DataError(f"npz file not found: {path}")
+    # np.load would call a text file "pickled data"; check for the zip container instead.
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is not an .npz archive (not a zip file)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in _NPZ_REQUIRED + _NPZ_OPTIONAL
+                      if key in archive.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"{path}: cannot read the npz archive: {reason}") from error
+    missing = [key for key in _NPZ_REQUIRED if key not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing array(s) {', '.join(missing)}; an npz needs "
+                        f"{', '.join(_NPZ_REQUIRED)} (optional: clean_train)")
+    return arrays
+
+
+def _images(array: np.ndarray, key: str, path: str) -> np.ndarray:
+    """Checks an image array; returns uint8 [N, H, W, C]."""
+    if array.dtype != np.uint8:
+        raise DataError(f"{path}: {key} must be uint8 images (0..255), got dtype {array.dtype}")
+    if array.ndim == 3:
+        array = array[..., np.newaxis]
+    if array.ndim != 4 or min(array.shape) == 0:
+        raise DataError(f"{path}: {key} must have shape [N, H, W] or [N, H, W, C] with no "
+                        f"empty axis, got shape {array.shape}")
+    return array
+
+
+def _labels(array: np.ndarray, key: str, n: int, images_key: str, path: str,
+            allow_unknown: bool = False) -> np.ndarray:
+    """Checks a label array against its images; returns int64 [n].
+
+    Labels must be integers >= 0 (or -1 = unknown, where `allow_unknown`).
+    """
+    if array.ndim == 2 and array.shape[1] == 1:  # keras.datasets style [N, 1]
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise DataError(f"{path}: {key} must have shape [N] or [N, 1], got {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise DataError(f"{path}: {key} must be integer class ids, got dtype {array.dtype}")
+    if len(array) != n:
+        raise DataError(f"{path}: {key} has {len(array)} labels but {images_key} has {n} "
+                        f"images")
+    lowest = UNKNOWN_LABEL if allow_unknown else 0
+    if array.min() < lowest:
+        raise DataError(f"{path}: {key} has label {array.min()} outside [0, K)"
+                        + (" (-1 = unknown is allowed)" if allow_unknown else ""))
+    if array.max() >= MAX_CLASSES:
+        raise DataError(f"{path}: {key} has label {array.max()} >= {MAX_CLASSES}; labels must "
+                        f"be class ids 0..K-1")
+    return array.astype(np.int64)

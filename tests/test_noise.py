@@ -1,0 +1,201 @@
+"""Tests for idn_tf.data.noise: the synthetic label-noise generators (SPEC §5)."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from idn_tf.data import noise, sources
+from idn_tf.data.sources import DataError
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return sources.load_digits()
+
+
+def _within_binomial(successes, trials, p, sigmas=5.0):
+    """|successes/trials - p| within `sigmas` binomial standard deviations."""
+    sd = np.sqrt(p * (1 - p) / trials)
+    return abs(successes / trials - p) <= sigmas * sd
+
+
+# ---------------------------------------------------------------------------------------
+# class-conditional and symmetric noise
+
+
+def test_ccn_pairs():
+    assert noise.ccn_pairs("digits", 10) == {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+    assert noise.ccn_pairs("cifar10", 10) == {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+    assert noise.ccn_pairs("npz", 4) == {0: 1, 1: 2, 2: 3, 3: 0}
+    with pytest.raises(ValueError):
+        noise.ccn_pairs("npz", 1)
+
+
+def test_class_conditional_noise_flips_only_to_pairs():
+    clean = np.random.default_rng(1).integers(0, 10, size=100_000)
+    pairs = noise.ccn_pairs("digits", 10)
+    rate = 0.3
+    labels = noise.class_conditional_noise(clean, pairs, rate, seed=0)
+    assert labels.dtype == np.int64 and labels.shape == clean.shape
+    changed = labels != clean
+    for c in range(10):
+        in_c = clean == c
+        if c not in pairs:
+            assert not np.any(changed[in_c]), c
+            continue
+        np.testing.assert_array_equal(labels[in_c & changed], pairs[c])
+        assert _within_binomial(changed[in_c].sum(), in_c.sum(), rate), c
+
+
+def test_class_conditional_noise_extremes():
+    clean = np.arange(10).repeat(50)
+    pairs = noise.ccn_pairs("digits", 10)
+    np.testing.assert_array_equal(noise.class_conditional_noise(clean, pairs, 0.0, 3), clean)
+    everything = noise.class_conditional_noise(clean, pairs, 1.0, 3)
+    expected = np.array([pairs.get(c, c) for c in clean])
+    np.testing.assert_array_equal(everything, expected)
+    with pytest.raises(ValueError, match="rate"):
+        noise.class_conditional_noise(clean, pairs, 1.5, 3)
+
+
+def test_symmetric_noise():
+    num_classes, rate = 5, 0.4
+    clean = np.random.default_rng(2).integers(0, num_classes, size=100_000)
+    labels = noise.symmetric_noise(clean, num_classes, rate, seed=7)
+    changed = labels != clean
+    assert _within_binomial(changed.sum(), len(clean), rate)
+    for c in range(num_classes):
+        moved = labels[(clean == c) & changed]
+        counts = np.bincount(moved, minlength=num_classes)
+        assert counts[c] == 0  # never to the same class (so `changed` is every flip)
+        others = np.delete(counts, c)
+        # Uniform over the K - 1 other classes.
+        for count in others:
+            assert _within_binomial(count, len(moved), 1 / (num_classes - 1)), counts
+    np.testing.assert_array_equal(noise.symmetric_noise(clean, num_classes, 0.0, 7), clean)
+
+
+# ---------------------------------------------------------------------------------------
+# instance-dependent noise
+
+
+def test_kmeans_noise_toy_blobs():
+    # Blob A around (0, 0): true labels 0,0,0,1,2 -> majority 0.
+    # Blob B around (50, 50): true labels 1,1,2,2,2,0 -> majority 2.
+    # Blob C around (0, 50): true labels 1,1,0 -> majority 1.
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0]] * 5 + [[50, 50]] * 6 + [[0, 50]] * 3, dtype=float)
+    features = centres + rng.normal(scale=0.5, size=centres.shape)
+    clean = np.array([0, 0, 0, 1, 2, 1, 1, 2, 2, 2, 0, 1, 1, 0])
+    expected = np.array([0] * 5 + [2] * 6 + [1] * 3)
+    for seed in (0, 1, 2):
+        np.testing.assert_array_equal(noise.kmeans_noise(features, clean, 3, seed), expected)
+    # One cluster: 0 and 1 tie (five each; 2 four times) -> the smaller label, 0.
+    np.testing.assert_array_equal(noise.kmeans_noise(features, clean, 1, 0),
+                                  np.zeros(14, dtype=int))
+
+
+def test_model_relabel_noise_learns_an_easy_problem():
+    rng = np.random.default_rng(0)
+    clean = np.arange(3).repeat(40)
+    features = np.eye(3)[clean] * 5 + rng.normal(scale=0.3, size=(120, 3))
+    labels = noise.model_relabel_noise(features, clean, seed=0, hidden_units=16, max_iter=300)
+    assert labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, clean)
+
+
+def test_features_for_noise():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(50, 4, 4, 2), dtype=np.uint8)
+    pixels = noise.features_for_noise(images, kind="pixels")
+    np.testing.assert_allclose(pixels[7, 5], images[7].reshape(-1)[5] / 255, rtol=1e-6)
+    assert pixels.shape == (50, 32)
+
+    features = noise.features_for_noise(images, kind="pca", dims=3)
+    assert features.shape == (50, 3)
+    # Independent check: the PCA scores' variances are the covariance's top eigenvalues.
+    eigenvalues = np.linalg.eigvalsh(np.cov(pixels.astype(np.float64), rowvar=False))[::-1]
+    np.testing.assert_allclose(features.var(axis=0, ddof=1), eigenvalues[:3], rtol=1e-4)
+    np.testing.assert_allclose(features.mean(axis=0), 0, atol=1e-5)
+    with pytest.raises(ValueError, match="noise features"):
+        noise.features_for_noise(images, kind="resnet")
+
+
+# ---------------------------------------------------------------------------------------
+# make_noisy_labels on digits
+
+
+@pytest.mark.parametrize("kind, rate", [("kmeans", 0.0), ("mlp", 0.0), ("ccn", 0.3),
+                                        ("symmetric", 0.3)])
+def test_make_noisy_labels_is_deterministic(digits, kind, rate):
+    first = noise.make_noisy_labels(digits, kind, rate, seed=1)
+    again = noise.make_noisy_labels(digits, kind, rate, seed=1)
+    other = noise.make_noisy_labels(digits, kind, rate, seed=2)
+    np.testing.assert_array_equal(first.labels, again.labels)
+    assert first.recipe == again.recipe
+    assert np.any(first.labels != other.labels)
+    assert json.loads(json.dumps(first.recipe)) == first.recipe
+    assert first.recipe["noise"] == kind and first.recipe["seed"] == 1
+    assert first.labels.dtype == np.int64 and first.labels.shape == (len(digits.train),)
+    np.testing.assert_array_equal(digits.train.labels, digits.train.clean_labels)  # untouched
+
+
+def test_ccn_on_digits_uses_the_pairs(digits):
+    result = noise.make_noisy_labels(digits, "ccn", 0.4, seed=0)
+    changed = result.labels != digits.train.clean_labels
+    assert set(np.unique(digits.train.clean_labels[changed])) == {2, 3, 4, 5, 9}
+    assert result.recipe["pairs"] == [[2, 0], [3, 5], [4, 7], [5, 3], [9, 1]]
+    assert result.recipe["noise_rate"] == 0.4
+
+
+@pytest.mark.parametrize("kind", ["kmeans", "mlp"])
+def test_default_noise_strength_on_digits(digits, kind):
+    # The defaults were tuned for ~25-35% wrong labels with every class kept (see noise.py).
+    for seed in range(5):
+        result = noise.make_noisy_labels(digits, kind, 0.0, seed)
+        wrong = noise.noise_rate_actual(result.labels, digits.train.clean_labels)
+        assert 0.25 <= wrong <= 0.35, (seed, wrong)
+        assert len(np.unique(result.labels)) == 10, seed
+
+
+def test_none_keeps_observed_labels():
+    observed = np.array([0, 1, 1, 2])
+    split = sources.Split(images=np.zeros((4, 2, 2, 1), np.uint8), labels=observed,
+                          clean_labels=np.full(4, -1))
+    dataset = sources.Dataset(name="npz", train=split, test=split, num_classes=3,
+                              class_names=("0", "1", "2"))
+    result = noise.make_noisy_labels(dataset, "none", 0.2, seed=0)
+    np.testing.assert_array_equal(result.labels, observed)
+    assert json.loads(json.dumps(result.recipe)) == result.recipe
+    # Every generator starts from clean labels, which this dataset does not have.
+    with pytest.raises(DataError, match="needs the clean training labels"):
+        noise.make_noisy_labels(dataset, "symmetric", 0.2, seed=0)
+
+
+def test_make_noisy_labels_rejects_bad_arguments(digits):
+    with pytest.raises(ValueError, match="unknown noise"):
+        noise.make_noisy_labels(digits, "uniform", 0.2, seed=0)
+    with pytest.raises(ValueError, match="rate"):
+        noise.make_noisy_labels(digits, "ccn", -0.1, seed=0)
+
+
+def test_noise_rate_actual():
+    labels = np.array([0, 1, 2, 3, 4])
+    clean = np.array([0, 2, -1, 3, 1])  # known: 0, 1, 3, 4; wrong: 1, 4
+    assert noise.noise_rate_actual(labels, clean) == pytest.approx(2 / 4)
+    assert noise.noise_rate_actual(labels, labels) == 0.0
+    assert np.isnan(noise.noise_rate_actual(labels, np.full(5, -1)))
+
+
+def test_noisy_labels_is_frozen():
+    result = noise.NoisyLabels(labels=np.zeros(2, np.int64), recipe={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.labels = np.ones(2, np.int64)
+
+
+def test_too_many_pca_dims_is_a_data_error():
+    images = np.zeros((5, 2, 2, 1), np.uint8)
+    with pytest.raises(DataError, match="noise_feature_dims"):
+        noise.features_for_noise(images, kind="pca", dims=9)
