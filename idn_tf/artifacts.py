@@ -1,0 +1,87 @@
+"""The run folder: atomic writes of artifacts and reading them back.
+
+Every artifact is written to a temporary file in the same folder and renamed
+into place, so a killed run never leaves a half-written file under the final
+name (rename is atomic on POSIX file systems).
+"""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+
+def _atomic(path, write, suffix):
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_json(path, obj):
+    _atomic(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()), ".json")
+
+
+def write_text(path, text):
+    _atomic(path, lambda f: f.write(text.encode()), ".txt")
+
+
+def write_npy(path, array):
+    _atomic(path, lambda f: np.save(f, array), ".npy")
+
+
+def write_npz(path, **arrays):
+    _atomic(path, lambda f: np.savez(f, **arrays), ".npz")
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def flags_text(config_dict):
+    """A flagfile that reproduces the run: one --name=value line per field."""
+    lines = []
+    for name, value in sorted(config_dict.items()):
+        if isinstance(value, bool):
+            lines.append(f"--{name}" if value else f"--no{name}")
+        elif isinstance(value, (tuple, list)):
+            lines.append(f"--{name}={','.join(str(v) for v in value)}")
+        else:
+            lines.append(f"--{name}={value}")
+    return "\n".join(lines) + "\n"
+
+
+class RunDirError(OSError):
+    """The run folder cannot be used; the message is one line saying why."""
+
+
+def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False):
+    """Creates `run_dir` or checks that the run already in it had the same configuration.
+
+    Writes config.json (`config_dict`: the fields that decide what is computed)
+    and flags.txt (a flagfile of `flags_dict` that reproduces the run). Refuses, without touching anything, a
+    folder whose config.json differs unless `overwrite`.
+    """
+    current = json.loads(json.dumps(config_dict))  # tuples -> lists, as saved
+    saved_path = os.path.join(run_dir, "config.json")
+    if os.path.isfile(saved_path) and not overwrite:
+        saved = read_json(saved_path)
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if changed:
+            what = ", ".join(f"--{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:3])
+            raise RunDirError(f"--run_dir={run_dir} holds a run with other flags ({what}); "
+                              "choose another --run_dir or pass --overwrite")
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        write_json(saved_path, current)
+        write_text(os.path.join(run_dir, "flags.txt"), flags_text(flags_dict))
+    except OSError as e:
+        raise RunDirError(f"--run_dir={run_dir}: cannot write there ({e.strerror or e})") from None

@@ -1,0 +1,76 @@
+"""Every command-line flag of `python -m idn_tf.train`, in one place.
+
+Defaults come from `Config` (the embedded digits recipe); choices are enums;
+numeric ranges are checked by `config.validate`, which library users who
+build a `Config` directly get too.
+"""
+
+import dataclasses
+
+from absl import flags
+
+from idn_tf import config
+
+C = config.Config
+
+# Data and noise.
+flags.DEFINE_enum("dataset", C.dataset, config.DATASETS,
+                  "Data source: digits (bundled with scikit-learn, offline) or npz (--npz_path).")
+flags.DEFINE_string("npz_path", C.npz_path,
+                    "With --dataset=npz: a .npz with x_train, y_train, x_test, y_test "
+                    "(uint8 images [N,H,W,C] or [N,H,W]; int labels) and optional clean_train.")
+flags.DEFINE_enum("noise", C.noise, config.NOISE_TYPES,
+                  "Synthetic noise on the training labels (SPEC §5): none (labels as given), "
+                  "kmeans (clusters relabelled by majority: CIFAR-10 IDN), mlp (weak model's "
+                  "predictions: CIFAR-100 IDN), ccn (class pairs), symmetric.")
+flags.DEFINE_float("noise_rate", C.noise_rate, "Flip probability for ccn and symmetric noise, in [0, 1].")
+flags.DEFINE_integer("kmeans_clusters", C.kmeans_clusters, "Clusters for kmeans noise.")
+flags.DEFINE_enum("noise_features", C.noise_features, config.NOISE_FEATURES,
+                  "Features for kmeans/mlp noise: pca of the pixels, or raw pixels.")
+flags.DEFINE_integer("noise_feature_dims", C.noise_feature_dims, "PCA components for --noise_features=pca.")
+flags.DEFINE_integer("seed", C.seed, "Seed for noise, initialisation and shuffling.")
+
+# Classifier and optimiser (both stages: same backbone and hyper-parameters).
+flags.DEFINE_enum("arch", C.arch, config.ARCHITECTURES, "Classifier backbone.")
+flags.DEFINE_integer("epochs", C.epochs, "Epochs of each stage.")
+flags.DEFINE_integer("batch_size", C.batch_size, "Global batch size.")
+flags.DEFINE_float("lr", C.lr, "Classifier learning rate α₂ (SGD).")
+flags.DEFINE_list("lr_decay_epochs", [str(e) for e in C.lr_decay_epochs],
+                  "Epochs (1-based) after which the learning rate is multiplied by --lr_decay_factor.")
+flags.DEFINE_float("lr_decay_factor", C.lr_decay_factor, "Learning-rate decay factor.")
+flags.DEFINE_float("momentum", C.momentum, "SGD momentum.")
+flags.DEFINE_float("weight_decay", C.weight_decay, "Coupled L2 weight decay (PyTorch-style SGD) on all weights.")
+flags.DEFINE_boolean("jit_compile", C.jit_compile, "Compile train steps with XLA.")
+
+# The method (SPEC §2): names as in the paper.
+flags.DEFINE_float("eta_init", C.eta_init, "Initial confusing probability η for every example.")
+flags.DEFINE_float("eta_lr", C.eta_lr, "η step size α₁ (Eq. 11).")
+flags.DEFINE_integer("eta_start_epoch", C.eta_start_epoch, "First epoch (1-based) that updates η.")
+flags.DEFINE_integer("eta_every", C.eta_every, "η is updated every this many epochs from --eta_start_epoch.")
+flags.DEFINE_enum("eta_rule", C.eta_rule, config.ETA_RULES,
+                  "η step: paper (Eq. 11 as published) or exact (true gradient of Eq. 9).")
+flags.DEFINE_float("eta_eps", C.eta_eps, "ε in the denominator of the paper's rule (Eq. 11).")
+flags.DEFINE_float("eta_min", C.eta_min,
+                   "Lower end of the η projection; 0 is the paper's [0, 1], > 0 avoids η = 0 being absorbing.")
+
+# The run.
+flags.DEFINE_string("run_dir", C.run_dir, "Output folder; default runs/<dataset>-<noise>-<seed>.")
+flags.DEFINE_boolean("overwrite", C.overwrite, "Reuse a run folder whose saved flags differ (recomputes everything).")
+flags.DEFINE_boolean("dry_run", C.dry_run, "Print the resolved configuration as JSON and exit.")
+flags.DEFINE_integer("verbose", C.verbose, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
+
+FLAGS = flags.FLAGS
+
+
+def config_from_flags():
+    """Reads the parsed flags once into a `Config` (raises ConfigError)."""
+    values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(config.Config)}
+    values["lr_decay_epochs"] = _ints("lr_decay_epochs", values["lr_decay_epochs"])
+    return config.Config(**values)
+
+
+def _ints(name, strings):
+    try:
+        return tuple(int(s) for s in strings)
+    except ValueError:
+        raise config.ConfigError(f"--{name}: expected comma-separated integers, got {','.join(strings)!r}") from None

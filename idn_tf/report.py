@@ -1,0 +1,77 @@
+"""Run summary: label-correction statistics, results.json content, the final table."""
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def label_correction(q, labels, clean_labels):
+    """How argmax q compares with the clean labels, on examples whose clean label is known.
+
+    Returns a dict with
+      wrong_labels_corrected: among examples with labels != clean_labels, the
+        fraction whose argmax q equals the clean label;
+      right_labels_kept: among examples with labels == clean_labels, the
+        fraction whose argmax q keeps the label;
+    both NaN when undefined.
+    """
+    known = clean_labels >= 0
+    estimated = np.argmax(q, axis=1)
+    wrong = known & (labels != clean_labels)
+    right = known & (labels == clean_labels)
+    return {
+        "wrong_labels_corrected": _mean(estimated[wrong] == clean_labels[wrong]),
+        "right_labels_kept": _mean(estimated[right] == labels[right]),
+    }
+
+
+def eta_auroc(eta, labels, clean_labels):
+    """AUROC of η as a detector of wrong labels (NaN without both kinds)."""
+    known = clean_labels >= 0
+    is_wrong = labels[known] != clean_labels[known]
+    if is_wrong.all() or not is_wrong.any():
+        return float("nan")
+    return float(roc_auc_score(is_wrong, eta[known]))
+
+
+def _mean(values):
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def results(config, noise_rate_actual, ce, idn, q, eta, labels, clean_labels):
+    """The content of results.json (accuracies and rates as fractions in [0, 1])."""
+    return {
+        "dataset": config.dataset,
+        "noise": config.noise,
+        "noise_rate": config.noise_rate,
+        "noise_rate_actual": noise_rate_actual,
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "ce_test_accuracy": ce.test_accuracy,
+        "method_test_accuracy": idn.test_accuracy,
+        "eta_mean": float(np.mean(eta)),
+        "eta_above_half": float(np.mean(eta > 0.5)),
+        "eta_auroc": eta_auroc(eta, labels, clean_labels),
+        **label_correction(q, labels, clean_labels),
+        "ce_history": ce.history,
+        "method_history": idn.history,
+    }
+
+
+def table(res):
+    """The closing table printed at the end of a run."""
+    def pct(x):
+        return "   n/a" if x != x else f"{100 * x:6.2f}%"
+
+    rows = [
+        ("actual noise rate (wrong training labels)", res["noise_rate_actual"]),
+        ("CE test accuracy (stage 1)", res["ce_test_accuracy"]),
+        ("method test accuracy (stage 2)", res["method_test_accuracy"]),
+        ("wrong training labels corrected by argmax q", res["wrong_labels_corrected"]),
+        ("right training labels kept by argmax q", res["right_labels_kept"]),
+        ("AUROC of η as wrong-label detector", res["eta_auroc"]),
+    ]
+    width = max(len(name) for name, _ in rows)
+    title = f"{res['dataset']} / {res['noise']} noise / seed {res['seed']} / {res['epochs']} epochs"
+    lines = [title, "-" * (width + 9)]
+    lines += [f"{name:<{width}}  {pct(value)}" for name, value in rows]
+    return "\n".join(lines)

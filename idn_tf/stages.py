@@ -1,0 +1,99 @@
+"""The method's two training stages (SPEC §2) on in-memory data.
+
+Stage 1 trains a classifier with plain cross-entropy on the observed labels;
+its test accuracy is the CE baseline and its predictions on the un-augmented
+training images give ψ. Stage 2 trains a fresh classifier (same backbone,
+initialisation, optimiser and data order) as an `IDNModel`.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from idn_tf import callbacks, model, posterior
+from idn_tf.data import pipeline
+from idn_tf.models import build_classifier, pixel_statistics
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+    """What a stage leaves behind besides its model."""
+    test_accuracy: float   # clean test accuracy after the last epoch
+    history: dict          # per-epoch logs from keras History
+
+
+def new_classifier(config, dataset):
+    """A freshly initialised classifier; both stages start from the same weights."""
+    mean, std = pixel_statistics(dataset.train.images)
+    return build_classifier(config.arch, dataset.train.images.shape[1:], dataset.num_classes,
+                            mean, std, seed=config.seed)
+
+
+def make_optimizer(config, steps_per_epoch):
+    """SGD with momentum; lr × lr_decay_factor after each epoch in lr_decay_epochs."""
+    boundaries = [e * steps_per_epoch for e in config.lr_decay_epochs if e < config.epochs]
+    if boundaries:
+        values = [config.lr * config.lr_decay_factor ** i for i in range(len(boundaries) + 1)]
+        lr = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    else:
+        lr = config.lr
+    return keras.optimizers.SGD(learning_rate=lr, momentum=config.momentum)
+
+
+def _fit(train_model, config, dataset, labels, extra_callbacks=()):
+    train_ds = pipeline.train_dataset(dataset.train.images, labels, dataset.train.clean_labels,
+                                      config.batch_size, seed=config.seed)
+    test_ds = pipeline.eval_dataset(dataset.test.images, dataset.test.labels, config.batch_size)
+    steps_per_epoch = -(-len(labels) // config.batch_size)
+    train_model.compile(optimizer=make_optimizer(config, steps_per_epoch),
+                        jit_compile=config.jit_compile)
+    history = train_model.fit(
+        train_ds, validation_data=test_ds, epochs=config.epochs, verbose=config.verbose,
+        shuffle=False,  # the dataset shuffles itself, seeded
+        callbacks=[keras.callbacks.TerminateOnNaN(), *extra_callbacks])
+    if train_model.stop_training:
+        raise FloatingPointError("training stopped: the loss became NaN or infinite")
+    logs = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    return StageResult(test_accuracy=logs["val_accuracy"][-1], history=logs)
+
+
+def train_cross_entropy(config, dataset, labels):
+    """Stage 1: plain CE on the observed `labels`. Returns (classifier, StageResult)."""
+    keras.utils.set_random_seed(config.seed)
+    classifier = new_classifier(config, dataset)
+    result = _fit(model.CrossEntropyModel(classifier, weight_decay=config.weight_decay),
+                  config, dataset, labels)
+    return classifier, result
+
+
+def train_idn(config, dataset, labels, psi):
+    """Stage 2: `IDNModel` with the PGA schedule. Returns (IDNModel, StageResult)."""
+    keras.utils.set_random_seed(config.seed)
+    idn = model.IDNModel(
+        new_classifier(config, dataset), psi=psi, eta_init=config.eta_init,
+        eta_lr=config.eta_lr, eta_rule=config.eta_rule, eta_eps=config.eta_eps,
+        eta_min=config.eta_min, weight_decay=config.weight_decay)
+    schedule = callbacks.pga_schedule(config.eta_start_epoch, config.eta_every)
+    result = _fit(idn, config, dataset, labels,
+                  [callbacks.PGACallback(schedule)])
+    return idn, result
+
+
+def predict_log_probs(classifier, images, batch_size):
+    """log softmax of the classifier on un-augmented images, float32 [N, K]."""
+    logits = classifier.predict(images, batch_size=batch_size, verbose=0)
+    return tf.nn.log_softmax(tf.cast(logits, tf.float32)).numpy()
+
+
+def estimate_psi(classifier, images, labels, batch_size):
+    """ψ_i = softmax(h⁰(x_i))[ỹ_i] on un-augmented training images, float32 [N]."""
+    log_probs = predict_log_probs(classifier, images, batch_size)
+    return np.exp(log_probs[np.arange(len(labels)), labels]).astype(np.float32)
+
+
+def posterior_table(classifier, images, labels, eta, psi, batch_size):
+    """q for every training example (Eq. 8) from the final classifier, η and ψ: [N, K]."""
+    log_probs = predict_log_probs(classifier, images, batch_size)
+    return posterior.posterior_from_log_probs(log_probs, labels, eta, psi).numpy()

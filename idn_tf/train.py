@@ -1,0 +1,145 @@
+"""python -m idn_tf.train: the method end to end (README has the flags).
+
+`main` reads the flags once into a `Config`; `run(config)` follows the
+paper's Algorithm 1 top-down: data → noise → stage 1 (CE, ψ) → stage 2
+(IDNModel) → report. The training steps import TensorFlow inside their
+functions, so that bad flags or data fail before TensorFlow starts.
+"""
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+from idn_tf import artifacts, flagdefs
+from idn_tf.config import ConfigError
+from idn_tf.data import noise, sources
+
+USER_ERRORS = (ConfigError, sources.DataError, artifacts.RunDirError)
+
+# TensorFlow is imported only once flags and data have been checked: its
+# start-up notices go to stderr, and a user error should read as one line.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def run(config):
+    """Runs the method as `config` says; returns the results dict (also in results.json)."""
+    start = time.time()
+    dataset = load_data(config)
+    flags_dict = {k: v for k, v in config.to_dict().items() if k not in ("dry_run", "overwrite")}
+    artifacts.prepare_run_dir(config.run_dir, config.semantic_dict(), flags_dict, config.overwrite)
+    labels, rate = observed_labels(config, dataset)
+    psi, ce = stage1(config, dataset, labels)
+    idn, result = stage2(config, dataset, labels, psi)
+    res = summarise(config, dataset, labels, rate, ce, idn, result)
+    print(f"\nresults in {config.run_dir}/ ({time.time() - start:.0f} s)")
+    return res
+
+
+def _banner(text):
+    print(f"\n== {text}", flush=True)
+
+
+def _path(config, name):
+    return os.path.join(config.run_dir, name)
+
+
+def load_data(config):
+    _banner(f"data: {config.dataset}")
+    dataset = sources.load(config.dataset, npz_path=config.npz_path or None)
+    print(f"{len(dataset.train)} training and {len(dataset.test)} test images of shape "
+          f"{dataset.train.images.shape[1:]}, {dataset.num_classes} classes")
+    return dataset
+
+
+def observed_labels(config, dataset):
+    """Noise step: noisy_labels.npz is made once per run folder and reused on restart."""
+    path = _path(config, "noisy_labels.npz")
+    if os.path.isfile(path) and not config.overwrite:
+        _banner(f"noise: reusing {path}")
+        with np.load(path) as saved:
+            labels = saved["labels"]
+    else:
+        _banner(f"noise: {config.noise}")
+        noisy = noise.make_noisy_labels(
+            dataset, config.noise, config.noise_rate, config.seed, config.kmeans_clusters,
+            config.noise_features, config.noise_feature_dims)
+        labels = noisy.labels
+        artifacts.write_npz(path, labels=labels, clean_labels=dataset.train.clean_labels,
+                            recipe=json.dumps(noisy.recipe))
+    rate = noise.noise_rate_actual(labels, dataset.train.clean_labels)
+    print(f"{100 * rate:.2f}% of the training labels are wrong" if rate == rate
+          else "clean training labels unknown: actual noise rate not measurable")
+    return labels, rate
+
+
+def stage1(config, dataset, labels):
+    """CE baseline and ψ; psi.npy + stage1.json are reused on restart."""
+    psi_path, done_path = _path(config, "psi.npy"), _path(config, "stage1.json")
+    from idn_tf import stages
+    if os.path.isfile(done_path) and os.path.isfile(psi_path) and not config.overwrite:
+        _banner(f"stage 1: reusing {psi_path}")
+        saved = artifacts.read_json(done_path)
+        return np.load(psi_path), stages.StageResult(saved["test_accuracy"], saved["history"])
+    _banner("stage 1: cross-entropy on the observed labels (CE baseline, ψ)")
+    classifier, ce = stages.train_cross_entropy(config, dataset, labels)
+    psi = stages.estimate_psi(classifier, dataset.train.images, labels, config.batch_size)
+    artifacts.write_npy(psi_path, psi)
+    artifacts.write_json(done_path, {"test_accuracy": ce.test_accuracy, "history": ce.history})
+    print(f"CE test accuracy {100 * ce.test_accuracy:.2f}%; mean ψ {psi.mean():.3f}")
+    return psi, ce
+
+
+def stage2(config, dataset, labels, psi):
+    from idn_tf import stages
+    _banner(f"stage 2: IDN method (η updates from epoch {config.eta_start_epoch} "
+            f"every {config.eta_every})")
+    idn, result = stages.train_idn(config, dataset, labels, psi)
+    artifacts.write_npy(_path(config, "eta.npy"), idn.eta.numpy())
+    return idn, result
+
+
+def summarise(config, dataset, labels, rate, ce, idn, result):
+    from idn_tf import report, stages
+    _banner("report")
+    eta = idn.eta.numpy()
+    q = stages.posterior_table(idn.classifier, dataset.train.images, labels, eta,
+                               idn.psi.numpy(), config.batch_size)
+    res = report.results(config, rate, ce, result, q, eta, labels, dataset.train.clean_labels)
+    artifacts.write_json(_path(config, "results.json"), res)
+    print(f"\n{report.table(res)}")
+    return res
+
+
+def _fail(error):
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv):
+    """absl's parser, with flag errors as one line on stderr and exit code 2."""
+    try:
+        return flagdefs.FLAGS(argv)
+    except flags.Error as e:
+        _fail(e)
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags are --name=value)")
+    try:
+        config = flagdefs.config_from_flags()
+        if config.dry_run:
+            print(json.dumps(config.to_dict(), indent=2))
+            return 0
+        run(config)
+    except USER_ERRORS as e:
+        _fail(e)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,157 @@
+"""End-to-end checks of `python -m idn_tf.train` and `train.run` on tiny schedules."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from idn_tf import artifacts, config as config_lib, train
+from idn_tf.data import sources
+
+# A short schedule: η updates in epochs 2 and 3, lr decay after epoch 2.
+TINY = dict(epochs=3, eta_start_epoch=2, eta_every=1, lr_decay_epochs=(2,), verbose=0)
+TINY_FLAGS = ["--epochs=3", "--eta_start_epoch=2", "--eta_every=1", "--lr_decay_epochs=2", "--verbose=0"]
+
+
+def cli(*args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "idn_tf.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("run") / "digits")
+    cfg = config_lib.Config(run_dir=run_dir, **TINY)
+    return cfg, train.run(cfg)
+
+
+def test_run_writes_its_artifacts(finished_run):
+    cfg, res = finished_run
+    n = len(sources.load_digits().train)
+    for name in ("flags.txt", "config.json", "noisy_labels.npz", "psi.npy", "eta.npy",
+                 "results.json", "stage1.json"):
+        assert os.path.isfile(os.path.join(cfg.run_dir, name)), name
+    assert not [f for f in os.listdir(cfg.run_dir) if f.startswith(".tmp-")]
+    saved = artifacts.read_json(os.path.join(cfg.run_dir, "results.json"))
+    assert saved == json.loads(json.dumps(res, allow_nan=True))
+    for key in ("noise_rate_actual", "ce_test_accuracy", "method_test_accuracy",
+                "wrong_labels_corrected", "right_labels_kept", "eta_mean"):
+        assert 0.0 <= saved[key] <= 1.0, key
+    assert (saved["dataset"], saved["noise"], saved["seed"], saved["epochs"]) == ("digits", "kmeans", 0, 3)
+    assert len(saved["method_history"]["val_accuracy"]) == 3
+    assert saved["method_history"]["eta_update"] == [0.0, 1.0, 1.0]
+    eta, psi = np.load(os.path.join(cfg.run_dir, "eta.npy")), np.load(os.path.join(cfg.run_dir, "psi.npy"))
+    assert eta.shape == psi.shape == (n,)
+    assert np.all((eta >= 0) & (eta <= 1)) and np.all((psi >= 0) & (psi <= 1))
+    assert not np.all(eta == cfg.eta_init), "η never moved although two epochs updated it"
+    with np.load(os.path.join(cfg.run_dir, "noisy_labels.npz")) as noisy:
+        wrong = np.mean(noisy["labels"] != noisy["clean_labels"])
+        assert json.loads(str(noisy["recipe"]))["noise"] == "kmeans"
+    np.testing.assert_allclose(saved["noise_rate_actual"], wrong)
+    assert 0.25 <= wrong <= 0.35  # the default k-means noise: 25-35% wrong labels
+
+
+def test_flags_txt_reproduces_the_config(finished_run):
+    cfg, _ = finished_run
+    from idn_tf import flagdefs
+    flagdefs.FLAGS.unparse_flags()
+    flagdefs.FLAGS(["train", f"--flagfile={os.path.join(cfg.run_dir, 'flags.txt')}"])
+    try:
+        assert flagdefs.config_from_flags() == cfg
+    finally:
+        flagdefs.FLAGS.unparse_flags()
+
+
+def test_restart_reuses_noise_and_stage1(finished_run, capsys):
+    cfg, first = finished_run
+    psi_mtime = os.path.getmtime(os.path.join(cfg.run_dir, "psi.npy"))
+    again = train.run(cfg)
+    assert "reusing" in capsys.readouterr().out
+    assert os.path.getmtime(os.path.join(cfg.run_dir, "psi.npy")) == psi_mtime
+    assert again["ce_test_accuracy"] == first["ce_test_accuracy"]
+    assert again["noise_rate_actual"] == first["noise_rate_actual"]
+
+
+def test_restart_with_other_flags_is_refused(finished_run):
+    cfg, _ = finished_run
+    before = {f: os.path.getmtime(os.path.join(cfg.run_dir, f)) for f in os.listdir(cfg.run_dir)}
+    with pytest.raises(artifacts.RunDirError, match="--epochs"):
+        train.run(dataclasses.replace(cfg, epochs=4))
+    after = {f: os.path.getmtime(os.path.join(cfg.run_dir, f)) for f in os.listdir(cfg.run_dir)}
+    assert after == before
+
+
+def test_cli_default_recipe_with_short_schedule(tmp_path):
+    result = cli(*TINY_FLAGS, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "CE test accuracy" in result.stdout and "method test accuracy" in result.stdout
+    assert os.path.isfile(tmp_path / "runs" / "digits-kmeans-0" / "results.json")
+
+
+def test_cli_npz_dataset(tmp_path):
+    digits = sources.load_digits()
+    rng = np.random.default_rng(0)
+    noisy = digits.train.labels.copy()
+    flip = rng.random(len(noisy)) < 0.2
+    noisy[flip] = (noisy[flip] + 1) % 10
+    np.savez(tmp_path / "mine.npz", x_train=digits.train.images[..., 0], y_train=noisy,
+             x_test=digits.test.images[..., 0], y_test=digits.test.labels, clean_train=digits.train.labels)
+    result = cli("--dataset=npz", f"--npz_path={tmp_path / 'mine.npz'}", "--noise=none",
+                 "--run_dir=out", *TINY_FLAGS, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    res = artifacts.read_json(tmp_path / "out" / "results.json")
+    np.testing.assert_allclose(res["noise_rate_actual"], flip.mean())
+
+
+def test_dry_run_prints_config_and_touches_nothing(tmp_path):
+    result = cli("--dry_run", "--epochs=7", "--noise=ccn", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["epochs"] == 7 and printed["run_dir"] == os.path.join("runs", "digits-ccn-0")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("flag, name", [
+    ("--dataset=cifar999", "dataset"),
+    ("--noise=gaussian", "noise"),
+    ("--noise_rate=1.5", "noise_rate"),
+    ("--noise_rate=-0.1", "noise_rate"),
+    ("--lr=0", "lr"),
+    ("--lr=-0.1", "lr"),
+    ("--batch_size=0", "batch_size"),
+    ("--eta_init=1.2", "eta_init"),
+    ("--eta_lr=0", "eta_lr"),
+    ("--eta_rule=adam", "eta_rule"),
+    ("--epochs=abc", "epochs"),
+    ("--lr_decay_epochs=3,x", "lr_decay_epochs"),
+    ("--dataset=npz", "npz_path"),
+])
+def test_bad_flag_is_one_line_naming_the_flag(tmp_path, flag, name):
+    result = cli(flag, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"--{name}" in lines[0] and "Traceback" not in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_npz_is_one_line(tmp_path):
+    result = cli("--dataset=npz", "--npz_path=missing.npz", "--run_dir=out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "missing.npz" in result.stderr
+
+
+def test_default_flagfile_is_the_default_config():
+    from idn_tf import flagdefs
+    flagdefs.FLAGS.unparse_flags()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    flagdefs.FLAGS(["train", f"--flagfile={os.path.join(root, 'flags', 'default.cfg')}"])
+    try:
+        assert flagdefs.config_from_flags() == config_lib.Config()
+    finally:
+        flagdefs.FLAGS.unparse_flags()
