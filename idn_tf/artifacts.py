@@ -63,12 +63,19 @@ class RunDirError(OSError):
     """The run folder cannot be used; the message is one line saying why."""
 
 
+# What a run writes; --overwrite removes them first so that nothing of the
+# previous configuration can be reused after an interrupted overwrite.
+RUN_ARTIFACTS = ("config.json", "flags.txt", "noisy_labels.npz", "psi.npy", "stage1.json",
+                 "eta.npy", "results.json")
+
+
 def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False):
     """Creates `run_dir` or checks that the run already in it had the same configuration.
 
     Writes config.json (`config_dict`: the fields that decide what is computed)
     and flags.txt (a flagfile of `flags_dict` that reproduces the run). Refuses, without touching anything, a
-    folder whose config.json differs unless `overwrite`.
+    folder whose config.json differs unless `overwrite`, which first deletes
+    the previous run's artifacts.
     """
     current = json.loads(json.dumps(config_dict))  # tuples -> lists, as saved
     saved_path = os.path.join(run_dir, "config.json")
@@ -81,6 +88,10 @@ def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False):
                               "choose another --run_dir or pass --overwrite")
     try:
         os.makedirs(run_dir, exist_ok=True)
+        if overwrite:
+            for name in RUN_ARTIFACTS:
+                if os.path.isfile(os.path.join(run_dir, name)):
+                    os.remove(os.path.join(run_dir, name))
         write_json(saved_path, current)
         write_text(os.path.join(run_dir, "flags.txt"), flags_text(flags_dict))
     except OSError as e:

@@ -18,7 +18,7 @@ ARCHITECTURES = ("small_cnn",)
 
 # Fields that do not change what a run computes: they may differ between a
 # run and its restart in the same folder.
-NON_SEMANTIC_FIELDS = ("run_dir", "overwrite", "dry_run", "verbose")
+NON_SEMANTIC_FIELDS = ("run_dir", "overwrite", "dry_run", "verbose", "jit_compile")
 
 
 class ConfigError(ValueError):

@@ -55,7 +55,7 @@ flags.DEFINE_float("eta_min", C.eta_min,
 
 # The run.
 flags.DEFINE_string("run_dir", C.run_dir, "Output folder; default runs/<dataset>-<noise>-<seed>.")
-flags.DEFINE_boolean("overwrite", C.overwrite, "Reuse a run folder whose saved flags differ (recomputes everything).")
+flags.DEFINE_boolean("overwrite", C.overwrite, "Delete the run folder's previous artifacts and recompute everything, even if its saved flags differ.")
 flags.DEFINE_boolean("dry_run", C.dry_run, "Print the resolved configuration as JSON and exit.")
 flags.DEFINE_integer("verbose", C.verbose, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 

@@ -31,15 +31,29 @@ def new_classifier(config, dataset):
                             mean, std, seed=config.seed)
 
 
+def learning_rate(config, steps_per_epoch):
+    """lr, × lr_decay_factor after each epoch in lr_decay_epochs: a float or a schedule.
+
+    The optimizer evaluates the schedule at its step count before the update
+    (0-based), and PiecewiseConstantDecay switches *after* a boundary, so the
+    last step of epoch e is step e·steps_per_epoch − 1.
+    """
+    boundaries = [e * steps_per_epoch - 1 for e in config.lr_decay_epochs if e < config.epochs]
+    if not boundaries:
+        return config.lr
+    values = [config.lr * config.lr_decay_factor ** i for i in range(len(boundaries) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
 def make_optimizer(config, steps_per_epoch):
-    """SGD with momentum; lr × lr_decay_factor after each epoch in lr_decay_epochs."""
-    boundaries = [e * steps_per_epoch for e in config.lr_decay_epochs if e < config.epochs]
-    if boundaries:
-        values = [config.lr * config.lr_decay_factor ** i for i in range(len(boundaries) + 1)]
-        lr = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    else:
-        lr = config.lr
-    return keras.optimizers.SGD(learning_rate=lr, momentum=config.momentum)
+    """SGD with momentum and the step-decay learning rate.
+
+    Keras's momentum is v ← μv − lr·g, w ← w + v: the same as PyTorch's while
+    lr is constant; just after a decay it still carries velocity gathered at
+    the old lr.
+    """
+    return keras.optimizers.SGD(learning_rate=learning_rate(config, steps_per_epoch),
+                                momentum=config.momentum)
 
 
 def _fit(train_model, config, dataset, labels, extra_callbacks=()):
@@ -54,7 +68,8 @@ def _fit(train_model, config, dataset, labels, extra_callbacks=()):
         shuffle=False,  # the dataset shuffles itself, seeded
         callbacks=[keras.callbacks.TerminateOnNaN(), *extra_callbacks])
     if train_model.stop_training:
-        raise FloatingPointError("training stopped: the loss became NaN or infinite")
+        raise FloatingPointError("training stopped: the loss became NaN or infinite "
+                                 "(try a smaller --lr or --eta_lr)")
     logs = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     return StageResult(test_accuracy=logs["val_accuracy"][-1], history=logs)
 
@@ -90,7 +105,10 @@ def predict_log_probs(classifier, images, batch_size):
 def estimate_psi(classifier, images, labels, batch_size):
     """ψ_i = softmax(h⁰(x_i))[ỹ_i] on un-augmented training images, float32 [N]."""
     log_probs = predict_log_probs(classifier, images, batch_size)
-    return np.exp(log_probs[np.arange(len(labels)), labels]).astype(np.float32)
+    psi = np.exp(log_probs[np.arange(len(labels)), labels]).astype(np.float32)
+    # exp() can underflow to 0; with η_i = 1, ψ_i = 0 would give every class weight
+    # 0 in Eq. 8 (q = 0/0). The smallest normal float32 keeps q defined.
+    return np.maximum(psi, np.finfo(np.float32).tiny)
 
 
 def posterior_table(classifier, images, labels, eta, psi, batch_size):

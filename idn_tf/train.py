@@ -18,7 +18,8 @@ from idn_tf import artifacts, flagdefs
 from idn_tf.config import ConfigError
 from idn_tf.data import noise, sources
 
-USER_ERRORS = (ConfigError, sources.DataError, artifacts.RunDirError)
+# Errors reported as one line (exit 2); FloatingPointError is a diverged loss.
+USER_ERRORS = (ConfigError, sources.DataError, artifacts.RunDirError, FloatingPointError)
 
 # TensorFlow is imported only once flags and data have been checked: its
 # start-up notices go to stderr, and a user error should read as one line.
@@ -62,6 +63,10 @@ def observed_labels(config, dataset):
         _banner(f"noise: reusing {path}")
         with np.load(path) as saved:
             labels = saved["labels"]
+        if len(labels) != len(dataset.train):
+            raise artifacts.RunDirError(
+                f"{path} has {len(labels)} labels but the data has {len(dataset.train)} training "
+                "examples; choose another --run_dir or pass --overwrite")
     else:
         _banner(f"noise: {config.noise}")
         noisy = noise.make_noisy_labels(

@@ -107,6 +107,31 @@ def test_cross_entropy_step_matches_numpy(run_eagerly):
         np.testing.assert_allclose(actual, desired, rtol=1e-5, atol=1e-6)
 
 
+def test_weight_decay_is_coupled_l2_before_momentum():
+    # Three steps of SGD with momentum 0.9, the PyTorch way: g ← ∇loss + wd·w,
+    # buf ← μ·buf + g, w ← w − lr·buf. Decoupled decay (w ← w − lr·wd·w outside
+    # the momentum) differs from the second step on.
+    m = model.CrossEntropyModel(tiny_classifier(), weight_decay=WD)
+    m.compile(optimizer=keras.optimizers.SGD(LR, momentum=0.9))
+    batches = [make_batch([0, 1, 2, 3], seed=s) for s in (1, 2, 3)]
+    kernel, bias = [w.astype(np.float64) for w in m.classifier.get_weights()]
+    buf_k, buf_b = np.zeros_like(kernel), np.zeros_like(bias)
+    for batch in batches:
+        x = batch["image"].reshape(4, -1).astype(np.float64) / 255
+        logits = x @ kernel + bias
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        g_logits = (p - np.eye(K)[batch["label"]]) / len(x)
+        buf_k = 0.9 * buf_k + x.T @ g_logits + WD * kernel
+        buf_b = 0.9 * buf_b + g_logits.sum(0) + WD * bias
+        kernel, bias = kernel - LR * buf_k, bias - LR * buf_b
+    data = tf.data.Dataset.from_tensor_slices(
+        {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}).batch(4)
+    m.fit(data, epochs=1, verbose=0)
+    np.testing.assert_allclose(m.classifier.get_weights()[0], kernel, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m.classifier.get_weights()[1], bias, rtol=1e-5, atol=1e-6)
+
+
 class EtaRecorder(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()

@@ -199,3 +199,9 @@ def test_too_many_pca_dims_is_a_data_error():
     images = np.zeros((5, 2, 2, 1), np.uint8)
     with pytest.raises(DataError, match="noise_feature_dims"):
         noise.features_for_noise(images, kind="pca", dims=9)
+
+
+def test_more_clusters_than_examples_is_a_data_error():
+    dataset = sources.load_digits()
+    with pytest.raises(DataError, match="kmeans_clusters"):
+        noise.make_noisy_labels(dataset, "kmeans", 0.0, seed=0, kmeans_clusters=len(dataset.train) + 1)

@@ -71,7 +71,8 @@ def test_restart_reuses_noise_and_stage1(finished_run, capsys):
     cfg, first = finished_run
     psi_mtime = os.path.getmtime(os.path.join(cfg.run_dir, "psi.npy"))
     again = train.run(cfg)
-    assert "reusing" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "noise: reusing" in out and "stage 1: reusing" in out
     assert os.path.getmtime(os.path.join(cfg.run_dir, "psi.npy")) == psi_mtime
     assert again["ce_test_accuracy"] == first["ce_test_accuracy"]
     assert again["noise_rate_actual"] == first["noise_rate_actual"]
@@ -84,6 +85,29 @@ def test_restart_with_other_flags_is_refused(finished_run):
         train.run(dataclasses.replace(cfg, epochs=4))
     after = {f: os.path.getmtime(os.path.join(cfg.run_dir, f)) for f in os.listdir(cfg.run_dir)}
     assert after == before
+
+
+def test_overwrite_removes_the_previous_artifacts(tmp_path):
+    run_dir = str(tmp_path / "run")
+    cfg = config_lib.Config(run_dir=run_dir, **TINY)
+    artifacts.prepare_run_dir(run_dir, cfg.semantic_dict(), cfg.to_dict())
+    for name in ("psi.npy", "stage1.json", "noisy_labels.npz", "results.json"):
+        (tmp_path / "run" / name).write_text("stale")
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    other = dataclasses.replace(cfg, epochs=5, overwrite=True)
+    artifacts.prepare_run_dir(run_dir, other.semantic_dict(), other.to_dict(), overwrite=True)
+    assert sorted(os.listdir(run_dir)) == ["config.json", "flags.txt", "notes.txt"]
+    assert artifacts.read_json(os.path.join(run_dir, "config.json"))["epochs"] == 5
+
+
+def test_make_optimizer_decays_after_the_named_epochs():
+    from idn_tf import stages
+    cfg = config_lib.Config(run_dir="unused", epochs=6, lr=1.0, lr_decay_epochs=(2, 4), lr_decay_factor=0.1)
+    schedule = stages.learning_rate(cfg, steps_per_epoch=3)
+    # The optimizer evaluates the schedule at the 0-based step before updating:
+    # epochs 1-2 are steps 0-5, epochs 3-4 steps 6-11, epochs 5-6 steps 12-17.
+    lrs = [float(schedule(step)) for step in range(18)]
+    np.testing.assert_allclose(lrs, [1.0] * 6 + [0.1] * 6 + [0.01] * 6, rtol=1e-6)
 
 
 def test_cli_default_recipe_with_short_schedule(tmp_path):

@@ -118,6 +118,9 @@ def make_noisy_labels(dataset: Dataset, noise: str, noise_rate: float, seed: int
                                   seed)
     recipe.update(noise_features=noise_features, noise_feature_dims=int(noise_feature_dims))
     if noise == "kmeans":
+        if not 1 <= kmeans_clusters <= len(clean):
+            raise DataError(f"--kmeans_clusters must be in [1, {len(clean)}] (the training "
+                            f"examples), got {kmeans_clusters}")
         recipe.update(kmeans_clusters=int(kmeans_clusters), kmeans_n_init=KMEANS_N_INIT)
         labels = kmeans_noise(features, clean, kmeans_clusters, seed)
     else:
