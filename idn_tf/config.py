@@ -46,7 +46,7 @@ class Config:
     weight_decay: float = 1e-4
     eta_init: float = 0.01
     eta_lr: float = 0.5
-    eta_start_epoch: int = 10
+    eta_start_epoch: int = 3
     eta_every: int = 2
     eta_rule: str = "paper"
     eta_eps: float = 1e-4
