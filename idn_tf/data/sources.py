@@ -7,6 +7,8 @@ an order that does not depend on any run seed.
 Sources here:
 - ``digits``: scikit-learn's bundled 8x8 digits (offline; the embedded default).
 - ``npz``: the user's own arrays in one ``.npz`` archive.
+- ``cifar10``, ``cifar100``, ``cifar10_n``, ``cifar100_n``: tensorflow-datasets
+  (tfds_sources.py, imported only when one of them is loaded).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 import sklearn.datasets
 import sklearn.model_selection
 
-SOURCES = ("digits", "npz")
+TFDS_SOURCES = ("cifar10", "cifar100", "cifar10_n", "cifar100_n")
+SOURCES = ("digits", "npz") + TFDS_SOURCES
 
 # Fixed, seed-independent split of the digits data, so that indices are stable across runs.
 DIGITS_TEST_FRACTION = 0.2
@@ -90,8 +93,23 @@ class Dataset:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
 
 
-def load(name: str, npz_path: str | None = None) -> Dataset:
-    """Loads the source called `name` ("digits" or "npz"; "npz" needs `npz_path`)."""
+def load(name: str, npz_path: str | None = None, data_dir: str | None = None,
+         noisy_label_key: str | None = None, download: bool = True) -> Dataset:
+    """Loads the source called `name` (one of `SOURCES`).
+
+    "npz" needs `npz_path`. The tensorflow-datasets sources (`TFDS_SOURCES`) take `data_dir`
+    (None = tfds's default), `noisy_label_key` (CIFAR-N only; None = its default) and
+    `download` (whether to download data that is not in data_dir); see tfds_sources.load_tfds.
+    """
+    if name in TFDS_SOURCES:
+        # Imported here: tfds_sources imports this module, and loading through it brings in
+        # tensorflow_datasets and TensorFlow, which digits and npz do without.
+        from idn_tf.data import tfds_sources  # pylint: disable=import-outside-toplevel
+        return tfds_sources.load_tfds(name, data_dir=data_dir,
+                                      noisy_label_key=noisy_label_key, download=download)
+    if noisy_label_key is not None:
+        raise DataError(f"dataset {name!r} has no human noisy labels (noisy_label_key="
+                        f"{noisy_label_key!r}); they come with cifar10_n and cifar100_n")
     if name == "digits":
         return load_digits()
     if name == "npz":
