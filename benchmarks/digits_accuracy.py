@@ -34,8 +34,8 @@ ETA_MINS = (0.0, 1e-3)
 def one_seed(dataset, base, seed, eta_mins=ETA_MINS):
     """CE and method accuracies (and label correction) for one noise recipe and seed."""
     cfg = dataclasses.replace(base, seed=seed, verbose=0)
-    noisy = noise.make_noisy_labels(dataset, cfg.noise, cfg.noise_rate, seed, cfg.kmeans_clusters,
-                                    cfg.noise_features, cfg.noise_feature_dims)
+    noisy = noise.make_noisy_labels(dataset, cfg.noise, cfg.noise_rate, seed,
+                                    **cfg.noise_options())
     clean = dataset.train.clean_labels
     classifier, ce = stages.train_cross_entropy(cfg, dataset, noisy.labels)
     psi = stages.estimate_psi(classifier, dataset.train.images, noisy.labels, cfg.batch_size)

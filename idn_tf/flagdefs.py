@@ -1,8 +1,10 @@
 """Every command-line flag of `python -m idn_tf.train`, in one place.
 
-Defaults come from `Config` (the embedded digits recipe); choices are enums;
-numeric ranges are checked by `config.validate`, which library users who
-build a `Config` directly get too.
+The defaults shown are `Config`'s (the embedded digits recipe). A run takes
+the recipe of its --dataset (config.RECIPES: the paper's for cifar10/cifar100)
+and then every flag the user set explicitly, on the command line or in a
+flagfile. Choices are enums; numeric ranges are checked by `config.validate`,
+which library users who build a `Config` directly get too.
 """
 
 import dataclasses
@@ -15,7 +17,19 @@ C = config.Config
 
 # Data and noise.
 flags.DEFINE_enum("dataset", C.dataset, config.DATASETS,
-                  "Data source: digits (bundled with scikit-learn, offline) or npz (--npz_path).")
+                  "Data source, and the recipe of defaults that comes with it: digits (bundled "
+                  "with scikit-learn, offline), npz (--npz_path), cifar10 / cifar100 (the "
+                  "paper's recipes), cifar10_n / cifar100_n (human noisy labels); the CIFAR "
+                  "ones come through tensorflow-datasets (--data_dir).")
+flags.DEFINE_string("data_dir", C.data_dir,
+                    "tensorflow-datasets data folder (default: tfds's, ~/tensorflow_datasets).")
+flags.DEFINE_boolean("download", C.download,
+                     "Download and prepare a tensorflow-datasets dataset missing from --data_dir "
+                     "(offline, tfds retries for ~3.5 minutes before the run stops); "
+                     "--nodownload stops at once.")
+flags.DEFINE_string("noisy_label_key", C.noisy_label_key,
+                    "CIFAR-N human label set: cifar10_n aggregate|random1|random2|random3|worst "
+                    "(recipe: worst), cifar100_n noisy (recipe).")
 flags.DEFINE_string("npz_path", C.npz_path,
                     "With --dataset=npz: a .npz with x_train, y_train, x_test, y_test "
                     "(uint8 images [N,H,W,C] or [N,H,W]; int labels) and optional clean_train.")
@@ -28,10 +42,30 @@ flags.DEFINE_integer("kmeans_clusters", C.kmeans_clusters, "Clusters for kmeans 
 flags.DEFINE_enum("noise_features", C.noise_features, config.NOISE_FEATURES,
                   "Features for kmeans/mlp noise: pca of the pixels, or raw pixels.")
 flags.DEFINE_integer("noise_feature_dims", C.noise_feature_dims, "PCA components for --noise_features=pca.")
+flags.DEFINE_integer("noise_feature_size", C.noise_feature_size,
+                     "Images are resized to this size for --noise_features=resnet50.")
+flags.DEFINE_string("noise_feature_weights", C.noise_feature_weights,
+                    "ResNet-50 weights for --noise_features=resnet50: imagenet (downloaded by "
+                    "Keras), a local no-top weights file, or none (random; tests only).")
+flags.DEFINE_integer("mlp_hidden_units", C.mlp_hidden_units, "Hidden units of the mlp-noise MLP.")
+flags.DEFINE_integer("mlp_epochs", C.mlp_epochs, "Epochs of the mlp-noise MLP (at most, with a target).")
+flags.DEFINE_float("mlp_target_accuracy", C.mlp_target_accuracy,
+                   "Stop the mlp-noise MLP once this fraction of its labels is correct (0: run "
+                   "all --mlp_epochs; the cifar100 recipe: 0.6929, the paper's rate).")
 flags.DEFINE_integer("seed", C.seed, "Seed for noise, initialisation and shuffling.")
 
 # Classifier and optimiser (both stages: same backbone and hyper-parameters).
-flags.DEFINE_enum("arch", C.arch, config.ARCHITECTURES, "Classifier backbone.")
+flags.DEFINE_enum("arch", C.arch, config.ARCHITECTURES,
+                  "Classifier backbone (cifar recipes: resnet32).")
+flags.DEFINE_string("backbone_weights", C.backbone_weights,
+                    "Initial weights of --arch=resnet50: imagenet, none, or a weights file path.")
+flags.DEFINE_enum("normalize", C.normalize, config.NORMALIZATIONS,
+                  "Input normalisation inside the model: per-channel (x/255 - mean)/std, or "
+                  "mean subtraction only (cifar recipes, as the paper).")
+flags.DEFINE_enum("augment", C.augment, config.AUGMENTATIONS,
+                  "Training augmentation: none, or pad_crop_flip (pad by --crop_padding, random "
+                  "crop back, random horizontal flip; cifar recipes).")
+flags.DEFINE_integer("crop_padding", C.crop_padding, "Zero padding (pixels) before the random crop.")
 flags.DEFINE_integer("epochs", C.epochs, "Epochs of each stage.")
 flags.DEFINE_integer("batch_size", C.batch_size, "Global batch size.")
 flags.DEFINE_float("lr", C.lr, "Classifier learning rate α₂ (SGD).")
@@ -63,10 +97,16 @@ FLAGS = flags.FLAGS
 
 
 def config_from_flags():
-    """Reads the parsed flags once into a `Config` (raises ConfigError)."""
-    values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(config.Config)}
-    values["lr_decay_epochs"] = _ints("lr_decay_epochs", values["lr_decay_epochs"])
-    return config.Config(**values)
+    """Reads the parsed flags once into a `Config` (raises ConfigError).
+
+    Only flags given explicitly (command line or flagfile) override the recipe of
+    --dataset; the others keep the recipe's value, not the flag's default.
+    """
+    explicit = {f.name: FLAGS[f.name].value for f in dataclasses.fields(config.Config)
+                if not FLAGS[f.name].using_default_value}
+    if "lr_decay_epochs" in explicit:
+        explicit["lr_decay_epochs"] = _ints("lr_decay_epochs", explicit["lr_decay_epochs"])
+    return config.resolve(explicit)
 
 
 def _ints(name, strings):

@@ -14,7 +14,9 @@ import tensorflow as tf
 
 from idn_tf import callbacks, model, posterior
 from idn_tf.data import pipeline
+from idn_tf.config import ConfigError
 from idn_tf.models import build_classifier, pixel_statistics
+from idn_tf.models.resnet50 import BackboneError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +29,15 @@ class StageResult:
 def new_classifier(config, dataset):
     """A freshly initialised classifier; both stages start from the same weights."""
     mean, std = pixel_statistics(dataset.train.images)
-    return build_classifier(config.arch, dataset.train.images.shape[1:], dataset.num_classes,
-                            mean, std, seed=config.seed)
+    if config.normalize == "subtract_mean":
+        std = np.ones_like(std)
+    try:
+        return build_classifier(config.arch, dataset.train.images.shape[1:],
+                                dataset.num_classes, mean, std, seed=config.seed,
+                                backbone_weights=config.backbone_weights)
+    except BackboneError as e:
+        raise ConfigError(f"--arch={config.arch} --backbone_weights={config.backbone_weights}: "
+                          f"{e}") from e
 
 
 def learning_rate(config, steps_per_epoch):
@@ -58,7 +67,8 @@ def make_optimizer(config, steps_per_epoch):
 
 def _fit(train_model, config, dataset, labels, extra_callbacks=()):
     train_ds = pipeline.train_dataset(dataset.train.images, labels, dataset.train.clean_labels,
-                                      config.batch_size, seed=config.seed)
+                                      config.batch_size, seed=config.seed,
+                                      augment=config.augment, padding=config.crop_padding)
     test_ds = pipeline.eval_dataset(dataset.test.images, dataset.test.labels, config.batch_size)
     steps_per_epoch = -(-len(labels) // config.batch_size)
     train_model.compile(optimizer=make_optimizer(config, steps_per_epoch),

@@ -15,7 +15,7 @@ import numpy as np
 from absl import app, flags
 
 from idn_tf import artifacts, flagdefs
-from idn_tf.config import ConfigError
+from idn_tf.config import ConfigError, check_data_fits
 from idn_tf.data import noise, sources
 
 # Errors reported as one line (exit 2); FloatingPointError is a diverged loss.
@@ -50,9 +50,17 @@ def _path(config, name):
 
 def load_data(config):
     _banner(f"data: {config.dataset}")
-    dataset = sources.load(config.dataset, npz_path=config.npz_path or None)
+    if config.dataset in sources.TFDS_SOURCES:
+        print(f"reading {config.dataset} through tensorflow-datasets (data_dir: "
+              f"{config.data_dir or 'tfds default'}; prepared on first use"
+              f"{', downloading if needed' if config.download else ''})", flush=True)
+    dataset = sources.load(config.dataset, npz_path=config.npz_path or None,
+                           data_dir=config.data_dir or None,
+                           noisy_label_key=config.noisy_label_key or None,
+                           download=config.download)
     print(f"{len(dataset.train)} training and {len(dataset.test)} test images of shape "
           f"{dataset.train.images.shape[1:]}, {dataset.num_classes} classes")
+    check_data_fits(config, dataset.train.images.shape[1:])
     return dataset
 
 
@@ -69,9 +77,8 @@ def observed_labels(config, dataset):
                 "examples; choose another --run_dir or pass --overwrite")
     else:
         _banner(f"noise: {config.noise}")
-        noisy = noise.make_noisy_labels(
-            dataset, config.noise, config.noise_rate, config.seed, config.kmeans_clusters,
-            config.noise_features, config.noise_feature_dims)
+        noisy = noise.make_noisy_labels(dataset, config.noise, config.noise_rate, config.seed,
+                                        **config.noise_options())
         labels = noisy.labels
         artifacts.write_npz(path, labels=labels, clean_labels=dataset.train.clean_labels,
                             recipe=json.dumps(noisy.recipe))

@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 import numpy as np
+import sklearn.neural_network
 import pytest
 
 from idn_tf.data import noise, sources
@@ -97,13 +98,63 @@ def test_kmeans_noise_toy_blobs():
                                   np.zeros(14, dtype=int))
 
 
-def test_model_relabel_noise_learns_an_easy_problem():
+def test_kmeans_noise_is_each_clusters_majority():
+    import sklearn.cluster
+    import threadpoolctl
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(300, 4))
+    clean = rng.integers(0, 5, size=300)
+    labels = noise.kmeans_noise(features, clean, 12, seed=5)
+    with threadpoolctl.threadpool_limits(1):  # as the generator runs it
+        cluster = sklearn.cluster.KMeans(n_clusters=12, init="k-means++",
+                                         n_init=noise.KMEANS_N_INIT,
+                                         random_state=5).fit_predict(features)
+    assert len(np.unique(cluster)) == 12
+    for c in range(12):
+        members = cluster == c
+        assert len(np.unique(labels[members])) == 1, c  # constant within the cluster
+        counts = np.bincount(clean[members], minlength=5)
+        assert counts[labels[members][0]] == counts.max(), c  # a majority true label
+
+
+def test_mlp_noise_learns_an_easy_problem():
     rng = np.random.default_rng(0)
     clean = np.arange(3).repeat(40)
     features = np.eye(3)[clean] * 5 + rng.normal(scale=0.3, size=(120, 3))
-    labels = noise.model_relabel_noise(features, clean, seed=0, hidden_units=16, max_iter=300)
-    assert labels.dtype == np.int64
+    labels, epochs_run = noise.mlp_noise(features, clean, seed=0, hidden_units=16, epochs=300)
+    assert labels.dtype == np.int64 and epochs_run == 300
     np.testing.assert_array_equal(labels, clean)
+
+
+def _replayed_mlp(features, clean, seed, hidden_units, epochs):
+    """The MLP the generator describes, trained here by hand: predictions after each epoch."""
+    model = sklearn.neural_network.MLPClassifier(hidden_layer_sizes=(hidden_units,),
+                                                 random_state=seed)
+    predictions = []
+    for _ in range(epochs):
+        model.partial_fit(features, clean, classes=np.arange(clean.max() + 1))
+        predictions.append(model.predict(features))
+    return predictions
+
+
+def test_mlp_noise_labels_are_the_mlps_predictions():
+    rng = np.random.default_rng(1)
+    clean = rng.integers(0, 4, size=200)
+    features = rng.normal(size=(200, 5)) + 0.8 * np.eye(4, 5)[clean]
+    replay = _replayed_mlp(features, clean, seed=3, hidden_units=8, epochs=30)
+    labels, epochs_run = noise.mlp_noise(features, clean, seed=3, hidden_units=8, epochs=30)
+    assert epochs_run == 30
+    np.testing.assert_array_equal(labels, replay[-1])
+
+    # With a target, it stops at the first epoch whose predictions reach it.
+    accuracy = [np.mean(p == clean) for p in replay]
+    target = (min(accuracy) + max(accuracy)) / 2
+    first = next(e for e, a in enumerate(accuracy, start=1) if a >= target)
+    labels, epochs_run = noise.mlp_noise(features, clean, seed=3, hidden_units=8, epochs=30,
+                                         target_accuracy=target)
+    assert epochs_run == first
+    np.testing.assert_array_equal(labels, replay[first - 1])
+    assert np.mean(labels == clean) >= target > accuracy[first - 2]
 
 
 def test_features_for_noise():
@@ -121,6 +172,31 @@ def test_features_for_noise():
     np.testing.assert_allclose(features.mean(axis=0), 0, atol=1e-5)
     with pytest.raises(ValueError, match="noise features"):
         noise.features_for_noise(images, kind="resnet")
+
+
+def test_resnet50_features_from_a_weights_file(tmp_path):
+    import keras
+    import tensorflow as tf
+    # Weights saved from a randomly initialised ResNet-50 stand in for the ImageNet file.
+    keras.utils.set_random_seed(0)
+    net = keras.applications.ResNet50(include_top=False, pooling="avg", weights=None,
+                                      input_shape=(32, 32, 3))
+    path = str(tmp_path / "resnet50_notop.weights.h5")
+    net.save_weights(path)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 16, 16, 1), dtype=np.uint8)
+    features = noise.features_for_noise(images, kind="resnet50", size=32, weights=path,
+                                        batch_size=2)
+    # Independently: grey -> RGB, resize to 32, BGR minus the ImageNet mean (caffe mode).
+    x = tf.image.resize(np.repeat(images, 3, axis=-1).astype(np.float32), (32, 32)).numpy()
+    x = x[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)
+    np.testing.assert_allclose(features, net(x, training=False).numpy(), rtol=1e-4, atol=1e-4)
+    assert features.shape == (5, 2048) and features.dtype == np.float32
+
+    with pytest.raises(DataError, match="noise_feature_weights.*not found"):
+        noise.features_for_noise(images, kind="resnet50", size=32, weights="missing.h5")
+    with pytest.raises(DataError, match="noise_feature_size"):
+        noise.features_for_noise(images, kind="resnet50", size=16, weights="none")
 
 
 # ---------------------------------------------------------------------------------------

@@ -154,9 +154,15 @@ def test_dry_run_prints_config_and_touches_nothing(tmp_path):
     ("--epochs=abc", "epochs"),
     ("--lr_decay_epochs=3,x", "lr_decay_epochs"),
     ("--dataset=npz", "npz_path"),
+    ("--arch=resnet50", "arch"),  # digits' 8x8 images are too small for it
+    ("--backbone_weights=imagenet", "backbone_weights"),  # without --arch=resnet50
+    ("--noisy_label_key=worst", "noisy_label_key"),  # digits has no human label sets
+    ("--dataset=cifar10_n --noisy_label_key=best", "noisy_label_key"),
+    ("--augment=mixup", "augment"),
+    ("--mlp_target_accuracy=2", "mlp_target_accuracy"),
 ])
 def test_bad_flag_is_one_line_naming_the_flag(tmp_path, flag, name):
-    result = cli(flag, cwd=tmp_path)
+    result = cli(*flag.split(), cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -179,3 +185,81 @@ def test_default_flagfile_is_the_default_config():
         assert flagdefs.config_from_flags() == config_lib.Config()
     finally:
         flagdefs.FLAGS.unparse_flags()
+
+
+# ---------------------------------------------------------------------------------------
+# The tensorflow-datasets sources, end to end under tfds.testing.mock_data
+
+MOCK_N = 48
+# Each dataset's own recipe (noise, augmentation, normalisation, α₁ ...), with a small CNN and
+# one short epoch per stage; the noise generators run for real on the mock images.
+MOCK_RUNS = {
+    "cifar10": dict(noise_feature_weights="none", noise_feature_size=32, kmeans_clusters=4),
+    "cifar100": dict(mlp_hidden_units=8, mlp_epochs=3),
+    "cifar10_n": dict(noisy_label_key="random2"),
+    "cifar100_n": dict(),
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(MOCK_RUNS))
+def test_tfds_dataset_runs_end_to_end_under_mock_data(tmp_path, dataset):
+    import tensorflow_datasets as tfds
+    cfg = config_lib.resolve(dict(
+        dataset=dataset, run_dir=str(tmp_path / "run"), arch="small_cnn", epochs=1,
+        batch_size=16, lr_decay_epochs=(), eta_start_epoch=1, eta_every=1, verbose=0,
+        data_dir=str(tmp_path / "tfds"), **MOCK_RUNS[dataset]))
+    assert cfg.augment == "pad_crop_flip" and cfg.normalize == "subtract_mean"  # recipe kept
+    with tfds.testing.mock_data(num_examples=MOCK_N, policy=tfds.testing.MockPolicy.USE_CODE):
+        res = train.run(cfg)
+        raw = sources.load(dataset, noisy_label_key=cfg.noisy_label_key or None)
+    for key in ("dataset", "noise", "noise_rate_actual", "seed", "epochs", "ce_test_accuracy",
+                "method_test_accuracy"):
+        assert key in res, key
+    assert res["dataset"] == dataset and res["noise"] == cfg.noise
+    run = tmp_path / "run"
+    eta, psi = np.load(run / "eta.npy"), np.load(run / "psi.npy")
+    assert eta.shape == psi.shape == (MOCK_N,)
+    assert np.all((eta >= 0) & (eta <= 1)) and np.any(eta != cfg.eta_init)  # η was updated
+    with np.load(run / "noisy_labels.npz") as saved:
+        labels, clean = saved["labels"], saved["clean_labels"]
+        recipe = json.loads(str(saved["recipe"]))
+    assert labels.shape == (MOCK_N,) and np.all((labels >= 0) & (labels < raw.num_classes))
+    np.testing.assert_array_equal(clean, raw.train.clean_labels)
+    assert recipe["noise"] == cfg.noise
+    if cfg.noise == "none":  # CIFAR-N: the human labels are the observed labels
+        np.testing.assert_array_equal(labels, raw.train.labels)
+    if dataset == "cifar100":
+        assert 1 <= recipe["mlp_epochs_run"] <= 3
+
+
+# `python -m idn_tf.train`, with tfds's download retries (10, with backoff: ~3.5 minutes
+# offline) turned off so that the test fails fast; everything else is the real CLI.
+NO_RETRY_CLI = """
+import sys
+from absl import app
+from tensorflow_datasets.core.download import downloader
+from idn_tf import train
+downloader.MAX_RETRIES = 0
+sys.argv[0] = "train"
+app.run(train.main, flags_parser=train.parse_flags)
+"""
+
+
+@pytest.mark.parametrize("download", [True, False])
+def test_tfds_dataset_missing_offline_is_one_error_paragraph(tmp_path, download):
+    # Offline as seen by tfds: every connection refused (a proxy on a closed port).
+    proxy = "http://127.0.0.1:9"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", HTTP_PROXY=proxy, HTTPS_PROXY=proxy,
+               http_proxy=proxy, https_proxy=proxy)
+    result = subprocess.run(
+        [sys.executable, "-c", NO_RETRY_CLI, "--dataset=cifar10",
+         "--download" if download else "--nodownload",
+         f"--data_dir={tmp_path / 'tfds'}", f"--run_dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert "cifar10" in errors[0] and str(tmp_path / "tfds") in errors[0]
+    assert "tfds build cifar10" in errors[0] and "cifar-10-binary.tar.gz" in errors[0]
+    assert not os.path.exists(tmp_path / "run" / "noisy_labels.npz")  # stopped before noise

@@ -1,0 +1,122 @@
+"""Tests for idn_tf.config recipes and the flags/ flagfiles (SPEC §3)."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from idn_tf import config as config_lib
+from idn_tf.data import pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# SPEC §3, "CIFAR-10 / CIFAR-100" column, written out independently of config.RECIPES.
+PAPER_CIFAR = dict(arch="resnet32", epochs=160, batch_size=256, momentum=0.9, weight_decay=1e-4,
+                   lr=0.05, lr_decay_epochs=[40, 80, 120], lr_decay_factor=0.1, eta_init=0.01,
+                   eta_start_epoch=35, eta_every=5, eta_rule="paper", eta_eps=1e-4,
+                   eta_min=0.0, augment="pad_crop_flip", crop_padding=4,
+                   normalize="subtract_mean")
+
+
+def dry_run(*flags):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-m", "idn_tf.train", "--dry_run", *flags],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("dataset, eta_lr, noise", [("cifar100", 0.5, "mlp"),
+                                                    ("cifar10", 0.7, "kmeans")])
+def test_dataset_alone_resolves_to_the_papers_recipe(dataset, eta_lr, noise):
+    printed = dry_run(f"--dataset={dataset}")
+    for name, value in {**PAPER_CIFAR, "eta_lr": eta_lr, "noise": noise}.items():
+        assert printed[name] == value, name
+    assert printed["run_dir"] == os.path.join("runs", f"{dataset}-{noise}-0")
+
+
+def test_explicit_flags_override_the_recipe():
+    # 64 is also the digits default: it must still win over the recipe's 256.
+    printed = dry_run("--dataset=cifar100", "--batch_size=64", "--eta_lr=0.3", "--noise=ccn")
+    assert printed["batch_size"] == 64 and printed["eta_lr"] == 0.3 and printed["noise"] == "ccn"
+    assert printed["epochs"] == 160  # the rest stays the recipe's
+
+
+def test_digits_recipe_is_the_config_default():
+    assert config_lib.resolve({}) == config_lib.Config()
+    assert config_lib.resolve({"dataset": "digits"}) == config_lib.Config()
+
+
+def test_resolve_rejects_unknown_names():
+    with pytest.raises(config_lib.ConfigError, match="--dataset"):
+        config_lib.resolve({"dataset": "imagenet"})
+    with pytest.raises(config_lib.ConfigError, match="--colour"):
+        config_lib.resolve({"colour": "red"})
+
+
+def test_every_recipe_is_a_valid_config():
+    for dataset in config_lib.RECIPES:
+        extra = {"npz_path": "x.npz"} if dataset == "npz" else {}
+        assert config_lib.resolve({"dataset": dataset, **extra}).dataset == dataset
+    assert set(config_lib.RECIPES) == set(config_lib.DATASETS)
+
+
+def test_augmentations_match_the_pipeline():
+    assert config_lib.AUGMENTATIONS == pipeline.AUGMENTATIONS
+
+
+# ---------------------------------------------------------------------------------------
+# flags/
+
+
+def _config_from_flagfile(name):
+    from idn_tf import flagdefs
+    flagdefs.FLAGS.unparse_flags()
+    cwd = os.getcwd()
+    try:
+        # Nested --flagfile paths are relative to the working directory, as for users.
+        os.chdir(ROOT)
+        flagdefs.FLAGS(["train", f"--flagfile=flags/{name}"])
+        return flagdefs.config_from_flags()
+    finally:
+        os.chdir(cwd)
+        flagdefs.FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize("name, dataset", [("paper_cifar10.cfg", "cifar10"),
+                                           ("paper_cifar100.cfg", "cifar100")])
+def test_paper_base_flagfiles_equal_the_recipes(name, dataset):
+    assert _config_from_flagfile(name) == config_lib.resolve({"dataset": dataset})
+
+
+ROWS = {
+    "table1_cifar100_idn.cfg": dict(dataset="cifar100", noise="mlp", eta_lr=0.5),
+    "table1_cifar10_idn.cfg": dict(dataset="cifar10", noise="kmeans", eta_lr=0.7),
+    **{f"table2_cifar10_ccn_{r}.cfg": dict(dataset="cifar10", noise="ccn", noise_rate=r,
+                                            eta_lr=0.7) for r in (0.1, 0.2, 0.3, 0.4, 0.5)},
+    "cifar10n_worst.cfg": dict(dataset="cifar10_n", noise="none", noisy_label_key="worst",
+                               eta_lr=0.7),
+    "cifar100n.cfg": dict(dataset="cifar100_n", noise="none", noisy_label_key="noisy",
+                          eta_lr=0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROWS))
+def test_row_flagfiles(name):
+    cfg = _config_from_flagfile(name)
+    for field, value in {**PAPER_CIFAR, **ROWS[name]}.items():
+        actual = getattr(cfg, field)
+        assert (list(actual) if isinstance(actual, tuple) else actual) == value, field
+    with open(os.path.join(ROOT, "flags", name)) as f:
+        header = [line for line in f if line.startswith("#")]
+    text = "".join(header)
+    assert f"python -m idn_tf.train --flagfile=flags/{name}" in text
+    assert "Expected test accuracy" in text and "Expected time" in text
+
+
+def test_every_flagfile_is_covered():
+    names = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "flags", "*.cfg"))}
+    assert names == set(ROWS) | {"paper_cifar10.cfg", "paper_cifar100.cfg", "default.cfg"}

@@ -1,0 +1,68 @@
+"""Tests for idn_tf.data.pipeline: records, shuffling and the CIFAR augmentation."""
+
+import numpy as np
+import pytest
+
+from idn_tf.data import pipeline
+
+
+def _where(image, original, padding):
+    """(row, column, flipped) offsets at which `image` is a crop of the padded original."""
+    padded = np.pad(original, ((padding, padding), (padding, padding), (0, 0)))
+    h, w = original.shape[:2]
+    found = []
+    for flipped in (False, True):
+        for i in range(2 * padding + 1):
+            for j in range(2 * padding + 1):
+                crop = padded[i:i + h, j:j + w]
+                if np.array_equal(crop[:, ::-1] if flipped else crop, image):
+                    found.append((i, j, flipped))
+    return found
+
+
+@pytest.fixture(scope="module")
+def images():
+    # Distinct, non-symmetric pixels, so every crop/flip of an image is recognisable.
+    rng = np.random.default_rng(0)
+    return rng.integers(1, 256, size=(64, 8, 8, 3), dtype=np.uint8)
+
+
+def test_pad_crop_flip_gives_crops_of_the_padded_image(images):
+    augment = pipeline.augmenter("pad_crop_flip", images.shape[1:], padding=2, seed=0)
+    seen = set()
+    for k in range(len(images)):
+        out = augment(images[k]).numpy()
+        assert out.dtype == np.uint8 and out.shape == images[k].shape
+        where = _where(out, images[k], padding=2)
+        assert len(where) == 1, k
+        seen.add(where[0])
+    # Offsets and flips vary from image to image (keras.layers.RandomCrop alone would crop
+    # a whole batch at one offset); 64 draws from 5 x 5 x 2 outcomes.
+    assert len(seen) >= 15
+    assert {flipped for _, _, flipped in seen} == {False, True}
+
+
+def test_train_dataset_augments_and_visits_every_example_once_per_epoch(images):
+    labels = np.arange(len(images)) % 10
+    data = pipeline.train_dataset(images, labels, labels, batch_size=10, seed=1,
+                                  augment="pad_crop_flip", padding=2)
+    epochs = []
+    for _ in range(2):
+        batches = list(data.as_numpy_iterator())
+        index = np.concatenate([b["index"] for b in batches])
+        np.testing.assert_array_equal(np.sort(index), np.arange(len(images)))
+        for b in batches:
+            np.testing.assert_array_equal(b["label"], labels[b["index"]])
+            for image, i in zip(b["image"], b["index"]):
+                assert _where(image, images[i], padding=2), i
+        epochs.append(index)
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled each epoch
+
+
+def test_no_augmentation_passes_images_through(images):
+    assert pipeline.augmenter("none", images.shape[1:]) is None
+    data = pipeline.train_dataset(images, np.zeros(len(images)), None, batch_size=64, seed=0)
+    batch = next(data.as_numpy_iterator())
+    np.testing.assert_array_equal(batch["image"], images[batch["index"]])
+    with pytest.raises(ValueError, match="augmentation"):
+        pipeline.augmenter("mixup", images.shape[1:])
