@@ -65,6 +65,7 @@ class RunDirError(OSError):
 
 # What a run writes; --overwrite removes them first so that nothing of the
 # previous configuration can be reused after an interrupted overwrite.
+# The settings of a run, then its results.
 RUN_ARTIFACTS = ("config.json", "flags.txt", "noisy_labels.npz", "psi.npy", "stage1.json",
                  "eta.npy", "results.json")
 
@@ -75,11 +76,13 @@ def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False):
     Writes config.json (`config_dict`: the fields that decide what is computed)
     and flags.txt (a flagfile of `flags_dict` that reproduces the run). Refuses, without touching anything, a
     folder whose config.json differs unless `overwrite`, which first deletes
-    the previous run's artifacts.
+    the previous run's artifacts. A folder holding only config.json and flags.txt (a
+    run that stopped before its first result, e.g. on missing data) is taken over.
     """
     current = json.loads(json.dumps(config_dict))  # tuples -> lists, as saved
     saved_path = os.path.join(run_dir, "config.json")
-    if os.path.isfile(saved_path) and not overwrite:
+    results = [n for n in RUN_ARTIFACTS[2:] if os.path.isfile(os.path.join(run_dir, n))]
+    if os.path.isfile(saved_path) and results and not overwrite:
         saved = read_json(saved_path)
         changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if changed:

@@ -78,10 +78,15 @@ def observed_labels(config, dataset):
     else:
         _banner(f"noise: {config.noise}")
         noisy = noise.make_noisy_labels(dataset, config.noise, config.noise_rate, config.seed,
-                                        **config.noise_options())
+                                        **config.noise_options(), verbose=config.verbose > 0)
         labels = noisy.labels
         artifacts.write_npz(path, labels=labels, clean_labels=dataset.train.clean_labels,
                             recipe=json.dumps(noisy.recipe))
+    present = len(np.unique(labels))
+    if present < dataset.num_classes:
+        print(f"warning: the observed labels use only {present} of the {dataset.num_classes} "
+              "classes; the classifier can never predict the others"
+              + (" (use more --kmeans_clusters)" if config.noise == "kmeans" else ""), flush=True)
     rate = noise.noise_rate_actual(labels, dataset.train.clean_labels)
     print(f"{100 * rate:.2f}% of the training labels are wrong" if rate == rate
           else "clean training labels unknown: actual noise rate not measurable")

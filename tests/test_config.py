@@ -38,6 +38,28 @@ def test_dataset_alone_resolves_to_the_papers_recipe(dataset, eta_lr, noise):
     assert printed["run_dir"] == os.path.join("runs", f"{dataset}-{noise}-0")
 
 
+def test_run_names_keep_the_papers_rows_apart():
+    names = {config_lib.resolve({"dataset": "cifar10", "noise": "ccn", "noise_rate": r}).run_dir
+             for r in (0.1, 0.2, 0.3, 0.4, 0.5)}
+    assert len(names) == 5 and os.path.join("runs", "cifar10-ccn0.2-0") in names
+    keys = {config_lib.resolve({"dataset": "cifar10_n", "noisy_label_key": k}).run_dir
+            for k in ("worst", "aggregate")}
+    assert keys == {os.path.join("runs", "cifar10_n-worst-none-0"),
+                    os.path.join("runs", "cifar10_n-aggregate-none-0")}
+
+
+def test_semantic_dict_ignores_settings_the_run_does_not_use():
+    ccn = config_lib.resolve({"dataset": "cifar10", "noise": "ccn", "noise_rate": 0.2})
+    other = config_lib.resolve({"dataset": "cifar10", "noise": "ccn", "noise_rate": 0.2,
+                                "kmeans_clusters": 50, "mlp_epochs": 3})
+    assert ccn.semantic_dict() == other.semantic_dict()
+    assert "kmeans_clusters" not in ccn.semantic_dict() and "noise_rate" in ccn.semantic_dict()
+    changed = config_lib.resolve({"dataset": "cifar10", "noise": "ccn", "noise_rate": 0.3})
+    assert changed.semantic_dict() != ccn.semantic_dict()
+    kmeans = config_lib.resolve({"dataset": "cifar10"}).semantic_dict()
+    assert kmeans["kmeans_clusters"] == 10 and kmeans["noise_features"] == "resnet50"
+
+
 def test_explicit_flags_override_the_recipe():
     # 64 is also the digits default: it must still win over the recipe's 256.
     printed = dry_run("--dataset=cifar100", "--batch_size=64", "--eta_lr=0.3", "--noise=ccn")
@@ -107,6 +129,10 @@ ROWS = {
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_row_flagfiles(name):
     cfg = _config_from_flagfile(name)
+    # The flagfile and the plain flags of its row name the same run (same folder, and a
+    # restart with either form is accepted).
+    plain = config_lib.resolve({k: v for k, v in ROWS[name].items() if k != "eta_lr"})
+    assert cfg.run_dir == plain.run_dir and cfg.semantic_dict() == plain.semantic_dict()
     for field, value in {**PAPER_CIFAR, **ROWS[name]}.items():
         actual = getattr(cfg, field)
         assert (list(actual) if isinstance(actual, tuple) else actual) == value, field

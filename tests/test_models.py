@@ -202,9 +202,11 @@ def test_caffe_preprocessing_keras_file_round_trip(tmp_path):
     np.testing.assert_array_equal(keras.saving.load_model(tmp_path / "caffe.keras")(images), model(images))
 
 
-@pytest.mark.parametrize("weights, match", [("missing.h5", "not found"), ("weights.npz", r"\.h5")])
+@pytest.mark.parametrize("weights, match", [("missing.h5", "not found"), ("weights.npz", r"\.h5"),
+                                            ("junk.h5", "not a weights file")])
 def test_resnet50_bad_weights_path_is_a_clear_error(tmp_path, weights, match):
     (tmp_path / "weights.npz").write_bytes(b"")
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     with pytest.raises(ValueError, match=match):
         models.build_classifier("resnet50", (32, 32, 3), 14, None, None,
                                 backbone_weights=str(tmp_path / weights))

@@ -28,16 +28,15 @@ def images():
 
 
 def test_pad_crop_flip_gives_crops_of_the_padded_image(images):
-    augment = pipeline.augmenter("pad_crop_flip", images.shape[1:], padding=2, seed=0)
+    augment = pipeline.augmenter("pad_crop_flip", images.shape[1:], padding=2)
     seen = set()
     for k in range(len(images)):
-        out = augment(images[k]).numpy()
+        out = augment(images[k], np.array([7, k], np.int64)).numpy()
         assert out.dtype == np.uint8 and out.shape == images[k].shape
         where = _where(out, images[k], padding=2)
         assert len(where) == 1, k
         seen.add(where[0])
-    # Offsets and flips vary from image to image (keras.layers.RandomCrop alone would crop
-    # a whole batch at one offset); 64 draws from 5 x 5 x 2 outcomes.
+    # Offsets and flips vary from image to image; 64 draws from 5 x 5 x 2 outcomes.
     assert len(seen) >= 15
     assert {flipped for _, _, flipped in seen} == {False, True}
 
@@ -57,6 +56,22 @@ def test_train_dataset_augments_and_visits_every_example_once_per_epoch(images):
                 assert _where(image, images[i], padding=2), i
         epochs.append(index)
     assert not np.array_equal(epochs[0], epochs[1])  # reshuffled each epoch
+
+
+def test_same_seed_same_augmented_batches(images):
+    labels = np.zeros(len(images), np.int64)
+
+    def two_epochs(seed):
+        data = pipeline.train_dataset(images, labels, labels, batch_size=16, seed=seed,
+                                      augment="pad_crop_flip", padding=2)
+        return [np.concatenate([b["image"] for b in data.as_numpy_iterator()])
+                for _ in range(2)]
+
+    first, again, other = two_epochs(3), two_epochs(3), two_epochs(4)
+    for epoch in range(2):
+        np.testing.assert_array_equal(first[epoch], again[epoch])
+        assert not np.array_equal(first[epoch], other[epoch])
+    assert not np.array_equal(first[0], first[1])  # new draws every epoch
 
 
 def test_no_augmentation_passes_images_through(images):

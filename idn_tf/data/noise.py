@@ -80,13 +80,14 @@ def make_noisy_labels(dataset: Dataset, noise: str, noise_rate: float = 0.0, see
                       noise_feature_dims: int = 3, noise_feature_size: int = 224,
                       noise_feature_weights: str = "imagenet",
                       mlp_hidden_units: int = MLP_HIDDEN_UNITS, mlp_epochs: int = MLP_EPOCHS,
-                      mlp_target_accuracy: float = 0.0) -> NoisyLabels:
+                      mlp_target_accuracy: float = 0.0, verbose: bool = False) -> NoisyLabels:
     """Observed labels for `dataset`'s training split.
 
     ``noise_rate`` is used by "ccn" and "symmetric" only; kmeans and mlp noise has the rate
     that the clustering / weak model produces (see `noise_rate_actual`). "none" returns
     ``dataset.train.labels`` unchanged. Every other type starts from the clean labels.
-    The keyword arguments are the flags of the same names (flagdefs.py).
+    The keyword arguments are the flags of the same names (flagdefs.py); `verbose` prints
+    the MLP's progress.
 
     Raises
     ------
@@ -108,15 +109,7 @@ def make_noisy_labels(dataset: Dataset, noise: str, noise_rate: float = 0.0, see
                         f"{int(np.sum(clean < 0))} of {len(clean)} are unknown")
     recipe["seed"] = int(seed)
     if noise in ("ccn", "symmetric"):
-        _check_rate(noise_rate)
-        recipe["noise_rate"] = float(noise_rate)
-        if noise == "ccn":
-            pairs = ccn_pairs(dataset.name, dataset.num_classes)
-            recipe["pairs"] = sorted([int(s), int(t)] for s, t in pairs.items())
-            labels = class_conditional_noise(clean, pairs, noise_rate, seed)
-        else:
-            labels = symmetric_noise(clean, dataset.num_classes, noise_rate, seed)
-        return NoisyLabels(labels=labels, recipe=recipe)
+        return _flip_noise(dataset, noise, noise_rate, seed, recipe)
 
     if noise == "kmeans" and not 1 <= kmeans_clusters <= len(clean):
         raise DataError(f"--kmeans_clusters must be in [1, {len(clean)}] (the training "
@@ -134,9 +127,24 @@ def make_noisy_labels(dataset: Dataset, noise: str, noise_rate: float = 0.0, see
         labels = kmeans_noise(features, clean, kmeans_clusters, seed)
     else:
         labels, epochs_run = mlp_noise(features, clean, seed, mlp_hidden_units, mlp_epochs,
-                                       mlp_target_accuracy)
+                                       mlp_target_accuracy, verbose=verbose)
         recipe.update(mlp_hidden_units=int(mlp_hidden_units), mlp_epochs=int(mlp_epochs),
                       mlp_target_accuracy=float(mlp_target_accuracy), mlp_epochs_run=epochs_run)
+    return NoisyLabels(labels=labels, recipe=recipe)
+
+
+def _flip_noise(dataset: Dataset, noise: str, noise_rate: float, seed: int,
+                recipe: dict) -> NoisyLabels:
+    """The label-flip noises, "ccn" and "symmetric", of `make_noisy_labels`."""
+    _check_rate(noise_rate)
+    recipe["noise_rate"] = float(noise_rate)
+    clean = dataset.train.clean_labels
+    if noise == "ccn":
+        pairs = ccn_pairs(dataset.name, dataset.num_classes)
+        recipe["pairs"] = sorted([int(s), int(t)] for s, t in pairs.items())
+        labels = class_conditional_noise(clean, pairs, noise_rate, seed)
+    else:
+        labels = symmetric_noise(clean, dataset.num_classes, noise_rate, seed)
     return NoisyLabels(labels=labels, recipe=recipe)
 
 
@@ -286,6 +294,10 @@ def mlp_noise(features: np.ndarray, clean_labels: np.ndarray, seed: int,
                           flush=True)
                 if target_accuracy > 0 and accuracy >= target_accuracy:
                     break
+    if target_accuracy > 0 and accuracy < target_accuracy:
+        print(f"warning: the noise MLP reached only {100 * accuracy:.2f}% correct labels in "
+              f"{epochs} epochs, short of --mlp_target_accuracy={target_accuracy}; raise "
+              "--mlp_epochs or --mlp_hidden_units for the intended noise", flush=True)
     return labels, epoch
 
 

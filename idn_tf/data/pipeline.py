@@ -8,7 +8,6 @@ classifier (and the exported model) sees un-augmented images at inference, and �
 is computed on un-augmented training images (SPEC §2).
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -28,28 +27,27 @@ def records(images, labels, clean_labels=None):
     }
 
 
-def augmenter(kind, image_shape, padding=4, seed=None):
-    """A function uint8 image [H, W, C] -> uint8 image [H, W, C] for training, or None.
+def augmenter(kind, image_shape, padding=4):
+    """A function (uint8 image [H, W, C], int64 seed [2]) -> uint8 image, or None for "none".
 
     "pad_crop_flip" (the paper's CIFAR augmentation, SPEC §3): zero-pad by `padding`
     pixels on every side, crop a random H x W window, flip left-right with probability
-    1/2 — Keras core layers. It is applied to one image at a time because
-    keras.layers.RandomCrop crops a whole batch at the same offset. Cropping and
-    flipping only move pixels, so the cast back to uint8 is exact.
+    1/2. The draws are stateless functions of `seed`, so the same seeds give the same
+    images in any order and on any number of parallel calls. (keras.layers.RandomCrop /
+    RandomFlip were tried first: RandomCrop crops a whole batch at one offset, and their
+    seed-generator state, advanced from parallel map calls, made runs unrepeatable.)
     """
     if kind not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {kind!r}; expected one of {AUGMENTATIONS}")
     if kind == "none":
         return None
-    height, width = image_shape[:2]
-    layers = keras.Sequential([
-        keras.layers.ZeroPadding2D(padding),
-        keras.layers.RandomCrop(height, width, seed=seed),
-        keras.layers.RandomFlip("horizontal", seed=None if seed is None else seed + 1),
-    ], name="augment")
+    paddings = [[padding, padding], [padding, padding], [0, 0]]
 
-    def augment(image):
-        return tf.cast(layers(image[tf.newaxis], training=True)[0], tf.uint8)
+    def augment(image, seed):
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        image = tf.image.stateless_random_crop(tf.pad(image, paddings), tf.shape(image),
+                                               seed=crop_seed)
+        return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
 
     return augment
 
@@ -58,14 +56,19 @@ def train_dataset(images, labels, clean_labels, batch_size, seed, augment="none"
     """Shuffled (and augmented) batches of training records, each example once per epoch.
 
     The last batch may be smaller, so every example's η is visited in an
-    epoch where η is updated (SPEC §3 decision). `seed` fixes the order.
+    epoch where η is updated (SPEC §3 decision). `seed` fixes the order and the
+    augmentation: example i's draws are seeded by (a number from a seeded stream that
+    changes every epoch, i), so two datasets made with the same seed (stage 1 and
+    stage 2) yield the same batches, epoch after epoch.
     """
     data = tf.data.Dataset.from_tensor_slices(records(images, labels, clean_labels))
     data = data.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    transform = augmenter(augment, images.shape[1:], padding, seed)
+    transform = augmenter(augment, images.shape[1:], padding)
     if transform is not None:
-        data = data.map(lambda r: {**r, "image": transform(r["image"])},
-                        num_parallel_calls=tf.data.AUTOTUNE)
+        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        data = tf.data.Dataset.zip(data, draws).map(
+            lambda r, draw: {**r, "image": transform(r["image"], tf.stack([draw, r["index"]]))},
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

@@ -99,14 +99,18 @@ def backbone(input_shape, weights):
             raise BackboneError(
                 "could not load the ImageNet ResNet-50 weights (Keras downloads "
                 f"{IMAGENET_NOTOP_FILE} into ~/.keras/models on first use, which needs network "
-                "access): download that file elsewhere and pass its local path as "
-                f"backbone_weights. Cause: {err}") from err
+                "access): download that file elsewhere and pass its local path instead of "
+                f"'imagenet'. Cause: {err}") from err
     path = os.fspath(weights)
     if not path.endswith(".h5"):
         raise BackboneError(
-            f"backbone_weights must be 'none', 'imagenet' or the path of a .h5 / .weights.h5 "
+            f"weights must be 'none', 'imagenet' or the path of a .h5 / .weights.h5 "
             f"file of the notop ResNet-50; got {path!r}")
     if not os.path.isfile(path):
-        raise BackboneError(f"backbone_weights file not found: {path!r} (expected a local copy of "
-                         f"{IMAGENET_NOTOP_FILE} or a .weights.h5 of the notop ResNet-50)")
-    return build(path)
+        raise BackboneError(f"weights file not found: {path!r} (expected a local copy of "
+                            f"{IMAGENET_NOTOP_FILE} or a .weights.h5 of the notop ResNet-50)")
+    try:
+        return build(path)
+    except (OSError, ValueError) as err:  # not HDF5 (h5py), or another model's weights
+        raise BackboneError(f"{path!r} is not a weights file of the notop ResNet-50 (e.g. "
+                            f"{IMAGENET_NOTOP_FILE}): {str(err).splitlines()[0]}") from err
