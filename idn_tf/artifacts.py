@@ -65,9 +65,9 @@ class RunDirError(OSError):
 
 # What a run writes; --overwrite removes them first so that nothing of the
 # previous configuration can be reused after an interrupted overwrite.
-# The settings of a run, then its results.
-RUN_ARTIFACTS = ("config.json", "flags.txt", "noisy_labels.npz", "psi.npy", "stage1.json",
-                 "eta.npy", "results.json")
+RUN_SETTINGS = ("config.json", "flags.txt")
+RUN_RESULTS = ("noisy_labels.npz", "psi.npy", "stage1.json", "eta.npy", "results.json")
+RUN_ARTIFACTS = RUN_SETTINGS + RUN_RESULTS
 
 
 def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False):
@@ -81,7 +81,7 @@ def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False):
     """
     current = json.loads(json.dumps(config_dict))  # tuples -> lists, as saved
     saved_path = os.path.join(run_dir, "config.json")
-    results = [n for n in RUN_ARTIFACTS[2:] if os.path.isfile(os.path.join(run_dir, n))]
+    results = [n for n in RUN_RESULTS if os.path.isfile(os.path.join(run_dir, n))]
     if os.path.isfile(saved_path) and results and not overwrite:
         saved = read_json(saved_path)
         changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))

@@ -13,7 +13,8 @@ import os
 from idn_tf.data.noise import (KMEANS_CLUSTERS, MLP_EPOCHS, MLP_HIDDEN_UNITS, NOISE_FEATURES,
                                 NOISE_TYPES)
 from idn_tf.data.sources import SOURCES as DATASETS
-from idn_tf.data.tfds_sources import NOISY_LABEL_KEYS
+from idn_tf.data.sources import DataError
+from idn_tf.data.tfds_sources import noisy_label_feature
 
 # Kept here rather than imported so that parsing and checking a configuration
 # never imports TensorFlow (a user error then prints one clean line); tests
@@ -116,11 +117,12 @@ class Config:
             unused.add("kmeans_clusters")
         if self.noise != "mlp":
             unused.update(f for f in self.to_dict() if f.startswith("mlp_"))
-        if self.noise not in ("kmeans", "mlp"):
+        features = self.noise_features if self.noise in ("kmeans", "mlp") else None
+        if features is None:
             unused.add("noise_features")
-        if self.noise not in ("kmeans", "mlp") or self.noise_features != "pca":
+        if features != "pca":
             unused.add("noise_feature_dims")
-        if self.noise not in ("kmeans", "mlp") or self.noise_features != "resnet50":
+        if features != "resnet50":
             unused.update(("noise_feature_size", "noise_feature_weights"))
         if self.dataset != "npz":
             unused.add("npz_path")
@@ -169,7 +171,8 @@ def resolve(explicit):
     return Config(**{**RECIPES[dataset], **explicit})
 
 
-# Smallest image side each backbone accepts (keras.applications.ResNet50: 32).
+# Smallest image side each backbone accepts (keras.applications.ResNet50: 32). A copy of
+# models.resnet50.MIN_SIZE that does not import TensorFlow (a test checks they agree).
 MIN_IMAGE_SIZE = {"resnet50": 32}
 
 
@@ -191,16 +194,16 @@ def validate(c):
     _check(c.dataset in DATASETS, "dataset", f"unknown dataset {c.dataset!r}; choose one of {', '.join(DATASETS)}")
     _check(c.dataset != "npz" or c.npz_path, "npz_path", "required with --dataset=npz")
     if c.noisy_label_key:
-        keys = NOISY_LABEL_KEYS.get(c.dataset, {})
-        _check(keys, "noisy_label_key", f"dataset {c.dataset!r} has no human label sets; they come with {', '.join(NOISY_LABEL_KEYS)}")
-        _check(c.noisy_label_key in keys or c.noisy_label_key in keys.values(), "noisy_label_key",
-               f"unknown label set {c.noisy_label_key!r} for {c.dataset}; choose one of {', '.join(keys)}")
+        try:
+            noisy_label_feature(c.dataset, c.noisy_label_key)
+        except DataError as e:
+            raise ConfigError(f"--noisy_label_key: {e}") from None
     _check(c.noise in NOISE_TYPES, "noise", f"unknown noise {c.noise!r}; choose one of {', '.join(NOISE_TYPES)}")
     _check(0.0 <= c.noise_rate <= 1.0, "noise_rate", f"must be in [0, 1], got {c.noise_rate}")
     _check(c.kmeans_clusters >= 1, "kmeans_clusters", f"must be >= 1, got {c.kmeans_clusters}")
     _check(c.noise_features in NOISE_FEATURES, "noise_features", f"unknown features {c.noise_features!r}; choose one of {', '.join(NOISE_FEATURES)}")
     _check(c.noise_feature_dims >= 1, "noise_feature_dims", f"must be >= 1, got {c.noise_feature_dims}")
-    _check(c.noise_feature_size >= 32, "noise_feature_size", f"must be >= 32 (ResNet-50's smallest input), got {c.noise_feature_size}")
+    _check(c.noise_feature_size >= MIN_IMAGE_SIZE["resnet50"], "noise_feature_size", f"must be >= {MIN_IMAGE_SIZE['resnet50']} (ResNet-50's smallest input), got {c.noise_feature_size}")
     _check(c.mlp_hidden_units >= 1, "mlp_hidden_units", f"must be >= 1, got {c.mlp_hidden_units}")
     _check(c.mlp_epochs >= 1, "mlp_epochs", f"must be >= 1, got {c.mlp_epochs}")
     _check(0.0 <= c.mlp_target_accuracy <= 1.0, "mlp_target_accuracy", f"must be in [0, 1] (0: no target), got {c.mlp_target_accuracy}")

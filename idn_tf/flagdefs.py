@@ -40,7 +40,8 @@ flags.DEFINE_enum("noise", C.noise, config.NOISE_TYPES,
 flags.DEFINE_float("noise_rate", C.noise_rate, "Flip probability for ccn and symmetric noise, in [0, 1].")
 flags.DEFINE_integer("kmeans_clusters", C.kmeans_clusters, "Clusters for kmeans noise.")
 flags.DEFINE_enum("noise_features", C.noise_features, config.NOISE_FEATURES,
-                  "Features for kmeans/mlp noise: pca of the pixels, or raw pixels.")
+                  "Features for kmeans/mlp noise: pca of the pixels, raw pixels, or ImageNet "
+                  "ResNet-50 pool-5 (resnet50; the cifar10 recipe).")
 flags.DEFINE_integer("noise_feature_dims", C.noise_feature_dims, "PCA components for --noise_features=pca.")
 flags.DEFINE_integer("noise_feature_size", C.noise_feature_size,
                      "Images are resized to this size for --noise_features=resnet50.")
@@ -88,7 +89,8 @@ flags.DEFINE_float("eta_min", C.eta_min,
                    "Lower end of the η projection; 0 is the paper's [0, 1], > 0 avoids η = 0 being absorbing.")
 
 # The run.
-flags.DEFINE_string("run_dir", C.run_dir, "Output folder; default runs/<dataset>-<noise>-<seed>.")
+flags.DEFINE_string("run_dir", C.run_dir, "Output folder; default runs/<dataset>[-<noisy_label_key>]-<noise>[<noise_rate>]-<seed>, "
+                    "the rate for ccn/symmetric only.")
 flags.DEFINE_boolean("overwrite", C.overwrite, "Delete the run folder's previous artifacts and recompute everything, even if its saved flags differ.")
 flags.DEFINE_boolean("dry_run", C.dry_run, "Print the resolved configuration as JSON and exit.")
 flags.DEFINE_integer("verbose", C.verbose, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")

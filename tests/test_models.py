@@ -15,6 +15,11 @@ def test_config_lists_the_same_architectures():
     assert set(DEPTHS) | {"small_cnn", "resnet50"} == set(models.ARCHITECTURES)
 
 
+def test_config_knows_resnet50s_smallest_input():
+    from idn_tf.models.resnet50 import MIN_SIZE
+    assert config.MIN_IMAGE_SIZE["resnet50"] == MIN_SIZE
+
+
 def test_preprocessing_standardises_raw_pixels():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(64, 8, 8, 3)).astype(np.uint8)

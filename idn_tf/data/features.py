@@ -19,7 +19,6 @@ NOISE_FEATURES = ("pca", "pixels", "resnet50")
 # resized (bilinear) to this size by default so that pool-5 sees objects at about the scale
 # it was trained on. The paper does not say whether it resized; --noise_feature_size changes it.
 RESNET50_INPUT_SIZE = 224
-RESNET50_MIN_SIZE = 32  # keras.applications.ResNet50's smallest accepted input
 
 
 def features_for_noise(images: np.ndarray, kind: str = "pca", dims: int = 3, seed: int = 0,
@@ -71,14 +70,14 @@ def resnet50_features(images: np.ndarray, size: int = RESNET50_INPUT_SIZE,
         Bad size or channel count, a missing weights file, or "imagenet" weights that
         cannot be downloaded.
     """
-    if size < RESNET50_MIN_SIZE:
-        raise DataError(f"--noise_feature_size must be >= {RESNET50_MIN_SIZE} for ResNet-50, "
-                        f"got {size}")
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise DataError(f"ResNet-50 features need images [N, H, W, 1 or 3], got {images.shape}")
     import tensorflow as tf
 
-    from idn_tf.models.resnet50 import CaffePreprocessing
+    from idn_tf.models.resnet50 import MIN_SIZE, CaffePreprocessing
+
+    if size < MIN_SIZE:
+        raise DataError(f"--noise_feature_size must be >= {MIN_SIZE} for ResNet-50, got {size}")
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise DataError(f"ResNet-50 features need images [N, H, W, 1 or 3], got {images.shape}")
 
     net = _resnet50(size, weights)
     # The ImageNet weights expect caffe-style input: BGR, ImageNet mean subtracted, 0..255.
