@@ -7,9 +7,19 @@ name (rename is atomic on POSIX file systems).
 
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
+
+
+def default_mode(path):
+    """chmod `path` as open()/mkdir() would have made it (mkstemp/mkdtemp make it private:
+    0600/0700), so a run's files and exports are readable as usual, e.g. by a TF Serving
+    container running as another user."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
 
 
 def _atomic(path, write, suffix):
@@ -19,6 +29,7 @@ def _atomic(path, write, suffix):
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -33,12 +44,32 @@ def write_text(path, text):
     _atomic(path, lambda f: f.write(text.encode()), ".txt")
 
 
+def write_bytes(path, data):
+    _atomic(path, lambda f: f.write(data), os.path.splitext(path)[1])
+
+
 def write_npy(path, array):
     _atomic(path, lambda f: np.save(f, array), ".npy")
 
 
 def write_npz(path, **arrays):
     _atomic(path, lambda f: np.savez(f, **arrays), ".npz")
+
+
+def write_weights(path, model):
+    """A Keras model's weights to `path` (must end in .weights.h5), atomically."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".weights.h5")
+    os.close(fd)
+    try:
+        model.save_weights(tmp)
+        default_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def read_json(path):
@@ -66,8 +97,10 @@ class RunDirError(OSError):
 # What a run writes; --overwrite removes them first so that nothing of the
 # previous configuration can be reused after an interrupted overwrite.
 RUN_SETTINGS = ("config.json", "flags.txt")
-RUN_RESULTS = ("noisy_labels.npz", "psi.npy", "stage1.json", "eta.npy", "results.json")
+RUN_RESULTS = ("noisy_labels.npz", "psi.npy", "stage1.json", "eta.npy", "classifier.weights.h5",
+               "label_audit.csv", "results.json")
 RUN_ARTIFACTS = RUN_SETTINGS + RUN_RESULTS
+RUN_FOLDERS = ("tb", "plots")  # TensorBoard events and figures
 
 
 def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False):
@@ -95,6 +128,8 @@ def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False):
             for name in RUN_ARTIFACTS:
                 if os.path.isfile(os.path.join(run_dir, name)):
                     os.remove(os.path.join(run_dir, name))
+            for name in RUN_FOLDERS:
+                shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
         write_json(saved_path, current)
         write_text(os.path.join(run_dir, "flags.txt"), flags_text(flags_dict))
     except OSError as e:

@@ -1,7 +1,11 @@
-"""Callbacks for stage 2: the η-update schedule (PGA) and its logging."""
+"""Callbacks: the η-update schedule of stage 2 (PGA) and per-epoch label monitoring."""
 
 import keras
 import numpy as np
+import tensorflow as tf
+
+from idn_tf import model as model_lib
+from idn_tf import audit, plots, posterior, report
 
 
 def pga_schedule(start_epoch, every):
@@ -49,3 +53,104 @@ class PGACallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["eta_update"] = float(bool(self.model.eta_update_enabled.numpy()))
+
+
+class MonitorCallback(keras.callbacks.Callback):
+    """Per-epoch label monitoring for TensorBoard: the data of the paper's Fig. 4 and 5.
+
+    At the end of every `every`-th epoch (and of the last one) it predicts the
+    un-augmented training `images` with the model's classifier and writes to a
+    summary writer in `log_dir`:
+
+      accuracy/train_observed  accuracy against the observed `labels`
+      accuracy/test_clean      the epoch's clean test accuracy (logs["val_accuracy"])
+
+    and, for a model with η and ψ tables (`IDNModel`), from the posterior q
+    (Eq. 8) of the current classifier, η and ψ:
+
+      eta/mean, eta/above_half   mean of η and of 1{η > 0.5} over the table
+      eta/histogram              histogram of η
+      labels/wrong_corrected     wrong labels whose argmax q is the clean label  } where some
+      labels/right_kept          right labels whose argmax q keeps the label     } clean labels
+      labels/eta_auroc           AUROC of η as a detector of wrong labels        } are known
+      labels/highest_eta         image: the `top_k` examples with the highest η,
+                                 captioned with observed and estimated labels
+
+    Steps are 0-based epochs, as Keras's TensorBoard callback counts them.
+    `history` keeps the scalars of every monitored epoch (with "epoch" 1-based)
+    for the plots and results.json.
+    """
+
+    def __init__(self, log_dir, images, labels, clean_labels, class_names, batch_size,
+                 every=1, top_k=16):
+        super().__init__()
+        self.log_dir = log_dir
+        self.images = images
+        self.labels = np.asarray(labels)
+        self.clean_labels = np.asarray(clean_labels)
+        self.class_names = class_names
+        self.batch_size = batch_size
+        self.every = every
+        self.top_k = top_k
+        self.history = {}
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = epoch + 1 == self.params.get("epochs")
+        if (epoch + 1) % self.every and not last:
+            return
+        logs = logs or {}
+        log_probs = model_lib.predict_log_probs(self.model.classifier, self.images,
+                                                self.batch_size)
+        scalars = {
+            "accuracy/train_observed": float(np.mean(log_probs.argmax(1) == self.labels)),
+            "accuracy/test_clean": float(logs.get("val_accuracy", np.nan)),
+        }
+        with self._writer.as_default(step=epoch):
+            if hasattr(self.model, "eta"):
+                scalars.update(self._write_label_estimates(log_probs))
+            for name, value in scalars.items():
+                if value == value:  # NaN: undefined (e.g. no clean labels), not written
+                    tf.summary.scalar(name, value)
+        self._writer.flush()
+        self.history.setdefault("epoch", []).append(epoch + 1)
+        for name, value in scalars.items():
+            self.history.setdefault(name, []).append(value)
+
+    def _write_label_estimates(self, log_probs):
+        """η summaries and how argmax q compares with the labels; returns the scalars."""
+        eta, psi = self.model.eta.numpy(), self.model.psi.numpy()
+        q = posterior.posterior_from_log_probs(log_probs, self.labels, eta, psi).numpy()
+        estimated = q.argmax(1)
+        correction = report.label_correction(q, self.labels, self.clean_labels)
+        tf.summary.histogram("eta/histogram", eta, buckets=50)
+        top = audit.ranking(q, eta, self.labels)[:self.top_k]
+        known = self.clean_labels[top] >= 0
+        figure = plots.highest_eta_figure(
+            self.images[top], top, self.labels[top], estimated[top], self.class_names,
+            clean=self.clean_labels[top] if known.all() else None, eta=eta[top])
+        tf.summary.image("labels/highest_eta", plots.figure_to_array(figure),
+                         description=_captions(top, self.labels, estimated, eta,
+                                               self.class_names))
+        return {
+            "eta/mean": float(np.mean(eta)),
+            "eta/above_half": float(np.mean(eta > 0.5)),
+            "labels/wrong_corrected": correction["wrong_labels_corrected"],
+            "labels/right_kept": correction["right_labels_kept"],
+            "labels/eta_auroc": report.eta_auroc(eta, self.labels, self.clean_labels),
+        }
+
+
+def _captions(indices, labels, estimated, eta, class_names):
+    """Markdown list of the image's examples, for its TensorBoard description."""
+    return "\n".join(
+        f"- #{i}: η = {eta[i]:.3f}, observed {class_names[labels[i]]}, "
+        f"estimated {class_names[estimated[i]]}" for i in indices)

@@ -25,7 +25,7 @@ ARCHITECTURES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "r
 # Fields that do not change what a run computes: they may differ between a
 # run and its restart in the same folder.
 NON_SEMANTIC_FIELDS = ("run_dir", "overwrite", "dry_run", "verbose", "jit_compile", "data_dir",
-                       "download")
+                       "download", "monitor_every", "export_dir", "model_name")
 
 RATE_NOISES = ("ccn", "symmetric")  # the noise types that use --noise_rate
 AUGMENTATIONS = ("none", "pad_crop_flip")  # kept equal to data.pipeline.AUGMENTATIONS (test)
@@ -76,6 +76,9 @@ class Config:
     eta_min: float = 0.0
     jit_compile: bool = False
     run_dir: str = ""
+    monitor_every: int = 1
+    export_dir: str = "saved_models"
+    model_name: str = ""
     overwrite: bool = False
     dry_run: bool = False
     verbose: int = 2
@@ -84,6 +87,8 @@ class Config:
         object.__setattr__(self, "lr_decay_epochs", tuple(int(e) for e in self.lr_decay_epochs))
         if not self.run_dir:
             object.__setattr__(self, "run_dir", os.path.join("runs", self.run_name()))
+        if not self.model_name:
+            object.__setattr__(self, "model_name", os.path.basename(os.path.normpath(self.run_dir)))
         validate(self)
 
     def to_dict(self):
@@ -228,4 +233,7 @@ def validate(c):
     _check(c.eta_rule in ETA_RULES, "eta_rule", f"unknown rule {c.eta_rule!r}; choose one of {', '.join(ETA_RULES)}")
     _check(c.eta_eps > 0, "eta_eps", f"must be positive, got {c.eta_eps}")
     _check(0.0 <= c.eta_min <= c.eta_init, "eta_min", f"must be in [0, eta_init={c.eta_init}], got {c.eta_min}")
+    _check(c.monitor_every >= 1, "monitor_every", f"must be >= 1, got {c.monitor_every}")
+    _check(c.model_name not in (".", "..") and "/" not in c.model_name and os.sep not in c.model_name,
+           "model_name", f"must be a plain folder name, got {c.model_name!r}")
     _check(c.verbose in (0, 1, 2), "verbose", f"must be 0, 1 or 2, got {c.verbose}")

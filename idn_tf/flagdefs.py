@@ -91,6 +91,14 @@ flags.DEFINE_float("eta_min", C.eta_min,
 # The run.
 flags.DEFINE_string("run_dir", C.run_dir, "Output folder; default runs/<dataset>[-<noisy_label_key>]-<noise>[<noise_rate>]-<seed>, "
                     "the rate for ccn/symmetric only.")
+flags.DEFINE_integer("monitor_every", C.monitor_every,
+                     "Write the label monitoring to TensorBoard (a prediction pass over the "
+                     "training images) every this many epochs, and after the last.")
+flags.DEFINE_string("export_dir", C.export_dir,
+                    "SavedModel export folder: the stage-2 classifier goes to "
+                    "<export_dir>/<model_name>/<next free version>/ ('' : no export).")
+flags.DEFINE_string("model_name", C.model_name,
+                    "Model name under --export_dir (default: the run folder's name).")
 flags.DEFINE_boolean("overwrite", C.overwrite, "Delete the run folder's previous artifacts and recompute everything, even if its saved flags differ.")
 flags.DEFINE_boolean("dry_run", C.dry_run, "Print the resolved configuration as JSON and exit.")
 flags.DEFINE_integer("verbose", C.verbose, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")

@@ -157,3 +157,9 @@ class IDNModel(CrossEntropyModel):
     def write_eta(self, ids, values):
         """Sparse write η[ids] = values: the one place the η table is written."""
         self.eta.value.scatter_nd_update(ids[:, None], values)
+
+
+def predict_log_probs(classifier, images, batch_size):
+    """log softmax of `classifier` on un-augmented uint8 `images` [N, ...], float32 [N, K]."""
+    logits = classifier.predict(images, batch_size=batch_size, verbose=0)
+    return tf.nn.log_softmax(tf.cast(logits, tf.float32)).numpy()

@@ -54,11 +54,15 @@ def results(config, noise_rate_actual, ce, idn, q, eta, labels, clean_labels):
         **label_correction(q, labels, clean_labels),
         "ce_history": ce.history,
         "method_history": idn.history,
+        "ce_monitor": ce.monitor,
+        "method_monitor": idn.monitor,
     }
 
 
 def table(res):
     """The closing table printed at the end of a run."""
+    nan = float("nan")
+
     def pct(x):
         return "   n/a" if x != x else f"{100 * x:6.2f}%"
 
@@ -69,6 +73,8 @@ def table(res):
         ("wrong training labels corrected by argmax q", res["wrong_labels_corrected"]),
         ("right training labels kept by argmax q", res["right_labels_kept"]),
         ("AUROC of η as wrong-label detector", res["eta_auroc"]),
+        ("flagged labels that are wrong (precision)", res.get("label_issue_precision", nan)),
+        ("wrong labels flagged (recall)", res.get("label_issue_recall", nan)),
     ]
     width = max(len(name) for name, _ in rows)
     title = f"{res['dataset']} / {res['noise']} noise / seed {res['seed']} / {res['epochs']} epochs"

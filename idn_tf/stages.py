@@ -7,10 +7,11 @@ initialisation, optimiser and data order) as an `IDNModel`.
 """
 
 import dataclasses
+import os
+import shutil
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from idn_tf import callbacks, model, posterior
 from idn_tf.data import pipeline
@@ -24,6 +25,7 @@ class StageResult:
     """What a stage leaves behind besides its model."""
     test_accuracy: float   # clean test accuracy after the last epoch
     history: dict          # per-epoch logs from keras History
+    monitor: dict          # per monitored epoch: callbacks.MonitorCallback.history
 
 
 def new_classifier(config, dataset):
@@ -65,6 +67,24 @@ def make_optimizer(config, steps_per_epoch):
                                 momentum=config.momentum)
 
 
+def monitoring(config, dataset, labels, stage):
+    """TensorBoard callbacks of one stage, under <run_dir>/tb/<stage>/.
+
+    Keras's TensorBoard writes loss, accuracy, learning rate (and η logs) to
+    train/ and validation/; `MonitorCallback` writes the label monitoring to
+    monitor/. A stage that is trained again starts a fresh folder, so its
+    curves are not drawn over an earlier attempt's.
+    """
+    log_dir = os.path.join(config.run_dir, "tb", stage)
+    shutil.rmtree(log_dir, ignore_errors=True)
+    monitor = callbacks.MonitorCallback(
+        os.path.join(log_dir, "monitor"), dataset.train.images, labels,
+        dataset.train.clean_labels, dataset.class_names, config.batch_size,
+        every=config.monitor_every)
+    board = keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False, profile_batch=0)
+    return [board, monitor]
+
+
 def _fit(train_model, config, dataset, labels, extra_callbacks=()):
     train_ds = pipeline.train_dataset(dataset.train.images, labels, dataset.train.clean_labels,
                                       config.batch_size, seed=config.seed,
@@ -81,7 +101,9 @@ def _fit(train_model, config, dataset, labels, extra_callbacks=()):
         raise FloatingPointError("training stopped: the loss became NaN or infinite "
                                  "(try a smaller --lr or --eta_lr)")
     logs = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    return StageResult(test_accuracy=logs["val_accuracy"][-1], history=logs)
+    monitors = [c for c in extra_callbacks if isinstance(c, callbacks.MonitorCallback)]
+    return StageResult(test_accuracy=logs["val_accuracy"][-1], history=logs,
+                       monitor=monitors[0].history if monitors else {})
 
 
 def train_cross_entropy(config, dataset, labels):
@@ -89,7 +111,7 @@ def train_cross_entropy(config, dataset, labels):
     keras.utils.set_random_seed(config.seed)
     classifier = new_classifier(config, dataset)
     result = _fit(model.CrossEntropyModel(classifier, weight_decay=config.weight_decay),
-                  config, dataset, labels)
+                  config, dataset, labels, monitoring(config, dataset, labels, "stage1"))
     return classifier, result
 
 
@@ -101,20 +123,15 @@ def train_idn(config, dataset, labels, psi):
         eta_lr=config.eta_lr, eta_rule=config.eta_rule, eta_eps=config.eta_eps,
         eta_min=config.eta_min, weight_decay=config.weight_decay)
     schedule = callbacks.pga_schedule(config.eta_start_epoch, config.eta_every)
+    # PGACallback first: it adds eta_update to the epoch's logs before TensorBoard reads them.
     result = _fit(idn, config, dataset, labels,
-                  [callbacks.PGACallback(schedule)])
+                  [callbacks.PGACallback(schedule), *monitoring(config, dataset, labels, "stage2")])
     return idn, result
-
-
-def predict_log_probs(classifier, images, batch_size):
-    """log softmax of the classifier on un-augmented images, float32 [N, K]."""
-    logits = classifier.predict(images, batch_size=batch_size, verbose=0)
-    return tf.nn.log_softmax(tf.cast(logits, tf.float32)).numpy()
 
 
 def estimate_psi(classifier, images, labels, batch_size):
     """ψ_i = softmax(h⁰(x_i))[ỹ_i] on un-augmented training images, float32 [N]."""
-    log_probs = predict_log_probs(classifier, images, batch_size)
+    log_probs = model.predict_log_probs(classifier, images, batch_size)
     psi = np.exp(log_probs[np.arange(len(labels)), labels]).astype(np.float32)
     # exp() can underflow to 0; with η_i = 1, ψ_i = 0 would give every class weight
     # 0 in Eq. 8 (q = 0/0). The smallest normal float32 keeps q defined.
@@ -123,5 +140,5 @@ def estimate_psi(classifier, images, labels, batch_size):
 
 def posterior_table(classifier, images, labels, eta, psi, batch_size):
     """q for every training example (Eq. 8) from the final classifier, η and ψ: [N, K]."""
-    log_probs = predict_log_probs(classifier, images, batch_size)
+    log_probs = model.predict_log_probs(classifier, images, batch_size)
     return posterior.posterior_from_log_probs(log_probs, labels, eta, psi).numpy()

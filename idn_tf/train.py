@@ -12,9 +12,9 @@ import sys
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
-from idn_tf import artifacts, flagdefs
+from idn_tf import artifacts, audit, flagdefs, plots, report
 from idn_tf.config import ConfigError, check_data_fits
 from idn_tf.data import noise, sources
 
@@ -35,7 +35,10 @@ def run(config):
     labels, rate = observed_labels(config, dataset)
     psi, ce = stage1(config, dataset, labels)
     idn, result = stage2(config, dataset, labels, psi)
-    res = summarise(config, dataset, labels, rate, ce, idn, result)
+    res = report_run(config, dataset, labels, rate, ce, idn, result)
+    res["saved_model"] = export(config, idn.classifier)
+    artifacts.write_json(_path(config, "results.json"), res)
+    print(f"\n{report.table(res)}")
     print(f"\nresults in {config.run_dir}/ ({time.time() - start:.0f} s)")
     return res
 
@@ -100,12 +103,14 @@ def stage1(config, dataset, labels):
     if os.path.isfile(done_path) and os.path.isfile(psi_path) and not config.overwrite:
         _banner(f"stage 1: reusing {psi_path}")
         saved = artifacts.read_json(done_path)
-        return np.load(psi_path), stages.StageResult(saved["test_accuracy"], saved["history"])
+        return np.load(psi_path), stages.StageResult(saved["test_accuracy"], saved["history"],
+                                                     saved.get("monitor", {}))
     _banner("stage 1: cross-entropy on the observed labels (CE baseline, ψ)")
     classifier, ce = stages.train_cross_entropy(config, dataset, labels)
     psi = stages.estimate_psi(classifier, dataset.train.images, labels, config.batch_size)
     artifacts.write_npy(psi_path, psi)
-    artifacts.write_json(done_path, {"test_accuracy": ce.test_accuracy, "history": ce.history})
+    artifacts.write_json(done_path, {"test_accuracy": ce.test_accuracy, "history": ce.history,
+                                     "monitor": ce.monitor})
     print(f"CE test accuracy {100 * ce.test_accuracy:.2f}%; mean ψ {psi.mean():.3f}")
     return psi, ce
 
@@ -116,19 +121,61 @@ def stage2(config, dataset, labels, psi):
             f"every {config.eta_every})")
     idn, result = stages.train_idn(config, dataset, labels, psi)
     artifacts.write_npy(_path(config, "eta.npy"), idn.eta.numpy())
+    artifacts.write_weights(_path(config, "classifier.weights.h5"), idn.classifier)
     return idn, result
 
 
-def summarise(config, dataset, labels, rate, ce, idn, result):
-    from idn_tf import report, stages
-    _banner("report")
-    eta = idn.eta.numpy()
-    q = stages.posterior_table(idn.classifier, dataset.train.images, labels, eta,
-                               idn.psi.numpy(), config.batch_size)
-    res = report.results(config, rate, ce, result, q, eta, labels, dataset.train.clean_labels)
-    artifacts.write_json(_path(config, "results.json"), res)
-    print(f"\n{report.table(res)}")
+def report_run(config, dataset, labels, rate, ce, idn, result):
+    """Label audit, plots and the results dict (written by `run` after the export)."""
+    from idn_tf import stages
+    _banner("report: label audit and plots")
+    eta, psi = idn.eta.numpy(), idn.psi.numpy()
+    clean = dataset.train.clean_labels
+    q = stages.posterior_table(idn.classifier, dataset.train.images, labels, eta, psi,
+                               config.batch_size)
+    audit_path = _path(config, "label_audit.csv")
+    columns = audit.write(audit_path, q, eta, psi, labels, clean)
+    print(f"{audit_path}: {int(columns['is_label_issue'].sum())} of {len(labels)} labels "
+          "flagged (estimated label differs from the observed one)")
+    plot_dir = _path(config, "plots")
+    top = columns["index"][:16]
+    known = (clean >= 0).all()
+    plots.accuracy_curves(os.path.join(plot_dir, "accuracy.png"), {
+        "stage 1: cross-entropy": _curves(ce.monitor),
+        "stage 2: IDN method": _curves(result.monitor)})
+    plots.eta_histogram(os.path.join(plot_dir, "eta_histogram.png"), eta,
+                        is_wrong=labels != clean if known else None)
+    plots.highest_eta_grid(os.path.join(plot_dir, "highest_eta.png"), dataset.train.images[top],
+                           top, labels[top], columns["estimated_label"][:16],
+                           dataset.class_names, clean=clean[top] if known else None,
+                           eta=eta[top])
+    print(f"{plot_dir}/: accuracy.png, eta_histogram.png, highest_eta.png")
+    res = report.results(config, rate, ce, result, q, eta, labels, clean)
+    res.update(audit.detection(q, eta, labels, clean))
     return res
+
+
+def _curves(monitor):
+    """The accuracy curves of a stage from its MonitorCallback history (empty if none)."""
+    return {"epoch": monitor.get("epoch", []),
+            "train_observed_accuracy": monitor.get("accuracy/train_observed", []),
+            "test_accuracy": monitor.get("accuracy/test_clean", [])}
+
+
+def export(config, classifier):
+    """SavedModel of the stage-2 classifier for TF Serving; returns its path (or "")."""
+    if not config.export_dir:
+        return ""
+    from idn_tf import export as export_lib
+    _banner("export: SavedModel")
+    try:
+        path = export_lib.export_saved_model(classifier, config.export_dir, config.model_name)
+    except OSError as e:
+        raise artifacts.RunDirError(f"--export_dir={config.export_dir}: cannot write there "
+                                    f"({e.strerror or e})") from None
+    print(f"exported to {path} (signature serving_default: uint8 images -> probabilities, "
+          "classes)")
+    return path
 
 
 def _fail(error):
@@ -144,7 +191,15 @@ def parse_flags(argv):
         _fail(e)
 
 
+def quiet_logging():
+    """TensorFlow logs through absl at INFO (e.g. every SavedModel file it writes);
+    shown only with an explicit --verbosity."""
+    if flagdefs.FLAGS["verbosity"].using_default_value:
+        logging.set_verbosity(logging.WARNING)
+
+
 def main(argv):
+    quiet_logging()
     if len(argv) > 1:
         _fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags are --name=value)")
     try:

@@ -1,5 +1,7 @@
 """Checks of the η schedule and PGACallback."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -50,3 +52,106 @@ def test_callback_rejects_non_bool_schedule():
     callback.set_model(FakeModel())
     callback.on_epoch_begin(0)
     assert bool(callback.model.eta_update_enabled.numpy())
+
+
+# ---------------------------------------------------------------------------------------
+# MonitorCallback: the values it writes, against numpy and scikit-learn
+
+
+def read_events(folder):
+    """{tag: {step: summary value}} of every event file in `folder`."""
+    import tensorflow as tf
+    values = {}
+    for name in sorted(os.listdir(folder)):
+        for record in tf.data.TFRecordDataset(os.path.join(folder, name)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                values.setdefault(value.tag, {})[event.step] = value
+    return values
+
+
+def test_monitor_writes_the_label_statistics_of_the_final_model(tmp_path):
+    import tensorflow as tf
+    from sklearn.metrics import roc_auc_score
+    from idn_tf import model
+
+    k, n = 3, 60
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, 2, 2, 1)).astype(np.uint8)
+    clean = rng.integers(0, k, n)
+    labels = np.where(rng.random(n) < 0.4, (clean + 1) % k, clean)
+    psi = rng.uniform(0.1, 0.9, n).astype(np.float32)
+    inputs = keras.Input((2, 2, 1), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    classifier = keras.Model(inputs, keras.layers.Dense(k, kernel_initializer="ones")(x))
+    idn = model.IDNModel(classifier, psi=psi, eta_init=0.3, eta_lr=0.3)
+    idn.compile(optimizer=keras.optimizers.SGD(0.5))
+    train = tf.data.Dataset.from_tensor_slices(
+        {"image": images, "label": labels, "index": np.arange(n)}).batch(16)
+    test = tf.data.Dataset.from_tensor_slices({"image": images, "label": clean}).batch(16)
+    monitor = callbacks.MonitorCallback(str(tmp_path), images, labels, clean, ("a", "b", "c"),
+                                        batch_size=7, every=2)
+    history = idn.fit(train, validation_data=test, epochs=3, verbose=0,
+                      callbacks=[callbacks.PGACallback(lambda epoch: True), monitor])
+
+    # Epochs 2 (every 2nd) and 3 (the last) are monitored; steps are 0-based.
+    events = read_events(str(tmp_path))
+    assert {tag: sorted(steps) for tag, steps in events.items()} == {
+        tag: [1, 2] for tag in ("accuracy/train_observed", "accuracy/test_clean", "eta/mean",
+                                "eta/above_half", "eta/histogram", "labels/wrong_corrected",
+                                "labels/right_kept", "labels/eta_auroc", "labels/highest_eta")}
+    assert monitor.history["epoch"] == [2, 3]
+
+    # Independent recomputation for the last epoch: numpy forward pass and Eq. 8 as a loop.
+    kernel, bias = classifier.get_weights()
+    logits = images.reshape(n, -1) / 255.0 @ kernel + bias
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    eta = idn.eta.numpy()
+    q = np.array([[p[i, j] * ((1 - eta[i]) * (j == labels[i]) + eta[i] * psi[i])
+                   for j in range(k)] for i in range(n)])
+    estimated = q.argmax(1)
+    wrong = labels != clean
+    expected = {
+        "accuracy/train_observed": np.mean(p.argmax(1) == labels),
+        "accuracy/test_clean": history.history["val_accuracy"][-1],
+        "eta/mean": eta.mean(),
+        "eta/above_half": np.mean(eta > 0.5),
+        "labels/wrong_corrected": np.mean(estimated[wrong] == clean[wrong]),
+        "labels/right_kept": np.mean(estimated[~wrong] == labels[~wrong]),
+        "labels/eta_auroc": roc_auc_score(wrong, eta),
+    }
+    for tag, value in expected.items():
+        written = tf.make_ndarray(events[tag][2].tensor)
+        np.testing.assert_allclose(written, value, rtol=1e-5, err_msg=tag)
+        np.testing.assert_allclose(monitor.history[tag][-1], value, rtol=1e-5, err_msg=tag)
+    histogram = tf.make_ndarray(events["eta/histogram"][2].tensor)  # [buckets, (left, right, count)]
+    assert histogram[:, 2].sum() == n
+    image = tf.make_ndarray(events["labels/highest_eta"][2].tensor)  # [width, height, png...]
+    from idn_tf import plots
+    assert [int(image[0]), int(image[1])] == list(plots.HIGHEST_ETA_SIZE)
+    q_observed = (q / q.sum(1, keepdims=True))[np.arange(n), labels]
+    top = np.lexsort((np.arange(n), q_observed, -eta))[:16]  # η, then q of the observed label
+    caption = events["labels/highest_eta"][2].metadata.summary_description
+    assert caption.count("\n- #") == 15 and caption.startswith(f"- #{top[0]}:")
+
+
+def test_monitor_of_a_plain_model_writes_only_accuracies(tmp_path):
+    from idn_tf import model
+    n = 20
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(n, 2, 2, 1)).astype(np.uint8)
+    labels = rng.integers(0, 2, n)
+    inputs = keras.Input((2, 2, 1), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    ce = model.CrossEntropyModel(keras.Model(inputs, keras.layers.Dense(2)(x)))
+    ce.compile(optimizer=keras.optimizers.SGD(0.1))
+    import tensorflow as tf
+    data = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels}).batch(8)
+    monitor = callbacks.MonitorCallback(str(tmp_path), images, labels, np.full(n, -1), ("a", "b"),
+                                        batch_size=8)
+    ce.fit(data, epochs=2, verbose=0, callbacks=[monitor])
+    # No validation data: the test accuracy is NaN, kept in history but not written.
+    assert set(read_events(str(tmp_path))) == {"accuracy/train_observed"}
+    assert monitor.history["epoch"] == [1, 2]
+    assert all(v != v for v in monitor.history["accuracy/test_clean"])

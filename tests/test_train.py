@@ -25,16 +25,87 @@ def cli(*args, cwd):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    run_dir = str(tmp_path_factory.mktemp("run") / "digits")
-    cfg = config_lib.Config(run_dir=run_dir, **TINY)
+    root = tmp_path_factory.mktemp("run")
+    cfg = config_lib.Config(run_dir=str(root / "digits"), export_dir=str(root / "exports"), **TINY)
     return cfg, train.run(cfg)
+
+
+def event_tags(folder):
+    """{(tag, plugin): [steps]} of every summary in the event files of `folder`."""
+    import tensorflow as tf
+    tags = {}
+    for name in sorted(os.listdir(folder)):
+        for record in tf.data.TFRecordDataset(os.path.join(folder, name)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                key = (value.tag, value.metadata.plugin_data.plugin_name)
+                tags.setdefault(key, []).append(event.step)
+    return tags
+
+
+KERAS_TRAIN = {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"}
+KERAS_VALIDATION = {"epoch_loss", "epoch_accuracy", "evaluation_loss_vs_iterations",
+                    "evaluation_accuracy_vs_iterations"}
+MONITOR = {("accuracy/train_observed", "scalars"), ("accuracy/test_clean", "scalars")}
+EXPECTED_TAGS = {
+    "stage1/train": {(t, "scalars") for t in KERAS_TRAIN},
+    "stage1/validation": {(t, "scalars") for t in KERAS_VALIDATION},
+    "stage1/monitor": MONITOR,
+    "stage2/train": {(t, "scalars") for t in KERAS_TRAIN | {
+        "epoch_eta_mean", "epoch_eta_above_half", "epoch_eta_update"}},
+    "stage2/validation": {(t, "scalars") for t in KERAS_VALIDATION},
+    "stage2/monitor": MONITOR | {
+        ("eta/mean", "scalars"), ("eta/above_half", "scalars"), ("eta/histogram", "histograms"),
+        ("labels/wrong_corrected", "scalars"), ("labels/right_kept", "scalars"),
+        ("labels/eta_auroc", "scalars"), ("labels/highest_eta", "images")},
+}
+
+
+def test_tensorboard_event_files_hold_exactly_the_expected_tags(finished_run):
+    cfg, res = finished_run
+    tb = os.path.join(cfg.run_dir, "tb")
+    folders = sorted(os.path.relpath(os.path.join(d), tb) for d, _, files in os.walk(tb) if files)
+    assert folders == sorted(EXPECTED_TAGS)
+    for folder, expected in EXPECTED_TAGS.items():
+        tags = event_tags(os.path.join(tb, folder))
+        assert set(tags) == expected, folder
+        for (tag, _), steps in tags.items():
+            if not tag.startswith("evaluation_"):  # those count optimizer steps
+                assert steps == [0, 1, 2], (folder, tag)  # one per epoch, 0-based as Keras's
+    # The monitor's scalars are the numbers in results.json.
+    monitor = res["method_monitor"]
+    assert monitor["epoch"] == [1, 2, 3]
+    assert monitor["accuracy/test_clean"] == pytest.approx(res["method_history"]["val_accuracy"])
+    assert monitor["labels/eta_auroc"][-1] == pytest.approx(res["eta_auroc"])
+    assert monitor["eta/mean"][-1] == pytest.approx(res["eta_mean"])
+
+
+def test_plots_are_images_of_the_stated_size(finished_run):
+    from PIL import Image
+    from idn_tf import plots
+    cfg, _ = finished_run
+    for name, size in (("accuracy.png", plots.ACCURACY_SIZE),
+                       ("eta_histogram.png", plots.ETA_HISTOGRAM_SIZE),
+                       ("highest_eta.png", plots.HIGHEST_ETA_SIZE)):
+        path = os.path.join(cfg.run_dir, "plots", name)
+        assert os.path.getsize(path) > 0
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size == size, name
+            pixels = np.asarray(image.convert("L"))
+        assert pixels.std() > 0, f"{name} is blank"
+
+
+def test_the_export_is_a_servable_version_folder(finished_run):
+    cfg, res = finished_run
+    assert res["saved_model"] == os.path.join(cfg.export_dir, "digits", "1")
+    assert os.path.isfile(os.path.join(res["saved_model"], "saved_model.pb"))
 
 
 def test_run_writes_its_artifacts(finished_run):
     cfg, res = finished_run
     n = len(sources.load_digits().train)
     for name in ("flags.txt", "config.json", "noisy_labels.npz", "psi.npy", "eta.npy",
-                 "results.json", "stage1.json"):
+                 "results.json", "stage1.json", "classifier.weights.h5", "label_audit.csv"):
         assert os.path.isfile(os.path.join(cfg.run_dir, name)), name
     assert not [f for f in os.listdir(cfg.run_dir) if f.startswith(".tmp-")]
     saved = artifacts.read_json(os.path.join(cfg.run_dir, "results.json"))
@@ -217,7 +288,8 @@ MOCK_RUNS = {
 def test_tfds_dataset_runs_end_to_end_under_mock_data(tmp_path, dataset):
     import tensorflow_datasets as tfds
     cfg = config_lib.resolve(dict(
-        dataset=dataset, run_dir=str(tmp_path / "run"), arch="small_cnn", epochs=1,
+        dataset=dataset, run_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "exports"),
+        arch="small_cnn", epochs=1,
         batch_size=16, lr_decay_epochs=(), eta_start_epoch=1, eta_every=1, verbose=0,
         data_dir=str(tmp_path / "tfds"), **MOCK_RUNS[dataset]))
     assert cfg.augment == "pad_crop_flip" and cfg.normalize == "subtract_mean"  # recipe kept
@@ -278,3 +350,12 @@ def test_tfds_dataset_missing_offline_is_one_error_paragraph(tmp_path, download)
     assert "cifar10" in errors[0] and str(tmp_path / "tfds") in errors[0]
     assert "tfds build cifar10" in errors[0] and "cifar-10-binary.tar.gz" in errors[0]
     assert not os.path.exists(tmp_path / "run" / "noisy_labels.npz")  # stopped before noise
+
+
+def test_run_files_are_not_private(finished_run):
+    # Atomic writes go through mkstemp (mode 0600); the final files keep the umask's mode.
+    cfg, _ = finished_run
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("results.json", "eta.npy", "classifier.weights.h5", "label_audit.csv"):
+        assert os.stat(os.path.join(cfg.run_dir, name)).st_mode & 0o777 == 0o666 & ~umask, name

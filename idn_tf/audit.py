@@ -1,0 +1,168 @@
+"""The label audit: which observed training labels the method thinks are wrong.
+
+`label_audit.csv` has one row per training example, highest η first (`ranking`):
+
+    index           the example's row in the training split (and the η, ψ tables)
+    observed_label  its observed (possibly noisy) label ỹ_i
+    estimated_label argmax_j q_ij: the true label the method estimates (Eq. 8, from the
+                    final classifier on the un-augmented image, the final η_i and ψ_i)
+    eta, psi        η_i and ψ_i
+    max_q           max_j q_ij, the posterior's confidence in estimated_label
+    is_label_issue  1 when estimated_label != observed_label
+    clean_label     the true label where known (synthetic noise, CIFAR-N), else empty
+
+`python -m idn_tf.audit --run_dir=runs/<name>` rebuilds it from a finished run
+(its flags.txt, noisy_labels.npz, psi.npy, eta.npy and classifier.weights.h5).
+"""
+
+import csv
+import io
+import os
+
+import numpy as np
+from sklearn.metrics import precision_score, recall_score
+
+from idn_tf import artifacts, report
+
+COLUMNS = ("index", "observed_label", "estimated_label", "eta", "psi", "max_q",
+           "is_label_issue", "clean_label")
+
+
+def ranking(q, eta, labels):
+    """Example indices, most suspect label first: by η, highest first; among equal η
+    (many reach exactly 1), by q of the observed label, lowest first; then by index."""
+    q_observed = q[np.arange(len(labels)), labels]
+    return np.lexsort((np.arange(len(labels)), q_observed, -np.asarray(eta)))
+
+
+def audit_columns(q, eta, psi, labels, clean_labels):
+    """The audit's columns (name -> array [N]), rows in `ranking` order.
+
+    `clean_labels` is -1 where unknown.
+    """
+    order = ranking(q, eta, labels)
+    estimated = np.argmax(q, axis=1)
+    return {
+        "index": order,
+        "observed_label": np.asarray(labels)[order],
+        "estimated_label": estimated[order],
+        "eta": np.asarray(eta)[order],
+        "psi": np.asarray(psi)[order],
+        "max_q": np.max(q, axis=1)[order],
+        "is_label_issue": (estimated != labels)[order].astype(np.int64),
+        "clean_label": np.asarray(clean_labels)[order],
+    }
+
+
+def csv_text(columns):
+    """The CSV file's text; floats with 7 significant digits (float32 precision)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in zip(*(columns[name] for name in COLUMNS)):
+        *values, clean = row
+        cells = [f"{v:.7g}" if isinstance(v, np.floating) else str(v) for v in values]
+        writer.writerow(cells + [str(clean) if clean >= 0 else ""])
+    return out.getvalue()
+
+
+def detection(q, eta, labels, clean_labels):
+    """How well the audit finds the wrong labels, on examples with a known clean label.
+
+    label_issue_precision: of the flagged examples (argmax q ≠ observed), the
+      fraction whose observed label is wrong;
+    label_issue_recall: of the wrong labels, the fraction flagged;
+    eta_auroc: AUROC of η as a score for "the label is wrong".
+    NaN where undefined (no clean labels, nothing flagged, no wrong label).
+    """
+    known = clean_labels >= 0
+    is_wrong = (labels != clean_labels)[known]
+    flagged = (np.argmax(q, axis=1) != labels)[known]
+    nan = float("nan")
+    return {
+        "label_issue_precision": float(precision_score(is_wrong, flagged, zero_division=np.nan))
+        if flagged.any() else nan,
+        "label_issue_recall": float(recall_score(is_wrong, flagged, zero_division=np.nan))
+        if is_wrong.any() else nan,
+        "eta_auroc": report.eta_auroc(eta, labels, clean_labels),
+    }
+
+
+def write(path, q, eta, psi, labels, clean_labels):
+    """Writes label_audit.csv atomically; returns its columns."""
+    columns = audit_columns(q, eta, psi, labels, clean_labels)
+    artifacts.write_text(path, csv_text(columns))
+    return columns
+
+
+# ---------------------------------------------------------------------------------------
+# python -m idn_tf.audit --run_dir=...
+
+# The flags the audit takes on its command line; the rest come from the run's flags.txt.
+CLI_FLAGS = ("run_dir", "data_dir", "download", "batch_size", "verbose")
+
+
+def parse_flags(argv):
+    """--run_dir (and where the data now is); every other flag from <run_dir>/flags.txt."""
+    from absl import flags
+
+    from idn_tf import flagdefs, train
+    names = [a.lstrip("-").split("=")[0] for a in argv[1:] if a.startswith("-")]
+    names = [n[2:] if n.startswith("no") and n[2:] in CLI_FLAGS else n for n in names]
+    bad = [n for n in names if n not in CLI_FLAGS]
+    if bad:
+        train._fail(f"--{bad[0]}: idn_tf.audit takes only --{', --'.join(CLI_FLAGS)}; "
+                    "the other flags come from the run's flags.txt")
+    train.parse_flags(argv)
+    FLAGS = flagdefs.FLAGS
+    flags_path = os.path.join(FLAGS.run_dir, "flags.txt")
+    if not FLAGS.run_dir or not os.path.isfile(flags_path):
+        train._fail(f"--run_dir={FLAGS.run_dir!r}: not a run folder (no flags.txt); "
+                    "pass the folder of a finished run")
+    FLAGS.unparse_flags()
+    try:
+        return FLAGS([argv[0], f"--flagfile={flags_path}", *argv[1:]])
+    except flags.Error as e:
+        train._fail(f"{flags_path}: {e}")
+
+
+def rebuild(config):
+    """Recomputes label_audit.csv of the finished run in config.run_dir; returns detection()."""
+    from idn_tf import model, posterior, stages, train
+    paths = {name: os.path.join(config.run_dir, name) for name in
+             ("noisy_labels.npz", "psi.npy", "eta.npy", "classifier.weights.h5")}
+    missing = [name for name, path in paths.items() if not os.path.isfile(path)]
+    if missing:
+        raise artifacts.RunDirError(f"--run_dir={config.run_dir}: {missing[0]} is missing; "
+                                    "the run has not finished stage 2")
+    dataset = train.load_data(config)
+    with np.load(paths["noisy_labels.npz"]) as saved:
+        labels = saved["labels"]
+    eta, psi = np.load(paths["eta.npy"]), np.load(paths["psi.npy"])
+    classifier = stages.new_classifier(config, dataset)
+    classifier.load_weights(paths["classifier.weights.h5"])
+    log_probs = model.predict_log_probs(classifier, dataset.train.images, config.batch_size)
+    q = posterior.posterior_from_log_probs(log_probs, labels, eta, psi).numpy()
+    clean = dataset.train.clean_labels
+    path = os.path.join(config.run_dir, "label_audit.csv")
+    columns = write(path, q, eta, psi, labels, clean)
+    print(f"wrote {path}: {int(columns['is_label_issue'].sum())} of {len(labels)} labels "
+          "flagged (estimated label differs from the observed one)")
+    return detection(q, eta, labels, clean)
+
+
+def main(argv):
+    from idn_tf import flagdefs, train
+    train.quiet_logging()
+    try:
+        scores = rebuild(flagdefs.config_from_flags())
+    except train.USER_ERRORS as e:
+        train._fail(e)
+    for name, value in scores.items():
+        print(f"{name}: {'n/a' if value != value else f'{value:.4f}'}")
+    return 0
+
+
+if __name__ == "__main__":
+    from absl import app
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,162 @@
+"""The label audit: its columns and scores by hand and against scikit-learn, the audit of a
+finished run recomputed from its exported SavedModel, η and ψ, and `python -m idn_tf.audit`."""
+
+import csv
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from idn_tf import artifacts, audit, config as config_lib, train
+from idn_tf.data import sources
+
+TINY = dict(epochs=3, eta_start_epoch=2, eta_every=1, lr_decay_epochs=(2,), verbose=0)
+
+
+def read_csv(path_or_text):
+    text = open(path_or_text).read() if os.path.isfile(path_or_text) else path_or_text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    return rows
+
+
+def test_columns_sorted_by_eta_then_by_q_of_the_observed_label():
+    q = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.7, 0.3], [0.3, 0.7]])
+    eta = np.array([0.5, 0.9, 0.5, 0.1, 1.0, 1.0], dtype=np.float32)
+    psi = np.array([0.7, 0.2, 0.6, 0.9, 0.5, 0.4], dtype=np.float32)
+    labels = np.array([0, 0, 1, 1, 0, 1])
+    clean = np.array([0, 1, -1, 1, 1, 1])
+    rows = read_csv(audit.csv_text(audit.audit_columns(q, eta, psi, labels, clean)))
+    assert list(rows[0]) == list(audit.COLUMNS)
+    # η 1.0 (rows 4, 5: equal q of the observed label 0.7, so index order), 0.9 (row 1), the
+    # tie at 0.5 by q of the observed label (row 2: 0.4, row 0: 0.9), then 0.1 (row 3).
+    assert [int(r["index"]) for r in rows] == [4, 5, 1, 2, 0, 3]
+    assert [int(r["observed_label"]) for r in rows] == [0, 1, 0, 1, 0, 1]
+    assert [int(r["estimated_label"]) for r in rows] == [0, 1, 1, 0, 0, 1]
+    assert [int(r["is_label_issue"]) for r in rows] == [0, 0, 1, 1, 0, 0]
+    assert [r["clean_label"] for r in rows] == ["1", "1", "1", "", "0", "1"]  # unknown -> empty
+    np.testing.assert_allclose([float(r["max_q"]) for r in rows], [0.7, 0.7, 0.8, 0.6, 0.9, 0.7])
+    np.testing.assert_allclose([float(r["eta"]) for r in rows], [1, 1, 0.9, 0.5, 0.5, 0.1], rtol=1e-6)
+    np.testing.assert_allclose([float(r["psi"]) for r in rows], [0.5, 0.4, 0.2, 0.6, 0.7, 0.9], rtol=1e-6)
+
+
+def test_detection_scores_by_hand_and_against_sklearn():
+    rng = np.random.default_rng(0)
+    n, k = 200, 4
+    clean = rng.integers(0, k, n)
+    labels = np.where(rng.random(n) < 0.3, (clean + 1) % k, clean)
+    clean[:10] = -1  # unknown clean labels are left out
+    q = rng.dirichlet(np.ones(k), n)
+    eta = rng.random(n)
+    scores = audit.detection(q, eta, labels, clean)
+    known = clean >= 0
+    wrong = labels[known] != clean[known]
+    flagged = q.argmax(1)[known] != labels[known]
+    assert scores["label_issue_precision"] == pytest.approx(
+        np.sum(wrong & flagged) / np.sum(flagged))
+    assert scores["label_issue_recall"] == pytest.approx(np.sum(wrong & flagged) / np.sum(wrong))
+    assert scores["eta_auroc"] == pytest.approx(roc_auc_score(wrong, eta[known]))
+
+
+def test_detection_is_nan_without_clean_labels():
+    q = np.eye(3)
+    scores = audit.detection(q, np.ones(3), np.array([0, 1, 2]), np.full(3, -1))
+    assert all(v != v for v in scores.values())
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit")
+    cfg = config_lib.Config(run_dir=str(root / "run"), export_dir=str(root / "exports"), **TINY)
+    return cfg, train.run(cfg)
+
+
+def test_audit_rows_match_a_recomputation_from_the_saved_model(finished_run):
+    import tensorflow as tf
+    cfg, res = finished_run
+    run = cfg.run_dir
+    rows = read_csv(os.path.join(run, "label_audit.csv"))
+    train_split = sources.load_digits().train
+    n = len(train_split)
+    assert len(rows) == n and sorted(int(r["index"]) for r in rows) == list(range(n))
+    eta, psi = np.load(os.path.join(run, "eta.npy")), np.load(os.path.join(run, "psi.npy"))
+    with np.load(os.path.join(run, "noisy_labels.npz")) as saved:
+        labels, clean = saved["labels"], saved["clean_labels"]
+    serving = tf.saved_model.load(res["saved_model"]).signatures["serving_default"]
+    all_probs = serving(images=tf.constant(train_split.images))["probabilities"].numpy()
+
+    # Sorted by η, highest first; equal η by q of the observed label, lowest first.
+    order = np.array([int(r["index"]) for r in rows])
+    u = all_probs * ((1 - eta)[:, None] * np.eye(all_probs.shape[1])[labels]
+                     + (eta * psi)[:, None])
+    q_observed = (u / u.sum(1, keepdims=True))[np.arange(n), labels]
+    for a, b in zip(order, order[1:]):
+        assert eta[a] > eta[b] or (eta[a] == eta[b] and q_observed[a] <= q_observed[b] + 1e-5)
+
+    # A few rows: the top of the audit and some random ones, recomputed with numpy from the
+    # exported SavedModel's probabilities and Eq. 8 written out as a loop.
+    picked = rows[:5] + [rows[i] for i in np.random.default_rng(0).choice(n, 8, replace=False)]
+    ids = np.array([int(r["index"]) for r in picked])
+    for row, i, p in zip(picked, ids, all_probs[ids]):
+        u = np.array([p[j] * ((1 - eta[i]) * (j == labels[i]) + eta[i] * psi[i])
+                      for j in range(len(p))], dtype=np.float64)
+        q = u / u.sum()
+        assert int(row["observed_label"]) == labels[i]
+        assert int(row["clean_label"]) == clean[i]
+        assert int(row["estimated_label"]) == int(np.argmax(q))
+        assert int(row["is_label_issue"]) == int(np.argmax(q) != labels[i])
+        np.testing.assert_allclose(float(row["max_q"]), q.max(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(float(row["eta"]), eta[i], rtol=1e-6)
+        np.testing.assert_allclose(float(row["psi"]), psi[i], rtol=1e-6)
+
+
+def test_results_hold_the_detection_scores(finished_run):
+    cfg, res = finished_run
+    rows = read_csv(os.path.join(cfg.run_dir, "label_audit.csv"))
+    wrong = np.array([r["observed_label"] != r["clean_label"] for r in rows])
+    flagged = np.array([r["is_label_issue"] == "1" for r in rows])
+    eta = np.array([float(r["eta"]) for r in rows])
+    saved = artifacts.read_json(os.path.join(cfg.run_dir, "results.json"))
+    assert saved["eta_auroc"] == pytest.approx(roc_auc_score(wrong, eta), abs=1e-6)
+    assert saved["label_issue_precision"] == pytest.approx((wrong & flagged).sum() / flagged.sum())
+    assert saved["label_issue_recall"] == pytest.approx((wrong & flagged).sum() / wrong.sum())
+
+
+def audit_cli(*args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "idn_tf.audit", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_audit_cli_rebuilds_the_same_file(finished_run, tmp_path):
+    cfg, _ = finished_run
+    path = os.path.join(cfg.run_dir, "label_audit.csv")
+    original = open(path).read()
+    os.remove(path)
+    result = audit_cli(f"--run_dir={cfg.run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert open(path).read() == original
+    assert "eta_auroc" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--run_dir=nowhere"], "not a run folder"),
+    (["--epochs=3"], "--epochs: idn_tf.audit takes only"),
+])
+def test_audit_cli_bad_input_is_one_line(tmp_path, args, message):
+    result = audit_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+
+
+def test_audit_cli_on_an_unfinished_run_names_the_missing_file(tmp_path):
+    cfg = config_lib.Config(run_dir=str(tmp_path / "run"), **TINY)
+    artifacts.prepare_run_dir(cfg.run_dir, cfg.semantic_dict(), cfg.to_dict())
+    result = audit_cli(f"--run_dir={cfg.run_dir}", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "noisy_labels.npz is missing" in result.stderr

@@ -1,0 +1,214 @@
+"""Checks of the SavedModel export against the serving contract (idn_tf/export.py)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from idn_tf import export, models
+
+BATCH_SIZES = (1, 7)
+
+# Runs in a fresh interpreter that imports only numpy and tensorflow: idn_tf
+# cannot be imported at all, and no Keras module beyond those `import
+# tensorflow` itself pulls in may be loaded, so the SavedModel must stand on
+# its traced graphs (no ZeroPadShortcut or other custom classes).
+# argv: saved_model_dir, images.npz (key "images"), outputs.npz to write, batch sizes.
+LOAD_AND_SERVE = r"""
+import sys
+
+
+class ForbidIdnTf:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "idn_tf":
+            raise ImportError(f"serving must not need {name}")
+
+
+sys.meta_path.insert(0, ForbidIdnTf())
+
+import numpy as np
+import tensorflow as tf
+
+
+def keras_modules():
+    return {m for m in sys.modules if m.split(".")[0] == "keras"}
+
+
+keras_with_tf = keras_modules()
+saved_dir, images_path, outputs_path, *batch_sizes = sys.argv[1:]
+serve = tf.saved_model.load(saved_dir).signatures["serving_default"]
+images = np.load(images_path)["images"]
+outputs = {}
+for n in map(int, batch_sizes):
+    for key, value in serve(images=tf.constant(images[:n])).items():
+        outputs[f"{key}_{n}"] = value.numpy()
+for case, bad in [("float32", images.astype(np.float32)), ("single_image", images[0])]:
+    try:
+        serve(images=tf.constant(bad))
+    except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
+        outputs[f"rejected_{case}"] = np.array(type(error).__name__)
+assert not [m for m in sys.modules if m.split(".")[0] == "idn_tf"]
+assert keras_modules() == keras_with_tf, sorted(keras_modules() - keras_with_tf)
+np.savez(outputs_path, **outputs)
+"""
+
+
+def classifier(arch, input_shape, seed=0):
+    """`arch` with random weights and BatchNormalization statistics far from (0, 1).
+
+    Such statistics make inference-mode and training-mode batch
+    normalisation give different answers, so serving must use the former.
+    """
+    channels = input_shape[-1]
+    model = models.build_classifier(
+        arch, input_shape, 10, np.full(channels, 0.4), np.full(channels, 0.25), seed=seed)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0.0, 0.2, beta.shape),
+                rng.normal(0.0, 0.5, mean.shape), rng.uniform(0.5, 2.0, variance.shape)])
+    return model
+
+
+def spread_logits(model, images):
+    """Resets the dense "logits" layer so the logits on `images` have mean 0 and std 2.
+
+    A random network gives nearly the same logits, and so the same class,
+    for every image; centred and scaled they pick various classes with
+    probabilities far from uniform.
+    """
+    layer = model.get_layer("logits")
+    kernel, _ = layer.get_weights()
+    features = keras.Model(model.input, layer.input).predict(images, verbose=0)
+    centred = (features - features.mean(axis=0)) @ kernel
+    kernel = kernel * (2.0 / centred.std())
+    layer.set_weights([kernel, -features.mean(axis=0) @ kernel])
+
+
+def exported(arch, input_shape, tmp_path_factory):
+    """(classifier, SavedModel folder, uint8 test images) of a fresh `arch`."""
+    model = classifier(arch, input_shape)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(max(BATCH_SIZES),) + input_shape).astype(np.uint8)
+    spread_logits(model, images)
+    return model, export.export_saved_model(model, tmp_path_factory.mktemp("export"), arch), images
+
+
+@pytest.fixture(scope="module")
+def small_cnn_export(tmp_path_factory):
+    return exported("small_cnn", (8, 8, 1), tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def resnet20_export(tmp_path_factory):  # has the custom layer ZeroPadShortcut
+    return exported("resnet20", (16, 16, 3), tmp_path_factory)
+
+
+def softmax(logits):
+    """Row-wise softmax in float64, the reference for the served probabilities."""
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("export_fixture", ["small_cnn_export", "resnet20_export"])
+def test_saved_model_serves_like_keras_without_idn_tf(export_fixture, request, tmp_path):
+    model, path, images = request.getfixturevalue(export_fixture)
+    np.savez(tmp_path / "images.npz", images=images)
+    args = [path, tmp_path / "images.npz", tmp_path / "outputs.npz", *BATCH_SIZES]
+    subprocess.run([sys.executable, "-c", LOAD_AND_SERVE, *map(str, args)], cwd=tmp_path, check=True)
+    outputs = np.load(tmp_path / "outputs.npz")
+
+    logits = model.predict(images, verbose=0).astype(np.float64)
+    assert len(set(logits.argmax(-1))) > 1  # else comparing classes proves little
+    for n in BATCH_SIZES:
+        probabilities, classes = outputs[f"probabilities_{n}"], outputs[f"classes_{n}"]
+        assert probabilities.dtype == np.float32 and probabilities.shape == (n, 10)
+        assert classes.dtype == np.int64 and classes.shape == (n,)
+        np.testing.assert_allclose(probabilities, softmax(logits[:n]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(classes, logits[:n].argmax(-1))
+    assert "rejected_float32" in outputs, "float32 images were accepted"
+    assert "rejected_single_image" in outputs, "an image without batch axis was accepted"
+
+
+def saved_model_cli_signatures(path):
+    """{signature: {"inputs"|"outputs": {name: (dtype, shape)}}} from `saved_model_cli show --all`."""
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    text = subprocess.run([cli, "show", "--dir", path, "--all"],
+                          check=True, capture_output=True, text=True).stdout
+    signatures, tensor = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if match := re.fullmatch(r"signature_def\['(.+)'\]:", line):
+            signature = signatures.setdefault(match[1], {"inputs": {}, "outputs": {}})
+        elif match := re.fullmatch(r"(inputs|outputs)\['(.+)'\] tensor_info:", line):
+            tensor = signature[match[1]].setdefault(match[2], {})
+        elif match := re.fullmatch(r"(dtype|shape): (.+)", line):
+            tensor[match[1]] = match[2]
+    return {name: {side: {k: (v["dtype"], v["shape"]) for k, v in tensors.items()}
+                   for side, tensors in signature.items()}
+            for name, signature in signatures.items()}
+
+
+def test_saved_model_cli_lists_the_serving_signature(small_cnn_export):
+    _, path, _ = small_cnn_export
+    assert saved_model_cli_signatures(path)["serving_default"] == {
+        "inputs": {"images": ("DT_UINT8", "(-1, 8, 8, 1)")},
+        "outputs": {"probabilities": ("DT_FLOAT", "(-1, 10)"), "classes": ("DT_INT64", "(-1)")},
+    }
+
+
+def test_next_version_is_one_above_the_largest_integer_entry(tmp_path):
+    assert export.next_version(tmp_path / "missing") == 1
+    assert export.next_version(tmp_path) == 1
+    for name in ("2", "10", "9", "latest", ".tmp-3x", "7b"):
+        (tmp_path / name).mkdir()
+    assert export.next_version(tmp_path) == 11  # numeric, not lexicographic, maximum
+
+
+def test_exports_take_consecutive_versions_and_skip_other_folders(tmp_path):
+    model = classifier("small_cnn", (8, 8, 1))
+    (tmp_path / "digits" / "notes").mkdir(parents=True)
+    (tmp_path / "digits" / ".tmp-stale").mkdir()
+    first = export.export_saved_model(model, tmp_path, "digits")
+    second = export.export_saved_model(model, str(tmp_path), "digits")
+    assert (first, second) == (str(tmp_path / "digits" / "1"), str(tmp_path / "digits" / "2"))
+    assert sorted(os.listdir(tmp_path / "digits")) == [".tmp-stale", "1", "2", "notes"]
+    for path in (first, second):
+        assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def test_failed_export_leaves_no_folder(tmp_path, monkeypatch):
+    def write_half_and_fail(self, filepath, **kwargs):
+        with open(os.path.join(filepath, "saved_model.pb"), "wb") as f:
+            f.write(b"partial")
+        raise OSError("disk full")
+
+    # keras.export.ExportArchive() returns a backend subclass; patch the class
+    # export_saved_model will actually get.
+    monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", write_half_and_fail)
+    with pytest.raises(OSError, match="disk full"):
+        export.export_saved_model(classifier("small_cnn", (8, 8, 1)), tmp_path, "digits")
+    assert os.listdir(tmp_path / "digits") == []
+
+
+@pytest.mark.parametrize("model_name", ["", "a/b", "../digits", "/digits", ".", ".."])
+def test_model_name_must_be_a_plain_folder_name(tmp_path, model_name):
+    with pytest.raises(ValueError, match="plain folder name"):
+        export.export_saved_model(None, tmp_path / "exports", model_name)
+    assert not (tmp_path / "exports").exists()
+
+
+def test_export_is_readable_like_any_new_folder(tmp_path):
+    classifier = models.build_classifier("small_cnn", (8, 8, 1), 10, np.zeros(1), np.ones(1), seed=0)
+    old = os.umask(0o022)
+    try:
+        path = export.export_saved_model(classifier, tmp_path, "m")
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o755  # mkdtemp alone would give 0700
