@@ -6,6 +6,7 @@ name (rename is atomic on POSIX file systems).
 """
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -36,8 +37,21 @@ def _atomic(path, write, suffix):
         raise
 
 
+def _finite(obj):
+    """obj with NaN and ±inf floats as None: JSON has no NaN (json.dumps would write NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json(path, obj):
-    _atomic(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()), ".json")
+    """JSON, NaN written as null (e.g. rates undefined without clean labels)."""
+    text = json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    _atomic(path, lambda f: f.write(text.encode()), ".json")
 
 
 def write_text(path, text):

@@ -55,13 +55,13 @@ def audit_columns(q, eta, psi, labels, clean_labels):
 
 
 def csv_text(columns):
-    """The CSV file's text; floats with 7 significant digits (float32 precision)."""
+    """The CSV file's text; floats with 9 significant digits (float32 round-trips)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in zip(*(columns[name] for name in COLUMNS)):
         *values, clean = row
-        cells = [f"{v:.7g}" if isinstance(v, np.floating) else str(v) for v in values]
+        cells = [f"{v:.9g}" if isinstance(v, np.floating) else str(v) for v in values]
         writer.writerow(cells + [str(clean) if clean >= 0 else ""])
     return out.getvalue()
 
@@ -99,7 +99,8 @@ def write(path, q, eta, psi, labels, clean_labels):
 # python -m idn_tf.audit --run_dir=...
 
 # The flags the audit takes on its command line; the rest come from the run's flags.txt.
-CLI_FLAGS = ("run_dir", "data_dir", "download", "batch_size", "verbose")
+CLI_FLAGS = ("run_dir", "data_dir", "npz_path", "download", "batch_size", "verbose")
+HELP_FLAGS = ("help", "helpshort", "helpfull", "helpxml", "only_check_args")
 
 
 def parse_flags(argv):
@@ -107,9 +108,13 @@ def parse_flags(argv):
     from absl import flags
 
     from idn_tf import flagdefs, train
-    names = [a.lstrip("-").split("=")[0] for a in argv[1:] if a.startswith("-")]
+    positional = [a for a in argv[1:] if not a.startswith("-")]
+    if positional:
+        train._fail(f"unexpected arguments {' '.join(positional)!r} (flags are --name=value, "
+                    "e.g. --run_dir=runs/digits-kmeans-0)")
+    names = [a.lstrip("-").split("=")[0] for a in argv[1:]]
     names = [n[2:] if n.startswith("no") and n[2:] in CLI_FLAGS else n for n in names]
-    bad = [n for n in names if n not in CLI_FLAGS]
+    bad = [n for n in names if n not in CLI_FLAGS + HELP_FLAGS]
     if bad:
         train._fail(f"--{bad[0]}: idn_tf.audit takes only --{', --'.join(CLI_FLAGS)}; "
                     "the other flags come from the run's flags.txt")
@@ -136,11 +141,26 @@ def rebuild(config):
         raise artifacts.RunDirError(f"--run_dir={config.run_dir}: {missing[0]} is missing; "
                                     "the run has not finished stage 2")
     dataset = train.load_data(config)
-    with np.load(paths["noisy_labels.npz"]) as saved:
-        labels = saved["labels"]
-    eta, psi = np.load(paths["eta.npy"]), np.load(paths["psi.npy"])
+    try:
+        with np.load(paths["noisy_labels.npz"]) as saved:
+            labels = saved["labels"]
+        eta, psi = np.load(paths["eta.npy"]), np.load(paths["psi.npy"])
+    except (OSError, ValueError, KeyError) as e:
+        raise artifacts.RunDirError(f"--run_dir={config.run_dir}: cannot read its labels, η "
+                                    f"or ψ ({e})") from None
+    n = len(dataset.train)
+    for name, array in (("noisy_labels.npz", labels), ("eta.npy", eta), ("psi.npy", psi)):
+        if array.shape != (n,):
+            raise artifacts.RunDirError(
+                f"{paths[name]} has shape {array.shape} but the data has {n} training examples; "
+                "is this the run's data (--data_dir, --npz_path)?")
     classifier = stages.new_classifier(config, dataset)
-    classifier.load_weights(paths["classifier.weights.h5"])
+    try:
+        classifier.load_weights(paths["classifier.weights.h5"])
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise artifacts.RunDirError(f"{paths['classifier.weights.h5']}: cannot load it into "
+                                    f"--arch={config.arch} ({first})") from None
     log_probs = model.predict_log_probs(classifier, dataset.train.images, config.batch_size)
     q = posterior.posterior_from_log_probs(log_probs, labels, eta, psi).numpy()
     clean = dataset.train.clean_labels

@@ -81,13 +81,15 @@ class MonitorCallback(keras.callbacks.Callback):
     for the plots and results.json.
     """
 
-    def __init__(self, log_dir, images, labels, clean_labels, class_names, batch_size,
-                 every=1, top_k=16):
+    def __init__(self, log_dir, images, labels, clean_labels=None, class_names=None,
+                 batch_size=256, every=1, top_k=16):
         super().__init__()
         self.log_dir = log_dir
         self.images = images
         self.labels = np.asarray(labels)
-        self.clean_labels = np.asarray(clean_labels)
+        # -1 marks an unknown clean label (none known: no label-correction scalars).
+        self.clean_labels = (np.full(len(self.labels), -1) if clean_labels is None
+                             else np.asarray(clean_labels))
         self.class_names = class_names
         self.batch_size = batch_size
         self.every = every
@@ -151,6 +153,8 @@ class MonitorCallback(keras.callbacks.Callback):
 
 def _captions(indices, labels, estimated, eta, class_names):
     """Markdown list of the image's examples, for its TensorBoard description."""
-    return "\n".join(
-        f"- #{i}: η = {eta[i]:.3f}, observed {class_names[labels[i]]}, "
-        f"estimated {class_names[estimated[i]]}" for i in indices)
+    def name(label):
+        return str(label) if class_names is None else class_names[label]
+
+    return "\n".join(f"- #{i}: η = {eta[i]:.3f}, observed {name(labels[i])}, "
+                      f"estimated {name(estimated[i])}" for i in indices)

@@ -32,10 +32,12 @@ def run(config):
     dataset = load_data(config)
     flags_dict = {k: v for k, v in config.to_dict().items() if k not in ("dry_run", "overwrite")}
     artifacts.prepare_run_dir(config.run_dir, config.semantic_dict(), flags_dict, config.overwrite)
+    check_export_dir(config)
     labels, rate = observed_labels(config, dataset)
     psi, ce = stage1(config, dataset, labels)
     idn, result = stage2(config, dataset, labels, psi)
     res = report_run(config, dataset, labels, rate, ce, idn, result)
+    artifacts.write_json(_path(config, "results.json"), res)  # kept if the export fails
     res["saved_model"] = export(config, idn.classifier)
     artifacts.write_json(_path(config, "results.json"), res)
     print(f"\n{report.table(res)}")
@@ -162,6 +164,20 @@ def _curves(monitor):
             "test_accuracy": monitor.get("accuracy/test_clean", [])}
 
 
+def check_export_dir(config):
+    """RunDirError now, not after hours of training, if the export cannot be written."""
+    if not config.export_dir:
+        return
+    model_dir = os.path.join(config.export_dir, config.model_name)
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        artifacts.write_text(os.path.join(model_dir, ".write-test"), "")
+        os.remove(os.path.join(model_dir, ".write-test"))
+    except OSError as e:
+        raise artifacts.RunDirError(f"--export_dir={config.export_dir}: cannot write {model_dir} "
+                                    f"({e.strerror or e})") from None
+
+
 def export(config, classifier):
     """SavedModel of the stage-2 classifier for TF Serving; returns its path (or "")."""
     if not config.export_dir:
@@ -194,7 +210,8 @@ def parse_flags(argv):
 def quiet_logging():
     """TensorFlow logs through absl at INFO (e.g. every SavedModel file it writes);
     shown only with an explicit --verbosity."""
-    if flagdefs.FLAGS["verbosity"].using_default_value:
+    # absl's app.run sets --verbosity itself, so "given by the user" is `.present`.
+    if not flagdefs.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
 
 

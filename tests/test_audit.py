@@ -160,3 +160,25 @@ def test_audit_cli_on_an_unfinished_run_names_the_missing_file(tmp_path):
     result = audit_cli(f"--run_dir={cfg.run_dir}", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "noisy_labels.npz is missing" in result.stderr
+
+
+def test_audit_cli_rejects_damaged_run_files_in_one_line(finished_run, tmp_path):
+    import shutil
+    cfg, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(cfg.run_dir, copy)
+    # flags.txt names the original folder; --run_dir on the command line wins.
+    np.save(copy / "eta.npy", np.zeros(5, np.float32))
+    result = audit_cli(f"--run_dir={copy}", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "eta.npy has shape (5,)" in result.stderr
+    shutil.copy(os.path.join(cfg.run_dir, "eta.npy"), copy / "eta.npy")
+    (copy / "classifier.weights.h5").write_bytes(b"not hdf5")
+    result = audit_cli(f"--run_dir={copy}", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "classifier.weights.h5: cannot load it" in result.stderr
+
+
+def test_audit_cli_rejects_positional_arguments(tmp_path):
+    result = audit_cli("runs/x", cwd=tmp_path)
+    assert result.returncode == 2 and "--run_dir=" in result.stderr

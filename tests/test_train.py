@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -359,3 +360,27 @@ def test_run_files_are_not_private(finished_run):
     os.umask(umask)
     for name in ("results.json", "eta.npy", "classifier.weights.h5", "label_audit.csv"):
         assert os.stat(os.path.join(cfg.run_dir, name)).st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_cli_prints_no_tensorflow_info_lines(tmp_path):
+    result = cli("--epochs=1", "--eta_start_epoch=1", "--lr_decay_epochs=", "--verbose=0",
+                 "--monitor_every=5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert os.path.isdir(tmp_path / "saved_models" / "digits-kmeans-0" / "1")
+    # Python-side absl INFO lines (TensorFlow's C++ start-up lines are not ours to silence).
+    info = [line for line in (result.stdout + result.stderr).splitlines()
+            if re.match(r"I\d{4} .*\.py:\d+\]", line)]
+    assert not info, info[:3]
+
+
+def test_unwritable_export_dir_stops_before_training(tmp_path):
+    (tmp_path / "afile").write_text("")
+    result = cli("--export_dir=afile", "--run_dir=run", *TINY_FLAGS, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: --export_dir=afile: cannot write" in result.stderr
+    assert not os.path.exists(tmp_path / "run" / "noisy_labels.npz")
+
+
+def test_run_dir_dot_names_the_model_after_the_folder(tmp_path):
+    cfg = config_lib.Config(run_dir=".")
+    assert cfg.model_name == os.path.basename(os.getcwd())
