@@ -35,10 +35,11 @@ SHAPE, CLASSES = (32, 32, 3), 100
 
 
 def pipeline_rate(images, labels, batch_size, epochs):
-    data = pipeline.train_dataset(images, labels, labels, batch_size, seed=0,
-                                  augment="pad_crop_flip", padding=4)
     seconds = []
-    for _ in range(epochs + 1):  # the first epoch warms up
+    for epoch in range(epochs + 1):  # the first epoch warms up
+        data = pipeline.train_dataset(images, labels, labels, batch_size, seed=0,
+                                      augment="pad_crop_flip", padding=4,
+                                      epochs=epoch + 1, initial_epoch=epoch)
         start = time.perf_counter()
         for batch in data:
             batch["image"].numpy()

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import statistics
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -33,7 +34,10 @@ ETA_MINS = (0.0, 1e-3)
 
 def one_seed(dataset, base, seed, eta_mins=ETA_MINS):
     """CE and method accuracies (and label correction) for one noise recipe and seed."""
-    cfg = dataclasses.replace(base, seed=seed, verbose=0)
+    # A fresh run folder per cell: stages keep a backup of their last epoch there until the
+    # caller removes it, and a leftover backup would be resumed by the next cell.
+    cfg = dataclasses.replace(base, seed=seed, verbose=0, monitor_every=10**6,
+                              run_dir=tempfile.mkdtemp(prefix="digits-accuracy-"))
     noisy = noise.make_noisy_labels(dataset, cfg.noise, cfg.noise_rate, seed,
                                     **cfg.noise_options())
     clean = dataset.train.clean_labels
@@ -41,7 +45,8 @@ def one_seed(dataset, base, seed, eta_mins=ETA_MINS):
     psi = stages.estimate_psi(classifier, dataset.train.images, noisy.labels, cfg.batch_size)
     row = {"noise_rate_actual": noise.noise_rate_actual(noisy.labels, clean), "ce": ce.test_accuracy}
     for eta_min in eta_mins:
-        run_cfg = dataclasses.replace(cfg, eta_min=eta_min)
+        run_cfg = dataclasses.replace(cfg, eta_min=eta_min,
+                                      run_dir=tempfile.mkdtemp(prefix="digits-accuracy-"))
         idn, result = stages.train_idn(run_cfg, dataset, noisy.labels, psi)
         eta = idn.eta.numpy()
         q = stages.posterior_table(idn.classifier, dataset.train.images, noisy.labels, eta, psi, cfg.batch_size)

@@ -111,10 +111,25 @@ class RunDirError(OSError):
 # What a run writes; --overwrite removes them first so that nothing of the
 # previous configuration can be reused after an interrupted overwrite.
 RUN_SETTINGS = ("config.json", "flags.txt")
-RUN_RESULTS = ("noisy_labels.npz", "psi.npy", "stage1.json", "eta.npy", "classifier.weights.h5",
-               "label_audit.csv", "results.json")
+RUN_RESULTS = ("noisy_labels.npz", "psi.npy", "stage1.json", "stage1.weights.h5", "eta.npy",
+               "classifier.weights.h5", "stage2.json", "label_audit.csv", "results.json")
 RUN_ARTIFACTS = RUN_SETTINGS + RUN_RESULTS
-RUN_FOLDERS = ("tb", "plots")  # TensorBoard events and figures
+RUN_FOLDERS = ("tb", "plots", "backup")  # TensorBoard events, figures, BackupAndRestore
+
+
+def _saved_config(path):
+    """The dict in a run folder's config.json; RunDirError when it is unreadable or not a
+    JSON object (the results next to it can then not be matched to any flags)."""
+    try:
+        saved = read_json(path)
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        why = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
+    else:
+        if isinstance(saved, dict):
+            return saved
+        why = f"not a JSON object: {json.dumps(saved)[:40]}"
+    raise RunDirError(f"{path} is damaged ({why}): the run in that folder cannot be checked "
+                      "against these flags; choose another --run_dir or pass --overwrite")
 
 
 def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False):
@@ -125,12 +140,18 @@ def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False):
     folder whose config.json differs unless `overwrite`, which first deletes
     the previous run's artifacts. A folder holding only config.json and flags.txt (a
     run that stopped before its first result, e.g. on missing data) is taken over.
+    RunDirError (one line) when `run_dir` is a file, when a folder holding results has a
+    damaged config.json (unless `overwrite`), or when the folder cannot be written.
     """
     current = json.loads(json.dumps(config_dict))  # tuples -> lists, as saved
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise RunDirError(f"--run_dir={run_dir} is a file, not a folder; choose another --run_dir")
     saved_path = os.path.join(run_dir, "config.json")
     results = [n for n in RUN_RESULTS if os.path.isfile(os.path.join(run_dir, n))]
+    if os.path.isdir(os.path.join(run_dir, "backup")) and os.listdir(os.path.join(run_dir, "backup")):
+        results.append("backup")  # a killed run's epochs: resumable only with the same flags
     if os.path.isfile(saved_path) and results and not overwrite:
-        saved = read_json(saved_path)
+        saved = _saved_config(saved_path)
         changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if changed:
             what = ", ".join(f"--{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:3])

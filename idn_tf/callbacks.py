@@ -1,5 +1,10 @@
 """Callbacks: the η-update schedule of stage 2 (PGA) and per-epoch label monitoring."""
 
+import json
+import os
+import shutil
+import tempfile
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -158,3 +163,89 @@ def _captions(indices, labels, estimated, eta, class_names):
 
     return "\n".join(f"- #{i}: η = {eta[i]:.3f}, observed {name(labels[i])}, "
                       f"estimated {name(estimated[i])}" for i in indices)
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+    """Keras's BackupAndRestore made exact and atomic, for resuming a stage after a kill.
+
+    At the end of every epoch with a finite loss it saves, as one unit, the model's
+    weights (for `IDNModel` that includes the η and ψ tables, and the optimizer's
+    state) and `state.json` (epochs done, the stage's per-epoch logs so far, and the
+    `monitor`'s history): both go into a temporary folder that is renamed to
+    `<backup_dir>/epoch-<n>`, then older epochs are removed. A kill at any moment
+    leaves the last complete epoch. An epoch whose loss is not finite is not saved,
+    so the last good epoch is what a restart resumes from.
+
+    On train begin the latest complete epoch is restored and fit continues after it.
+    `history` holds the logs of every epoch of the stage, restored ones included
+    (Keras's History only sees the epochs run in this process). With `write=False`
+    (a non-chief worker) it restores but never writes.
+    """
+
+    def __init__(self, backup_dir, monitor=None, write=True):
+        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+        self.monitor = monitor
+        self.write = write
+        self.history = {}
+
+    @staticmethod
+    def latest(backup_dir):
+        """(epochs done, folder) of the latest complete backup in `backup_dir`, or (0, None)."""
+        done = []
+        if os.path.isdir(backup_dir):
+            for name in os.listdir(backup_dir):
+                folder = os.path.join(backup_dir, name)
+                if (name.startswith("epoch-") and name[6:].isdigit()
+                        and os.path.isfile(os.path.join(folder, "state.json"))):
+                    done.append((int(name[6:]), folder))
+        return max(done, default=(0, None))
+
+    def on_train_begin(self, logs=None):
+        self._load_model()
+
+    def _load_model(self):
+        epoch, folder = self.latest(self.backup_dir)
+        if folder is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(os.path.join(folder, "model.weights.h5"))
+        with open(os.path.join(folder, "state.json")) as f:
+            state = json.load(f)
+        self.history = state["history"]
+        if self.monitor is not None:
+            self.monitor.history = state["monitor"]
+        self.model._initial_epoch = self._current_epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.model.stop_training or not np.isfinite(logs.get("loss", 0.0)):
+            return  # keep the last good epoch
+        for name, value in logs.items():
+            self.history.setdefault(name, []).append(float(value))
+        self._current_epoch = epoch + 1
+        if self.write:
+            self._save_model()
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        temp = tempfile.mkdtemp(prefix=".tmp-", dir=self.backup_dir)
+        try:
+            self.model.save_weights(os.path.join(temp, "model.weights.h5"))
+            state = {"epoch": self._current_epoch, "history": self.history,
+                     "monitor": self.monitor.history if self.monitor is not None else {}}
+            with open(os.path.join(temp, "state.json"), "w") as f:
+                json.dump(state, f)
+            final = os.path.join(self.backup_dir, f"epoch-{self._current_epoch:06d}")
+            shutil.rmtree(final, ignore_errors=True)  # a leftover from an earlier attempt
+            os.rename(temp, final)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        for name in os.listdir(self.backup_dir):
+            folder = os.path.join(self.backup_dir, name)
+            if folder != final:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def on_train_end(self, logs=None):
+        """Kept: the caller removes the backup once the stage's results are written."""

@@ -8,6 +8,7 @@ values the user gave explicitly.
 """
 
 import dataclasses
+import math
 import os
 
 from idn_tf.data.noise import (KMEANS_CLUSTERS, MLP_EPOCHS, MLP_HIDDEN_UNITS, NOISE_FEATURES,
@@ -25,7 +26,9 @@ ARCHITECTURES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "r
 # Fields that do not change what a run computes: they may differ between a
 # run and its restart in the same folder.
 NON_SEMANTIC_FIELDS = ("run_dir", "overwrite", "dry_run", "verbose", "jit_compile", "data_dir",
-                       "download", "monitor_every", "export_dir", "model_name")
+                       "download", "monitor_every", "export_dir", "model_name", "strategy",
+                       "deterministic")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # = distribution.STRATEGIES
 
 RATE_NOISES = ("ccn", "symmetric")  # the noise types that use --noise_rate
 AUGMENTATIONS = ("none", "pad_crop_flip")  # kept equal to data.pipeline.AUGMENTATIONS (test)
@@ -75,6 +78,8 @@ class Config:
     eta_eps: float = 1e-4
     eta_min: float = 0.0
     jit_compile: bool = False
+    strategy: str = "auto"
+    deterministic: bool = False
     run_dir: str = ""
     monitor_every: int = 1
     export_dir: str = "saved_models"
@@ -199,6 +204,12 @@ def _check(condition, flag, message):
 
 def validate(c):
     """Raises ConfigError naming the first bad flag."""
+    for field in dataclasses.fields(c):  # inf passes one-sided bounds such as lr > 0
+        value = getattr(c, field.name)
+        _check(not isinstance(value, float) or math.isfinite(value), field.name,
+               f"must be a finite number, got {value}")
+    _check(0 <= c.seed < 2**32, "seed", f"must be in [0, 2**32 - 1] (numpy's and "
+           f"scikit-learn's seed range), got {c.seed}")
     _check(c.dataset in DATASETS, "dataset", f"unknown dataset {c.dataset!r}; choose one of {', '.join(DATASETS)}")
     _check(c.dataset != "npz" or c.npz_path, "npz_path", "required with --dataset=npz")
     if c.noisy_label_key:
@@ -236,6 +247,7 @@ def validate(c):
     _check(c.eta_rule in ETA_RULES, "eta_rule", f"unknown rule {c.eta_rule!r}; choose one of {', '.join(ETA_RULES)}")
     _check(c.eta_eps > 0, "eta_eps", f"must be positive, got {c.eta_eps}")
     _check(0.0 <= c.eta_min <= c.eta_init, "eta_min", f"must be in [0, eta_init={c.eta_init}], got {c.eta_min}")
+    _check(c.strategy in STRATEGIES, "strategy", f"unknown strategy {c.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     _check(c.monitor_every >= 1, "monitor_every", f"must be >= 1, got {c.monitor_every}")
     _check(c.model_name not in ("", ".", "..") and "/" not in c.model_name and os.sep not in c.model_name,
            "model_name", f"must be a plain folder name, got {c.model_name!r}")

@@ -76,6 +76,13 @@ flags.DEFINE_float("lr_decay_factor", C.lr_decay_factor, "Learning-rate decay fa
 flags.DEFINE_float("momentum", C.momentum, "SGD momentum.")
 flags.DEFINE_float("weight_decay", C.weight_decay, "Coupled L2 weight decay (PyTorch-style SGD) on all weights.")
 flags.DEFINE_boolean("jit_compile", C.jit_compile, "Compile train steps with XLA.")
+flags.DEFINE_enum("strategy", C.strategy, config.STRATEGIES,
+                  "tf.distribute strategy: auto (mirrored when several GPUs are visible, else "
+                  "one device), one_device, mirrored (all local GPUs, or CPUs if none), "
+                  "multi_worker (MultiWorkerMirroredStrategy from the TF_CONFIG variable).")
+flags.DEFINE_boolean("deterministic", C.deterministic,
+                     "TensorFlow op determinism: a rerun (or a resumed run) gives the same "
+                     "numbers, at some cost in speed.")
 
 # The method (SPEC §2): names as in the paper.
 flags.DEFINE_float("eta_init", C.eta_init, "Initial confusing probability η for every example.")

@@ -10,7 +10,10 @@ for `IDNModel` training, "index" (int64 [B]: the examples' rows in the tables).
 The wrapped classifier maps uint8 images to logits; inference uses it alone.
 """
 
+import weakref
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from idn_tf import posterior
@@ -25,6 +28,31 @@ def coupled_l2(grads, variables, weight_decay):
     if not weight_decay:
         return grads
     return [g + weight_decay * tf.cast(v, g.dtype) for g, v in zip(grads, variables)]
+
+
+def _multi_worker(strategy):
+    """Whether `strategy` spans several workers (MultiWorkerMirroredStrategy with a cluster)."""
+    extended = getattr(strategy, "extended", None)
+    in_multi_worker_mode = getattr(extended, "_in_multi_worker_mode", None)
+    return bool(in_multi_worker_mode and in_multi_worker_mode())
+
+
+def global_batch_mean(per_example):
+    """(this replica's share of the global batch's mean, number of replicas).
+
+    With one replica: the batch mean. Under a tf.distribute strategy each replica
+    holds part of the global batch and the optimizer sums the replicas' gradients,
+    so each replica's loss is its sum over the global batch size. That size is
+    counted across replicas (an epoch's last batch may split unevenly, or leave a
+    replica empty), so the summed gradient is exactly the one-device gradient.
+    """
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync if context is not None else 1
+    if replicas == 1:
+        return tf.reduce_mean(per_example), 1
+    size = tf.cast(tf.shape(per_example)[0], per_example.dtype)
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, size)
+    return tf.reduce_sum(per_example) / total, replicas
 
 
 class CrossEntropyModel(keras.Model):
@@ -48,6 +76,19 @@ class CrossEntropyModel(keras.Model):
     def call(self, images, training=False):
         return self.classifier(images, training=training)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Builds the optimizer only (the model is built, and compiles no losses or metrics).
+
+        Keras 3.15's version averages the first distributed batch with
+        `strategy.reduce`, which fails for a dict batch under
+        MultiWorkerMirroredStrategy with several workers ("Attempt to convert a
+        value ({'image': PerReplica…}) to a Tensor"); all it would build here is
+        the optimizer.
+        """
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
     @property
     def metrics(self):
         return [self.loss_tracker, self.accuracy_tracker]
@@ -64,14 +105,17 @@ class CrossEntropyModel(keras.Model):
             logits = self(batch["image"], training=True)
             log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
             targets = tf.stop_gradient(self.targets(batch, log_probs))
-            loss = -tf.reduce_mean(tf.reduce_sum(targets * log_probs, axis=-1))
+            per_example = -tf.reduce_sum(targets * log_probs, axis=-1)
+            loss, replicas = global_batch_mean(per_example)
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
-        self.optimizer.apply(coupled_l2(grads, variables, self.weight_decay), variables)
+        # The optimizer sums the replicas' gradients, so each adds its share of the decay.
+        grads = coupled_l2(grads, variables, self.weight_decay / replicas)
+        self.optimizer.apply(grads, variables)
         self.after_update(batch, targets)
-        self.loss_tracker.update_state(loss)
+        self.loss_tracker.update_state(per_example)
         self.accuracy_tracker.update_state(batch["label"], log_probs)
-        return {m.name: m.result() for m in self.metrics}
+        return self._logs({m.name: m.result() for m in self.metrics})
 
     def test_step(self, batch):
         """Plain cross-entropy and accuracy against batch["label"] (clean on test)."""
@@ -80,8 +124,19 @@ class CrossEntropyModel(keras.Model):
             tf.cast(batch["label"], tf.int32), logits))
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(batch["label"], logits)
-        return {"loss": self.loss_tracker.result(),
-                "accuracy": self.accuracy_tracker.result()}
+        return self._logs({"loss": self.loss_tracker.result(),
+                           "accuracy": self.accuracy_tracker.result()})
+
+    def _logs(self, logs):
+        """The step's logs; shape [1] with several workers, else scalars.
+
+        Keras 3.15 averages a step's logs over a multi-worker cluster with
+        strategy.reduce("MEAN", value, axis=0), which rejects scalars
+        (keras-team/keras#20585); over [1]-shaped values it gives the scalar mean.
+        """
+        if _multi_worker(self.distribute_strategy):
+            return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
 
 class IDNModel(CrossEntropyModel):
@@ -139,27 +194,59 @@ class IDNModel(CrossEntropyModel):
         return posterior.posterior_from_log_probs(log_probs, batch["label"], eta, psi)
 
     def after_update(self, batch, targets):
-        """η step (Eq. 11/12) on the batch's rows when updates are enabled."""
+        """η step (Eq. 11/12) on the batch's rows when updates are enabled.
+
+        The step is computed and written on every step, with the old values where
+        updates are off: a branch (tf.cond) around the write could not hold the
+        replicas' synchronisation in `write_eta` under a tf.distribute strategy.
+        """
         ids, eta, psi = self._rows(batch)
-
-        def update():
-            new_eta = posterior.eta_step(
-                targets, batch["label"], eta, psi, self.eta_lr,
-                rule=self.eta_rule, eps=self.eta_eps, eta_min=self.eta_min)
-            new_eta = tf.cast(new_eta, self.eta.dtype)
-            self.write_eta(ids, new_eta)
-            return new_eta
-
-        eta = tf.cond(self.eta_update_enabled, update, lambda: eta)
+        new_eta = posterior.eta_step(
+            targets, batch["label"], eta, psi, self.eta_lr,
+            rule=self.eta_rule, eps=self.eta_eps, eta_min=self.eta_min)
+        eta = tf.where(self.eta_update_enabled, tf.cast(new_eta, self.eta.dtype), eta)
+        self.write_eta(ids, eta)
         self.eta_mean_tracker.update_state(eta)
         self.eta_high_tracker.update_state(tf.cast(eta > 0.5, tf.float32))
 
     def write_eta(self, ids, values):
-        """Sparse write η[ids] = values: the one place the η table is written."""
-        self.eta.value.scatter_nd_update(ids[:, None], values)
+        """Sparse write η[ids] = values: the one place the η table is written.
+
+        Under a tf.distribute strategy with several replicas the table is mirrored:
+        each replica holds a copy and writes only that copy. Every replica therefore
+        gathers all replicas' ids and values and applies the same scatter, so the
+        copies stay equal (a replica's batch share may be empty at an epoch's end).
+        """
+        context = tf.distribute.get_replica_context()
+        if isinstance(self.eta.value, tf.distribute.DistributedValues):
+            # Placed on this replica's copy of the table: MultiWorkerMirroredStrategy
+            # sends a collective to its input's device and refuses a tensor without
+            # one ("destinations can not be empty").
+            with tf.device(self.eta.value.device):
+                ids, values = tf.identity(ids), tf.identity(values)
+            ids = context.all_gather(ids, axis=0)
+            values = context.all_gather(values, axis=0)
+            self.eta.value.scatter_update(tf.IndexedSlices(values, ids))
+        else:
+            self.eta.value.scatter_nd_update(ids[:, None], values)
+
+
+_PREDICT = weakref.WeakKeyDictionary()  # classifier -> its compiled forward pass
 
 
 def predict_log_probs(classifier, images, batch_size):
-    """log softmax of `classifier` on un-augmented uint8 `images` [N, ...], float32 [N, K]."""
-    logits = classifier.predict(images, batch_size=batch_size, verbose=0)
-    return tf.nn.log_softmax(tf.cast(logits, tf.float32)).numpy()
+    """log softmax of `classifier` on un-augmented uint8 `images` [N, ...], float32 [N, K].
+
+    A plain local forward pass, not `Model.predict`: under a tf.distribute strategy
+    every worker gets all N rows in order (predict would shard the rows across
+    workers and need every worker to take part).
+    """
+    if classifier not in _PREDICT:
+        spec = tf.TensorSpec((None,) + tuple(images.shape[1:]), tf.as_dtype(images.dtype))
+        ref = weakref.ref(classifier)  # a strong reference would keep the key alive forever
+        _PREDICT[classifier] = tf.function(
+            lambda x: tf.nn.log_softmax(tf.cast(ref()(x, training=False), tf.float32)),
+            input_signature=[spec])
+    forward = _PREDICT[classifier]
+    return np.concatenate([forward(images[i:i + batch_size]).numpy()
+                           for i in range(0, len(images), batch_size)])

@@ -13,7 +13,7 @@ import shutil
 import keras
 import numpy as np
 
-from idn_tf import callbacks, model, posterior
+from idn_tf import callbacks, distribution, model, posterior
 from idn_tf.data import pipeline
 from idn_tf.config import ConfigError
 from idn_tf.models import build_classifier, pixel_statistics
@@ -67,66 +67,98 @@ def make_optimizer(config, steps_per_epoch):
                                 momentum=config.momentum)
 
 
-def monitoring(config, dataset, labels, stage):
-    """TensorBoard callbacks of one stage, under <run_dir>/tb/<stage>/.
+def backup_dir(config, stage):
+    """Where a stage's BackupAndRestore keeps its last complete epoch."""
+    return os.path.join(config.run_dir, "backup", stage)
+
+
+def monitoring(config, dataset, labels, stage, resuming):
+    """TensorBoard callbacks of one stage, under <run_dir>/tb/<stage>/ (chief only).
 
     Keras's TensorBoard writes loss, accuracy, learning rate (and η logs) to
     train/ and validation/; `MonitorCallback` writes the label monitoring to
-    monitor/. A stage that is trained again starts a fresh folder, so its
-    curves are not drawn over an earlier attempt's.
+    monitor/. A stage trained again from its first epoch starts a fresh folder, so
+    its curves are not drawn over an earlier attempt's; a resumed stage appends.
+    Returns (callbacks, the MonitorCallback or None).
     """
+    if not distribution.is_chief(config.strategy):
+        return [], None
     log_dir = os.path.join(config.run_dir, "tb", stage)
-    shutil.rmtree(log_dir, ignore_errors=True)
+    if not resuming:
+        shutil.rmtree(log_dir, ignore_errors=True)
     monitor = callbacks.MonitorCallback(
         os.path.join(log_dir, "monitor"), dataset.train.images, labels,
         dataset.train.clean_labels, dataset.class_names, config.batch_size,
         every=config.monitor_every)
     board = keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False, profile_batch=0)
-    return [board, monitor]
+    return [board, monitor], monitor
 
 
-def _fit(train_model, config, dataset, labels, extra_callbacks=()):
+def _fit(train_model, config, dataset, labels, stage, extra_callbacks=()):
+    """Trains `train_model` for the stage, resuming from its backup if there is one.
+
+    The backup (`backup_dir(config, stage)`) is left in place: the caller removes it
+    once the stage's results are safely written, so a kill in between loses nothing.
+    A caller that trains twice in one run folder must remove it in between.
+    """
+    backup_path = backup_dir(config, stage)
+    initial_epoch, _ = callbacks.Backup.latest(backup_path)
+    if initial_epoch:
+        print(f"resuming {stage} after epoch {initial_epoch} from {backup_path}", flush=True)
+    board, monitor = monitoring(config, dataset, labels, stage, resuming=initial_epoch > 0)
+    backup = callbacks.Backup(backup_path, monitor=monitor,
+                              write=distribution.is_chief(config.strategy))
     train_ds = pipeline.train_dataset(dataset.train.images, labels, dataset.train.clean_labels,
                                       config.batch_size, seed=config.seed,
-                                      augment=config.augment, padding=config.crop_padding)
+                                      augment=config.augment, padding=config.crop_padding,
+                                      epochs=config.epochs, initial_epoch=initial_epoch)
     test_ds = pipeline.eval_dataset(dataset.test.images, dataset.test.labels, config.batch_size)
     steps_per_epoch = -(-len(labels) // config.batch_size)
-    train_model.compile(optimizer=make_optimizer(config, steps_per_epoch),
-                        jit_compile=config.jit_compile)
-    history = train_model.fit(
-        train_ds, validation_data=test_ds, epochs=config.epochs, verbose=config.verbose,
-        shuffle=False,  # the dataset shuffles itself, seeded
-        callbacks=[keras.callbacks.TerminateOnNaN(), *extra_callbacks])
+    with distribution.get_strategy(config.strategy).scope():
+        train_model.compile(optimizer=make_optimizer(config, steps_per_epoch),
+                            jit_compile=config.jit_compile)
+    # Order matters: PGACallback adds eta_update to the logs before TensorBoard reads
+    # them, and Backup saves the monitor's history after the monitor has run.
+    train_model.fit(
+        train_ds, validation_data=test_ds, epochs=config.epochs, initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch, verbose=config.verbose,
+        shuffle=False,  # the dataset orders each epoch itself, from (seed, epoch)
+        callbacks=[keras.callbacks.TerminateOnNaN(), *extra_callbacks, *board, backup])
     if train_model.stop_training:
-        raise FloatingPointError("training stopped: the loss became NaN or infinite "
-                                 "(try a smaller --lr or --eta_lr)")
-    logs = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    monitors = [c for c in extra_callbacks if isinstance(c, callbacks.MonitorCallback)]
+        good, _ = callbacks.Backup.latest(backup_path)
+        kept = (f"epoch {good}, the last good one, is kept in {backup_path}" if good
+                else "no epoch had finished with a finite loss")
+        raise FloatingPointError(f"{stage} stopped: the loss became NaN or infinite (try a "
+                                 f"smaller --lr or --eta_lr); {kept}")
+    logs = backup.history
     return StageResult(test_accuracy=logs["val_accuracy"][-1], history=logs,
-                       monitor=monitors[0].history if monitors else {})
+                       monitor=monitor.history if monitor is not None else {})
 
 
 def train_cross_entropy(config, dataset, labels):
     """Stage 1: plain CE on the observed `labels`. Returns (classifier, StageResult)."""
     keras.utils.set_random_seed(config.seed)
-    classifier = new_classifier(config, dataset)
-    result = _fit(model.CrossEntropyModel(classifier, weight_decay=config.weight_decay),
-                  config, dataset, labels, monitoring(config, dataset, labels, "stage1"))
-    return classifier, result
+    with distribution.get_strategy(config.strategy).scope():
+        classifier = new_classifier(config, dataset)
+        ce = model.CrossEntropyModel(classifier, weight_decay=config.weight_decay)
+    return classifier, _fit(ce, config, dataset, labels, "stage1")
+
+
+def new_idn_model(config, dataset, psi):
+    """A fresh stage-2 `IDNModel` (same initial classifier weights as stage 1)."""
+    keras.utils.set_random_seed(config.seed)
+    with distribution.get_strategy(config.strategy).scope():
+        return model.IDNModel(
+            new_classifier(config, dataset), psi=psi, eta_init=config.eta_init,
+            eta_lr=config.eta_lr, eta_rule=config.eta_rule, eta_eps=config.eta_eps,
+            eta_min=config.eta_min, weight_decay=config.weight_decay)
 
 
 def train_idn(config, dataset, labels, psi):
     """Stage 2: `IDNModel` with the PGA schedule. Returns (IDNModel, StageResult)."""
-    keras.utils.set_random_seed(config.seed)
-    idn = model.IDNModel(
-        new_classifier(config, dataset), psi=psi, eta_init=config.eta_init,
-        eta_lr=config.eta_lr, eta_rule=config.eta_rule, eta_eps=config.eta_eps,
-        eta_min=config.eta_min, weight_decay=config.weight_decay)
+    idn = new_idn_model(config, dataset, psi)
     schedule = callbacks.pga_schedule(config.eta_start_epoch, config.eta_every)
-    # PGACallback first: it adds eta_update to the epoch's logs before TensorBoard reads them.
-    result = _fit(idn, config, dataset, labels,
-                  [callbacks.PGACallback(schedule), *monitoring(config, dataset, labels, "stage2")])
-    return idn, result
+    return idn, _fit(idn, config, dataset, labels, "stage2", [callbacks.PGACallback(schedule)])
 
 
 def estimate_psi(classifier, images, labels, batch_size):

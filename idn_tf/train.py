@@ -6,15 +6,17 @@ paper's Algorithm 1 top-down: data → noise → stage 1 (CE, ψ) → stage 2
 functions, so that bad flags or data fail before TensorFlow starts.
 """
 
+import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 
 import numpy as np
 from absl import app, flags, logging
 
-from idn_tf import artifacts, audit, flagdefs, plots, report
+from idn_tf import artifacts, audit, distribution, flagdefs, plots, report
 from idn_tf.config import ConfigError, check_data_fits
 from idn_tf.data import noise, sources
 
@@ -27,15 +29,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def run(config):
-    """Runs the method as `config` says; returns the results dict (also in results.json)."""
+    """Runs the method as `config` says; returns the results dict (also in results.json).
+
+    Under --strategy=multi_worker every worker runs this; only the chief writes.
+    """
     start = time.time()
+    distribution.check(config.strategy)
+    if config.strategy == "multi_worker":  # must exist before TensorFlow runs anything else
+        distribution.get_strategy(config.strategy)
     dataset = load_data(config)
-    flags_dict = {k: v for k, v in config.to_dict().items() if k not in ("dry_run", "overwrite")}
-    artifacts.prepare_run_dir(config.run_dir, config.semantic_dict(), flags_dict, config.overwrite)
-    check_export_dir(config)
+    if _is_chief(config):
+        check_export_dir(config)
+        flags_dict = {k: v for k, v in config.to_dict().items() if k not in ("dry_run", "overwrite")}
+        artifacts.prepare_run_dir(config.run_dir, config.semantic_dict(), flags_dict,
+                                  config.overwrite)
+    if config.deterministic:
+        import tensorflow as tf
+        tf.config.experimental.enable_op_determinism()
     labels, rate = observed_labels(config, dataset)
     psi, ce = stage1(config, dataset, labels)
     idn, result = stage2(config, dataset, labels, psi)
+    if not _is_chief(config):
+        print(f"\nworker done ({time.time() - start:.0f} s); the chief writes the results")
+        return None
     res = report_run(config, dataset, labels, rate, ce, idn, result)
     artifacts.write_json(_path(config, "results.json"), res)  # kept if the export fails
     res["saved_model"] = export(config, idn.classifier)
@@ -43,6 +59,23 @@ def run(config):
     print(f"\n{report.table(res)}")
     print(f"\nresults in {config.run_dir}/ ({time.time() - start:.0f} s)")
     return res
+
+
+def _is_chief(config):
+    return distribution.is_chief(config.strategy)
+
+
+def _write(config, write, name, *args, **kwargs):
+    """artifacts.<write>(<run_dir>/<name>, ...) on the chief; other workers write nothing."""
+    if _is_chief(config):
+        write(_path(config, name), *args, **kwargs)
+
+
+def _done_with_backup(config, stage):
+    """Removes a stage's backup once its results are written (chief only)."""
+    from idn_tf import stages
+    if _is_chief(config):
+        shutil.rmtree(stages.backup_dir(config, stage), ignore_errors=True)
 
 
 def _banner(text):
@@ -85,8 +118,8 @@ def observed_labels(config, dataset):
         noisy = noise.make_noisy_labels(dataset, config.noise, config.noise_rate, config.seed,
                                         **config.noise_options(), verbose=config.verbose > 0)
         labels = noisy.labels
-        artifacts.write_npz(path, labels=labels, clean_labels=dataset.train.clean_labels,
-                            recipe=json.dumps(noisy.recipe))
+        _write(config, artifacts.write_npz, "noisy_labels.npz", labels=labels,
+               clean_labels=dataset.train.clean_labels, recipe=json.dumps(noisy.recipe))
     present = len(np.unique(labels))
     if present < dataset.num_classes:
         print(f"warning: the observed labels use only {present} of the {dataset.num_classes} "
@@ -110,20 +143,41 @@ def stage1(config, dataset, labels):
     _banner("stage 1: cross-entropy on the observed labels (CE baseline, ψ)")
     classifier, ce = stages.train_cross_entropy(config, dataset, labels)
     psi = stages.estimate_psi(classifier, dataset.train.images, labels, config.batch_size)
-    artifacts.write_npy(psi_path, psi)
-    artifacts.write_json(done_path, {"test_accuracy": ce.test_accuracy, "history": ce.history,
-                                     "monitor": ce.monitor})
+    if _is_chief(config):
+        artifacts.write_weights(_path(config, "stage1.weights.h5"), classifier)
+    _write(config, artifacts.write_npy, "psi.npy", psi)
+    _write(config, artifacts.write_json, "stage1.json", {
+        "test_accuracy": ce.test_accuracy, "history": ce.history, "monitor": ce.monitor})
+    _done_with_backup(config, "stage1")
     print(f"CE test accuracy {100 * ce.test_accuracy:.2f}%; mean ψ {psi.mean():.3f}")
     return psi, ce
 
 
 def stage2(config, dataset, labels, psi):
+    """The method; eta.npy, classifier.weights.h5 and stage2.json are reused on restart."""
     from idn_tf import stages
-    _banner(f"stage 2: IDN method (η updates from epoch {config.eta_start_epoch} "
-            f"every {config.eta_every})")
-    idn, result = stages.train_idn(config, dataset, labels, psi)
-    artifacts.write_npy(_path(config, "eta.npy"), idn.eta.numpy())
-    artifacts.write_weights(_path(config, "classifier.weights.h5"), idn.classifier)
+    paths = [_path(config, n) for n in ("eta.npy", "classifier.weights.h5", "stage2.json")]
+    if all(os.path.isfile(p) for p in paths) and not config.overwrite:
+        _banner(f"stage 2: reusing {paths[0]} and {paths[1]}")
+        idn = stages.new_idn_model(config, dataset, psi)
+        idn.classifier.load_weights(paths[1])
+        idn.eta.assign(np.load(paths[0]))
+        saved = artifacts.read_json(paths[2])
+        result = stages.StageResult(saved["test_accuracy"], saved["history"], saved["monitor"])
+    else:
+        _banner(f"stage 2: IDN method (η updates from epoch {config.eta_start_epoch} "
+                f"every {config.eta_every})")
+        idn, result = stages.train_idn(config, dataset, labels, psi)
+        _write(config, artifacts.write_npy, "eta.npy", idn.eta.numpy())
+        if _is_chief(config):
+            artifacts.write_weights(paths[1], idn.classifier)
+        _write(config, artifacts.write_json, "stage2.json", {
+            "test_accuracy": result.test_accuracy, "history": result.history,
+            "monitor": result.monitor})
+        _done_with_backup(config, "stage2")
+    eta = idn.eta.numpy()
+    print(f"η table: {len(eta)} rows, sha256 {hashlib.sha256(eta.tobytes()).hexdigest()[:16]}"
+          f"{distribution.worker_label()}", flush=True)
     return idn, result
 
 
@@ -165,10 +219,18 @@ def _curves(monitor):
 
 
 def check_export_dir(config):
-    """RunDirError now, not after hours of training, if the export cannot be written."""
+    """RunDirError now, not after hours of training, if the export cannot be written.
+
+    Leaves nothing behind: the folders made for the test are removed again (the export
+    makes them when it runs), so a run stopped by a later check leaves no trace here.
+    """
     if not config.export_dir:
         return
     model_dir = os.path.join(config.export_dir, config.model_name)
+    made, folder = [], os.path.abspath(model_dir)
+    while not os.path.lexists(folder):
+        made.append(folder)  # deepest first
+        folder = os.path.dirname(folder)
     try:
         os.makedirs(model_dir, exist_ok=True)
         artifacts.write_text(os.path.join(model_dir, ".write-test"), "")
@@ -176,6 +238,12 @@ def check_export_dir(config):
     except OSError as e:
         raise artifacts.RunDirError(f"--export_dir={config.export_dir}: cannot write {model_dir} "
                                     f"({e.strerror or e})") from None
+    finally:
+        for folder in made:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
 
 
 def export(config, classifier):

@@ -155,3 +155,32 @@ def test_monitor_of_a_plain_model_writes_only_accuracies(tmp_path):
     assert set(read_events(str(tmp_path))) == {"accuracy/train_observed"}
     assert monitor.history["epoch"] == [1, 2]
     assert all(v != v for v in monitor.history["accuracy/test_clean"])
+
+
+def test_backup_keeps_the_last_good_epoch_and_restores_it(tmp_path):
+    from idn_tf import model
+    inputs = keras.Input((2, 2, 1), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    net = model.IDNModel(keras.Model(inputs, keras.layers.Dense(3)(x)),
+                         psi=np.full(4, 0.5, np.float32))
+    net.compile(optimizer=keras.optimizers.SGD(0.1))
+    backup = callbacks.Backup(str(tmp_path))
+    backup.set_model(net)
+    net.eta.assign(np.array([0.1, 0.2, 0.3, 0.4], np.float32))
+    backup.on_epoch_end(0, {"loss": 1.5, "accuracy": 0.5})
+    good = net.get_weights()
+    net.eta.assign(np.ones(4, np.float32))
+    backup.on_epoch_end(1, {"loss": float("nan"), "accuracy": 0.1})  # not saved
+    assert callbacks.Backup.latest(str(tmp_path))[0] == 1
+    assert sorted(os.listdir(tmp_path)) == ["epoch-000001"]
+
+    restored = callbacks.Backup(str(tmp_path))
+    restored.set_model(net)
+    restored.on_train_begin()
+    np.testing.assert_array_equal(net.eta.numpy(), np.float32([0.1, 0.2, 0.3, 0.4]))
+    for a, b in zip(net.get_weights(), good):
+        np.testing.assert_array_equal(a, b)
+    assert net._initial_epoch == 1
+    assert restored.history == {"loss": [1.5], "accuracy": [0.5]}
+    backup.on_epoch_end(1, {"loss": 1.0, "accuracy": 0.6})  # the next good epoch replaces it
+    assert sorted(os.listdir(tmp_path)) == ["epoch-000002"]

@@ -43,11 +43,14 @@ def test_pad_crop_flip_gives_crops_of_the_padded_image(images):
 
 def test_train_dataset_augments_and_visits_every_example_once_per_epoch(images):
     labels = np.arange(len(images)) % 10
-    data = pipeline.train_dataset(images, labels, labels, batch_size=10, seed=1,
-                                  augment="pad_crop_flip", padding=2)
     epochs = []
-    for _ in range(2):
+    for epoch in range(2):
+        data = pipeline.train_dataset(images, labels, labels, batch_size=10, seed=1,
+                                      augment="pad_crop_flip", padding=2,
+                                      epochs=epoch + 1, initial_epoch=epoch)
         batches = list(data.as_numpy_iterator())
+        assert [len(b["index"]) for b in batches] == [10] * (len(images) // 10) + (
+            [len(images) % 10] if len(images) % 10 else [])
         index = np.concatenate([b["index"] for b in batches])
         np.testing.assert_array_equal(np.sort(index), np.arange(len(images)))
         for b in batches:
@@ -63,9 +66,10 @@ def test_same_seed_same_augmented_batches(images):
 
     def two_epochs(seed):
         data = pipeline.train_dataset(images, labels, labels, batch_size=16, seed=seed,
-                                      augment="pad_crop_flip", padding=2)
-        return [np.concatenate([b["image"] for b in data.as_numpy_iterator()])
-                for _ in range(2)]
+                                      augment="pad_crop_flip", padding=2, epochs=2)
+        batches = [b["image"] for b in data.as_numpy_iterator()]
+        per_epoch = len(batches) // 2
+        return [np.concatenate(batches[:per_epoch]), np.concatenate(batches[per_epoch:])]
 
     first, again, other = two_epochs(3), two_epochs(3), two_epochs(4)
     for epoch in range(2):
@@ -81,3 +85,24 @@ def test_no_augmentation_passes_images_through(images):
     np.testing.assert_array_equal(batch["image"], images[batch["index"]])
     with pytest.raises(ValueError, match="augmentation"):
         pipeline.augmenter("mixup", images.shape[1:])
+
+
+def test_an_epoch_is_the_same_whichever_epoch_the_dataset_starts_at(images):
+    """A resumed run (initial_epoch = 2) sees exactly the batches of an uninterrupted one."""
+    labels = np.arange(len(images)) % 10
+
+    def batches(**kwargs):
+        data = pipeline.train_dataset(images, labels, labels, batch_size=16, seed=5,
+                                      augment="pad_crop_flip", padding=2, **kwargs)
+        return list(data.as_numpy_iterator())
+
+    per_epoch = -(-len(images) // 16)
+    whole = batches(epochs=4)
+    resumed = batches(epochs=4, initial_epoch=2)
+    assert len(whole) == 4 * per_epoch and len(resumed) == 2 * per_epoch
+    for a, b in zip(whole[2 * per_epoch:], resumed):
+        for key in ("image", "label", "index"):
+            np.testing.assert_array_equal(a[key], b[key])
+    orders = [np.concatenate([b["index"] for b in whole[e * per_epoch:(e + 1) * per_epoch]])
+              for e in range(4)]
+    assert len({o.tobytes() for o in orders}) == 4  # a new order every epoch

@@ -52,24 +52,42 @@ def augmenter(kind, image_shape, padding=4):
     return augment
 
 
-def train_dataset(images, labels, clean_labels, batch_size, seed, augment="none", padding=4):
-    """Shuffled (and augmented) batches of training records, each example once per epoch.
+def train_dataset(images, labels, clean_labels, batch_size, seed, augment="none", padding=4,
+                  epochs=1, initial_epoch=0):
+    """Batches of training records for epochs initial_epoch … epochs − 1, one after another.
 
-    The last batch may be smaller, so every example's η is visited in an
-    epoch where η is updated (SPEC §3 decision). `seed` fixes the order and the
-    augmentation: example i's draws are seeded by (a number from a seeded stream that
-    changes every epoch, i), so two datasets made with the same seed (stage 1 and
-    stage 2) yield the same batches, epoch after epoch.
+    Each epoch visits every example once, in an order and with augmentation draws that
+    are functions of (seed, epoch) alone: a run resumed at epoch e sees exactly the
+    batches an uninterrupted run sees there, and stage 1 and stage 2 (same seed) see
+    the same batches. Batches never straddle two epochs; an epoch's last batch may be
+    smaller, so every example's η is visited in an epoch where η is updated (SPEC §3
+    decision). Pass `steps_per_epoch = ceil(N / batch_size)` to `fit`.
+
+    Example i's draws in epoch e are seeded by fold_in((seed, e), i): stateless, so
+    the same in any order and on any number of parallel calls.
     """
-    data = tf.data.Dataset.from_tensor_slices(records(images, labels, clean_labels))
-    data = data.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    n = len(images)
+    table = {k: tf.constant(v) for k, v in records(images, labels, clean_labels).items()}
     transform = augmenter(augment, images.shape[1:], padding)
-    if transform is not None:
-        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        data = tf.data.Dataset.zip(data, draws).map(
-            lambda r, draw: {**r, "image": transform(r["image"], tf.stack([draw, r["index"]]))},
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def epoch_batches(epoch):
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order = tf.argsort(tf.random.stateless_uniform([n], seed=epoch_seed))
+
+        def example(i):
+            record = {k: tf.gather(v, i) for k, v in table.items()}
+            if transform is not None:
+                draw = tf.random.experimental.stateless_fold_in(epoch_seed, record["index"])
+                record["image"] = transform(record["image"], draw)
+            return record
+
+        return (tf.data.Dataset.from_tensor_slices(order)
+                .map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                .batch(batch_size))
+
+    return (tf.data.Dataset.range(initial_epoch, epochs)
+            .flat_map(epoch_batches)
+            .prefetch(tf.data.AUTOTUNE))
 
 
 def eval_dataset(images, labels, batch_size):

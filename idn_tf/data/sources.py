@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import zipfile
+import zlib
 
 import numpy as np
 import sklearn.datasets
@@ -202,6 +203,8 @@ def load_npz(path: str) -> Dataset:
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:
     """Reads the known arrays of an npz archive, turning every failure into a DataError."""
+    if os.path.isdir(path):
+        raise DataError(f"{path} is a folder, not an .npz file")
     if not os.path.isfile(path):
         raise DataError(f"npz file not found: {path}")
     # np.load would call a text file "pickled data"; check for the zip container instead.
@@ -211,7 +214,11 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in _NPZ_REQUIRED + _NPZ_OPTIONAL
                       if key in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as error:
+    # A damaged archive fails in many ways: a bad .npy header or object arrays (ValueError),
+    # a truncated member (EOFError), bad CRC (BadZipFile), corrupt deflate data (zlib.error),
+    # an encrypted member (RuntimeError) or an unsupported compression (NotImplementedError).
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError,
+            NotImplementedError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(f"{path}: cannot read the npz archive: {reason}") from error
     missing = [key for key in _NPZ_REQUIRED if key not in arrays]
@@ -224,7 +231,9 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
 def _images(array: np.ndarray, key: str, path: str) -> np.ndarray:
     """Checks an image array; returns uint8 [N, H, W, C]."""
     if array.dtype != np.uint8:
-        raise DataError(f"{path}: {key} must be uint8 images (0..255), got dtype {array.dtype}")
+        nan = np.issubdtype(array.dtype, np.inexact) and np.isnan(array).any()
+        raise DataError(f"{path}: {key} must be uint8 images (0..255), got dtype {array.dtype}"
+                        + (" holding NaN" if nan else ""))
     if array.ndim == 3:
         array = array[..., np.newaxis]
     if array.ndim != 4 or min(array.shape) == 0:

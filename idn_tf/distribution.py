@@ -1,0 +1,97 @@
+"""tf.distribute for a run: which strategy, who is the chief, and TF_CONFIG checked up front.
+
+`--strategy=auto` is MirroredStrategy over the local GPUs when there are several, else the
+default (one device). `multi_worker` is MultiWorkerMirroredStrategy configured by the
+TF_CONFIG environment variable; it must be created before TensorFlow runs anything else.
+Under every strategy `--batch_size` is the global batch. Only the chief (task "chief", or
+worker 0 when there is no chief) writes the run's files (DESIGN.md, "Distribution").
+"""
+
+import functools
+import json
+import os
+
+from idn_tf.config import ConfigError
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+
+
+def parse_tf_config(text):
+    """TF_CONFIG's JSON checked: {"cluster": {role: ["host:port", ...]}, "task": {"type", "index"}}.
+
+    Returns the parsed dict; raises ConfigError (one line) when it is malformed.
+    """
+    def bad(why):
+        return ConfigError(f"TF_CONFIG: {why} (expected JSON like "
+                           '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                           '"task": {"type": "worker", "index": 0}})')
+
+    if not text:
+        raise bad("not set; --strategy=multi_worker needs it")
+    try:
+        tf_config = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise bad(f"not valid JSON ({e.msg} at character {e.pos})") from None
+    if not isinstance(tf_config, dict):
+        raise bad("not a JSON object")
+    cluster, task = tf_config.get("cluster"), tf_config.get("task")
+    if not isinstance(cluster, dict) or not cluster:
+        raise bad('no "cluster" object')
+    for role, addresses in cluster.items():
+        if (not isinstance(addresses, list) or not addresses
+                or not all(isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addresses)):
+            raise bad(f'cluster "{role}" must be a non-empty list of "host:port" strings')
+    if "worker" not in cluster and "chief" not in cluster:
+        raise bad('the cluster has neither "chief" nor "worker"')
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        raise bad(f'"task" must name a "type" of the cluster ({", ".join(cluster)})')
+    index = task.get("index")
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(cluster[task["type"]]):
+        raise bad(f'"task" "index" must be an integer in [0, {len(cluster[task["type"]])})')
+    return tf_config
+
+
+def is_chief(strategy_name, environ=os.environ):
+    """Whether this process writes the run's outputs: always, except a non-chief worker."""
+    if strategy_name != "multi_worker":
+        return True
+    tf_config = parse_tf_config(environ.get("TF_CONFIG", ""))
+    task = tf_config["task"]
+    if "chief" in tf_config["cluster"]:
+        return task["type"] == "chief"
+    return task["type"] == "worker" and task["index"] == 0
+
+
+def worker_label(environ=os.environ):
+    """" (worker <type> <index>)" in a multi-worker cluster, else "" (for log lines)."""
+    text = environ.get("TF_CONFIG", "")
+    if not text:
+        return ""
+    try:
+        task = parse_tf_config(text)["task"]
+    except ConfigError:
+        return ""
+    return f" ({task['type']} {task['index']})"
+
+
+def check(strategy_name, environ=os.environ):
+    """ConfigError before anything runs if the strategy cannot be set up (e.g. bad TF_CONFIG)."""
+    if strategy_name == "multi_worker":
+        parse_tf_config(environ.get("TF_CONFIG", ""))
+
+
+@functools.lru_cache(maxsize=None)
+def get_strategy(strategy_name):
+    """The tf.distribute strategy of `--strategy`, made once per process (TensorFlow
+    imported here). MultiWorkerMirroredStrategy must be made before TensorFlow runs
+    anything else: `train.run` asks for it first."""
+    import tensorflow as tf
+    if strategy_name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if strategy_name == "mirrored":
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if strategy_name == "auto" and len(gpus) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in gpus])
+    return tf.distribute.get_strategy()  # the default: one device, no distribution

@@ -1,0 +1,532 @@
+"""The bad-input matrix of `python -m idn_tf.train`: one parametrised case per row.
+
+Every row runs the real CLI in a folder of its own and must give: exit code 2; stderr
+exactly one line, starting with "error:" and naming the problem (the row's `expect`); no
+traceback; and afterwards a folder holding exactly what the row put there, byte for byte
+and with the same modification times (no partial artifact, nothing destroyed).
+
+Each row's command line starts with a short schedule (SHORT), so that a bad value that
+slips through fails in seconds rather than after a full default run; the row's own flags
+come after it and win.
+
+A fresh CLI process spends ~2 s of CPU importing before it can refuse anything. So the
+rows selected for a session run concurrently, as one batch, when the first of them is
+checked, and most of them in forks of a process that has done those imports once
+("Running the rows" below); a few of every kind run as a fresh interpreter.
+"""
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+
+from idn_tf import flagdefs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHORT = ("--epochs=1", "--eta_start_epoch=1", "--lr_decay_epochs=", "--verbose=0",
+         "--monitor_every=5", "--export_dir=")
+TIMEOUT = 300  # seconds per CLI process
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One bad input: the CLI arguments after SHORT, and a substring of the error line."""
+    args: tuple
+    expect: str
+    setup: object = None  # setup(folder: pathlib.Path, finished_run: path or None)
+    env: dict = dataclasses.field(default_factory=dict)  # extra variables; None unsets one
+    uses_finished_run: bool = False  # setup copies the folder of a real finished run
+
+
+def _flags(*types):
+    """Names of the flags of idn_tf.flagdefs whose absl type is one of `types`."""
+    return sorted(f.name for f in flagdefs.FLAGS.get_flags_for_module("idn_tf.flagdefs")
+                  if f.flag_type() in types)
+
+
+ROWS = {}
+
+
+def row(name, *args, expect, **kwargs):
+    assert name not in ROWS, name
+    ROWS[name] = Row(tuple(args), expect, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# Flags: unknown choices, numbers out of range, values that do not parse
+
+for _name in _flags("string enum"):
+    row(f"{_name}=bogus", f"--{_name}=bogus", expect=f"--{_name}")
+
+# One out-of-range value for every integer and float flag (a test below checks that each
+# numeric flag of flagdefs has one, and that the value itself parses).
+OUT_OF_RANGE = {
+    "noise_rate": "1.5", "kmeans_clusters": "0", "noise_feature_dims": "0",
+    "noise_feature_size": "8", "mlp_hidden_units": "0", "mlp_epochs": "0",
+    "mlp_target_accuracy": "2", "seed": "-1", "crop_padding": "-1", "epochs": "0",
+    "batch_size": "0", "lr": "0", "lr_decay_factor": "0", "momentum": "1",
+    "weight_decay": "-1", "eta_init": "1.2", "eta_lr": "0", "eta_start_epoch": "0",
+    "eta_every": "0", "eta_eps": "0", "eta_min": "0.02",  # above eta_init (0.01)
+    "monitor_every": "0", "verbose": "3",
+}
+
+for _name, _value in OUT_OF_RANGE.items():
+    row(f"{_name}={_value}", f"--{_name}={_value}", expect=f"--{_name}")
+for _name in _flags("float"):  # absl parses "inf" and "nan" as floats
+    row(f"{_name}=inf", f"--{_name}=inf", expect=f"--{_name}")
+    row(f"{_name}=nan", f"--{_name}=nan", expect=f"--{_name}")
+row("seed=2**32", "--seed=4294967296", expect="--seed")
+row("noise_rate=-0.1", "--noise_rate=-0.1", expect="--noise_rate")
+row("lr=-0.1", "--lr=-0.1", expect="--lr")
+row("epochs=abc", "--epochs=abc", expect="--epochs")
+row("seed=1.5", "--seed=1.5", expect="--seed")
+row("lr=fast", "--lr=fast", expect="--lr")
+row("lr_decay_epochs=a,b", "--lr_decay_epochs=a,b", expect="--lr_decay_epochs")
+row("lr_decay_epochs=0", "--lr_decay_epochs=0", expect="--lr_decay_epochs")
+row("lr_decay_epochs=20,10", "--lr_decay_epochs=20,10", expect="--lr_decay_epochs")
+row("unknown-flag", "--epoch=3", expect="'epoch'")
+row("positional-argument", "3", expect="unexpected arguments '3'")
+row("flagfile-missing", "--flagfile=missing.cfg", expect="missing.cfg")
+
+# Flags that are wrong together (or for the data).
+row("npz-without-npz_path", "--dataset=npz", expect="--npz_path")
+row("arch-too-big-for-the-images", "--arch=resnet50", expect="--arch")  # digits are 8x8
+row("backbone_weights-without-resnet50", "--backbone_weights=imagenet",
+    expect="--backbone_weights")
+row("noisy_label_key-on-digits", "--noisy_label_key=worst", expect="--noisy_label_key")
+row("noisy_label_key-unknown", "--dataset=cifar10_n", "--noisy_label_key=best",
+    expect="--noisy_label_key")
+row("model_name-with-slash", "--model_name=a/b", expect="--model_name")
+
+# ---------------------------------------------------------------------------------------
+# --npz_path: the file, the archive, the arrays
+
+
+def _arrays():
+    """A valid tiny dataset: 20 training / 10 test 8x8 uint8 images, 3 classes."""
+    rng = np.random.default_rng(0)
+    return dict(x_train=rng.integers(0, 256, (20, 8, 8), dtype=np.uint8),
+                y_train=np.arange(20) % 3,
+                x_test=rng.integers(0, 256, (10, 8, 8), dtype=np.uint8),
+                y_test=np.arange(10) % 3,
+                clean_train=np.arange(20) % 3)
+
+
+def _npz(**changes):
+    """Setup writing data.npz: the valid arrays with `changes` (None removes an array)."""
+    def setup(folder, _):
+        arrays = {**_arrays(), **changes}
+        np.savez(folder / "data.npz", **{k: v for k, v in arrays.items() if v is not None})
+    return setup
+
+
+def _write(name, content):
+    def setup(folder, _):
+        (folder / name).write_bytes(content)
+    return setup
+
+
+def _not_npz_zip(folder, _):
+    with zipfile.ZipFile(folder / "data.npz", "w") as archive:
+        archive.writestr("readme.txt", "not arrays")
+
+
+def _npy(folder, _):
+    with open(folder / "data.npz", "wb") as f:
+        np.save(f, np.zeros(3))
+
+
+def _corrupt_deflate(folder, _):
+    """A compressed npz whose x_train member is not a valid deflate stream (zlib.error)."""
+    path = folder / "data.npz"
+    np.savez_compressed(path, **_arrays())
+    with zipfile.ZipFile(path) as archive:
+        offset = archive.getinfo("x_train.npy").header_offset
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", data[offset + 26:offset + 30])
+    data[offset + 30 + name_length + extra_length] = 0xFF  # a block of the reserved type 3
+    path.write_bytes(bytes(data))
+
+
+def _encrypted(folder, _):
+    """An npz whose central directory marks x_train as encrypted (zipfile: RuntimeError)."""
+    path = folder / "data.npz"
+    np.savez(path, **_arrays())
+    data = bytearray(path.read_bytes())
+    end = data.rindex(b"PK\x05\x06")  # the end-of-central-directory record
+    (entry,) = struct.unpack("<I", data[end + 16:end + 20])  # the first directory entry
+    data[entry + 8] |= 1  # its general purpose flag bit 0: encrypted
+    path.write_bytes(bytes(data))
+
+
+NPZ = ("--dataset=npz", "--npz_path=data.npz")
+row("npz-missing", "--dataset=npz", "--npz_path=missing.npz", expect="not found: missing.npz")
+row("npz-is-a-folder", *NPZ, expect="data.npz is a folder",
+    setup=lambda folder, _: (folder / "data.npz").mkdir())
+row("npz-text-file", *NPZ, expect="not an .npz archive", setup=_write("data.npz", b"0 1 2\n"))
+row("npz-bare-npy", *NPZ, expect="not an .npz archive", setup=_npy)
+row("npz-zip-without-arrays", *NPZ, expect="missing array(s) x_train, y_train, x_test, y_test",
+    setup=_not_npz_zip)
+row("npz-corrupt-compressed-data", *NPZ, expect="cannot read the npz archive",
+    setup=_corrupt_deflate)
+row("npz-encrypted", *NPZ, expect="is encrypted", setup=_encrypted)
+for _key in ("x_train", "y_train", "x_test", "y_test"):
+    row(f"npz-without-{_key}", *NPZ, expect=f"missing array(s) {_key};",
+        setup=_npz(**{_key: None}))
+row("npz-y_train-shorter", *NPZ, expect="y_train has 19 labels but x_train has 20",
+    setup=_npz(y_train=np.arange(19) % 3))
+row("npz-y_test-longer", *NPZ, expect="y_test has 11 labels but x_test has 10",
+    setup=_npz(y_test=np.arange(11) % 3))
+row("npz-clean_train-length", *NPZ, expect="clean_train has 5 labels",
+    setup=_npz(clean_train=np.zeros(5, np.int64)))
+row("npz-y_train-negative", *NPZ, expect="y_train has label -1 outside [0, K)",
+    setup=_npz(y_train=np.arange(20) % 3 - 1))
+row("npz-y_test-negative", *NPZ, expect="y_test has label -1 outside [0, K)",
+    setup=_npz(y_test=np.arange(10) % 3 - 1))
+row("npz-clean_train-below-unknown", *NPZ, expect="clean_train has label -2",
+    setup=_npz(clean_train=np.full(20, -2)))
+# K is the largest label + 1, so no label is >= K; a huge one is taken to be corrupt data.
+row("npz-y_train-huge", *NPZ, expect="y_train has label 1000000 >= 100000",
+    setup=_npz(y_train=np.full(20, 10**6)))
+row("npz-y_test-huge", *NPZ, expect="y_test has label 1000000 >= 100000",
+    setup=_npz(y_test=np.full(10, 10**6)))
+row("npz-labels-float", *NPZ, expect="y_train must be integer class ids",
+    setup=_npz(y_train=(np.arange(20) % 3).astype(np.float32)))
+row("npz-labels-rank-2", *NPZ, expect="y_train must have shape [N] or [N, 1]",
+    setup=_npz(y_train=np.zeros((20, 2), np.int64)))
+row("npz-one-class", *NPZ, expect="need at least 2",
+    setup=_npz(y_train=np.zeros(20, np.int64), y_test=np.zeros(10, np.int64),
+               clean_train=None))
+_nan_images = np.full((20, 8, 8), 128.0, np.float32)
+_nan_images[3, 4, 5] = np.nan
+row("npz-images-float-with-nan", *NPZ, expect="got dtype float32 holding NaN",
+    setup=_npz(x_train=_nan_images))
+row("npz-images-rank-2", *NPZ, expect="x_train must have shape [N, H, W] or [N, H, W, C]",
+    setup=_npz(x_train=np.zeros((20, 64), np.uint8)))
+row("npz-images-rank-5", *NPZ, expect="x_test must have shape [N, H, W] or [N, H, W, C]",
+    setup=_npz(x_test=np.zeros((10, 8, 8, 1, 1), np.uint8)))
+row("npz-images-bool", *NPZ, expect="x_train must be uint8 images (0..255), got dtype bool",
+    setup=_npz(x_train=np.zeros((20, 8, 8), bool)))
+row("npz-images-complex", *NPZ, expect="got dtype complex128",
+    setup=_npz(x_test=np.zeros((10, 8, 8), complex)))
+row("npz-images-object", *NPZ, expect="Object arrays cannot be loaded",
+    setup=_npz(x_train=np.array([None] * 20, dtype=object)))
+row("npz-no-images", *NPZ, expect="no empty axis",
+    setup=_npz(x_train=np.zeros((0, 8, 8), np.uint8), y_train=np.zeros(0, np.int64),
+               clean_train=None))
+row("npz-train-and-test-image-sizes-differ", *NPZ, expect="but x_test images are",
+    setup=_npz(x_test=np.zeros((10, 9, 9), np.uint8)))
+
+# ---------------------------------------------------------------------------------------
+# --run_dir and --export_dir
+
+
+def _fake_run(config_text):
+    """Setup: a run folder with a result (psi.npy) next to `config_text` (str or bytes) as
+    its config.json."""
+    def setup(folder, _):
+        (folder / "run").mkdir()
+        (folder / "run" / "config.json").write_bytes(
+            config_text if isinstance(config_text, bytes) else config_text.encode())
+        np.save(folder / "run" / "psi.npy", np.zeros(3, np.float32))
+    return setup
+
+
+def _copy_finished_run(folder, finished_run):
+    shutil.copytree(finished_run, folder / "run")
+    (folder / "run" / "notes.txt").write_text("the user's own file\n")
+
+
+row("run_dir-is-a-file", "--run_dir=run", expect="--run_dir=run is a file",
+    setup=_write("run", b"not a folder\n"))
+row("run_dir-is-a-file-with-export", "--run_dir=run", "--export_dir=exports",
+    expect="--run_dir=run is a file", setup=_write("run", b"not a folder\n"))  # no exports/
+row("run_dir-parent-is-a-file", "--run_dir=afile/run",
+    expect="--run_dir=afile/run: cannot write there (Not a directory)",
+    setup=_write("afile", b"not a folder\n"))
+row("run_dir-cannot-be-created", "--run_dir=/proc/idn_tf_run",  # not even by root
+    expect="--run_dir=/proc/idn_tf_run: cannot write there")
+row("run_dir-not-writable", "--run_dir=/proc", expect="--run_dir=/proc: cannot write there")
+row("run_dir-config-not-json", "--run_dir=run", expect="run/config.json is damaged",
+    setup=_fake_run("{not json"))
+row("run_dir-config-not-utf8", "--run_dir=run", expect="run/config.json is damaged",
+    setup=_fake_run(b"\xff\xfe{}"))
+row("run_dir-config-not-an-object", "--run_dir=run", expect="not a JSON object",
+    setup=_fake_run("[1, 2]"))
+row("run_dir-other-epochs", "--run_dir=run", "--epochs=2", expect="--epochs: 1 -> 2",
+    setup=_copy_finished_run, uses_finished_run=True)
+row("run_dir-other-lr", "--run_dir=run", "--lr=0.1", expect="--lr: 0.05 -> 0.1",
+    setup=_copy_finished_run, uses_finished_run=True)
+row("export_dir-is-a-file", "--run_dir=run", "--export_dir=afile",
+    expect="--export_dir=afile: cannot write", setup=_write("afile", b"not a folder\n"))
+
+# ---------------------------------------------------------------------------------------
+# TF_CONFIG with --strategy=multi_worker
+
+
+def _tf_config(name, value, expect):
+    env = {"TF_CONFIG": value if isinstance(value, str) or value is None else json.dumps(value)}
+    row(f"tf_config-{name}", "--strategy=multi_worker", expect=f"TF_CONFIG: {expect}", env=env)
+
+
+_TASK = {"type": "worker", "index": 0}
+_tf_config("unset", None, "not set")
+_tf_config("empty", "", "not set")
+_tf_config("not-json", "{cluster: worker}", "not valid JSON")
+_tf_config("json-array", [{"cluster": {}}], "not a JSON object")
+_tf_config("no-cluster", {"task": _TASK}, 'no "cluster" object')
+_tf_config("empty-role", {"cluster": {"worker": []}, "task": _TASK}, 'cluster "worker" must')
+_tf_config("address-without-port", {"cluster": {"worker": ["localhost"]}, "task": _TASK},
+           'cluster "worker" must be a non-empty list of "host:port" strings')
+_tf_config("no-chief-or-worker", {"cluster": {"ps": ["h:1"]}, "task": {"type": "ps", "index": 0}},
+           'the cluster has neither "chief" nor "worker"')
+_tf_config("no-task", {"cluster": {"worker": ["h:1"]}}, '"task" must name a "type"')
+_tf_config("task-type-not-in-cluster", {"cluster": {"worker": ["h:1"]},
+                                        "task": {"type": "chief", "index": 0}},
+           '"task" must name a "type" of the cluster (worker)')
+_tf_config("index-out-of-range", {"cluster": {"worker": ["h:1", "h:2"]},
+                                  "task": {"type": "worker", "index": 2}},
+           '"task" "index" must be an integer in [0, 2)')
+_tf_config("index-negative", {"cluster": {"worker": ["h:1"]},
+                              "task": {"type": "worker", "index": -1}},
+           '"task" "index" must be an integer in [0, 1)')
+_tf_config("index-not-an-int", {"cluster": {"worker": ["h:1"]},
+                                "task": {"type": "worker", "index": "0"}},
+           '"task" "index" must be an integer')
+
+
+# ---------------------------------------------------------------------------------------
+# Running the rows
+#
+# A fresh `python -m idn_tf.train` spends ~2 s of CPU importing (scikit-learn, matplotlib)
+# before it can refuse anything. So the rows in REAL_CLI (one or more of each kind) run as
+# exactly that, and the others in a fork of a "zygote" process that has done those imports
+# once: each fork gets the row's folder, environment, argv, stdout and stderr, runs
+# train.py as __main__ (`runpy`, as `-m` does) and exits with its exit code; an uncaught
+# exception prints its traceback, as the interpreter would. The zygote checks that
+# importing the CLI did not import TensorFlow, so that a row sees TensorFlow (and its
+# stderr start-up lines) exactly when the real CLI would.
+
+REAL_CLI = {"dataset=bogus", "epochs=0", "epochs=abc", "positional-argument",
+            "npz-text-file", "npz-images-float-with-nan", "run_dir-is-a-file",
+            "run_dir-other-epochs", "tf_config-not-json"}
+
+ZYGOTE = r"""
+import json, os, runpy, signal, sys, traceback
+import idn_tf.train  # the CLI's imports, done once
+if "tensorflow" in sys.modules:
+    sys.exit("importing idn_tf.train imported TensorFlow; the zygote would hide its output")
+del sys.modules["idn_tf.train"]  # runpy runs it afresh as __main__, as -m does
+print("ready", flush=True)
+for line in sys.stdin:
+    row = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.chdir(row["cwd"])
+            os.environ.clear()
+            os.environ.update(row["env"])
+            for fd, name, flags in ((0, os.devnull, os.O_RDONLY),
+                                    (1, row["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                                    (2, row["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+                os.dup2(os.open(name, flags, 0o644), fd)
+            signal.alarm(row["timeout"])
+            sys.argv = ["-m", *row["args"]]  # runpy puts train.py's path first, as -m does
+            runpy.run_module("idn_tf.train", run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as e:
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+def cli_env(env_changes=()):
+    """The environment of a CLI process: quiet TensorFlow, this checkout, no TF_CONFIG."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+    env.pop("TF_CONFIG", None)
+    for key, value in dict(env_changes).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def cli(args, cwd, env_changes=()):
+    """`python -m idn_tf.train args` in `cwd`, a fresh interpreter."""
+    try:
+        return subprocess.run([sys.executable, "-m", "idn_tf.train", *args], cwd=cwd,
+                              env=cli_env(env_changes), capture_output=True, text=True,
+                              timeout=TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        return subprocess.CompletedProcess(e.cmd, None, "", f"timed out after {TIMEOUT} s")
+
+
+class Zygote:
+    """A process that has imported idn_tf.train and runs one CLI invocation per fork."""
+
+    def __init__(self, log):
+        self.process = subprocess.Popen([sys.executable, "-c", ZYGOTE], env=cli_env(),
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=open(log, "w"), text=True)
+        if self.process.stdout.readline() != "ready\n":
+            self.process.wait()
+            raise RuntimeError(f"the zygote did not start: {open(log).read()}")
+
+    def cli(self, args, cwd, env_changes, outputs):
+        """As `cli`, with stdout and stderr passed through the files `outputs`."""
+        request = dict(args=list(args), cwd=str(cwd), env=cli_env(env_changes),
+                       stdout=str(outputs / "stdout"), stderr=str(outputs / "stderr"),
+                       timeout=TIMEOUT)
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        returncode = int(self.process.stdout.readline())
+        return subprocess.CompletedProcess(
+            args, returncode, (outputs / "stdout").read_text(), (outputs / "stderr").read_text())
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def snapshot(folder):
+    """{path under folder: (file type, sha256 of a file's bytes, mtime in ns)}."""
+    state = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            info = os.lstat(path)
+            digest = None
+            if stat.S_ISREG(info.st_mode):
+                with open(path, "rb") as f:
+                    digest = hashlib.sha256(f.read()).hexdigest()
+            state[os.path.relpath(path, folder)] = (stat.S_IFMT(info.st_mode), digest,
+                                                    info.st_mtime_ns)
+    return state
+
+
+@dataclasses.dataclass
+class Outcome:
+    result: subprocess.CompletedProcess
+    before: dict
+    after: dict
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A real run folder, made by the CLI with SHORT and no export (~10 s)."""
+    root = tmp_path_factory.mktemp("finished")
+    result = cli(SHORT + ("--run_dir=run",), root)
+    assert result.returncode == 0, result.stderr
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, tmp_path_factory):
+    """{row: future Outcome} for the rows of this session, run concurrently."""
+    selected = [item.callspec.params["name"] for item in request.session.items
+                if item.module is request.module and hasattr(item, "callspec")
+                and "name" in item.callspec.params]
+    # Rows needing the finished run go last: the others run while it is being made.
+    selected.sort(key=lambda name: ROWS[name].uses_finished_run)
+    zygotes, local, lock = [], threading.local(), threading.Lock()
+
+    def run_row(name, case):
+        folder, args, env = case / "cwd", SHORT + ROWS[name].args, ROWS[name].env
+        before = snapshot(folder)
+        if name in REAL_CLI:
+            result = cli(args, folder, env)
+        else:
+            if not hasattr(local, "zygote"):
+                local.zygote = Zygote(tmp_path_factory.mktemp("zygote") / "log")
+                with lock:
+                    zygotes.append(local.zygote)
+            result = local.zygote.cli(args, folder, env, case)
+        return Outcome(result, before, snapshot(folder))
+
+    futures = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+        try:
+            for name in selected:
+                case = tmp_path_factory.mktemp("case")
+                (case / "cwd").mkdir()
+                if ROWS[name].setup:
+                    ROWS[name].setup(case / "cwd", request.getfixturevalue("finished_run")
+                                     if ROWS[name].uses_finished_run else None)
+                futures[name] = pool.submit(run_row, name, case)
+            yield futures
+        finally:
+            for future in futures.values():
+                future.cancel()
+            concurrent.futures.wait(futures.values())
+            for zygote in zygotes:
+                zygote.close()
+
+
+def _diff(before, after):
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    return [(k, "added" if k not in before else "removed" if k not in after else "changed")
+            for k in changed]
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_bad_input_is_one_error_line_and_leaves_the_folder_as_it_was(name, outcomes):
+    outcome = outcomes[name].result()
+    result = outcome.result
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (
+        result.returncode, result.stderr[-3000:])
+    assert ROWS[name].expect in lines[0]
+    assert outcome.after == outcome.before, _diff(outcome.before, outcome.after)
+
+
+def test_every_numeric_flag_has_an_out_of_range_row():
+    assert sorted(OUT_OF_RANGE) == _flags("int", "float")
+    for name, value in OUT_OF_RANGE.items():  # a range check, not a parse error
+        flagdefs.FLAGS[name].parser.parse(value)
+
+
+def test_every_choice_flag_has_an_unknown_value_row():
+    assert {f"{name}=bogus" for name in _flags("string enum")} <= set(ROWS)
+    assert {"dataset", "noise", "strategy", "arch"} <= set(_flags("string enum"))
+
+
+def test_rows_of_every_kind_run_as_a_fresh_interpreter():
+    assert REAL_CLI <= set(ROWS)
+    kinds = {name.split("=")[0].split("-")[0] for name in REAL_CLI}
+    assert {"dataset", "epochs", "npz", "run_dir", "tf_config"} <= kinds
+
+
+def test_overwrite_reuses_a_folder_whose_run_had_other_flags(finished_run, tmp_path):
+    _copy_finished_run(tmp_path, finished_run)
+    result = cli(SHORT + ("--run_dir=run", "--epochs=2", "--overwrite"), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2
+    results = json.loads((run / "results.json").read_text())
+    assert len(results["method_history"]["val_accuracy"]) == 2
+    assert (run / "notes.txt").read_text() == "the user's own file\n"  # not the run's to delete
+    assert not [f for f in os.listdir(run) if f.startswith(".tmp-")]
