@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from idn_tf import model as model_lib
-from idn_tf import audit, plots, posterior, report
+from idn_tf import artifacts, audit, plots, posterior, report
 
 
 def pga_schedule(start_epoch, every):
@@ -115,6 +115,8 @@ class MonitorCallback(keras.callbacks.Callback):
         if (epoch + 1) % self.every and not last:
             return
         logs = logs or {}
+        if self.model.stop_training or not np.isfinite(logs.get("loss", 0.0)):
+            return  # a diverged epoch (NaN loss, maybe NaN η): nothing worth showing
         log_probs = model_lib.predict_log_probs(self.model.classifier, self.images,
                                                 self.batch_size)
         scalars = {
@@ -209,12 +211,18 @@ class Backup(keras.callbacks.BackupAndRestore):
             return
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(folder, "model.weights.h5"))
-        with open(os.path.join(folder, "state.json")) as f:
-            state = json.load(f)
-        self.history = state["history"]
+        try:
+            self.model.load_weights(os.path.join(folder, "model.weights.h5"))
+            with open(os.path.join(folder, "state.json")) as f:
+                state = json.load(f)
+            history, monitor = state["history"], state["monitor"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise artifacts.RunDirError(f"the backup {folder} is damaged ({why}); delete it to "
+                                        "redo its stage, or pass --overwrite") from None
+        self.history = history
         if self.monitor is not None:
-            self.monitor.history = state["monitor"]
+            self.monitor.history = monitor
         self.model._initial_epoch = self._current_epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
@@ -236,6 +244,7 @@ class Backup(keras.callbacks.BackupAndRestore):
                      "monitor": self.monitor.history if self.monitor is not None else {}}
             with open(os.path.join(temp, "state.json"), "w") as f:
                 json.dump(state, f)
+            artifacts.default_mode(temp)
             final = os.path.join(self.backup_dir, f"epoch-{self._current_epoch:06d}")
             shutil.rmtree(final, ignore_errors=True)  # a leftover from an earlier attempt
             os.rename(temp, final)

@@ -120,12 +120,24 @@ class CrossEntropyModel(keras.Model):
     def test_step(self, batch):
         """Plain cross-entropy and accuracy against batch["label"] (clean on test)."""
         logits = tf.cast(self(batch["image"], training=False), tf.float32)
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        # Per example: a replica may get no rows of the last batch (a mean would be NaN).
+        self.loss_tracker.update_state(tf.nn.sparse_softmax_cross_entropy_with_logits(
             tf.cast(batch["label"], tf.int32), logits))
-        self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(batch["label"], logits)
         return self._logs({"loss": self.loss_tracker.result(),
                            "accuracy": self.accuracy_tracker.result()})
+
+    def _get_metrics_result_or_logs(self, logs):
+        """The epoch's logs from the metrics themselves (aggregated over replicas).
+
+        Keras does this only when the step's keys equal `self.metrics`' names; the
+        test step reports a subset of them, and the last step's own values are
+        per-replica partial results under a tf.distribute strategy.
+        """
+        results = self.get_metrics_result()
+        if isinstance(logs, dict) and set(logs) <= set(results):
+            return {name: results[name] for name in logs}
+        return logs
 
     def _logs(self, logs):
         """The step's logs; shape [1] with several workers, else scalars.
@@ -196,16 +208,20 @@ class IDNModel(CrossEntropyModel):
     def after_update(self, batch, targets):
         """η step (Eq. 11/12) on the batch's rows when updates are enabled.
 
-        The step is computed and written on every step, with the old values where
-        updates are off: a branch (tf.cond) around the write could not hold the
-        replicas' synchronisation in `write_eta` under a tf.distribute strategy.
+        Under a tf.distribute strategy the step is computed and written on every
+        step, with the old values where updates are off: a branch (tf.cond) around
+        the write could not hold the replicas' synchronisation in `write_eta`.
         """
         ids, eta, psi = self._rows(batch)
         new_eta = posterior.eta_step(
             targets, batch["label"], eta, psi, self.eta_lr,
             rule=self.eta_rule, eps=self.eta_eps, eta_min=self.eta_min)
         eta = tf.where(self.eta_update_enabled, tf.cast(new_eta, self.eta.dtype), eta)
-        self.write_eta(ids, eta)
+        if isinstance(self.eta.value, tf.distribute.DistributedValues):
+            self.write_eta(ids, eta)
+        else:  # one device: no write at all in the epochs without η updates
+            tf.cond(self.eta_update_enabled, lambda: self.write_eta(ids, eta) or tf.no_op(),
+                    tf.no_op)
         self.eta_mean_tracker.update_state(eta)
         self.eta_high_tracker.update_state(tf.cast(eta > 0.5, tf.float32))
 

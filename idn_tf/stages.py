@@ -128,8 +128,9 @@ def _fit(train_model, config, dataset, labels, stage, extra_callbacks=()):
         good, _ = callbacks.Backup.latest(backup_path)
         kept = (f"epoch {good}, the last good one, is kept in {backup_path}" if good
                 else "no epoch had finished with a finite loss")
-        raise FloatingPointError(f"{stage} stopped: the loss became NaN or infinite (try a "
-                                 f"smaller --lr or --eta_lr); {kept}")
+        raise FloatingPointError(f"{stage} stopped: the loss became NaN or infinite; {kept} "
+                                 "(a smaller --lr or --eta_lr needs --overwrite or another "
+                                 "--run_dir)")
     logs = backup.history
     return StageResult(test_accuracy=logs["val_accuracy"][-1], history=logs,
                        monitor=monitor.history if monitor is not None else {})

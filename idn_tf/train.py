@@ -53,12 +53,38 @@ def run(config):
         print(f"\nworker done ({time.time() - start:.0f} s); the chief writes the results")
         return None
     res = report_run(config, dataset, labels, rate, ce, idn, result)
+    previous = _previous_export(config)
     artifacts.write_json(_path(config, "results.json"), res)  # kept if the export fails
-    res["saved_model"] = export(config, idn.classifier)
+    res["saved_model"] = previous or export(config, idn.classifier)
     artifacts.write_json(_path(config, "results.json"), res)
     print(f"\n{report.table(res)}")
     print(f"\nresults in {config.run_dir}/ ({time.time() - start:.0f} s)")
     return res
+
+
+def _reuse(path, load):
+    """load() of a run-folder file, or a one-line RunDirError if the file is damaged."""
+    try:
+        return load()
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
+        if isinstance(e, artifacts.RunDirError):
+            raise
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise artifacts.RunDirError(f"{path} is damaged ({why}); delete it to recompute it, "
+                                    "or pass --overwrite") from None
+
+
+def _array(path, n):
+    """A float [n] array saved with np.save."""
+    array = np.load(path)
+    if array.shape != (n,):
+        raise ValueError(f"shape {array.shape}, expected ({n},)")
+    return array
+
+
+def _npz_array(path, key):
+    with np.load(path) as saved:
+        return saved[key]
 
 
 def _is_chief(config):
@@ -107,8 +133,7 @@ def observed_labels(config, dataset):
     path = _path(config, "noisy_labels.npz")
     if os.path.isfile(path) and not config.overwrite:
         _banner(f"noise: reusing {path}")
-        with np.load(path) as saved:
-            labels = saved["labels"]
+        labels = _reuse(path, lambda: _npz_array(path, "labels"))
         if len(labels) != len(dataset.train):
             raise artifacts.RunDirError(
                 f"{path} has {len(labels)} labels but the data has {len(dataset.train)} training "
@@ -137,9 +162,10 @@ def stage1(config, dataset, labels):
     from idn_tf import stages
     if os.path.isfile(done_path) and os.path.isfile(psi_path) and not config.overwrite:
         _banner(f"stage 1: reusing {psi_path}")
-        saved = artifacts.read_json(done_path)
-        return np.load(psi_path), stages.StageResult(saved["test_accuracy"], saved["history"],
-                                                     saved.get("monitor", {}))
+        saved = _reuse(done_path, lambda: artifacts.read_json(done_path))
+        psi = _reuse(psi_path, lambda: _array(psi_path, len(labels)))
+        return psi, _reuse(done_path, lambda: stages.StageResult(
+            saved["test_accuracy"], saved["history"], saved.get("monitor", {})))
     _banner("stage 1: cross-entropy on the observed labels (CE baseline, ψ)")
     classifier, ce = stages.train_cross_entropy(config, dataset, labels)
     psi = stages.estimate_psi(classifier, dataset.train.images, labels, config.batch_size)
@@ -160,10 +186,11 @@ def stage2(config, dataset, labels, psi):
     if all(os.path.isfile(p) for p in paths) and not config.overwrite:
         _banner(f"stage 2: reusing {paths[0]} and {paths[1]}")
         idn = stages.new_idn_model(config, dataset, psi)
-        idn.classifier.load_weights(paths[1])
-        idn.eta.assign(np.load(paths[0]))
-        saved = artifacts.read_json(paths[2])
-        result = stages.StageResult(saved["test_accuracy"], saved["history"], saved["monitor"])
+        _reuse(paths[1], lambda: idn.classifier.load_weights(paths[1]))
+        idn.eta.assign(_reuse(paths[0], lambda: _array(paths[0], len(labels))))
+        saved = _reuse(paths[2], lambda: artifacts.read_json(paths[2]))
+        result = _reuse(paths[2], lambda: stages.StageResult(
+            saved["test_accuracy"], saved["history"], saved["monitor"]))
     else:
         _banner(f"stage 2: IDN method (η updates from epoch {config.eta_start_epoch} "
                 f"every {config.eta_every})")
@@ -246,6 +273,29 @@ def check_export_dir(config):
                 break
 
 
+def _previous_export(config):
+    """The SavedModel a finished run in this folder exported already, if it still exists.
+
+    Restarting a finished run reuses everything; only a run whose stage 2 was trained
+    again publishes a new version.
+    """
+    path = _path(config, "results.json")
+    if not config.export_dir or config.overwrite or not os.path.isfile(path):
+        return ""
+    try:
+        saved = artifacts.read_json(path).get("saved_model") or ""
+    except (OSError, ValueError, AttributeError):
+        return ""
+    done = os.path.getmtime(_path(config, "stage2.json"))
+    fresh = os.path.isfile(os.path.join(saved, "saved_model.pb")) and os.path.getmtime(path) >= done
+    same_model = os.path.dirname(os.path.abspath(saved)) == os.path.abspath(
+        os.path.join(config.export_dir, config.model_name))
+    if fresh and same_model:
+        print(f"\n== export: reusing {saved}")
+        return saved
+    return ""
+
+
 def export(config, classifier):
     """SavedModel of the stage-2 classifier for TF Serving; returns its path (or "")."""
     if not config.export_dir:
@@ -295,7 +345,17 @@ def main(argv):
         run(config)
     except USER_ERRORS as e:
         _fail(e)
+    except Exception as e:  # noqa: BLE001 (re-raised unless it is a peer's failure)
+        if flagdefs.FLAGS.strategy == "multi_worker" and type(e).__name__ in PEER_ERRORS:
+            _fail(f"the cluster stopped: another worker failed or left ({type(e).__name__}); "
+                  "its output says why")
+        raise
     return 0
+
+
+# What TensorFlow raises in a worker whose peer stopped (e.g. the chief refused its run
+# folder): the collective ops are aborted and the connection drops.
+PEER_ERRORS = ("UnavailableError", "CancelledError", "AbortedError", "DeadlineExceededError")
 
 
 if __name__ == "__main__":

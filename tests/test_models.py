@@ -230,3 +230,10 @@ def test_resnet50_rejects_small_images_and_weights_for_other_archs():
         models.build_classifier("resnet50", (16, 16, 3), 14, [0.5] * 3, [0.25] * 3)
     with pytest.raises(ValueError, match="resnet50 only"):
         models.build_classifier("resnet32", (32, 32, 3), 14, None, None, backbone_weights="imagenet")
+
+
+def test_cifar_resnet_batch_norm_is_synchronized_across_replicas():
+    """Unsynchronized BN lets each replica's moving statistics drift on its share of the batch."""
+    net = models.build_classifier("resnet20", (8, 8, 3), 10, np.zeros(3), np.ones(3), seed=0)
+    norms = [layer for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 19 and all(layer.synchronized for layer in norms)

@@ -139,15 +139,31 @@ def test_flags_txt_reproduces_the_config(finished_run):
         flagdefs.FLAGS.unparse_flags()
 
 
-def test_restart_reuses_noise_and_stage1(finished_run, capsys):
+def test_restart_of_a_finished_run_reuses_every_stage_and_the_export(finished_run, capsys):
     cfg, first = finished_run
-    psi_mtime = os.path.getmtime(os.path.join(cfg.run_dir, "psi.npy"))
+    kept = ("psi.npy", "eta.npy", "classifier.weights.h5", "stage1.json", "stage2.json")
+    mtimes = {n: os.path.getmtime(os.path.join(cfg.run_dir, n)) for n in kept}
+    audit = open(os.path.join(cfg.run_dir, "label_audit.csv")).read()
     again = train.run(cfg)
     out = capsys.readouterr().out
-    assert "noise: reusing" in out and "stage 1: reusing" in out
-    assert os.path.getmtime(os.path.join(cfg.run_dir, "psi.npy")) == psi_mtime
-    assert again["ce_test_accuracy"] == first["ce_test_accuracy"]
-    assert again["noise_rate_actual"] == first["noise_rate_actual"]
+    for what in ("noise: reusing", "stage 1: reusing", "stage 2: reusing", "export: reusing"):
+        assert what in out, what
+    assert {n: os.path.getmtime(os.path.join(cfg.run_dir, n)) for n in kept} == mtimes
+    for key in ("ce_test_accuracy", "method_test_accuracy", "noise_rate_actual", "eta_auroc",
+                "saved_model", "method_history"):
+        assert again[key] == first[key], key
+    assert sorted(os.listdir(os.path.dirname(first["saved_model"]))) == ["1"]  # no new version
+    assert open(os.path.join(cfg.run_dir, "label_audit.csv")).read() == audit
+
+
+def test_a_damaged_stage_file_is_one_error_naming_it(finished_run, tmp_path):
+    import shutil
+    cfg, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(cfg.run_dir, copy)
+    (copy / "eta.npy").write_bytes(b"garbage")
+    with pytest.raises(artifacts.RunDirError, match="eta.npy is damaged"):
+        train.run(dataclasses.replace(cfg, run_dir=str(copy), export_dir=""))
 
 
 def test_restart_with_other_flags_is_refused(finished_run):

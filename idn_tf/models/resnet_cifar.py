@@ -67,7 +67,11 @@ def resnet_cifar(x, num_classes, depth, seed=None):
         )(x)
         # PyTorch's BatchNorm2d defaults (running-average momentum 0.1 = Keras's 0.9,
         # epsilon 1e-5), as in the paper's implementation, rather than Keras's 0.99 / 1e-3.
-        return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
+        # synchronized: under a tf.distribute strategy the batch statistics (and so the
+        # moving averages) are the global batch's, equal on every replica; without it
+        # each replica's copy drifts on its share of the batch.
+        return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
+                                               synchronized=True)(x)
 
     x = keras.layers.ReLU()(conv_bn(x, STAGE_FILTERS[0]))
     for stage, filters in enumerate(STAGE_FILTERS):
