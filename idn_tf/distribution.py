@@ -95,3 +95,32 @@ def get_strategy(strategy_name):
     if strategy_name == "auto" and len(gpus) > 1:
         return tf.distribute.MirroredStrategy([d.name for d in gpus])
     return tf.distribute.get_strategy()  # the default: one device, no distribution
+
+
+def check_same_state(strategy_name, state):
+    """ConfigError on every worker unless all workers of the cluster report the same `state`.
+
+    `state` is a list of numbers describing what a worker found in its run folder (which
+    stages it will reuse, where their backups stand). Workers that disagree would run
+    different stages and wait on each other's collectives forever; this is how a run
+    folder that is not shared between the workers shows up on a restart. Each worker
+    sums its numbers and their squares over the cluster: all equal exactly when
+    n·Σx² = (Σx)², which every worker sees the same way.
+    """
+    if strategy_name != "multi_worker":
+        return
+    import tensorflow as tf
+    strategy = get_strategy(strategy_name)
+    local = tf.constant([[float(x), float(x) ** 2] for x in state], tf.float64)
+
+    def total():
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
+
+    sums = strategy.experimental_local_results(strategy.run(total))[0].numpy()
+    n = strategy.num_replicas_in_sync
+    if any(abs(n * squares - value ** 2) > 1e-9 * max(1.0, value ** 2)
+           for value, squares in sums):
+        raise ConfigError(
+            "--strategy=multi_worker: the workers found different things in their run "
+            f"folders (this worker: {list(state)}); on a restart every worker must see the "
+            "chief's run folder at the same path (a shared file system)")

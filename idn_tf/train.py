@@ -43,6 +43,8 @@ def run(config):
         flags_dict = {k: v for k, v in config.to_dict().items() if k not in ("dry_run", "overwrite")}
         artifacts.prepare_run_dir(config.run_dir, config.semantic_dict(), flags_dict,
                                   config.overwrite)
+    if config.strategy == "multi_worker":
+        distribution.check_same_state(config.strategy, _run_dir_state(config))
     if config.deterministic:
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
@@ -85,6 +87,16 @@ def _array(path, n):
 def _npz_array(path, key):
     with np.load(path) as saved:
         return saved[key]
+
+
+def _run_dir_state(config):
+    """What a restart would reuse: [noisy labels, stage 1, stage 2 done; backup epochs]."""
+    from idn_tf import callbacks, stages
+    done = [os.path.isfile(_path(config, n)) for n in ("noisy_labels.npz", "stage1.json",
+                                                        "stage2.json")]
+    epochs = [callbacks.Backup.latest(stages.backup_dir(config, s))[0]
+              for s in ("stage1", "stage2")]
+    return [int(d) for d in done] + epochs
 
 
 def _is_chief(config):

@@ -180,3 +180,30 @@ def test_two_workers_train_one_eta_table_and_only_the_chief_writes(tmp_path):
     alone = json.loads((tmp_path / "single" / "run" / "results.json").read_text())
     for history in ("ce_history", "method_history"):
         np.testing.assert_allclose(ours[history]["loss"][0], alone[history]["loss"][0], rtol=1e-4)
+
+
+def test_workers_that_see_different_run_folders_stop_in_one_line(tmp_path):
+    """A restart where only the chief's folder holds a finished run: both refuse."""
+    workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    (tmp_path / "worker0" / "run").mkdir(parents=True)
+    (tmp_path / "worker1").mkdir()
+    common = ["--strategy=multi_worker", "--epochs=1", "--eta_start_epoch=1",
+              "--lr_decay_epochs=", "--verbose=0", "--run_dir=run", "--export_dir="]
+    # The chief's folder holds a finished run with the same flags (made on one device).
+    first = subprocess.run([sys.executable, "-m", "idn_tf.train", *common[1:],
+                            "--strategy=one_device"],
+                           cwd=tmp_path / "worker0", capture_output=True, text=True,
+                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+    assert (tmp_path / "worker0" / "run" / "stage2.json").is_file(), first.stderr
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_CONFIG=json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "idn_tf.train", *common], cwd=tmp_path / f"worker{index}",
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in processes:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 2 and "Traceback" not in err, err[-2000:]
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "different things in their run folders" in errors[0], err
