@@ -237,3 +237,10 @@ def test_cifar_resnet_batch_norm_is_synchronized_across_replicas():
     net = models.build_classifier("resnet20", (8, 8, 3), 10, np.zeros(3), np.ones(3), seed=0)
     norms = [layer for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 19 and all(layer.synchronized for layer in norms)
+
+
+def test_resnet50_batch_norm_is_synchronized_across_replicas():
+    net = models.build_classifier("resnet50", (32, 32, 3), 10, np.zeros(3), np.ones(3), seed=0)
+    norms = [layer for layer in net.get_layer("resnet50_backbone").layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 53 and all(layer.synchronized for layer in norms)

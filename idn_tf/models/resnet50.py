@@ -74,6 +74,11 @@ def resnet50(x, num_classes, weights="none", seed=None):
     if is_pretrained(weights) and channels != 3:
         raise BackboneError(f"pretrained ResNet-50 weights need 3 input channels, got {channels}")
     net = backbone(x.shape[1:], weights)
+    for layer in net.layers:
+        # As in the CIFAR ResNets: under a tf.distribute strategy, batch statistics of the
+        # global batch, so the replicas' moving averages stay equal (read at call time).
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
     return keras.layers.Dense(
         num_classes, name="logits",
         kernel_initializer=keras.initializers.GlorotUniform(seed))(net(x))
