@@ -195,10 +195,18 @@ class IDNModel(CrossEntropyModel):
         return super().metrics + [self.eta_mean_tracker, self.eta_high_tracker]
 
     def _rows(self, batch):
-        """The batch's ids and their current η_i, ψ_i (sparse reads of the tables)."""
+        """The batch's ids and their current η_i, ψ_i (sparse reads of the tables).
+
+        Examples flagged `is_clean` (clean labels mixed into the batches, the paper's
+        Clothing1M row #8) have η = 0 whatever their table row holds: their q is their
+        label, and their rows are only ever written with 0.
+        """
         ids = tf.cast(batch["index"], tf.int64)
         # `.value` is the backing tf.Variable: Keras variables have no sparse ops.
-        return ids, tf.gather(self.eta.value, ids), tf.gather(self.psi.value, ids)
+        eta = tf.gather(self.eta.value, ids)
+        if "is_clean" in batch:
+            eta = tf.where(batch["is_clean"], tf.zeros_like(eta), eta)
+        return ids, eta, tf.gather(self.psi.value, ids)
 
     def targets(self, batch, log_probs):
         """Predicting step (Eq. 8): q from log p and the batch's η, ψ."""
@@ -217,13 +225,17 @@ class IDNModel(CrossEntropyModel):
             targets, batch["label"], eta, psi, self.eta_lr,
             rule=self.eta_rule, eps=self.eta_eps, eta_min=self.eta_min)
         eta = tf.where(self.eta_update_enabled, tf.cast(new_eta, self.eta.dtype), eta)
+        noisy = tf.ones_like(eta)
+        if "is_clean" in batch:  # clean examples: η stays 0, and counts in no η statistic
+            eta = tf.where(batch["is_clean"], tf.zeros_like(eta), eta)
+            noisy = 1.0 - tf.cast(batch["is_clean"], eta.dtype)
         if isinstance(self.eta.value, tf.distribute.DistributedValues):
             self.write_eta(ids, eta)
         else:  # one device: no write at all in the epochs without η updates
             tf.cond(self.eta_update_enabled, lambda: self.write_eta(ids, eta) or tf.no_op(),
                     tf.no_op)
-        self.eta_mean_tracker.update_state(eta)
-        self.eta_high_tracker.update_state(tf.cast(eta > 0.5, tf.float32))
+        self.eta_mean_tracker.update_state(eta, sample_weight=noisy)
+        self.eta_high_tracker.update_state(tf.cast(eta > 0.5, tf.float32), sample_weight=noisy)
 
     def write_eta(self, ids, values):
         """Sparse write η[ids] = values: the one place the η table is written.

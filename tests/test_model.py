@@ -215,3 +215,46 @@ def test_planted_noise_gets_higher_eta():
     # Over global seeds 0-4 the gap was 0.29-0.45 (η = 0 absorbs some flipped examples).
     assert eta[is_flipped].mean() > eta[~is_flipped].mean() + 0.2, (
         eta[is_flipped].mean(), eta[~is_flipped].mean())
+
+
+@pytest.mark.parametrize("run_eagerly", [True, False])
+def test_clean_examples_keep_eta_zero_and_train_on_their_label(run_eagerly):
+    """Row #8 of the paper: clean examples mixed into the batches have η fixed at 0."""
+    n_noisy, n_clean = 12, 8
+    n = n_noisy + n_clean
+    rng = np.random.default_rng(3)
+    batch = {
+        "image": rng.integers(0, 256, size=(n, 2, 2, 1)).astype(np.uint8),
+        "label": rng.integers(0, K, size=n).astype(np.int64),
+        "index": np.arange(n, dtype=np.int64),
+        "is_clean": np.arange(n) >= n_noisy,
+    }
+    psi = rng.uniform(0.1, 0.9, n).astype(np.float32)
+    idn = model.IDNModel(tiny_classifier(), psi=psi, eta_init=0.3, eta_lr=ETA_LR, eta_eps=EPS)
+    idn.eta.assign(np.where(batch["is_clean"], 0.0, 0.3).astype(np.float32))
+    idn.compile(optimizer=keras.optimizers.SGD(LR), run_eagerly=run_eagerly)
+    weights = [w.astype(np.float64) for w in idn.classifier.get_weights()]
+    history = idn.fit(tf.data.Dataset.from_tensor_slices(batch).batch(5), epochs=3, verbose=0,
+                      callbacks=[callbacks.PGACallback(lambda epoch: True)])
+    eta = idn.eta.numpy()
+    np.testing.assert_array_equal(eta[n_noisy:], 0.0)  # exactly 0, never written
+    assert np.all(eta[:n_noisy] != 0.3), "the noisy rows were not updated"
+    # η statistics count the noisy examples only.
+    np.testing.assert_allclose(history.history["eta_mean"][-1], eta[:n_noisy].mean(), rtol=1e-6)
+
+    # One step by hand: a clean example's target is its one-hot label even where the
+    # table would say otherwise (here its row holds 0.9).
+    idn2 = model.IDNModel(tiny_classifier(), psi=psi, eta_init=0.9, eta_lr=ETA_LR, eta_eps=EPS)
+    idn2.classifier.set_weights([w.astype(np.float32) for w in weights])
+    idn2.compile(optimizer=keras.optimizers.SGD(LR), run_eagerly=run_eagerly)
+    clean = {k: v[n_noisy:] for k, v in batch.items()}
+    idn2.fit(tf.data.Dataset.from_tensors(clean), epochs=1, verbose=0)
+    kernel, bias = weights
+    x = clean["image"].reshape(n_clean, -1) / 255.0
+    logits = x @ kernel + bias
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    g = (p - np.eye(K)[clean["label"]]) / n_clean  # plain CE on the clean labels
+    np.testing.assert_allclose(idn2.classifier.get_weights()[0], kernel - LR * (x.T @ g),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(idn2.eta.numpy()[n_noisy:], np.float32(0.9))  # not written
