@@ -23,18 +23,29 @@ def default_mode(path):
     os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
 
 
-def _atomic(path, write, suffix):
+def _atomic_path(path, write_to, suffix):
+    """write_to(temporary path) in `path`'s folder, then rename it to `path`."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
+        write_to(tmp)
         default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
+
+
+def _atomic(path, write, suffix):
+    """write(binary file object), atomically as `_atomic_path`."""
+    def write_to(tmp):
+        with open(tmp, "wb") as f:
+            write(f)
+
+    _atomic_path(path, write_to, suffix)
 
 
 def _finite(obj):
@@ -72,18 +83,7 @@ def write_npz(path, **arrays):
 
 def write_weights(path, model):
     """A Keras model's weights to `path` (must end in .weights.h5), atomically."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".weights.h5")
-    os.close(fd)
-    try:
-        model.save_weights(tmp)
-        default_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_path(path, model.save_weights, ".weights.h5")
 
 
 def read_json(path):

@@ -181,8 +181,7 @@ def stage1(config, dataset, labels):
     _banner("stage 1: cross-entropy on the observed labels (CE baseline, ψ)")
     classifier, ce = stages.train_cross_entropy(config, dataset, labels)
     psi = stages.estimate_psi(classifier, dataset.train.images, labels, config.batch_size)
-    if _is_chief(config):
-        artifacts.write_weights(_path(config, "stage1.weights.h5"), classifier)
+    _write(config, artifacts.write_weights, "stage1.weights.h5", classifier)
     _write(config, artifacts.write_npy, "psi.npy", psi)
     _write(config, artifacts.write_json, "stage1.json", {
         "test_accuracy": ce.test_accuracy, "history": ce.history, "monitor": ce.monitor})
@@ -208,8 +207,7 @@ def stage2(config, dataset, labels, psi):
                 f"every {config.eta_every})")
         idn, result = stages.train_idn(config, dataset, labels, psi)
         _write(config, artifacts.write_npy, "eta.npy", idn.eta.numpy())
-        if _is_chief(config):
-            artifacts.write_weights(paths[1], idn.classifier)
+        _write(config, artifacts.write_weights, "classifier.weights.h5", idn.classifier)
         _write(config, artifacts.write_json, "stage2.json", {
             "test_accuracy": result.test_accuracy, "history": result.history,
             "monitor": result.monitor})

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from idn_tf import callbacks
+from tb_events import summaries
 
 
 def test_paper_cifar_schedule():
@@ -60,13 +61,9 @@ def test_callback_rejects_non_bool_schedule():
 
 def read_events(folder):
     """{tag: {step: summary value}} of every event file in `folder`."""
-    import tensorflow as tf
     values = {}
-    for name in sorted(os.listdir(folder)):
-        for record in tf.data.TFRecordDataset(os.path.join(folder, name)):
-            event = tf.compat.v1.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                values.setdefault(value.tag, {})[event.step] = value
+    for step, value in summaries(folder):
+        values.setdefault(value.tag, {})[step] = value
     return values
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from idn_tf import artifacts, config as config_lib, train
 from idn_tf.data import sources
+from tb_events import summaries
 
 # A short schedule: η updates in epochs 2 and 3, lr decay after epoch 2.
 TINY = dict(epochs=3, eta_start_epoch=2, eta_every=1, lr_decay_epochs=(2,), verbose=0)
@@ -33,14 +34,9 @@ def finished_run(tmp_path_factory):
 
 def event_tags(folder):
     """{(tag, plugin): [steps]} of every summary in the event files of `folder`."""
-    import tensorflow as tf
     tags = {}
-    for name in sorted(os.listdir(folder)):
-        for record in tf.data.TFRecordDataset(os.path.join(folder, name)):
-            event = tf.compat.v1.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                key = (value.tag, value.metadata.plugin_data.plugin_name)
-                tags.setdefault(key, []).append(event.step)
+    for step, value in summaries(folder):
+        tags.setdefault((value.tag, value.metadata.plugin_data.plugin_name), []).append(step)
     return tags
 
 
