@@ -7,10 +7,19 @@ classifier's preprocessing is part of its graph), and returns
 with `tf.saved_model.load` in a process that never imported idn_tf: the
 SavedModel holds traced TensorFlow graphs, not Keras layer classes.
 
+H and W are the classifier's input size, except for runs on a file dataset
+(Clothing1M): exported with an `EvalResize`, the signature takes decoded
+photos of any H x W (one size per request batch) and applies the evaluation
+transform of `data.streaming.eval_dataset` itself (resize, central crop,
+rounding to uint8) before the classifier, so a client sends what
+`tf.io.decode_image(contents, channels=3)` gives and gets what evaluation
+would have computed.
+
 Exports go to `<export_dir>/<model_name>/<version>/`, the layout TF Serving
 watches, with `version` the next free positive integer.
 """
 
+import dataclasses
 import os
 import re
 import shutil
@@ -20,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from idn_tf import artifacts
+from idn_tf.data import streaming
 
 # TF Serving treats only all-digit folder names as versions and skips the rest,
 # so a half-written export under a `.tmp-` name is never served.
@@ -27,7 +37,28 @@ _VERSION = re.compile(r"[0-9]+")
 _TEMP_PREFIX = ".tmp-"
 
 
-def export_saved_model(classifier, export_dir, model_name):
+@dataclasses.dataclass(frozen=True)
+class EvalResize:
+    """The evaluation transform of `streaming.eval_dataset`, for the serving graph.
+
+    Resize to `resize` (bilinear; `mode` "square" or "shorter_side", `antialias`
+    as in data/streaming.py), then the central `image_size`² crop, rounded to uint8.
+    Pass the run's own values: the served crop must be the one evaluated.
+    """
+    resize: int = 256
+    image_size: int = 224
+    mode: str = "square"
+    antialias: bool = False
+
+    def __post_init__(self):
+        if self.mode not in streaming.RESIZE_MODES:
+            raise ValueError(f"mode must be one of {streaming.RESIZE_MODES}, got {self.mode!r}")
+        if not 0 < self.image_size <= self.resize:
+            raise ValueError(f"image_size must be in [1, resize] = [1, {self.resize}], "
+                             f"got {self.image_size}")
+
+
+def export_saved_model(classifier, export_dir, model_name, eval_resize=None):
     """Writes `classifier` as version N+1 of `model_name`; returns its folder.
 
     Parameters
@@ -38,6 +69,11 @@ def export_saved_model(classifier, export_dir, model_name):
         The TF Serving model base path; created if missing.
     model_name : str
         A plain folder name under `export_dir`.
+    eval_resize : EvalResize, optional
+        None: the signature takes images of the classifier's H x W. Otherwise
+        it takes images of any size, uint8 [B, None, None, C], and transforms
+        them as `streaming.eval_dataset` does before the classifier, whose
+        input must then be image_size x image_size.
 
     Returns
     -------
@@ -45,13 +81,15 @@ def export_saved_model(classifier, export_dir, model_name):
         `<export_dir>/<model_name>/<version>`.
     """
     _check_model_name(model_name)
+    if eval_resize is not None:
+        _check_eval_resize(classifier, eval_resize)
     model_dir = os.path.join(os.fspath(export_dir), model_name)
     os.makedirs(model_dir, exist_ok=True)
     # Built beside its final place (same file system, so the rename is atomic)
     # and under a non-integer name, so no reader ever sees a partial version.
     temp_dir = tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=model_dir)
     try:
-        _serving_archive(classifier).write_out(temp_dir, verbose=False)
+        _serving_archive(classifier, eval_resize).write_out(temp_dir, verbose=False)
         artifacts.default_mode(temp_dir)
         return _publish(temp_dir, model_dir)
     except BaseException:
@@ -67,17 +105,55 @@ def next_version(model_dir):
     return max(versions, default=0) + 1
 
 
-def _input_spec(classifier):
-    """The input spec of `serving_default`: uint8 `images` [None, H, W, C]."""
+def _classifier_shape(classifier):
+    """The classifier's input shape (None, H, W, C); ValueError unless of rank 4."""
     shape = tuple(classifier.input_shape)
     if len(shape) != 4:
         raise ValueError(f"expected a classifier of images [B, H, W, C], got input shape {shape}")
+    return shape
+
+
+def _check_eval_resize(classifier, eval_resize):
+    if not isinstance(eval_resize, EvalResize):
+        raise TypeError(f"eval_resize must be None or an EvalResize, got {eval_resize!r}")
+    size = eval_resize.image_size
+    if _classifier_shape(classifier)[1:3] != (size, size):
+        raise ValueError(f"eval_resize crops {size} x {size} images but the classifier takes "
+                         f"input shape {classifier.input_shape}")
+
+
+def _input_spec(classifier, eval_resize=None):
+    """The input spec of `serving_default`: uint8 `images` [None, H, W, C].
+
+    H and W are None (any size) with an `eval_resize`.
+    """
+    shape = _classifier_shape(classifier)
+    if eval_resize is not None:
+        shape = (None, None, None, shape[3])
     return tf.TensorSpec((None,) + shape[1:], tf.uint8, name="images")
 
 
-def _serving_archive(classifier):
+def _eval_transform(images, eval_resize):
+    """uint8 [B, H, W, C] -> uint8 [B, image_size, image_size, C], as eval_dataset.
+
+    Maps streaming's own per-image functions over the batch (rather than a
+    batched copy of them), so the crops equal eval_dataset's bit for bit and
+    stay equal if those functions change.
+    """
+    size, channels = eval_resize.image_size, images.shape[-1]
+
+    def transform(image):
+        resized = streaming.resize_image(image, eval_resize.resize, eval_resize.mode,
+                                         eval_resize.antialias)
+        return streaming.center_crop(resized, size)
+
+    return tf.map_fn(transform, images,
+                     fn_output_signature=tf.TensorSpec((size, size, channels), tf.uint8))
+
+
+def _serving_archive(classifier, eval_resize=None):
     """A Keras ExportArchive whose `serving_default` maps images to probabilities and classes."""
-    spec = _input_spec(classifier)
+    spec = _input_spec(classifier, eval_resize)
     archive = keras.export.ExportArchive()
     archive.track(classifier)
 
@@ -86,6 +162,8 @@ def _serving_archive(classifier):
         # of what it is fed, not the shape: without this a single [H, W, C]
         # image runs and returns one row of nonsense instead of an error.
         images = tf.ensure_shape(images, spec.shape)
+        if eval_resize is not None:
+            images = _eval_transform(images, eval_resize)
         # float32 before the softmax: a mixed-precision classifier's float16
         # logits would otherwise round the probabilities.
         logits = tf.cast(classifier(images, training=False), tf.float32)
