@@ -22,7 +22,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from idn_tf import config as config_lib, report, stages  # noqa: E402
-from idn_tf.data import noise, sources  # noqa: E402
+from idn_tf.data import noise, sources, views  # noqa: E402
 
 NOISES = {
     "kmeans": dict(noise="kmeans"),
@@ -41,13 +41,14 @@ def one_seed(dataset, base, seed, eta_mins=ETA_MINS):
     noisy = noise.make_noisy_labels(dataset, cfg.noise, cfg.noise_rate, seed,
                                     **cfg.noise_options())
     clean = dataset.train.clean_labels
-    classifier, ce = stages.train_cross_entropy(cfg, dataset, noisy.labels)
+    data = views.from_config(cfg, dataset)
+    classifier, ce = stages.train_cross_entropy(cfg, data, noisy.labels)
     psi = stages.estimate_psi(classifier, dataset.train.images, noisy.labels, cfg.batch_size)
     row = {"noise_rate_actual": noise.noise_rate_actual(noisy.labels, clean), "ce": ce.test_accuracy}
     for eta_min in eta_mins:
         run_cfg = dataclasses.replace(cfg, eta_min=eta_min,
                                       run_dir=tempfile.mkdtemp(prefix="digits-accuracy-"))
-        idn, result = stages.train_idn(run_cfg, dataset, noisy.labels, psi)
+        idn, result = stages.train_idn(run_cfg, data, noisy.labels, psi)
         eta = idn.eta.numpy()
         q = stages.posterior_table(idn.classifier, dataset.train.images, noisy.labels, eta, psi, cfg.batch_size)
         row[f"method_eta_min={eta_min:g}"] = result.test_accuracy

@@ -111,9 +111,13 @@ class RunDirError(OSError):
 # What a run writes; --overwrite removes them first so that nothing of the
 # previous configuration can be reused after an interrupted overwrite.
 RUN_SETTINGS = ("config.json", "flags.txt")
-RUN_RESULTS = ("noisy_labels.npz", "psi.npy", "stage1.json", "stage1.weights.h5", "eta.npy",
-               "classifier.weights.h5", "stage2.json", "label_audit.csv", "results.json")
-RUN_ARTIFACTS = RUN_SETTINGS + RUN_RESULTS
+# Written at the start of a run, like the settings: not a result (a run that stops after
+# writing it can be started again with other flags).
+RUN_RECORDS = ("excluded_images.csv",)
+RUN_RESULTS = ("noisy_labels.npz", "psi.npy", "stage1.json",
+               "stage1.weights.h5", "eta.npy", "classifier.weights.h5", "stage2.json",
+               "finetune.json", "finetuned.weights.h5", "label_audit.csv", "results.json")
+RUN_ARTIFACTS = RUN_SETTINGS + RUN_RECORDS + RUN_RESULTS
 RUN_FOLDERS = ("tb", "plots", "backup")  # TensorBoard events, figures, BackupAndRestore
 
 
@@ -132,7 +136,21 @@ def _saved_config(path):
                       "against these flags; choose another --run_dir or pass --overwrite")
 
 
-def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False):
+def remove(run_dir, names):
+    """Deletes the files and folders `names` (relative to run_dir) that exist."""
+    try:
+        for name in names:
+            path = os.path.join(run_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+    except OSError as e:
+        raise RunDirError(f"--run_dir={run_dir}: cannot delete {name} ({e.strerror or e})") from None
+
+
+def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False, later_stage_fields=(),
+                    later_stage_paths=()):
     """Creates `run_dir` or checks that the run already in it had the same configuration.
 
     Writes config.json (`config_dict`: the fields that decide what is computed)
@@ -140,6 +158,9 @@ def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False):
     folder whose config.json differs unless `overwrite`, which first deletes
     the previous run's artifacts. A folder holding only config.json and flags.txt (a
     run that stopped before its first result, e.g. on missing data) is taken over.
+    A run whose configuration differs only in `later_stage_fields` (flags of a stage
+    that runs after the others, e.g. fine-tuning) is continued: `later_stage_paths`
+    (files or folders relative to `run_dir`) are deleted and the rest is kept.
     RunDirError (one line) when `run_dir` is a file, when a folder holding results has a
     damaged config.json (unless `overwrite`), or when the folder cannot be written.
     """
@@ -153,7 +174,9 @@ def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False):
     if os.path.isfile(saved_path) and results and not overwrite:
         saved = _saved_config(saved_path)
         changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-        if changed:
+        if changed and set(changed) <= set(later_stage_fields):
+            remove(run_dir, later_stage_paths)
+        elif changed:
             what = ", ".join(f"--{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:3])
             raise RunDirError(f"--run_dir={run_dir} holds a run with other flags ({what}); "
                               "choose another --run_dir or pass --overwrite")

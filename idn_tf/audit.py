@@ -133,14 +133,14 @@ def parse_flags(argv):
 
 def rebuild(config):
     """Recomputes label_audit.csv of the finished run in config.run_dir; returns detection()."""
-    from idn_tf import model, posterior, stages, train
+    from idn_tf import posterior, stages, train
     paths = {name: os.path.join(config.run_dir, name) for name in
              ("noisy_labels.npz", "psi.npy", "eta.npy", "classifier.weights.h5")}
     missing = [name for name, path in paths.items() if not os.path.isfile(path)]
     if missing:
         raise artifacts.RunDirError(f"--run_dir={config.run_dir}: {missing[0]} is missing; "
                                     "the run has not finished stage 2")
-    dataset = train.load_data(config)
+    data = train.load_data(config)
     try:
         with np.load(paths["noisy_labels.npz"]) as saved:
             labels = saved["labels"]
@@ -148,22 +148,24 @@ def rebuild(config):
     except (OSError, ValueError, KeyError) as e:
         raise artifacts.RunDirError(f"--run_dir={config.run_dir}: cannot read its labels, η "
                                     f"or ψ ({e})") from None
-    n = len(dataset.train)
-    for name, array in (("noisy_labels.npz", labels), ("eta.npy", eta), ("psi.npy", psi)):
-        if array.shape != (n,):
+    n = len(data.train)
+    for name, array, rows in (("noisy_labels.npz", labels, n), ("eta.npy", eta, data.table_size),
+                              ("psi.npy", psi, n)):
+        if array.shape != (rows,):
             raise artifacts.RunDirError(
-                f"{paths[name]} has shape {array.shape} but the data has {n} training examples; "
+                f"{paths[name]} has shape {array.shape} but the data has {rows} training examples; "
                 "is this the run's data (--data_dir, --npz_path)?")
-    classifier = stages.new_classifier(config, dataset)
+    eta = eta[:n]  # the noisy examples' rows (clean examples mixed in come after them)
+    classifier = stages.new_classifier(config, data)
     try:
         classifier.load_weights(paths["classifier.weights.h5"])
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise artifacts.RunDirError(f"{paths['classifier.weights.h5']}: cannot load it into "
                                     f"--arch={config.arch} ({first})") from None
-    log_probs = model.predict_log_probs(classifier, dataset.train.images, config.batch_size)
+    log_probs = data.log_probs(classifier, config.batch_size)
     q = posterior.posterior_from_log_probs(log_probs, labels, eta, psi).numpy()
-    clean = dataset.train.clean_labels
+    clean = data.train.clean_labels
     path = os.path.join(config.run_dir, "label_audit.csv")
     columns = write(path, q, eta, psi, labels, clean)
     print(f"wrote {path}: {int(columns['is_label_issue'].sum())} of {len(labels)} labels "

@@ -81,6 +81,10 @@ class MonitorCallback(keras.callbacks.Callback):
       labels/highest_eta         image: the `top_k` examples with the highest η,
                                  captioned with observed and estimated labels
 
+    `images` is a uint8 array [N, ...] or a data view (`data.views`: `log_probs` and
+    `images` of the training examples, e.g. streamed from files). With more η rows
+    than `labels` (clean examples mixed in, rows N..), only the first N are monitored.
+
     Steps are 0-based epochs, as Keras's TensorBoard callback counts them.
     `history` keeps the scalars of every monitored epoch (with "epoch" 1-based)
     for the plots and results.json.
@@ -117,8 +121,11 @@ class MonitorCallback(keras.callbacks.Callback):
         logs = logs or {}
         if self.model.stop_training or not np.isfinite(logs.get("loss", 0.0)):
             return  # a diverged epoch (NaN loss, maybe NaN η): nothing worth showing
-        log_probs = model_lib.predict_log_probs(self.model.classifier, self.images,
-                                                self.batch_size)
+        if isinstance(self.images, np.ndarray):
+            log_probs = model_lib.predict_log_probs(self.model.classifier, self.images,
+                                                    self.batch_size)
+        else:
+            log_probs = self.images.log_probs(self.model.classifier, self.batch_size)
         scalars = {
             "accuracy/train_observed": float(np.mean(log_probs.argmax(1) == self.labels)),
             "accuracy/test_clean": float(logs.get("val_accuracy", np.nan)),
@@ -136,7 +143,8 @@ class MonitorCallback(keras.callbacks.Callback):
 
     def _write_label_estimates(self, log_probs):
         """η summaries and how argmax q compares with the labels; returns the scalars."""
-        eta, psi = self.model.eta.numpy(), self.model.psi.numpy()
+        n = len(self.labels)
+        eta, psi = self.model.eta.numpy()[:n], self.model.psi.numpy()[:n]
         q = posterior.posterior_from_log_probs(log_probs, self.labels, eta, psi).numpy()
         estimated = q.argmax(1)
         correction = report.label_correction(q, self.labels, self.clean_labels)
@@ -144,7 +152,7 @@ class MonitorCallback(keras.callbacks.Callback):
         top = audit.ranking(q, eta, self.labels)[:self.top_k]
         known = self.clean_labels[top] >= 0
         figure = plots.highest_eta_figure(
-            self.images[top], top, self.labels[top], estimated[top], self.class_names,
+            self._images(top), top, self.labels[top], estimated[top], self.class_names,
             clean=self.clean_labels[top] if known.all() else None, eta=eta[top])
         tf.summary.image("labels/highest_eta", plots.figure_to_array(figure),
                          description=_captions(top, self.labels, estimated, eta,
@@ -156,6 +164,12 @@ class MonitorCallback(keras.callbacks.Callback):
             "labels/right_kept": correction["right_labels_kept"],
             "labels/eta_auroc": report.eta_auroc(eta, self.labels, self.clean_labels),
         }
+
+
+    def _images(self, rows):
+        if isinstance(self.images, np.ndarray):
+            return self.images[rows]
+        return self.images.images(rows)
 
 
 def _captions(indices, labels, estimated, eta, class_names):

@@ -11,8 +11,11 @@ import dataclasses
 import math
 import os
 
+from idn_tf.data.clothing1m import CHECKS as IMAGE_CHECKS
+from idn_tf.data.clothing1m import NUM_CLASSES as CLOTHING1M_CLASSES
 from idn_tf.data.noise import (KMEANS_CLUSTERS, MLP_EPOCHS, MLP_HIDDEN_UNITS, NOISE_FEATURES,
                                 NOISE_TYPES)
+from idn_tf.data.sources import FILE_SOURCES
 from idn_tf.data.sources import SOURCES as DATASETS
 from idn_tf.data.sources import DataError
 from idn_tf.data.tfds_sources import noisy_label_feature
@@ -33,6 +36,11 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # = distributio
 RATE_NOISES = ("ccn", "symmetric")  # the noise types that use --noise_rate
 AUGMENTATIONS = ("none", "pad_crop_flip")  # kept equal to data.pipeline.AUGMENTATIONS (test)
 NORMALIZATIONS = ("standardize", "subtract_mean")
+CLEAN_TRAIN = ("none", "mix")  # what --clean_train does with Clothing1M's 50k clean examples
+RESIZE_MODES = ("square", "shorter_side")  # = data.streaming.RESIZE_MODES (test)
+# Flags that only a file dataset (Clothing1M) reads, with the value that means "off".
+FILE_DATASET_FIELDS = {"subset_fraction": 1.0, "skip_bad_images": False, "oversample": "none",
+                       "clean_train": "none", "finetune_clean_epochs": 0}
 
 
 class ConfigError(ValueError):
@@ -58,6 +66,14 @@ class Config:
     download: bool = True
     noisy_label_key: str = ""
     seed: int = 0
+    subset_fraction: float = 1.0
+    skip_bad_images: bool = False
+    image_check: str = "header"
+    oversample: str = "none"
+    clean_train: str = "none"
+    image_size: int = 224
+    resize: int = 256
+    resize_mode: str = "square"
     arch: str = "small_cnn"
     backbone_weights: str = "none"
     normalize: str = "standardize"
@@ -77,6 +93,8 @@ class Config:
     eta_rule: str = "paper"
     eta_eps: float = 1e-4
     eta_min: float = 0.0
+    finetune_clean_epochs: int = 0
+    finetune_lr: float = 5e-4
     jit_compile: bool = False
     strategy: str = "auto"
     deterministic: bool = False
@@ -100,8 +118,18 @@ class Config:
         return dataclasses.asdict(self)
 
     def run_name(self):
-        """<dataset>[-<label set>]-<noise>[<rate>]-<seed>: distinct for every paper row."""
+        """<dataset>[-<label set>]-<noise>[<rate>]-<seed>: distinct for every paper row.
+
+        File datasets (real noise): <dataset>[-subset<fraction>][-mix]-<seed>. The
+        fine-tuning of row #10 continues row #7's run in the same folder.
+        """
         parts = [self.dataset]
+        if self.dataset in FILE_SOURCES:
+            if self.subset_fraction != 1.0:
+                parts.append(f"subset{self.subset_fraction:g}")
+            if self.clean_train == "mix":
+                parts.append("mix")
+            return "-".join(parts + [str(self.seed)])
         if self.noisy_label_key:
             parts.append(self.noisy_label_key)
         parts.append(self.noise + (f"{self.noise_rate:g}" if self.noise in RATE_NOISES else ""))
@@ -112,6 +140,12 @@ class Config:
         return {name: getattr(self, name) for name in (
             "kmeans_clusters", "noise_features", "noise_feature_dims", "noise_feature_size",
             "noise_feature_weights", "mlp_hidden_units", "mlp_epochs", "mlp_target_accuracy")}
+
+    def oversample_mode(self):
+        """--oversample for `streaming.oversample_indices`: None, "auto" or K multipliers."""
+        if self.oversample in ("none", "auto"):
+            return None if self.oversample == "none" else "auto"
+        return tuple(float(m) for m in self.oversample.split(","))
 
     def semantic_dict(self):
         """The fields that decide what the run computes (for restart checks).
@@ -136,6 +170,15 @@ class Config:
             unused.update(("noise_feature_size", "noise_feature_weights"))
         if self.dataset != "npz":
             unused.add("npz_path")
+        if self.dataset in FILE_SOURCES:
+            unused.update(("augment", "crop_padding"))  # their own: resize, crop, flip
+            if not self.skip_bad_images:
+                unused.add("image_check")  # the check then only passes or stops the run
+            if not self.finetune_clean_epochs:
+                unused.add("finetune_lr")
+        else:
+            unused.update(FILE_DATASET_FIELDS)
+            unused.update(("image_check", "image_size", "resize", "resize_mode", "finetune_lr"))
         if self.augment == "none":
             unused.add("crop_padding")
         return {k: v for k, v in self.to_dict().items() if k not in unused}
@@ -168,6 +211,16 @@ RECIPES = {
     # Real human noise (CIFAR-N): the labels are the dataset's; α₁ as for the clean dataset.
     "cifar10_n": dict(_CIFAR, eta_lr=0.7, noise="none", noisy_label_key="worst"),
     "cifar100_n": dict(_CIFAR, eta_lr=0.5, noise="none", noisy_label_key="noisy"),
+    # Clothing1M (SPEC §3, §4): ImageNet ResNet-50, batch 32, 15 epochs, lr 5e-3 ÷10 after
+    # epochs 5 and 10, coupled weight decay 1e-3, η updated in every epoch from the 2nd,
+    # α₁ 0.05, η_init 0.01; the labels are the web labels (no synthetic noise); minority
+    # noisy classes oversampled to the largest (SPEC §4). A monitored
+    # epoch predicts all ~1M training images (a third of a training epoch's compute).
+    "clothing1m": dict(arch="resnet50", backbone_weights="imagenet", batch_size=32, epochs=15,
+                       lr=5e-3, lr_decay_epochs=(5, 10), lr_decay_factor=0.1, momentum=0.9,
+                       weight_decay=1e-3, eta_init=0.01, eta_lr=0.05, eta_start_epoch=2,
+                       eta_every=1, eta_rule="paper", eta_eps=1e-4, eta_min=0.0, noise="none",
+                       normalize="subtract_mean", oversample="auto", monitor_every=5),
 }
 
 
@@ -202,6 +255,51 @@ def _check(condition, flag, message):
         raise ConfigError(f"--{flag}: {message}")
 
 
+def _check_oversample(value):
+    if value in ("none", "auto"):
+        return
+    try:
+        multipliers = [float(m) for m in value.split(",")]
+    except ValueError:
+        multipliers = []
+    _check(len(multipliers) == CLOTHING1M_CLASSES, "oversample",
+           f"none, auto, or {CLOTHING1M_CLASSES} comma-separated multipliers (one per class), "
+           f"got {value!r}")
+    _check(all(math.isfinite(m) and m >= 1 for m in multipliers), "oversample",
+           f"multipliers must be finite and >= 1 (copies are only added), got {value!r}")
+
+
+def _check_file_dataset(c):
+    """The Clothing1M flags: in range, and the ones that do something only with it."""
+    _check(0.0 < c.subset_fraction <= 1.0, "subset_fraction",
+           f"must be in (0, 1], got {c.subset_fraction}")
+    _check(c.image_check in IMAGE_CHECKS, "image_check",
+           f"unknown check {c.image_check!r}; choose one of {', '.join(IMAGE_CHECKS)}")
+    _check_oversample(c.oversample)
+    _check(c.clean_train in CLEAN_TRAIN, "clean_train",
+           f"unknown value {c.clean_train!r}; choose one of {', '.join(CLEAN_TRAIN)}")
+    _check(c.clean_train != "mix" or (c.batch_size >= 2 and c.batch_size % 2 == 0), "batch_size",
+           f"must be even with --clean_train=mix (half noisy, half clean), got {c.batch_size}")
+    _check(c.image_size >= 1, "image_size", f"must be >= 1, got {c.image_size}")
+    _check(c.resize >= c.image_size, "resize",
+           f"must be >= --image_size={c.image_size} (the crop is taken from the resized "
+           f"image), got {c.resize}")
+    _check(c.resize_mode in RESIZE_MODES, "resize_mode",
+           f"unknown mode {c.resize_mode!r}; choose one of {', '.join(RESIZE_MODES)}")
+    _check(c.finetune_clean_epochs >= 0, "finetune_clean_epochs",
+           f"must be >= 0 (0: no fine-tuning), got {c.finetune_clean_epochs}")
+    _check(c.finetune_lr > 0, "finetune_lr", f"must be positive, got {c.finetune_lr}")
+    if c.dataset not in FILE_SOURCES:
+        for name, off in FILE_DATASET_FIELDS.items():
+            _check(getattr(c, name) == off, name,
+                   f"applies to --dataset={'/'.join(FILE_SOURCES)} only, not {c.dataset}")
+        return
+    _check(bool(c.data_dir), "data_dir", f"required with --dataset={c.dataset} (the folder "
+           "holding noisy_label_kv.txt, the key lists and images/)")
+    _check(c.noise == "none", "noise", f"must be none with --dataset={c.dataset} (its labels "
+           f"are real noisy labels), got {c.noise}")
+
+
 def validate(c):
     """Raises ConfigError naming the first bad flag."""
     for field in dataclasses.fields(c):  # inf passes one-sided bounds such as lr > 0
@@ -226,6 +324,7 @@ def validate(c):
     _check(c.mlp_hidden_units >= 1, "mlp_hidden_units", f"must be >= 1, got {c.mlp_hidden_units}")
     _check(c.mlp_epochs >= 1, "mlp_epochs", f"must be >= 1, got {c.mlp_epochs}")
     _check(0.0 <= c.mlp_target_accuracy <= 1.0, "mlp_target_accuracy", f"must be in [0, 1] (0: no target), got {c.mlp_target_accuracy}")
+    _check_file_dataset(c)
     _check(c.arch in ARCHITECTURES, "arch", f"unknown architecture {c.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     _check(c.backbone_weights == "none" or c.arch == "resnet50", "backbone_weights",
            f"applies to --arch=resnet50 only, not {c.arch}")

@@ -20,9 +20,12 @@ flags.DEFINE_enum("dataset", C.dataset, config.DATASETS,
                   "Data source, and the recipe of defaults that comes with it: digits (bundled "
                   "with scikit-learn, offline), npz (--npz_path), cifar10 / cifar100 (the "
                   "paper's recipes), cifar10_n / cifar100_n (human noisy labels); the CIFAR "
-                  "ones come through tensorflow-datasets (--data_dir).")
+                  "ones come through tensorflow-datasets (--data_dir); clothing1m (the paper's "
+                  "real-noise recipe: a Clothing1M folder given as --data_dir, streamed from "
+                  "disk).")
 flags.DEFINE_string("data_dir", C.data_dir,
-                    "tensorflow-datasets data folder (default: tfds's, ~/tensorflow_datasets).")
+                    "tensorflow-datasets data folder (default: tfds's, ~/tensorflow_datasets); with "
+                    "--dataset=clothing1m the Clothing1M folder (required).")
 flags.DEFINE_boolean("download", C.download,
                      "Download and prepare a tensorflow-datasets dataset missing from --data_dir "
                      "(offline, tfds retries for ~3.5 minutes before the run stops); "
@@ -54,6 +57,31 @@ flags.DEFINE_float("mlp_target_accuracy", C.mlp_target_accuracy,
                    "Stop the mlp-noise MLP once this fraction of its labels is correct (0: run "
                    "all --mlp_epochs; the cifar100 recipe: 0.6929, the paper's rate).")
 flags.DEFINE_integer("seed", C.seed, "Seed for noise, initialisation and shuffling.")
+
+# Clothing1M (file datasets): reading, checking and streaming the images.
+flags.DEFINE_float("subset_fraction", C.subset_fraction,
+                   "Clothing1M: train on this fraction of the noisy training list, a fixed "
+                   "subset (the same for every --seed); the clean splits stay whole.")
+flags.DEFINE_boolean("skip_bad_images", C.skip_bad_images,
+                     "Clothing1M: leave out missing or damaged images (listed in the run "
+                     "folder's excluded_images.csv) instead of stopping before training.")
+flags.DEFINE_enum("image_check", C.image_check, config.IMAGE_CHECKS,
+                  "Clothing1M: how each listed image is checked before training: header "
+                  "(format, end marker; a few KB each), decode (every byte), exists.")
+flags.DEFINE_string("oversample", C.oversample,
+                    "Clothing1M: copies of minority noisy classes: none, auto (every class up "
+                    "to the largest), or 14 comma-separated multipliers >= 1; copies share "
+                    "their example's η.")
+flags.DEFINE_enum("clean_train", C.clean_train, config.CLEAN_TRAIN,
+                  "Clothing1M: mix adds the 50k clean training examples, half of every batch, "
+                  "with η fixed at 0 (the paper's row #8).")
+flags.DEFINE_integer("image_size", C.image_size,
+                     "Clothing1M: the classifier's input size (random crop in training, centre "
+                     "crop in evaluation and serving).")
+flags.DEFINE_integer("resize", C.resize, "Clothing1M: images are resized to this before the crop.")
+flags.DEFINE_enum("resize_mode", C.resize_mode, config.RESIZE_MODES,
+                  "Clothing1M: square (resize x resize, ignoring the aspect ratio) or "
+                  "shorter_side (the shorter side to --resize).")
 
 # Classifier and optimiser (both stages: same backbone and hyper-parameters).
 flags.DEFINE_enum("arch", C.arch, config.ARCHITECTURES,
@@ -94,6 +122,14 @@ flags.DEFINE_enum("eta_rule", C.eta_rule, config.ETA_RULES,
 flags.DEFINE_float("eta_eps", C.eta_eps, "ε in the denominator of the paper's rule (Eq. 11).")
 flags.DEFINE_float("eta_min", C.eta_min,
                    "Lower end of the η projection; 0 is the paper's [0, 1], > 0 avoids η = 0 being absorbing.")
+
+# Row #10: fine-tuning on the clean training set.
+flags.DEFINE_integer("finetune_clean_epochs", C.finetune_clean_epochs,
+                     "Clothing1M: after stage 2, fine-tune the classifier with cross-entropy on "
+                     "the 50k clean training examples for this many epochs (the paper's row "
+                     "#10); 0: none.")
+flags.DEFINE_float("finetune_lr", C.finetune_lr,
+                   "Constant learning rate of the clean fine-tuning (the recipe's lr ÷ 10).")
 
 # The run.
 flags.DEFINE_string("run_dir", C.run_dir, "Output folder; default runs/<dataset>[-<noisy_label_key>]-<noise>[<noise_rate>]-<seed>, "

@@ -178,8 +178,11 @@ class IDNModel(CrossEntropyModel):
         self.eta_min = float(eta_min)
         num_examples = int(tf.size(psi))
         self.eta = self.add_weight(
-            shape=(num_examples,), initializer=keras.initializers.Constant(eta_init),
+            shape=(num_examples,), initializer=keras.initializers.Constant(
+                eta_init if np.ndim(eta_init) == 0 else 0.0),
             trainable=False, autocast=False, name="eta")
+        if np.ndim(eta_init):  # one value per row (e.g. 0 for clean rows)
+            self.eta.assign(tf.cast(tf.reshape(eta_init, [num_examples]), self.eta.dtype))
         self.psi = self.add_weight(
             shape=(num_examples,), initializer="ones",
             trainable=False, autocast=False, name="psi")
@@ -259,7 +262,19 @@ class IDNModel(CrossEntropyModel):
             self.eta.value.scatter_nd_update(ids[:, None], values)
 
 
-_PREDICT = weakref.WeakKeyDictionary()  # classifier -> its compiled forward pass
+_PREDICT = weakref.WeakKeyDictionary()  # classifier -> {image spec: its compiled forward pass}
+
+
+def _forward(classifier, shape, dtype):
+    """The classifier's compiled log-softmax forward pass for images [None, *shape]."""
+    spec = tf.TensorSpec((None,) + tuple(shape), tf.as_dtype(dtype))
+    cache = _PREDICT.setdefault(classifier, {})
+    if spec not in cache:
+        ref = weakref.ref(classifier)  # a strong reference would keep the key alive forever
+        cache[spec] = tf.function(
+            lambda x: tf.nn.log_softmax(tf.cast(ref()(x, training=False), tf.float32)),
+            input_signature=[spec])
+    return cache[spec]
 
 
 def predict_log_probs(classifier, images, batch_size):
@@ -269,12 +284,13 @@ def predict_log_probs(classifier, images, batch_size):
     every worker gets all N rows in order (predict would shard the rows across
     workers and need every worker to take part).
     """
-    if classifier not in _PREDICT:
-        spec = tf.TensorSpec((None,) + tuple(images.shape[1:]), tf.as_dtype(images.dtype))
-        ref = weakref.ref(classifier)  # a strong reference would keep the key alive forever
-        _PREDICT[classifier] = tf.function(
-            lambda x: tf.nn.log_softmax(tf.cast(ref()(x, training=False), tf.float32)),
-            input_signature=[spec])
-    forward = _PREDICT[classifier]
+    forward = _forward(classifier, images.shape[1:], images.dtype)
     return np.concatenate([forward(images[i:i + batch_size]).numpy()
                            for i in range(0, len(images), batch_size)])
+
+
+def predict_log_probs_dataset(classifier, batches):
+    """As `predict_log_probs`, for a tf.data dataset of records (batches with "image")."""
+    spec = batches.element_spec["image"]
+    forward = _forward(classifier, spec.shape[1:], spec.dtype)
+    return np.concatenate([forward(batch["image"]).numpy() for batch in batches])

@@ -70,6 +70,8 @@ def table(res):
         ("actual noise rate (wrong training labels)", res["noise_rate_actual"]),
         ("CE test accuracy (stage 1)", res["ce_test_accuracy"]),
         ("method test accuracy (stage 2)", res["method_test_accuracy"]),
+        *([("method + clean fine-tuning test accuracy", res["finetuned_test_accuracy"])]
+          if "finetuned_test_accuracy" in res else []),
         ("wrong training labels corrected by argmax q", res["wrong_labels_corrected"]),
         ("right training labels kept by argmax q", res["right_labels_kept"]),
         ("AUROC of η as wrong-label detector", res["eta_auroc"]),

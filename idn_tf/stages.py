@@ -1,9 +1,11 @@
-"""The method's two training stages (SPEC §2) on in-memory data.
+"""The method's two training stages (SPEC §2), and row #10's clean fine-tuning.
 
 Stage 1 trains a classifier with plain cross-entropy on the observed labels;
 its test accuracy is the CE baseline and its predictions on the un-augmented
 training images give ψ. Stage 2 trains a fresh classifier (same backbone,
-initialisation, optimiser and data order) as an `IDNModel`.
+initialisation, optimiser and data order) as an `IDNModel`. `finetune` trains
+a copy of the stage-2 classifier with cross-entropy on a clean training set.
+The data come through a view (`data.views`): arrays in memory or streamed files.
 """
 
 import dataclasses
@@ -14,9 +16,8 @@ import keras
 import numpy as np
 
 from idn_tf import callbacks, distribution, model, posterior
-from idn_tf.data import pipeline
 from idn_tf.config import ConfigError
-from idn_tf.models import build_classifier, pixel_statistics
+from idn_tf.models import build_classifier
 from idn_tf.models.resnet50 import BackboneError
 
 
@@ -28,14 +29,14 @@ class StageResult:
     monitor: dict          # per monitored epoch: callbacks.MonitorCallback.history
 
 
-def new_classifier(config, dataset):
+def new_classifier(config, data):
     """A freshly initialised classifier; both stages start from the same weights."""
-    mean, std = pixel_statistics(dataset.train.images)
+    mean, std = data.pixel_statistics()
     if config.normalize == "subtract_mean":
         std = np.ones_like(std)
     try:
-        return build_classifier(config.arch, dataset.train.images.shape[1:],
-                                dataset.num_classes, mean, std, seed=config.seed,
+        return build_classifier(config.arch, data.input_shape,
+                                data.num_classes, mean, std, seed=config.seed,
                                 backbone_weights=config.backbone_weights)
     except BackboneError as e:
         raise ConfigError(f"--arch={config.arch} --backbone_weights={config.backbone_weights}: "
@@ -72,13 +73,14 @@ def backup_dir(config, stage):
     return os.path.join(config.run_dir, "backup", stage)
 
 
-def monitoring(config, dataset, labels, stage, resuming):
+def monitoring(config, data, labels, stage, resuming):
     """TensorBoard callbacks of one stage, under <run_dir>/tb/<stage>/ (chief only).
 
     Keras's TensorBoard writes loss, accuracy, learning rate (and η logs) to
     train/ and validation/; `MonitorCallback` writes the label monitoring to
     monitor/. A stage trained again from its first epoch starts a fresh folder, so
     its curves are not drawn over an earlier attempt's; a resumed stage appends.
+    `labels` None: no MonitorCallback (a stage not trained on the noisy labels).
     Returns (callbacks, the MonitorCallback or None).
     """
     if not distribution.is_chief(config.strategy):
@@ -86,16 +88,21 @@ def monitoring(config, dataset, labels, stage, resuming):
     log_dir = os.path.join(config.run_dir, "tb", stage)
     if not resuming:
         shutil.rmtree(log_dir, ignore_errors=True)
-    monitor = callbacks.MonitorCallback(
-        os.path.join(log_dir, "monitor"), dataset.train.images, labels,
-        dataset.train.clean_labels, dataset.class_names, config.batch_size,
-        every=config.monitor_every)
     board = keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False, profile_batch=0)
+    if labels is None:
+        return [board], None
+    monitor = callbacks.MonitorCallback(
+        os.path.join(log_dir, "monitor"), data, labels, data.train.clean_labels,
+        data.class_names, config.batch_size, every=config.monitor_every)
     return [board, monitor], monitor
 
 
-def _fit(train_model, config, dataset, labels, stage, extra_callbacks=()):
+def _fit(train_model, config, data, labels, stage, extra_callbacks=(), train_data=None):
     """Trains `train_model` for the stage, resuming from its backup if there is one.
+
+    The training batches are `data.train_dataset` of the noisy `labels`, or
+    `train_data(initial_epoch)` -> (dataset, steps per epoch) when given (then the
+    stage is not monitored against `labels`).
 
     The backup (`backup_dir(config, stage)`) is left in place: the caller removes it
     once the stage's results are safely written, so a kill in between loses nothing.
@@ -105,15 +112,17 @@ def _fit(train_model, config, dataset, labels, stage, extra_callbacks=()):
     initial_epoch, _ = callbacks.Backup.latest(backup_path)
     if initial_epoch:
         print(f"resuming {stage} after epoch {initial_epoch} from {backup_path}", flush=True)
-    board, monitor = monitoring(config, dataset, labels, stage, resuming=initial_epoch > 0)
+    board, monitor = monitoring(config, data, None if train_data else labels, stage,
+                                resuming=initial_epoch > 0)
     backup = callbacks.Backup(backup_path, monitor=monitor,
                               write=distribution.is_chief(config.strategy))
-    train_ds = pipeline.train_dataset(dataset.train.images, labels, dataset.train.clean_labels,
-                                      config.batch_size, seed=config.seed,
-                                      augment=config.augment, padding=config.crop_padding,
-                                      epochs=config.epochs, initial_epoch=initial_epoch)
-    test_ds = pipeline.eval_dataset(dataset.test.images, dataset.test.labels, config.batch_size)
-    steps_per_epoch = -(-len(labels) // config.batch_size)
+    if train_data is None:
+        train_ds = data.train_dataset(labels, config.batch_size, config.seed, config.epochs,
+                                      initial_epoch)
+        steps_per_epoch = data.steps_per_epoch(labels, config.batch_size)
+    else:
+        train_ds, steps_per_epoch = train_data(initial_epoch)
+    test_ds = data.test_dataset(config.batch_size)
     with distribution.get_strategy(config.strategy).scope():
         train_model.compile(optimizer=make_optimizer(config, steps_per_epoch),
                             jit_compile=config.jit_compile)
@@ -136,42 +145,92 @@ def _fit(train_model, config, dataset, labels, stage, extra_callbacks=()):
                        monitor=monitor.history if monitor is not None else {})
 
 
-def train_cross_entropy(config, dataset, labels):
-    """Stage 1: plain CE on the observed `labels`. Returns (classifier, StageResult)."""
+def train_cross_entropy(config, data, labels):
+    """Stage 1: plain CE on the observed `labels`. Returns (classifier, StageResult).
+
+    With clean examples mixed in (`views.FileData`, row #8) they are half of every
+    batch here too, so the CE baseline sees the same data as the method.
+    """
     keras.utils.set_random_seed(config.seed)
     with distribution.get_strategy(config.strategy).scope():
-        classifier = new_classifier(config, dataset)
+        classifier = new_classifier(config, data)
         ce = model.CrossEntropyModel(classifier, weight_decay=config.weight_decay)
-    return classifier, _fit(ce, config, dataset, labels, "stage1")
+    return classifier, _fit(ce, config, data, labels, "stage1")
 
 
-def new_idn_model(config, dataset, psi):
-    """A fresh stage-2 `IDNModel` (same initial classifier weights as stage 1)."""
+def new_idn_model(config, data, psi):
+    """A fresh stage-2 `IDNModel` (same initial classifier weights as stage 1).
+
+    `psi` [N] covers the noisy examples; the view adds the rows of mixed-in clean
+    examples (ψ 1, η 0).
+    """
     keras.utils.set_random_seed(config.seed)
     with distribution.get_strategy(config.strategy).scope():
         return model.IDNModel(
-            new_classifier(config, dataset), psi=psi, eta_init=config.eta_init,
-            eta_lr=config.eta_lr, eta_rule=config.eta_rule, eta_eps=config.eta_eps,
-            eta_min=config.eta_min, weight_decay=config.weight_decay)
+            new_classifier(config, data), psi=data.table_psi(psi),
+            eta_init=data.initial_eta(config.eta_init), eta_lr=config.eta_lr,
+            eta_rule=config.eta_rule, eta_eps=config.eta_eps, eta_min=config.eta_min,
+            weight_decay=config.weight_decay)
 
 
-def train_idn(config, dataset, labels, psi):
+def train_idn(config, data, labels, psi):
     """Stage 2: `IDNModel` with the PGA schedule. Returns (IDNModel, StageResult)."""
-    idn = new_idn_model(config, dataset, psi)
+    idn = new_idn_model(config, data, psi)
     schedule = callbacks.pga_schedule(config.eta_start_epoch, config.eta_every)
-    return idn, _fit(idn, config, dataset, labels, "stage2", [callbacks.PGACallback(schedule)])
+    return idn, _fit(idn, config, data, labels, "stage2", [callbacks.PGACallback(schedule)])
 
 
-def estimate_psi(classifier, images, labels, batch_size):
-    """ψ_i = softmax(h⁰(x_i))[ỹ_i] on un-augmented training images, float32 [N]."""
-    log_probs = model.predict_log_probs(classifier, images, batch_size)
+def finetune_config(config):
+    """The configuration of the clean fine-tuning: its epochs, at a constant learning rate."""
+    return dataclasses.replace(config, epochs=config.finetune_clean_epochs,
+                               lr=config.finetune_lr, lr_decay_epochs=())
+
+
+def finetune(config, data, trained):
+    """Row #10: cross-entropy on the clean training set, from `trained`'s weights.
+
+    Trains a new classifier (`trained` is left as it is, for the label audit) on
+    `data.clean_train_dataset` with the recipe's optimiser, weight decay and batch size,
+    for --finetune_clean_epochs epochs at the constant --finetune_lr. Returns
+    (classifier, StageResult).
+    """
+    ft = finetune_config(config)
+    keras.utils.set_random_seed(config.seed)
+    with distribution.get_strategy(config.strategy).scope():
+        classifier = new_classifier(config, data)
+        classifier.set_weights(trained.get_weights())
+        ce = model.CrossEntropyModel(classifier, weight_decay=config.weight_decay)
+
+    def clean_batches(initial_epoch):
+        return (data.clean_train_dataset(ft.batch_size, ft.seed, ft.epochs, initial_epoch),
+                data.clean_steps_per_epoch(ft.batch_size))
+
+    return classifier, _fit(ce, ft, data, None, "finetune", train_data=clean_batches)
+
+
+def _log_probs(classifier, examples, batch_size):
+    """log softmax on the training examples: a uint8 array [N, ...] or a data view."""
+    if isinstance(examples, np.ndarray):
+        return model.predict_log_probs(classifier, examples, batch_size)
+    return examples.log_probs(classifier, batch_size)
+
+
+def estimate_psi(classifier, examples, labels, batch_size):
+    """ψ_i = softmax(h⁰(x_i))[ỹ_i] on un-augmented training examples, float32 [N].
+
+    `examples`: the training images (uint8 [N, ...]) or a data view (`data.views`).
+    """
+    log_probs = _log_probs(classifier, examples, batch_size)
     psi = np.exp(log_probs[np.arange(len(labels)), labels]).astype(np.float32)
     # exp() can underflow to 0; with η_i = 1, ψ_i = 0 would give every class weight
     # 0 in Eq. 8 (q = 0/0). The smallest normal float32 keeps q defined.
     return np.maximum(psi, np.finfo(np.float32).tiny)
 
 
-def posterior_table(classifier, images, labels, eta, psi, batch_size):
-    """q for every training example (Eq. 8) from the final classifier, η and ψ: [N, K]."""
-    log_probs = model.predict_log_probs(classifier, images, batch_size)
+def posterior_table(classifier, examples, labels, eta, psi, batch_size):
+    """q for every training example (Eq. 8) from the final classifier, η and ψ: [N, K].
+
+    `examples` as in `estimate_psi`; `eta` and `psi` are the N examples' rows.
+    """
+    log_probs = _log_probs(classifier, examples, batch_size)
     return posterior.posterior_from_log_probs(log_probs, labels, eta, psi).numpy()

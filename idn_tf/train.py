@@ -16,9 +16,19 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from idn_tf import artifacts, audit, distribution, flagdefs, plots, report
+from idn_tf import artifacts, audit, distribution, flagdefs, plots, pretrained, report
 from idn_tf.config import ConfigError, check_data_fits
 from idn_tf.data import noise, sources
+
+# Clothing1M's --subset_fraction draws its subset with this seed, not --seed: runs that
+# differ in seed train on the same examples.
+SUBSET_SEED = 0
+
+# Fine-tuning (row #10) continues a finished run in its folder: changing only these flags
+# keeps stages 1 and 2 and redoes the fine-tuning, the report and the export.
+FINETUNE_FIELDS = ("finetune_clean_epochs", "finetune_lr")
+FINETUNE_RESULTS = ("finetune.json", "finetuned.weights.h5", "results.json", "backup/finetune",
+                    "tb/finetune")
 
 # Errors reported as one line (exit 2); FloatingPointError is a diverged loss.
 USER_ERRORS = (ConfigError, sources.DataError, artifacts.RunDirError, FloatingPointError)
@@ -37,27 +47,35 @@ def run(config):
     distribution.check(config.strategy)
     if config.strategy == "multi_worker":  # must exist before TensorFlow runs anything else
         distribution.get_strategy(config.strategy)
-    dataset = load_data(config)
+    fetch_backbone_weights(config)
+    data = load_data(config)
     if _is_chief(config):
         check_export_dir(config)
         flags_dict = {k: v for k, v in config.to_dict().items() if k not in ("dry_run", "overwrite")}
         artifacts.prepare_run_dir(config.run_dir, config.semantic_dict(), flags_dict,
-                                  config.overwrite)
+                                  config.overwrite, later_stage_fields=FINETUNE_FIELDS,
+                                  later_stage_paths=FINETUNE_RESULTS)
     if config.strategy == "multi_worker":
         distribution.check_same_state(config.strategy, _run_dir_state(config))
     if config.deterministic:
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
-    labels, rate = observed_labels(config, dataset)
-    psi, ce = stage1(config, dataset, labels)
-    idn, result = stage2(config, dataset, labels, psi)
+    labels, rate = observed_labels(config, data)
+    if _is_chief(config):  # after the check that the folder's rows are these images
+        write_excluded(config, data)
+    psi, ce = stage1(config, data, labels)
+    idn, result = stage2(config, data, labels, psi)
+    finetuned, tuned = finetune(config, data, idn.classifier)
     if not _is_chief(config):
         print(f"\nworker done ({time.time() - start:.0f} s); the chief writes the results")
         return None
-    res = report_run(config, dataset, labels, rate, ce, idn, result)
+    res = report_run(config, data, labels, rate, ce, idn, result)
+    if tuned is not None:
+        res.update(finetuned_test_accuracy=tuned.test_accuracy, finetune_history=tuned.history)
     previous = _previous_export(config)
     artifacts.write_json(_path(config, "results.json"), res)  # kept if the export fails
-    res["saved_model"] = previous or export(config, idn.classifier)
+    res["saved_model"] = previous or export(
+        config, finetuned if finetuned is not None else idn.classifier)
     artifacts.write_json(_path(config, "results.json"), res)
     print(f"\n{report.table(res)}")
     print(f"\nresults in {config.run_dir}/ ({time.time() - start:.0f} s)")
@@ -89,11 +107,18 @@ def _npz_array(path, key):
         return saved[key]
 
 
+def _npz_optional(path, key):
+    with np.load(path) as saved:
+        return saved[key] if key in saved.files else None
+
+
 def _run_dir_state(config):
-    """What a restart would reuse: [noisy labels, stage 1, stage 2 done; backup epochs]."""
+    """What a restart would reuse: [noisy labels, stages done; backup epochs]."""
     from idn_tf import callbacks, stages
     done = [os.path.isfile(_path(config, n)) for n in ("noisy_labels.npz", "stage1.json",
                                                         "stage2.json")]
+    # The fine-tuning's files are left out: the chief deletes them when only --finetune_*
+    # changed, and another worker may look before it has (the workers have no barrier here).
     epochs = [callbacks.Backup.latest(stages.backup_dir(config, s))[0]
               for s in ("stage1", "stage2")]
     return [int(d) for d in done] + epochs
@@ -124,8 +149,23 @@ def _path(config, name):
     return os.path.join(config.run_dir, name)
 
 
+def fetch_backbone_weights(config):
+    """Pretrained backbone weights, fetched (or found in Keras's cache) before the data
+    scan and any training: offline without them, the run stops here in one line."""
+    if config.arch != "resnet50" or config.backbone_weights == "none":
+        return
+    try:
+        pretrained.fetch(config.backbone_weights)
+    except pretrained.WeightsError as e:
+        raise ConfigError(f"--backbone_weights={config.backbone_weights}: {e}") from None
+
+
 def load_data(config):
+    """The run's data as a view (`data.views`): arrays in memory, or Clothing1M's files."""
+    from idn_tf.data import views
     _banner(f"data: {config.dataset}")
+    if config.dataset in sources.FILE_SOURCES:
+        return _load_files(config)
     if config.dataset in sources.TFDS_SOURCES:
         print(f"reading {config.dataset} through tensorflow-datasets (data_dir: "
               f"{config.data_dir or 'tfds default'}; prepared on first use"
@@ -137,11 +177,52 @@ def load_data(config):
     print(f"{len(dataset.train)} training and {len(dataset.test)} test images of shape "
           f"{dataset.train.images.shape[1:]}, {dataset.num_classes} classes")
     check_data_fits(config, dataset.train.images.shape[1:])
-    return dataset
+    return views.from_config(config, dataset)
 
 
-def observed_labels(config, dataset):
+def _load_files(config):
+    """Clothing1M: the folder's lists read and every listed image checked, before training."""
+    from idn_tf.data import clothing1m, views
+    print(f"reading {config.data_dir} and checking its images ({config.image_check} check"
+          f"{', skipping bad ones' if config.skip_bad_images else ''})", flush=True)
+    loaded = clothing1m.load_clothing1m(
+        config.data_dir, subset_fraction=config.subset_fraction, subset_seed=SUBSET_SEED,
+        skip_bad_images=config.skip_bad_images, check=config.image_check,
+        verbose=config.verbose > 0)
+    if config.clean_train == "mix" or config.finetune_clean_epochs:
+        if not len(loaded.clean_train):
+            raise sources.DataError(f"{config.data_dir}: the clean training list is empty; "
+                                    "--clean_train=mix and --finetune_clean_epochs need it")
+    for split in ("noisy", "clean_test"):
+        if not len(getattr(loaded, split)):
+            raise sources.DataError(f"{config.data_dir}: no images left in {clothing1m.LISTS[split]}")
+    data = views.from_config(config, loaded)
+    print(f"{len(loaded.noisy)} noisy training, {len(loaded.clean_train)} clean training and "
+          f"{data.test_size} clean test images, cropped to {data.input_shape}, "
+          f"{data.num_classes} classes"
+          + (f"; {len(loaded.excluded)} images left out" if loaded.excluded else ""))
+    check_data_fits(config, data.input_shape)
+    return data
+
+
+def write_excluded(config, data):
+    """excluded_images.csv: the images --skip_bad_images left out (path, where listed, why)."""
+    if not config.skip_bad_images:
+        return
+    import csv
+    import io
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(("path", "listed_at", "reason"))
+    writer.writerows(data.data.excluded)
+    artifacts.write_text(_path(config, "excluded_images.csv"), text.getvalue())
+    if data.data.excluded:
+        print(f"{len(data.data.excluded)} images left out: {_path(config, 'excluded_images.csv')}")
+
+
+def observed_labels(config, data):
     """Noise step: noisy_labels.npz is made once per run folder and reused on restart."""
+    dataset = getattr(data, "dataset", data)  # what the noise generators read
     path = _path(config, "noisy_labels.npz")
     if os.path.isfile(path) and not config.overwrite:
         _banner(f"noise: reusing {path}")
@@ -150,25 +231,39 @@ def observed_labels(config, dataset):
             raise artifacts.RunDirError(
                 f"{path} has {len(labels)} labels but the data has {len(dataset.train)} training "
                 "examples; choose another --run_dir or pass --overwrite")
+        saved = _reuse(path, lambda: _npz_optional(path, "examples_sha256"))
+        if saved is not None and str(saved) != data.fingerprint():
+            raise artifacts.RunDirError(
+                f"{path} was made for other training images or labels than the data now has "
+                "(e.g. --skip_bad_images left out other images, or another --data_dir): its "
+                "η and ψ rows would not match; choose another --run_dir or pass --overwrite")
     else:
         _banner(f"noise: {config.noise}")
         noisy = noise.make_noisy_labels(dataset, config.noise, config.noise_rate, config.seed,
                                         **config.noise_options(), verbose=config.verbose > 0)
         labels = noisy.labels
+        fingerprint = data.fingerprint()
         _write(config, artifacts.write_npz, "noisy_labels.npz", labels=labels,
-               clean_labels=dataset.train.clean_labels, recipe=json.dumps(noisy.recipe))
+               clean_labels=dataset.train.clean_labels, recipe=json.dumps(noisy.recipe),
+               **({"examples_sha256": fingerprint} if fingerprint else {}))
     present = len(np.unique(labels))
     if present < dataset.num_classes:
         print(f"warning: the observed labels use only {present} of the {dataset.num_classes} "
               "classes; the classifier can never predict the others"
               + (" (use more --kmeans_clusters)" if config.noise == "kmeans" else ""), flush=True)
     rate = noise.noise_rate_actual(labels, dataset.train.clean_labels)
-    print(f"{100 * rate:.2f}% of the training labels are wrong" if rate == rate
-          else "clean training labels unknown: actual noise rate not measurable")
+    known = int(np.sum(dataset.train.clean_labels >= 0))
+    if rate != rate:
+        print("clean training labels unknown: actual noise rate not measurable")
+    elif known < len(labels):
+        print(f"{100 * rate:.2f}% of the {known} training labels whose clean label is known "
+              "are wrong")
+    else:
+        print(f"{100 * rate:.2f}% of the training labels are wrong")
     return labels, rate
 
 
-def stage1(config, dataset, labels):
+def stage1(config, data, labels):
     """CE baseline and ψ; psi.npy + stage1.json are reused on restart."""
     psi_path, done_path = _path(config, "psi.npy"), _path(config, "stage1.json")
     from idn_tf import stages
@@ -179,8 +274,8 @@ def stage1(config, dataset, labels):
         return psi, _reuse(done_path, lambda: stages.StageResult(
             saved["test_accuracy"], saved["history"], saved.get("monitor", {})))
     _banner("stage 1: cross-entropy on the observed labels (CE baseline, ψ)")
-    classifier, ce = stages.train_cross_entropy(config, dataset, labels)
-    psi = stages.estimate_psi(classifier, dataset.train.images, labels, config.batch_size)
+    classifier, ce = stages.train_cross_entropy(config, data, labels)
+    psi = stages.estimate_psi(classifier, data, labels, config.batch_size)
     _write(config, artifacts.write_weights, "stage1.weights.h5", classifier)
     _write(config, artifacts.write_npy, "psi.npy", psi)
     _write(config, artifacts.write_json, "stage1.json", {
@@ -190,22 +285,24 @@ def stage1(config, dataset, labels):
     return psi, ce
 
 
-def stage2(config, dataset, labels, psi):
+def stage2(config, data, labels, psi):
     """The method; eta.npy, classifier.weights.h5 and stage2.json are reused on restart."""
     from idn_tf import stages
     paths = [_path(config, n) for n in ("eta.npy", "classifier.weights.h5", "stage2.json")]
     if all(os.path.isfile(p) for p in paths) and not config.overwrite:
         _banner(f"stage 2: reusing {paths[0]} and {paths[1]}")
-        idn = stages.new_idn_model(config, dataset, psi)
+        idn = stages.new_idn_model(config, data, psi)
         _reuse(paths[1], lambda: idn.classifier.load_weights(paths[1]))
-        idn.eta.assign(_reuse(paths[0], lambda: _array(paths[0], len(labels))))
+        idn.eta.assign(_reuse(paths[0], lambda: _array(paths[0], data.table_size)))
         saved = _reuse(paths[2], lambda: artifacts.read_json(paths[2]))
         result = _reuse(paths[2], lambda: stages.StageResult(
             saved["test_accuracy"], saved["history"], saved["monitor"]))
     else:
         _banner(f"stage 2: IDN method (η updates from epoch {config.eta_start_epoch} "
                 f"every {config.eta_every})")
-        idn, result = stages.train_idn(config, dataset, labels, psi)
+        if _is_chief(config):  # a fine-tuning of an earlier stage 2 must not be reused
+            artifacts.remove(config.run_dir, FINETUNE_RESULTS)
+        idn, result = stages.train_idn(config, data, labels, psi)
         _write(config, artifacts.write_npy, "eta.npy", idn.eta.numpy())
         _write(config, artifacts.write_weights, "classifier.weights.h5", idn.classifier)
         _write(config, artifacts.write_json, "stage2.json", {
@@ -218,14 +315,45 @@ def stage2(config, dataset, labels, psi):
     return idn, result
 
 
-def report_run(config, dataset, labels, rate, ce, idn, result):
-    """Label audit, plots and the results dict (written by `run` after the export)."""
+def finetune(config, data, classifier):
+    """Row #10: the stage-2 classifier fine-tuned on the clean training set, or (None, None).
+
+    finetune.json and finetuned.weights.h5 are reused on restart.
+    """
+    if not config.finetune_clean_epochs:
+        return None, None
+    from idn_tf import stages
+    weights, done = _path(config, "finetuned.weights.h5"), _path(config, "finetune.json")
+    if os.path.isfile(weights) and os.path.isfile(done) and not config.overwrite:
+        _banner(f"fine-tuning: reusing {weights}")
+        with distribution.get_strategy(config.strategy).scope():
+            tuned = stages.new_classifier(config, data)
+        _reuse(weights, lambda: tuned.load_weights(weights))
+        saved = _reuse(done, lambda: artifacts.read_json(done))
+        return tuned, _reuse(done, lambda: stages.StageResult(
+            saved["test_accuracy"], saved["history"], {}))
+    _banner(f"fine-tuning on the clean training set: {config.finetune_clean_epochs} "
+            f"epoch(s) at lr {config.finetune_lr:g}")
+    tuned, result = stages.finetune(config, data, classifier)
+    _write(config, artifacts.write_weights, "finetuned.weights.h5", tuned)
+    _write(config, artifacts.write_json, "finetune.json", {
+        "test_accuracy": result.test_accuracy, "history": result.history})
+    _done_with_backup(config, "finetune")
+    print(f"fine-tuned test accuracy {100 * result.test_accuracy:.2f}%")
+    return tuned, result
+
+
+def report_run(config, data, labels, rate, ce, idn, result):
+    """Label audit, plots and the results dict (written by `run` after the export).
+
+    Covers the N noisy training examples (the first N rows of η and ψ).
+    """
     from idn_tf import stages
     _banner("report: label audit and plots")
-    eta, psi = idn.eta.numpy(), idn.psi.numpy()
-    clean = dataset.train.clean_labels
-    q = stages.posterior_table(idn.classifier, dataset.train.images, labels, eta, psi,
-                               config.batch_size)
+    n = len(labels)
+    eta, psi = idn.eta.numpy()[:n], idn.psi.numpy()[:n]
+    clean = data.train.clean_labels
+    q = stages.posterior_table(idn.classifier, data, labels, eta, psi, config.batch_size)
     audit_path = _path(config, "label_audit.csv")
     columns = audit.write(audit_path, q, eta, psi, labels, clean)
     print(f"{audit_path}: {int(columns['is_label_issue'].sum())} of {len(labels)} labels "
@@ -238,9 +366,9 @@ def report_run(config, dataset, labels, rate, ce, idn, result):
         "stage 2: IDN method": _curves(result.monitor)})
     plots.eta_histogram(os.path.join(plot_dir, "eta_histogram.png"), eta,
                         is_wrong=labels != clean if known else None)
-    plots.highest_eta_grid(os.path.join(plot_dir, "highest_eta.png"), dataset.train.images[top],
+    plots.highest_eta_grid(os.path.join(plot_dir, "highest_eta.png"), data.images(top),
                            top, labels[top], columns["estimated_label"][:16],
-                           dataset.class_names, clean=clean[top] if known else None,
+                           data.class_names, clean=clean[top] if known else None,
                            eta=eta[top])
     print(f"{plot_dir}/: accuracy.png, eta_histogram.png, highest_eta.png")
     res = report.results(config, rate, ce, result, q, eta, labels, clean)
@@ -296,7 +424,8 @@ def _previous_export(config):
         saved = artifacts.read_json(path).get("saved_model") or ""
     except (OSError, ValueError, AttributeError):
         return ""
-    done = os.path.getmtime(_path(config, "stage2.json"))
+    done = max((os.path.getmtime(_path(config, name)) for name in ("stage2.json", "finetune.json")
+                if os.path.isfile(_path(config, name))), default=float("inf"))
     fresh = os.path.isfile(os.path.join(saved, "saved_model.pb")) and os.path.getmtime(path) >= done
     same_model = os.path.dirname(os.path.abspath(saved)) == os.path.abspath(
         os.path.join(config.export_dir, config.model_name))
@@ -307,13 +436,22 @@ def _previous_export(config):
 
 
 def export(config, classifier):
-    """SavedModel of the stage-2 classifier for TF Serving; returns its path (or "")."""
+    """SavedModel of the final classifier for TF Serving; returns its path (or "").
+
+    For file datasets the serving graph resizes and centre-crops photos of any size
+    as the evaluation does (`export.EvalResize`).
+    """
     if not config.export_dir:
         return ""
     from idn_tf import export as export_lib
     _banner("export: SavedModel")
+    resize = None
+    if config.dataset in sources.FILE_SOURCES:
+        resize = export_lib.EvalResize(resize=config.resize, image_size=config.image_size,
+                                       mode=config.resize_mode)
     try:
-        path = export_lib.export_saved_model(classifier, config.export_dir, config.model_name)
+        path = export_lib.export_saved_model(classifier, config.export_dir, config.model_name,
+                                             eval_resize=resize)
     except OSError as e:
         raise artifacts.RunDirError(f"--export_dir={config.export_dir}: cannot write there "
                                     f"({e.strerror or e})") from None

@@ -78,7 +78,9 @@ OUT_OF_RANGE = {
     "batch_size": "0", "lr": "0", "lr_decay_factor": "0", "momentum": "1",
     "weight_decay": "-1", "eta_init": "1.2", "eta_lr": "0", "eta_start_epoch": "0",
     "eta_every": "0", "eta_eps": "0", "eta_min": "0.02",  # above eta_init (0.01)
-    "monitor_every": "0", "verbose": "3",
+    "monitor_every": "0", "verbose": "3", "subset_fraction": "0", "image_size": "0",
+    "resize": "8",  # below --image_size (224)
+    "finetune_clean_epochs": "-1", "finetune_lr": "0",
 }
 
 for _name, _value in OUT_OF_RANGE.items():
@@ -307,6 +309,68 @@ _tf_config("index-not-an-int", {"cluster": {"worker": ["h:1"]},
 
 
 # ---------------------------------------------------------------------------------------
+# --dataset=clothing1m: the folder, its lists and images, and the flags only it takes
+
+C1M = ("--dataset=clothing1m", "--data_dir=c1m", "--arch=small_cnn", "--backbone_weights=none",
+       "--image_size=16", "--resize=20", "--batch_size=8")
+
+
+def _clothing1m(change=None, **options):
+    """Setup writing a tiny Clothing1M folder c1m/, then `change(root, fake)` to it."""
+    def setup(folder, _):
+        from idn_tf.data import clothing1m
+        counts = {"noisy": 12, "clean_train": 4, "clean_val": 2, "clean_test": 2,
+                  **options.pop("counts", {})}
+        fake = clothing1m.make_fake_clothing1m(str(folder / "c1m"), counts=counts, **options)
+        if change is not None:
+            change(folder / "c1m", fake)
+    return setup
+
+
+def _noisy_key(root, line):
+    """The image key on 1-based `line` of the noisy training list."""
+    return (root / "noisy_train_key_list.txt").read_text().splitlines()[line - 1]
+
+
+def _relabel(root, _):
+    """Gives the 5th noisy image the label 14 in noisy_label_kv.txt."""
+    key = _noisy_key(root, 5)
+    path = root / "noisy_label_kv.txt"
+    lines = [f"{key} 14" if line.split()[0] == key else line
+             for line in path.read_text().splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+row("c1m-without-data_dir", "--dataset=clothing1m", expect="--data_dir")
+row("c1m-data_dir-missing", *C1M, "--data_dir=nowhere", expect="folder not found")
+row("c1m-list-missing", *C1M, expect="clean_val_key_list.txt",
+    setup=_clothing1m(lambda root, _: (root / "clean_val_key_list.txt").unlink()))
+row("c1m-image-missing", *C1M, expect="noisy_train_key_list.txt, line 3",
+    setup=_clothing1m(lambda root, _: (root / _noisy_key(root, 3)).unlink()))
+row("c1m-image-corrupt", *C1M, expect="noisy_train_key_list.txt, line 7",  # row 12 // 2
+    setup=_clothing1m(corrupt=True))
+row("c1m-label-14", *C1M, expect="noisy_label_kv.txt, line", setup=_clothing1m(_relabel))
+row("c1m-noise-kmeans", *C1M, "--noise=kmeans", expect="--noise", setup=_clothing1m())
+row("c1m-oversample-two-weights", *C1M, "--oversample=1,2", expect="--oversample")
+row("c1m-oversample-below-one", *C1M, "--oversample=" + ",".join(["1"] * 13 + ["0.5"]),
+    expect="--oversample")
+row("c1m-oversample-bogus", *C1M, "--oversample=bogus", expect="--oversample")
+row("c1m-mix-odd-batch", *C1M, "--clean_train=mix", "--batch_size=7", expect="--batch_size")
+row("c1m-mix-without-clean-train", *C1M, "--clean_train=mix",
+    expect="clean training list is empty",
+    setup=_clothing1m(counts={"clean_train": 0}, overlap=0))
+row("oversample-on-digits", "--oversample=auto", expect="--oversample")
+row("clean_train-on-digits", "--clean_train=mix", expect="--clean_train")
+row("skip_bad_images-on-digits", "--skip_bad_images", expect="--skip_bad_images")
+# The recipe's ImageNet weights, offline (a proxy that refuses, an empty Keras cache): the
+# run stops before it reads the data.
+row("c1m-imagenet-offline", *C1M, "--arch=resnet50", "--backbone_weights=imagenet",
+    expect="--backbone_weights=imagenet: could not load the ImageNet ResNet-50 weights",
+    setup=_clothing1m(),
+    env={"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+         "KERAS_HOME": os.path.join(os.path.realpath("/tmp"), "idn_tf-tests-empty-keras-home")})
+
+# ---------------------------------------------------------------------------------------
 # Running the rows
 #
 # A fresh `python -m idn_tf.train` spends ~2 s of CPU importing (scikit-learn, matplotlib)
@@ -320,7 +384,7 @@ _tf_config("index-not-an-int", {"cluster": {"worker": ["h:1"]},
 
 REAL_CLI = {"dataset=bogus", "epochs=0", "epochs=abc", "positional-argument",
             "npz-text-file", "npz-images-float-with-nan", "run_dir-is-a-file",
-            "run_dir-other-epochs", "tf_config-not-json"}
+            "run_dir-other-epochs", "tf_config-not-json", "c1m-image-corrupt"}
 
 ZYGOTE = r"""
 import json, os, runpy, signal, sys, traceback

@@ -81,7 +81,7 @@ def test_resolve_rejects_unknown_names():
 
 def test_every_recipe_is_a_valid_config():
     for dataset in config_lib.RECIPES:
-        extra = {"npz_path": "x.npz"} if dataset == "npz" else {}
+        extra = {"npz": {"npz_path": "x.npz"}, "clothing1m": {"data_dir": "c1m"}}.get(dataset, {})
         assert config_lib.resolve({"dataset": dataset, **extra}).dataset == dataset
     assert set(config_lib.RECIPES) == set(config_lib.DATASETS)
 
@@ -94,24 +94,68 @@ def test_augmentations_match_the_pipeline():
 # flags/
 
 
-def _config_from_flagfile(name):
+def _config_from_flagfile(name, *extra):
     from idn_tf import flagdefs
     flagdefs.FLAGS.unparse_flags()
     cwd = os.getcwd()
     try:
         # Nested --flagfile paths are relative to the working directory, as for users.
         os.chdir(ROOT)
-        flagdefs.FLAGS(["train", f"--flagfile=flags/{name}"])
+        flagdefs.FLAGS(["train", f"--flagfile=flags/{name}", *extra])
         return flagdefs.config_from_flags()
     finally:
         os.chdir(cwd)
         flagdefs.FLAGS.unparse_flags()
 
 
+# File datasets need the user's folder; the tests give one on the command line.
+DATA_DIR = ("--data_dir=/data/clothing1m",)
+
+
 @pytest.mark.parametrize("name, dataset", [("paper_cifar10.cfg", "cifar10"),
-                                           ("paper_cifar100.cfg", "cifar100")])
+                                           ("paper_cifar100.cfg", "cifar100"),
+                                           ("paper_clothing1m.cfg", "clothing1m")])
 def test_paper_base_flagfiles_equal_the_recipes(name, dataset):
-    assert _config_from_flagfile(name) == config_lib.resolve({"dataset": dataset})
+    extra = DATA_DIR if dataset == "clothing1m" else ()
+    explicit = {"dataset": dataset, **({"data_dir": "/data/clothing1m"} if extra else {})}
+    assert _config_from_flagfile(name, *extra) == config_lib.resolve(explicit)
+
+
+CLOTHING1M_ROWS = {
+    "table3_clothing1m_row7.cfg": ({}, "74.02"),
+    "table3_clothing1m_row8.cfg": ({"clean_train": "mix"}, "77.55"),
+    "table3_clothing1m_row10.cfg": ({"finetune_clean_epochs": 5, "finetune_lr": 5e-4}, "80.68"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLOTHING1M_ROWS))
+def test_clothing1m_row_flagfiles(name):
+    changes, expected = CLOTHING1M_ROWS[name]
+    cfg = _config_from_flagfile(name, *DATA_DIR)
+    recipe = config_lib.resolve({"dataset": "clothing1m", "data_dir": "/data/clothing1m"})
+    # SPEC §3: batch 32, 15 epochs, lr 5e-3 ÷10 every 5 epochs, coupled weight decay 1e-3,
+    # η updated every epoch from the 2nd, α₁ 0.05, η_init 0.01; ImageNet ResNet-50.
+    assert (cfg.arch, cfg.backbone_weights, cfg.batch_size, cfg.epochs, cfg.lr,
+            cfg.lr_decay_epochs, cfg.lr_decay_factor, cfg.weight_decay, cfg.eta_start_epoch,
+            cfg.eta_every, cfg.eta_lr, cfg.eta_init, cfg.noise) == (
+        "resnet50", "imagenet", 32, 15, 5e-3, (5, 10), 0.1, 1e-3, 2, 1, 0.05, 0.01, "none")
+    assert cfg == config_lib.resolve({"dataset": "clothing1m", "data_dir": "/data/clothing1m",
+                                      **changes})
+    assert cfg.semantic_dict() == {**recipe.semantic_dict(), **changes}
+    with open(os.path.join(ROOT, "flags", name)) as f:
+        text = "".join(line for line in f if line.startswith("#"))
+    assert f"python -m idn_tf.train --flagfile=flags/{name} --data_dir=" in text
+    assert "Expected test accuracy (paper" in text and expected in text
+    assert "Expected time" in text and "GPU" in text
+
+
+def test_finetuning_continues_row_7_in_its_folder():
+    row7, row10 = (_config_from_flagfile(f"table3_clothing1m_row{r}.cfg", *DATA_DIR)
+                   for r in (7, 10))
+    assert row7.run_dir == row10.run_dir == os.path.join("runs", "clothing1m-0")
+    changed = {k for k in set(row7.semantic_dict()) | set(row10.semantic_dict())
+               if row7.semantic_dict().get(k) != row10.semantic_dict().get(k)}
+    assert changed == {"finetune_clean_epochs", "finetune_lr"}
 
 
 ROWS = {
@@ -145,4 +189,5 @@ def test_row_flagfiles(name):
 
 def test_every_flagfile_is_covered():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "flags", "*.cfg"))}
-    assert names == set(ROWS) | {"paper_cifar10.cfg", "paper_cifar100.cfg", "default.cfg"}
+    assert names == set(ROWS) | set(CLOTHING1M_ROWS) | {
+        "paper_cifar10.cfg", "paper_cifar100.cfg", "paper_clothing1m.cfg", "default.cfg"}

@@ -9,6 +9,9 @@ Sources here:
 - ``npz``: the user's own arrays in one ``.npz`` archive.
 - ``cifar10``, ``cifar100``, ``cifar10_n``, ``cifar100_n``: tensorflow-datasets
   (tfds_sources.py, imported only when one of them is loaded).
+
+``clothing1m`` (`FILE_SOURCES`) is not loaded here: it is a list of image files
+(clothing1m.py), streamed from disk during training (streaming.py, views.py).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import sklearn.datasets
 import sklearn.model_selection
 
 TFDS_SOURCES = ("cifar10", "cifar100", "cifar10_n", "cifar100_n")
-SOURCES = ("digits", "npz") + TFDS_SOURCES
+# Too big for memory: read as file lists (clothing1m.py) and streamed (streaming.py).
+FILE_SOURCES = ("clothing1m",)
+SOURCES = ("digits", "npz") + TFDS_SOURCES + FILE_SOURCES
 
 # Fixed, seed-independent split of the digits data, so that indices are stable across runs.
 DIGITS_TEST_FRACTION = 0.2
@@ -108,6 +113,9 @@ def load(name: str, npz_path: str | None = None, data_dir: str | None = None,
         from idn_tf.data import tfds_sources  # pylint: disable=import-outside-toplevel
         return tfds_sources.load_tfds(name, data_dir=data_dir,
                                       noisy_label_key=noisy_label_key, download=download)
+    if name in FILE_SOURCES:
+        raise DataError(f"dataset {name!r} does not fit in memory; read it with "
+                        "idn_tf.data.clothing1m.load_clothing1m (file lists)")
     if noisy_label_key is not None:
         raise DataError(f"dataset {name!r} has no human noisy labels (noisy_label_key="
                         f"{noisy_label_key!r}); they come with cifar10_n and cifar100_n")

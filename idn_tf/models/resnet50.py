@@ -8,11 +8,10 @@ copy of them (a path). Pretrained weights were trained on caffe-style inputs
 reproduces inside the graph, so the classifier still takes raw uint8 pixels.
 """
 
-import os
 
 import keras
 
-IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+from idn_tf.pretrained import IMAGENET_NOTOP_FILE, WeightsError, check_path, download_failed
 MIN_SIZE = 32  # keras.applications.ResNet50 rejects smaller inputs
 
 
@@ -101,19 +100,11 @@ def backbone(input_shape, weights):
         try:
             return build("imagenet")
         except Exception as err:  # get_file raises a bare Exception when offline
-            raise BackboneError(
-                "could not load the ImageNet ResNet-50 weights (Keras downloads "
-                f"{IMAGENET_NOTOP_FILE} into ~/.keras/models on first use, which needs network "
-                "access): download that file elsewhere and pass its local path instead of "
-                f"'imagenet'. Cause: {err}") from err
-    path = os.fspath(weights)
-    if not path.endswith(".h5"):
-        raise BackboneError(
-            f"weights must be 'none', 'imagenet' or the path of a .h5 / .weights.h5 "
-            f"file of the notop ResNet-50; got {path!r}")
-    if not os.path.isfile(path):
-        raise BackboneError(f"weights file not found: {path!r} (expected a local copy of "
-                            f"{IMAGENET_NOTOP_FILE} or a .weights.h5 of the notop ResNet-50)")
+            raise BackboneError(download_failed(err)) from err
+    try:
+        path = check_path(weights)
+    except WeightsError as err:
+        raise BackboneError(str(err)) from None
     try:
         return build(path)
     except (OSError, ValueError) as err:  # not HDF5 (h5py), or another model's weights

@@ -1,0 +1,198 @@
+"""What a run needs from its data, for pixels in memory and for image files on disk.
+
+The stages, the monitoring, the report and the audit see a dataset only through one of
+two classes with the same attributes and methods:
+
+- `ArrayData` wraps a `sources.Dataset` (digits, npz, CIFAR): images are numpy arrays.
+- `FileData` wraps a `clothing1m.Clothing1M`: paths and labels; `streaming` reads,
+  decodes, resizes and crops the images on the fly, every epoch.
+
+Both expose:
+
+    name, num_classes, class_names
+    train             the noisy training split: .labels, .clean_labels, len() (noise step)
+    test_size         number of test examples
+    input_shape       (H, W, C) the classifier takes
+    table_size        rows of the η / ψ tables: the noisy examples (0..N-1), then, with
+                      Clothing1M's --clean_train=mix, the clean training examples (N..N+C-1)
+    pixel_statistics(), table_psi(psi), initial_eta(eta_init)
+    fingerprint()     what identifies the training rows (None: fixed by the source)
+    train_dataset(labels, batch_size, seed, epochs, initial_epoch), steps_per_epoch(...)
+    test_dataset(batch_size)
+    log_probs(classifier, batch_size)   log softmax on the un-augmented noisy training
+                                        examples, [N, K] (ψ, monitoring, the audit)
+    images(rows)      uint8 un-augmented images of some noisy training rows (plots)
+
+Only `FileData` has the clean training set (`clean_train_dataset`) for fine-tuning.
+TensorFlow is imported inside the methods, so building a view costs nothing.
+"""
+
+import hashlib
+
+import numpy as np
+
+# ImageNet's per-channel statistics on the [0, 1] scale: the standardisation of file
+# datasets when the backbone is not pretrained (the pretrained one brings its own);
+# reading ~1M images for their own statistics would cost a pass over the disk.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ArrayData:
+    """A `sources.Dataset` held in memory; augmentation as `pipeline.augmenter`."""
+
+    def __init__(self, dataset, augment="none", padding=4):
+        self.dataset = dataset
+        self.name = dataset.name
+        self.num_classes = dataset.num_classes
+        self.class_names = dataset.class_names
+        self.train = dataset.train
+        self.test_size = len(dataset.test)
+        self.input_shape = tuple(dataset.train.images.shape[1:])
+        self.table_size = len(dataset.train)
+        self.augment, self.padding = augment, padding
+
+    def fingerprint(self):
+        """None: the rows of an in-memory source are fixed by the source itself."""
+        return None
+
+    def pixel_statistics(self):
+        from idn_tf.models import pixel_statistics
+        return pixel_statistics(self.train.images)
+
+    def table_psi(self, psi):
+        return np.asarray(psi, np.float32)
+
+    def initial_eta(self, eta_init):
+        return np.full(self.table_size, eta_init, np.float32)
+
+    def train_dataset(self, labels, batch_size, seed, epochs, initial_epoch=0):
+        from idn_tf.data import pipeline
+        return pipeline.train_dataset(self.train.images, labels, self.train.clean_labels,
+                                      batch_size, seed=seed, augment=self.augment,
+                                      padding=self.padding, epochs=epochs,
+                                      initial_epoch=initial_epoch)
+
+    def steps_per_epoch(self, labels, batch_size):
+        return -(-len(labels) // batch_size)
+
+    def test_dataset(self, batch_size):
+        from idn_tf.data import pipeline
+        return pipeline.eval_dataset(self.dataset.test.images, self.dataset.test.labels,
+                                     batch_size)
+
+    def log_probs(self, classifier, batch_size):
+        from idn_tf import model
+        return model.predict_log_probs(classifier, self.train.images, batch_size)
+
+    def images(self, rows):
+        return self.train.images[np.asarray(rows, np.int64)]
+
+
+class FileData:
+    """A `clothing1m.Clothing1M` folder, streamed from disk (`streaming`).
+
+    Parameters
+    ----------
+    data : clothing1m.Clothing1M
+    image_size, resize, resize_mode : the streaming transform (module docstring there).
+    oversample : None, "auto" or per-class multipliers (`streaming.oversample_indices`).
+    mix_clean : bool
+        Half of every training batch from the clean training set, whose examples get
+        table rows N..N+C-1 with η fixed at 0 (the paper's row #8).
+    """
+
+    def __init__(self, data, image_size=224, resize=256, resize_mode="square",
+                 oversample=None, mix_clean=False):
+        self.data = data
+        self.name = "clothing1m"
+        self.num_classes = data.num_classes
+        self.class_names = data.class_names
+        self.train = data.noisy
+        self.test_size = len(data.clean_test)
+        self.input_shape = (image_size, image_size, 3)
+        self.mix_clean = mix_clean
+        self.table_size = len(data.noisy) + (len(data.clean_train) if mix_clean else 0)
+        self._transform = dict(image_size=image_size, resize=resize, resize_mode=resize_mode)
+        self.oversample = oversample
+
+    def fingerprint(self):
+        """sha256 of the noisy examples' paths and labels in index order: which image row i
+        is (a restart must not reuse η and ψ rows for other images)."""
+        digest = hashlib.sha256()
+        for path, label in zip(self.train.paths, self.train.labels):
+            digest.update(f"{path}\t{label}\n".encode())
+        return digest.hexdigest()
+
+    def pixel_statistics(self):
+        return np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)
+
+    def table_psi(self, psi):
+        """ψ of the noisy rows, then 1 for the clean rows (unused there: η = 0)."""
+        extra = self.table_size - len(psi)
+        return np.concatenate([np.asarray(psi, np.float32), np.ones(extra, np.float32)])
+
+    def initial_eta(self, eta_init):
+        """eta_init for the noisy rows, 0 for the clean rows (fixed there)."""
+        eta = np.zeros(self.table_size, np.float32)
+        eta[:len(self.train)] = eta_init
+        return eta
+
+    def train_dataset(self, labels, batch_size, seed, epochs, initial_epoch=0):
+        from idn_tf.data import streaming
+        noisy = self.train
+        common = dict(batch_size=batch_size, seed=seed, epochs=epochs,
+                      initial_epoch=initial_epoch, oversample=self.oversample, **self._transform)
+        if not self.mix_clean:
+            return streaming.train_dataset(noisy.paths, labels, noisy.clean_labels, noisy.index,
+                                           **common)
+        clean = self.data.clean_train
+        return streaming.mixed_train_dataset(
+            noisy.paths, labels, noisy.clean_labels, noisy.index, clean.paths, clean.labels,
+            clean_index=len(noisy) + clean.index, **common)
+
+    def steps_per_epoch(self, labels, batch_size):
+        from idn_tf.data import streaming
+        return streaming.steps_per_epoch(labels, batch_size, self.oversample,
+                                         mixed=self.mix_clean)
+
+    def clean_train_dataset(self, batch_size, seed, epochs, initial_epoch=0):
+        """Augmented batches of the clean training set alone (row #10's fine-tuning)."""
+        from idn_tf.data import streaming
+        clean = self.data.clean_train
+        return streaming.train_dataset(clean.paths, clean.labels, clean.labels, clean.index,
+                                       batch_size=batch_size, seed=seed, epochs=epochs,
+                                       initial_epoch=initial_epoch, **self._transform)
+
+    def clean_steps_per_epoch(self, batch_size):
+        return -(-len(self.data.clean_train) // batch_size)
+
+    def _eval(self, split, batch_size, rows=None):
+        from idn_tf.data import streaming
+        paths, labels = split.paths, split.labels
+        if rows is not None:
+            paths, labels = paths[rows], labels[rows]
+        return streaming.eval_dataset(paths, labels, batch_size, **self._transform)
+
+    def test_dataset(self, batch_size):
+        return self._eval(self.data.clean_test, batch_size)
+
+    def log_probs(self, classifier, batch_size):
+        from idn_tf import model
+        return model.predict_log_probs_dataset(classifier, self._eval(self.train, batch_size))
+
+    def images(self, rows):
+        rows = np.asarray(rows, np.int64)
+        if len(rows) == 0:
+            return np.zeros((0,) + self.input_shape, np.uint8)
+        return np.concatenate([batch["image"].numpy()
+                               for batch in self._eval(self.train, len(rows), rows)])
+
+
+def from_config(config, loaded):
+    """The view of `loaded` (a sources.Dataset or a clothing1m.Clothing1M) for `config`."""
+    if hasattr(loaded, "noisy"):
+        return FileData(loaded, image_size=config.image_size, resize=config.resize,
+                        resize_mode=config.resize_mode, oversample=config.oversample_mode(),
+                        mix_clean=config.clean_train == "mix")
+    return ArrayData(loaded, augment=config.augment, padding=config.crop_padding)
