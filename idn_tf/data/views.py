@@ -28,6 +28,7 @@ TensorFlow is imported inside the methods, so building a view costs nothing.
 """
 
 import hashlib
+import os
 
 import numpy as np
 
@@ -100,11 +101,14 @@ class FileData:
     mix_clean : bool
         Half of every training batch from the clean training set, whose examples get
         table rows N..N+C-1 with η fixed at 0 (the paper's row #8).
+    root : str, optional
+        The folder the paths are in (`fingerprint` uses paths relative to it).
     """
 
     def __init__(self, data, image_size=224, resize=256, resize_mode="square",
-                 oversample=None, mix_clean=False):
+                 oversample=None, mix_clean=False, root=None):
         self.data = data
+        self.root = root
         self.name = "clothing1m"
         self.num_classes = data.num_classes
         self.class_names = data.class_names
@@ -117,11 +121,13 @@ class FileData:
         self.oversample = oversample
 
     def fingerprint(self):
-        """sha256 of the noisy examples' paths and labels in index order: which image row i
-        is (a restart must not reuse η and ψ rows for other images)."""
+        """sha256 of the noisy examples' keys (paths relative to the folder) and labels in
+        index order: which image row i is. A restart must not reuse η and ψ rows for other
+        images; the same folder moved elsewhere keeps its fingerprint."""
         digest = hashlib.sha256()
         for path, label in zip(self.train.paths, self.train.labels):
-            digest.update(f"{path}\t{label}\n".encode())
+            key = os.path.relpath(path, self.root) if self.root else path
+            digest.update(f"{key}\t{label}\n".encode())
         return digest.hexdigest()
 
     def pixel_statistics(self):
@@ -194,5 +200,6 @@ def from_config(config, loaded):
     if hasattr(loaded, "noisy"):
         return FileData(loaded, image_size=config.image_size, resize=config.resize,
                         resize_mode=config.resize_mode, oversample=config.oversample_mode(),
-                        mix_clean=config.clean_train == "mix")
+                        mix_clean=config.clean_train == "mix",
+                        root=os.path.abspath(config.data_dir))
     return ArrayData(loaded, augment=config.augment, padding=config.crop_padding)
