@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from idn_tf import model as model_lib
 from idn_tf import artifacts, audit, plots, posterior, report
+from idn_tf.data import views
 
 
 def pga_schedule(start_epoch, every):
@@ -94,7 +94,7 @@ class MonitorCallback(keras.callbacks.Callback):
                  batch_size=256, every=1, top_k=16):
         super().__init__()
         self.log_dir = log_dir
-        self.images = images
+        self.examples = views.as_examples(images)
         self.labels = np.asarray(labels)
         # -1 marks an unknown clean label (none known: no label-correction scalars).
         self.clean_labels = (np.full(len(self.labels), -1) if clean_labels is None
@@ -121,11 +121,7 @@ class MonitorCallback(keras.callbacks.Callback):
         logs = logs or {}
         if self.model.stop_training or not np.isfinite(logs.get("loss", 0.0)):
             return  # a diverged epoch (NaN loss, maybe NaN η): nothing worth showing
-        if isinstance(self.images, np.ndarray):
-            log_probs = model_lib.predict_log_probs(self.model.classifier, self.images,
-                                                    self.batch_size)
-        else:
-            log_probs = self.images.log_probs(self.model.classifier, self.batch_size)
+        log_probs = self.examples.log_probs(self.model.classifier, self.batch_size)
         scalars = {
             "accuracy/train_observed": float(np.mean(log_probs.argmax(1) == self.labels)),
             "accuracy/test_clean": float(logs.get("val_accuracy", np.nan)),
@@ -152,7 +148,7 @@ class MonitorCallback(keras.callbacks.Callback):
         top = audit.ranking(q, eta, self.labels)[:self.top_k]
         known = self.clean_labels[top] >= 0
         figure = plots.highest_eta_figure(
-            self._images(top), top, self.labels[top], estimated[top], self.class_names,
+            self.examples.images(top), top, self.labels[top], estimated[top], self.class_names,
             clean=self.clean_labels[top] if known.all() else None, eta=eta[top])
         tf.summary.image("labels/highest_eta", plots.figure_to_array(figure),
                          description=_captions(top, self.labels, estimated, eta,
@@ -164,12 +160,6 @@ class MonitorCallback(keras.callbacks.Callback):
             "labels/right_kept": correction["right_labels_kept"],
             "labels/eta_auroc": report.eta_auroc(eta, self.labels, self.clean_labels),
         }
-
-
-    def _images(self, rows):
-        if isinstance(self.images, np.ndarray):
-            return self.images[rows]
-        return self.images.images(rows)
 
 
 def _captions(indices, labels, estimated, eta, class_names):

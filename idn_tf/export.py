@@ -51,11 +51,7 @@ class EvalResize:
     antialias: bool = False
 
     def __post_init__(self):
-        if self.mode not in streaming.RESIZE_MODES:
-            raise ValueError(f"mode must be one of {streaming.RESIZE_MODES}, got {self.mode!r}")
-        if not 0 < self.image_size <= self.resize:
-            raise ValueError(f"image_size must be in [1, resize] = [1, {self.resize}], "
-                             f"got {self.image_size}")
+        streaming.check_sizes(self.image_size, self.resize, self.mode)
 
 
 def export_saved_model(classifier, export_dir, model_name, eval_resize=None):

@@ -17,6 +17,7 @@ import numpy as np
 
 from idn_tf import callbacks, distribution, model, posterior
 from idn_tf.config import ConfigError
+from idn_tf.data import views
 from idn_tf.models import build_classifier
 from idn_tf.models.resnet50 import BackboneError
 
@@ -208,19 +209,12 @@ def finetune(config, data, trained):
     return classifier, _fit(ce, ft, data, None, "finetune", train_data=clean_batches)
 
 
-def _log_probs(classifier, examples, batch_size):
-    """log softmax on the training examples: a uint8 array [N, ...] or a data view."""
-    if isinstance(examples, np.ndarray):
-        return model.predict_log_probs(classifier, examples, batch_size)
-    return examples.log_probs(classifier, batch_size)
-
-
 def estimate_psi(classifier, examples, labels, batch_size):
     """ψ_i = softmax(h⁰(x_i))[ỹ_i] on un-augmented training examples, float32 [N].
 
     `examples`: the training images (uint8 [N, ...]) or a data view (`data.views`).
     """
-    log_probs = _log_probs(classifier, examples, batch_size)
+    log_probs = views.as_examples(examples).log_probs(classifier, batch_size)
     psi = np.exp(log_probs[np.arange(len(labels)), labels]).astype(np.float32)
     # exp() can underflow to 0; with η_i = 1, ψ_i = 0 would give every class weight
     # 0 in Eq. 8 (q = 0/0). The smallest normal float32 keeps q defined.
@@ -232,5 +226,5 @@ def posterior_table(classifier, examples, labels, eta, psi, batch_size):
 
     `examples` as in `estimate_psi`; `eta` and `psi` are the N examples' rows.
     """
-    log_probs = _log_probs(classifier, examples, batch_size)
+    log_probs = views.as_examples(examples).log_probs(classifier, batch_size)
     return posterior.posterior_from_log_probs(log_probs, labels, eta, psi).numpy()

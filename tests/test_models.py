@@ -20,6 +20,17 @@ def test_config_knows_resnet50s_smallest_input():
     assert config.MIN_IMAGE_SIZE["resnet50"] == MIN_SIZE
 
 
+def test_pretrained_fetches_the_file_keras_applications_loads():
+    # idn_tf.pretrained downloads before TensorFlow starts; keras.applications must then
+    # find that very file (name, URL, md5) in its cache and download nothing.
+    from keras.src.applications import resnet
+
+    from idn_tf import pretrained
+    assert pretrained.IMAGENET_URL == resnet.BASE_WEIGHTS_PATH
+    assert pretrained.IMAGENET_NOTOP_MD5 == resnet.WEIGHTS_HASHES["resnet50"][1]
+    assert pretrained.IMAGENET_NOTOP_FILE == "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
 def test_preprocessing_standardises_raw_pixels():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(64, 8, 8, 3)).astype(np.uint8)

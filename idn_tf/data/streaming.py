@@ -199,7 +199,8 @@ def _table(paths, labels, clean_labels, index):
             **{k: tf.constant(v) for k, v in columns.items()}}
 
 
-def _check_sizes(image_size, resize_to, resize_mode):
+def check_sizes(image_size, resize_to, resize_mode):
+    """ValueError unless `resize_mode` is known and 0 < image_size <= resize_to."""
     if resize_mode not in RESIZE_MODES:
         raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
     if not 0 < image_size <= resize_to:
@@ -275,7 +276,7 @@ def train_dataset(paths, labels, clean_labels, index, batch_size, seed, epochs=1
         oversample_indices(labels, oversample, seed) once. Pass
         `steps_per_epoch(labels, batch_size, oversample)` to `fit`.
     """
-    _check_sizes(image_size, resize, resize_mode)
+    check_sizes(image_size, resize, resize_mode)
     table = _table(paths, labels, clean_labels, index)
     rows = tf.constant(oversample_indices(labels, oversample, seed))
     transform = _augmenter(image_size, resize, resize_mode, antialias)
@@ -290,7 +291,7 @@ def eval_dataset(paths, labels, batch_size, image_size=224, resize=256, resize_m
 
     For test and validation sets, and for ψ on the un-augmented training images (SPEC §2).
     """
-    _check_sizes(image_size, resize, resize_mode)
+    check_sizes(image_size, resize, resize_mode)
     table = _table(paths, labels, clean_labels, index)
 
     def transform(image, _):
@@ -371,7 +372,7 @@ def mixed_train_dataset(paths, labels, clean_labels, index, clean_paths, clean_s
     if batch_size < 2 or batch_size % 2:
         raise ValueError(
             f"batch_size must be even and >= 2 for half-clean batches, got {batch_size}")
-    _check_sizes(image_size, resize, resize_mode)
+    check_sizes(image_size, resize, resize_mode)
     noisy = _table(paths, labels, clean_labels, index)
     if clean_index is None:
         first = int(tf.reduce_max(noisy["index"])) + 1

@@ -23,6 +23,7 @@ Both expose:
                                         examples, [N, K] (ψ, monitoring, the audit)
     images(rows)      uint8 un-augmented images of some noisy training rows (plots)
 
+`as_examples` gives a bare uint8 image array the same `log_probs` and `images`.
 Only `FileData` has the clean training set (`clean_train_dataset`) for fine-tuning.
 TensorFlow is imported inside the methods, so building a view costs nothing.
 """
@@ -39,6 +40,25 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class ImageArray:
+    """Training images held in memory [N, H, W, C], with the views' log_probs and images."""
+
+    def __init__(self, images):
+        self.array = images
+
+    def log_probs(self, classifier, batch_size):
+        from idn_tf import model
+        return model.predict_log_probs(classifier, self.array, batch_size)
+
+    def images(self, rows):
+        return self.array[np.asarray(rows, np.int64)]
+
+
+def as_examples(examples):
+    """`examples` (a uint8 image array or a view) as an object with log_probs and images."""
+    return ImageArray(examples) if isinstance(examples, np.ndarray) else examples
+
+
 class ArrayData:
     """A `sources.Dataset` held in memory; augmentation as `pipeline.augmenter`."""
 
@@ -52,6 +72,7 @@ class ArrayData:
         self.input_shape = tuple(dataset.train.images.shape[1:])
         self.table_size = len(dataset.train)
         self.augment, self.padding = augment, padding
+        self._examples = ImageArray(dataset.train.images)
 
     def fingerprint(self):
         """None: the rows of an in-memory source are fixed by the source itself."""
@@ -83,11 +104,10 @@ class ArrayData:
                                      batch_size)
 
     def log_probs(self, classifier, batch_size):
-        from idn_tf import model
-        return model.predict_log_probs(classifier, self.train.images, batch_size)
+        return self._examples.log_probs(classifier, batch_size)
 
     def images(self, rows):
-        return self.train.images[np.asarray(rows, np.int64)]
+        return self._examples.images(rows)
 
 
 class FileData:

@@ -8,10 +8,10 @@ copy of them (a path). Pretrained weights were trained on caffe-style inputs
 reproduces inside the graph, so the classifier still takes raw uint8 pixels.
 """
 
-
 import keras
 
 from idn_tf.pretrained import IMAGENET_NOTOP_FILE, WeightsError, check_path, download_failed
+
 MIN_SIZE = 32  # keras.applications.ResNet50 rejects smaller inputs
 
 
