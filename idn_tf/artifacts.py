@@ -116,6 +116,9 @@ RUN_SETTINGS = ("config.json", "flags.txt")
 RUN_RECORDS = ("excluded_images.csv",)
 RUN_RESULTS = ("noisy_labels.npz", "psi.npy", "stage1.json",
                "stage1.weights.h5", "eta.npy", "classifier.weights.h5", "stage2.json",
+               # a baseline's stage (--method), in place of stage 2
+               "forward.json", "transition_matrix.npy", "bootstrap_soft.json",
+               "bootstrap_hard.json", "ldmi.json",
                "finetune.json", "finetuned.weights.h5", "label_audit.csv", "results.json")
 RUN_ARTIFACTS = RUN_SETTINGS + RUN_RECORDS + RUN_RESULTS
 RUN_FOLDERS = ("tb", "plots", "backup")  # TensorBoard events, figures, BackupAndRestore

@@ -134,6 +134,9 @@ def parse_flags(argv):
 def rebuild(config):
     """Recomputes label_audit.csv of the finished run in config.run_dir; returns detection()."""
     from idn_tf import posterior, stages, train
+    if config.method != "idn":
+        raise artifacts.RunDirError(f"--run_dir={config.run_dir} holds a --method={config.method} "
+                                    "run; the label audit needs the method's η (--method=idn)")
     paths = {name: os.path.join(config.run_dir, name) for name in
              ("noisy_labels.npz", "psi.npy", "eta.npy", "classifier.weights.h5")}
     missing = [name for name, path in paths.items() if not os.path.isfile(path)]

@@ -24,6 +24,7 @@ from idn_tf.data.tfds_sources import noisy_label_feature
 # never imports TensorFlow (a user error then prints one clean line); tests
 # check they equal posterior.ETA_RULES and models.ARCHITECTURES.
 ETA_RULES = ("paper", "exact")
+METHODS = ("idn", "ce", "forward", "bootstrap_soft", "bootstrap_hard", "ldmi")  # = baselines.METHODS
 ARCHITECTURES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet50")
 
 # Fields that do not change what a run computes: they may differ between a
@@ -39,6 +40,13 @@ NORMALIZATIONS = ("standardize", "subtract_mean")
 CLEAN_TRAIN = ("none", "mix")  # what --clean_train does with Clothing1M's 50k clean examples
 RESIZE_MODES = ("square", "shorter_side")  # = data.streaming.RESIZE_MODES (test)
 # Flags that only a file dataset (Clothing1M) reads, with the value that means "off".
+# The method's own settings: unused (and left out of the restart check) by the baselines.
+IDN_FIELDS = ("eta_init", "eta_lr", "eta_start_epoch", "eta_every", "eta_rule", "eta_eps", "eta_min")
+# Each baseline's own settings: used by that --method only.
+METHOD_FIELDS = {"forward": ("transition_matrix", "forward_percentile"),
+                 "bootstrap_soft": ("bootstrap_soft_beta",),
+                 "bootstrap_hard": ("bootstrap_hard_beta",),
+                 "ldmi": ("dmi_lr", "dmi_eps")}
 FILE_DATASET_FIELDS = {"subset_fraction": 1.0, "skip_bad_images": False, "oversample": "none",
                        "clean_train": "none", "finetune_clean_epochs": 0}
 
@@ -74,6 +82,13 @@ class Config:
     image_size: int = 224
     resize: int = 256
     resize_mode: str = "square"
+    method: str = "idn"
+    transition_matrix: str = ""
+    forward_percentile: float = 97.0
+    bootstrap_soft_beta: float = 0.95
+    bootstrap_hard_beta: float = 0.8
+    dmi_lr: float = 1e-6
+    dmi_eps: float = 1e-3
     arch: str = "small_cnn"
     backbone_weights: str = "none"
     normalize: str = "standardize"
@@ -118,10 +133,11 @@ class Config:
         return dataclasses.asdict(self)
 
     def run_name(self):
-        """<dataset>[-<label set>]-<noise>[<rate>]-<seed>: distinct for every paper row.
+        """<dataset>[-<label set>]-<noise>[<rate>][-<method>]-<seed>: distinct for every
+        paper row; the method (idn) leaves its name out.
 
-        File datasets (real noise): <dataset>[-subset<fraction>][-mix]-<seed>. The
-        fine-tuning of row #10 continues row #7's run in the same folder.
+        File datasets (real noise): <dataset>[-subset<fraction>][-mix][-<method>]-<seed>.
+        The fine-tuning of row #10 continues row #7's run in the same folder.
         """
         parts = [self.dataset]
         if self.dataset in FILE_SOURCES:
@@ -129,11 +145,19 @@ class Config:
                 parts.append(f"subset{self.subset_fraction:g}")
             if self.clean_train == "mix":
                 parts.append("mix")
-            return "-".join(parts + [str(self.seed)])
-        if self.noisy_label_key:
-            parts.append(self.noisy_label_key)
-        parts.append(self.noise + (f"{self.noise_rate:g}" if self.noise in RATE_NOISES else ""))
+        else:
+            if self.noisy_label_key:
+                parts.append(self.noisy_label_key)
+            parts.append(self.noise + (f"{self.noise_rate:g}" if self.noise in RATE_NOISES else ""))
+        if self.method != "idn":
+            parts.append(self.method)
         return "-".join(parts + [str(self.seed)])
+
+    def needs_stage1(self):
+        """Whether the run trains the cross-entropy stage 1: the method (ψ), CE itself,
+        L_DMI (its warm-up) and Forward without a given T (T is estimated from it)."""
+        return self.method in ("idn", "ce", "ldmi") or (
+            self.method == "forward" and not self.transition_matrix)
 
     def noise_options(self):
         """Keyword arguments of `noise.make_noisy_labels` besides noise, rate and seed."""
@@ -155,6 +179,13 @@ class Config:
         describe the same run.
         """
         unused = set(NON_SEMANTIC_FIELDS)
+        for method, fields in METHOD_FIELDS.items():
+            if method != self.method:
+                unused.update(fields)
+        if self.method == "forward" and self.transition_matrix:
+            unused.add("forward_percentile")  # T is given, not estimated
+        if self.method != "idn":
+            unused.update(IDN_FIELDS)
         if self.noise not in RATE_NOISES:
             unused.add("noise_rate")
         if self.noise != "kmeans":
@@ -182,6 +213,13 @@ class Config:
         if self.augment == "none":
             unused.add("crop_padding")
         return {k: v for k, v in self.to_dict().items() if k not in unused}
+
+    def stage1_dict(self):
+        """The fields that decide what stage 1 computes (the noisy labels included): runs
+        that agree here train the same stage 1, whatever their --method."""
+        method_fields = {"method", *IDN_FIELDS, *(f for fs in METHOD_FIELDS.values() for f in fs),
+                         "finetune_clean_epochs", "finetune_lr"}
+        return {k: v for k, v in self.semantic_dict().items() if k not in method_fields}
 
 
 # The paper's CIFAR setting (SPEC §3): ResNet-32, 160 epochs, batch 256, SGD momentum 0.9,
@@ -300,6 +338,23 @@ def _check_file_dataset(c):
            f"are real noisy labels), got {c.noise}")
 
 
+def _check_method(c):
+    """--method and its settings."""
+    _check(c.method in METHODS, "method",
+           f"unknown method {c.method!r}; choose one of {', '.join(METHODS)}")
+    _check(0.0 < c.forward_percentile <= 100.0, "forward_percentile",
+           f"must be in (0, 100], got {c.forward_percentile}")
+    for name in ("bootstrap_soft_beta", "bootstrap_hard_beta"):
+        _check(0.0 <= getattr(c, name) <= 1.0, name, f"must be in [0, 1], got {getattr(c, name)}")
+    _check(c.dmi_lr > 0, "dmi_lr", f"must be positive, got {c.dmi_lr}")
+    _check(c.dmi_eps > 0, "dmi_eps", f"must be positive, got {c.dmi_eps}")
+    if c.transition_matrix:  # read by --method=forward only, but a path given must exist
+        _check(os.path.isfile(c.transition_matrix), "transition_matrix",
+               f"no such file: {c.transition_matrix}")
+    _check(c.clean_train != "mix" or c.method in ("idn", "ce"), "clean_train",
+           f"mix is for --method=idn or ce (clean examples with η = 0), not {c.method}")
+
+
 def validate(c):
     """Raises ConfigError naming the first bad flag."""
     for field in dataclasses.fields(c):  # inf passes one-sided bounds such as lr > 0
@@ -325,6 +380,7 @@ def validate(c):
     _check(c.mlp_epochs >= 1, "mlp_epochs", f"must be >= 1, got {c.mlp_epochs}")
     _check(0.0 <= c.mlp_target_accuracy <= 1.0, "mlp_target_accuracy", f"must be in [0, 1] (0: no target), got {c.mlp_target_accuracy}")
     _check_file_dataset(c)
+    _check_method(c)
     _check(c.arch in ARCHITECTURES, "arch", f"unknown architecture {c.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     _check(c.backbone_weights == "none" or c.arch == "resnet50", "backbone_weights",
            f"applies to --arch=resnet50 only, not {c.arch}")

@@ -123,6 +123,33 @@ flags.DEFINE_float("eta_eps", C.eta_eps, "ε in the denominator of the paper's r
 flags.DEFINE_float("eta_min", C.eta_min,
                    "Lower end of the η projection; 0 is the paper's [0, 1], > 0 avoids η = 0 being absorbing.")
 
+# Which method trains the final classifier, and the baselines' own settings (SPEC §6).
+flags.DEFINE_enum("method", C.method, config.METHODS,
+                  "idn: the method (stage 1 CE, then stage 2); ce: stage 1 alone (standard "
+                  "cross-entropy); forward: forward loss correction (Patrini et al. 2017); "
+                  "bootstrap_soft / bootstrap_hard: bootstrapping (Reed et al. 2015); ldmi: "
+                  "L_DMI (Xu et al. 2019) from the stage-1 CE model.")
+flags.DEFINE_string("transition_matrix", C.transition_matrix,
+                    "--method=forward: a known transition matrix T (row i = P(observed label | "
+                    "class i)), a K x K .npy file or text file (numpy.loadtxt); default: T "
+                    "estimated from the stage-1 CE model.")
+flags.DEFINE_float("forward_percentile", C.forward_percentile,
+                   "--method=forward: row i of the estimated T comes from the training example "
+                   "at this percentile of the CE model's p(i | x) (Patrini et al.: 97; 100: "
+                   "the arg max).")
+flags.DEFINE_float("bootstrap_soft_beta", C.bootstrap_soft_beta,
+                   "--method=bootstrap_soft: weight β of the observed label in the target "
+                   "β·ỹ + (1−β)·p (Reed et al.: 0.95).")
+flags.DEFINE_float("bootstrap_hard_beta", C.bootstrap_hard_beta,
+                   "--method=bootstrap_hard: weight β of the observed label in the target "
+                   "β·ỹ + (1−β)·onehot(argmax p) (Reed et al.: 0.8).")
+flags.DEFINE_float("dmi_lr", C.dmi_lr,
+                   "--method=ldmi: constant learning rate of the L_DMI stage, which starts from "
+                   "the stage-1 CE model and trains --epochs epochs (Xu et al.'s code: 1e-6).")
+flags.DEFINE_float("dmi_eps", C.dmi_eps,
+                   "--method=ldmi: ε added to |det(PᵀỸ)| of the unnormalised batch matrix "
+                   "(Xu et al.'s code: 0.001); keeps the loss finite for a batch missing a class.")
+
 # Row #10: fine-tuning on the clean training set.
 flags.DEFINE_integer("finetune_clean_epochs", C.finetune_clean_epochs,
                      "Clothing1M: after stage 2, fine-tune the classifier with cross-entropy on "
@@ -132,13 +159,13 @@ flags.DEFINE_float("finetune_lr", C.finetune_lr,
                    "Constant learning rate of the clean fine-tuning (the recipe's lr ÷ 10).")
 
 # The run.
-flags.DEFINE_string("run_dir", C.run_dir, "Output folder; default runs/<dataset>[-<noisy_label_key>]-<noise>[<noise_rate>]-<seed>, "
-                    "the rate for ccn/symmetric only.")
+flags.DEFINE_string("run_dir", C.run_dir, "Output folder; default runs/<dataset>[-<noisy_label_key>]-<noise>[<noise_rate>][-<method>]-<seed>, "
+                    "the rate for ccn/symmetric only, the method unless idn.")
 flags.DEFINE_integer("monitor_every", C.monitor_every,
                      "Write the label monitoring to TensorBoard (a prediction pass over the "
                      "training images) every this many epochs, and after the last.")
 flags.DEFINE_string("export_dir", C.export_dir,
-                    "SavedModel export folder: the stage-2 classifier goes to "
+                    "SavedModel export folder: the final classifier goes to "
                     "<export_dir>/<model_name>/<next free version>/ ('' : no export).")
 flags.DEFINE_string("model_name", C.model_name,
                     "Model name under --export_dir (default: the run folder's name).")
@@ -155,11 +182,16 @@ def config_from_flags():
     Only flags given explicitly (command line or flagfile) override the recipe of
     --dataset; the others keep the recipe's value, not the flag's default.
     """
+    return config.resolve(explicit_fields())
+
+
+def explicit_fields():
+    """The configuration fields given explicitly (field -> value), as `config.resolve` takes."""
     explicit = {f.name: FLAGS[f.name].value for f in dataclasses.fields(config.Config)
                 if not FLAGS[f.name].using_default_value}
     if "lr_decay_epochs" in explicit:
         explicit["lr_decay_epochs"] = _ints("lr_decay_epochs", explicit["lr_decay_epochs"])
-    return config.resolve(explicit)
+    return explicit
 
 
 def _ints(name, strings):

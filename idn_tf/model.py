@@ -59,7 +59,8 @@ class CrossEntropyModel(keras.Model):
     """Trains `classifier` with cross-entropy against per-batch targets.
 
     The targets here are one-hot observed labels (stage 1); subclasses override
-    `targets` and `after_update`. Loss is the mean of −Σ_j t_ij log p_ij over
+    `targets`, `after_update` and, for other losses, `per_example_loss` or
+    `batch_loss` (`baselines`). Loss is the mean of −Σ_j t_ij log p_ij over
     the batch; weight decay enters the gradient as coupled L2 (`coupled_l2`).
     """
 
@@ -100,20 +101,30 @@ class CrossEntropyModel(keras.Model):
     def after_update(self, batch, targets):
         """Hook run after the classifier's update (the η step in `IDNModel`)."""
 
+    def per_example_loss(self, batch, log_probs, targets):
+        """Loss of each example [B]: here −Σ_j t_ij log p_ij."""
+        return -tf.reduce_sum(targets * log_probs, axis=-1)
+
+    def batch_loss(self, batch, log_probs, targets):
+        """(this replica's share of the batch loss, the values the loss metric averages,
+        number of replicas): here the global batch mean of `per_example_loss`."""
+        per_example = self.per_example_loss(batch, log_probs, targets)
+        loss, replicas = global_batch_mean(per_example)
+        return loss, per_example, replicas
+
     def train_step(self, batch):
         with tf.GradientTape() as tape:
             logits = self(batch["image"], training=True)
             log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
             targets = tf.stop_gradient(self.targets(batch, log_probs))
-            per_example = -tf.reduce_sum(targets * log_probs, axis=-1)
-            loss, replicas = global_batch_mean(per_example)
+            loss, tracked, replicas = self.batch_loss(batch, log_probs, targets)
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
         # The optimizer sums the replicas' gradients, so each adds its share of the decay.
         grads = coupled_l2(grads, variables, self.weight_decay / replicas)
         self.optimizer.apply(grads, variables)
         self.after_update(batch, targets)
-        self.loss_tracker.update_state(per_example)
+        self.loss_tracker.update_state(tracked)
         self.accuracy_tracker.update_state(batch["label"], log_probs)
         return self._logs({m.name: m.result() for m in self.metrics})
 

@@ -37,8 +37,7 @@ def _mean(values):
     return float(np.mean(values)) if len(values) else float("nan")
 
 
-def results(config, noise_rate_actual, ce, idn, q, eta, labels, clean_labels):
-    """The content of results.json (accuracies and rates as fractions in [0, 1])."""
+def _common(config, noise_rate_actual):
     return {
         "dataset": config.dataset,
         "noise": config.noise,
@@ -46,6 +45,31 @@ def results(config, noise_rate_actual, ce, idn, q, eta, labels, clean_labels):
         "noise_rate_actual": noise_rate_actual,
         "seed": config.seed,
         "epochs": config.epochs,
+        "method": config.method,
+    }
+
+
+def baseline_results(config, noise_rate_actual, ce, result, transition=None):
+    """results.json of a baseline (--method other than idn): `method_test_accuracy` is
+    the baseline's (for ce, stage 1's); `ce` is None when stage 1 did not run."""
+    res = {
+        **_common(config, noise_rate_actual),
+        "ce_test_accuracy": None if ce is None else ce.test_accuracy,
+        "method_test_accuracy": result.test_accuracy,
+        "ce_history": None if ce is None else ce.history,
+        "method_history": result.history,
+        "ce_monitor": None if ce is None else ce.monitor,
+        "method_monitor": result.monitor,
+    }
+    if transition is not None:
+        res["transition_matrix"] = np.asarray(transition, np.float64).tolist()
+    return res
+
+
+def results(config, noise_rate_actual, ce, idn, q, eta, labels, clean_labels):
+    """The content of results.json (accuracies and rates as fractions in [0, 1])."""
+    return {
+        **_common(config, noise_rate_actual),
         "ce_test_accuracy": ce.test_accuracy,
         "method_test_accuracy": idn.test_accuracy,
         "eta_mean": float(np.mean(eta)),
@@ -59,9 +83,16 @@ def results(config, noise_rate_actual, ce, idn, q, eta, labels, clean_labels):
     }
 
 
+# How the closing table names each --method's accuracy.
+METHOD_ROWS = {"idn": "method test accuracy (stage 2)", "forward": "Forward test accuracy",
+               "bootstrap_soft": "Bootstrapping (soft) test accuracy",
+               "bootstrap_hard": "Bootstrapping (hard) test accuracy",
+               "ldmi": "L_DMI test accuracy"}
+
+
 def table(res):
-    """The closing table printed at the end of a run."""
-    nan = float("nan")
+    """The closing table printed at the end of a run (rows a run has no value for are left out)."""
+    method = res.get("method", "idn")
 
     def pct(x):
         return "   n/a" if x != x else f"{100 * x:6.2f}%"
@@ -69,17 +100,19 @@ def table(res):
     rows = [
         ("actual noise rate (wrong training labels)", res["noise_rate_actual"]),
         ("CE test accuracy (stage 1)", res["ce_test_accuracy"]),
-        ("method test accuracy (stage 2)", res["method_test_accuracy"]),
-        *([("method + clean fine-tuning test accuracy", res["finetuned_test_accuracy"])]
-          if "finetuned_test_accuracy" in res else []),
-        ("wrong training labels corrected by argmax q", res["wrong_labels_corrected"]),
-        ("right training labels kept by argmax q", res["right_labels_kept"]),
-        ("AUROC of η as wrong-label detector", res["eta_auroc"]),
-        ("flagged labels that are wrong (precision)", res.get("label_issue_precision", nan)),
-        ("wrong labels flagged (recall)", res.get("label_issue_recall", nan)),
+        *([(METHOD_ROWS[method], res["method_test_accuracy"])] if method in METHOD_ROWS else []),
+        (f"{'method' if method == 'idn' else method} + clean fine-tuning test accuracy",
+         res.get("finetuned_test_accuracy")),
+        ("wrong training labels corrected by argmax q", res.get("wrong_labels_corrected")),
+        ("right training labels kept by argmax q", res.get("right_labels_kept")),
+        ("AUROC of η as wrong-label detector", res.get("eta_auroc")),
+        ("flagged labels that are wrong (precision)", res.get("label_issue_precision")),
+        ("wrong labels flagged (recall)", res.get("label_issue_recall")),
     ]
+    rows = [(name, value) for name, value in rows if value is not None]
     width = max(len(name) for name, _ in rows)
-    title = f"{res['dataset']} / {res['noise']} noise / seed {res['seed']} / {res['epochs']} epochs"
+    title = (f"{res['dataset']} / {res['noise']} noise / {method} / seed {res['seed']} / "
+             f"{res['epochs']} epochs")
     lines = [title, "-" * (width + 9)]
     lines += [f"{name:<{width}}  {pct(value)}" for name, value in rows]
     return "\n".join(lines)

@@ -1,10 +1,13 @@
-"""The method's two training stages (SPEC §2), and row #10's clean fine-tuning.
+"""The method's two training stages (SPEC §2), the baselines' stage, and row #10's
+clean fine-tuning.
 
 Stage 1 trains a classifier with plain cross-entropy on the observed labels;
 its test accuracy is the CE baseline and its predictions on the un-augmented
 training images give ψ. Stage 2 trains a fresh classifier (same backbone,
-initialisation, optimiser and data order) as an `IDNModel`. `finetune` trains
-a copy of the stage-2 classifier with cross-entropy on a clean training set.
+initialisation, optimiser and data order) as an `IDNModel`. A baseline
+(`train_method`) trains in place of stage 2: Forward and Bootstrapping a fresh
+classifier, L_DMI the stage-1 one. `finetune` trains a copy of the final
+classifier with cross-entropy on a clean training set.
 The data come through a view (`data.views`): arrays in memory or streamed files.
 """
 
@@ -15,7 +18,7 @@ import shutil
 import keras
 import numpy as np
 
-from idn_tf import callbacks, distribution, model, posterior
+from idn_tf import baselines, callbacks, distribution, model, posterior, transition
 from idn_tf.config import ConfigError
 from idn_tf.data import views
 from idn_tf.models import build_classifier
@@ -179,6 +182,49 @@ def train_idn(config, data, labels, psi):
     idn = new_idn_model(config, data, psi)
     schedule = callbacks.pga_schedule(config.eta_start_epoch, config.eta_every)
     return idn, _fit(idn, config, data, labels, "stage2", [callbacks.PGACallback(schedule)])
+
+
+def method_config(config):
+    """The configuration of a baseline's stage: L_DMI trains at the constant --dmi_lr."""
+    if config.method == "ldmi":
+        return dataclasses.replace(config, lr=config.dmi_lr, lr_decay_epochs=())
+    return config
+
+
+def new_method_model(config, data, transition=None, warm=None):
+    """The Keras model of --method (a baseline), around a fresh classifier.
+
+    forward needs `transition` (T [K, K]); ldmi starts from the weights of `warm`
+    (the stage-1 CE classifier); the others start from the same initial weights as
+    stage 1.
+    """
+    keras.utils.set_random_seed(config.seed)
+    with distribution.get_strategy(config.strategy).scope():
+        classifier = new_classifier(config, data)
+        wd = config.weight_decay
+        if config.method == "forward":
+            return baselines.ForwardModel(classifier, transition, weight_decay=wd)
+        if config.method in ("bootstrap_soft", "bootstrap_hard"):
+            hard = config.method == "bootstrap_hard"
+            beta = config.bootstrap_hard_beta if hard else config.bootstrap_soft_beta
+            return baselines.BootstrapModel(classifier, beta, hard, weight_decay=wd)
+        if config.method == "ldmi":
+            classifier.set_weights(warm.get_weights())
+            return baselines.DMIModel(classifier, eps=config.dmi_eps, weight_decay=wd)
+    raise ValueError(f"not a baseline with a stage of its own: {config.method!r}")
+
+
+def train_method(config, data, labels, transition=None, warm=None):
+    """A baseline's stage, named after it (backup, TensorBoard): (model, StageResult)."""
+    trained = new_method_model(config, data, transition=transition, warm=warm)
+    return trained, _fit(trained, method_config(config), data, labels, config.method)
+
+
+def estimate_transition(classifier, examples, batch_size, percentile):
+    """Forward's T estimated from `classifier`'s probabilities on the un-augmented
+    training examples (`transition.estimate_transition_matrix`)."""
+    probs = np.exp(views.as_examples(examples).log_probs(classifier, batch_size))
+    return transition.estimate_transition_matrix(probs, percentile).astype(np.float32)
 
 
 def finetune_config(config):

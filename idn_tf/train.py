@@ -1,9 +1,11 @@
-"""python -m idn_tf.train: the method end to end (README has the flags).
+"""python -m idn_tf.train: the method, or a baseline, end to end (README has the flags).
 
 `main` reads the flags once into a `Config`; `run(config)` follows the
 paper's Algorithm 1 top-down: data → noise → stage 1 (CE, ψ) → stage 2
-(IDNModel) → report. The training steps import TensorFlow inside their
-functions, so that bad flags or data fail before TensorFlow starts.
+(IDNModel) → report. With --method set to a baseline, the baseline's stage
+takes stage 2's place (and stage 1 runs only if it needs it). The training
+steps import TensorFlow inside their functions, so that bad flags or data fail
+before TensorFlow starts.
 """
 
 import hashlib
@@ -38,9 +40,11 @@ USER_ERRORS = (ConfigError, sources.DataError, artifacts.RunDirError, FloatingPo
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def run(config):
+def run(config, data=None):
     """Runs the method as `config` says; returns the results dict (also in results.json).
 
+    `data`: the data view, if the caller loaded it already (`idn_tf.compare` runs many
+    configurations on the same data); else loaded here.
     Under --strategy=multi_worker every worker runs this; only the chief writes.
     """
     start = time.time()
@@ -48,7 +52,9 @@ def run(config):
     if config.strategy == "multi_worker":  # must exist before TensorFlow runs anything else
         distribution.get_strategy(config.strategy)
     fetch_backbone_weights(config)
-    data = load_data(config)
+    if data is None:
+        data = load_data(config)
+    given_transition = load_transition_matrix(config, data.num_classes)
     if _is_chief(config):
         check_export_dir(config)
         flags_dict = {k: v for k, v in config.to_dict().items() if k not in ("dry_run", "overwrite")}
@@ -63,19 +69,30 @@ def run(config):
     labels, rate = observed_labels(config, data)
     if _is_chief(config):  # after the check that the folder's rows are these images
         write_excluded(config, data)
-    psi, ce = stage1(config, data, labels)
-    idn, result = stage2(config, data, labels, psi)
-    finetuned, tuned = finetune(config, data, idn.classifier)
+    psi, ce, ce_classifier = stage1(config, data, labels) if config.needs_stage1() else (
+        None, None, None)
+    transition = None
+    if config.method == "idn":
+        idn, result = stage2(config, data, labels, psi)
+        final = idn.classifier
+    elif config.method == "ce":
+        final, result = ce_classifier, ce
+    else:
+        final, result, transition = method_stage(config, data, labels, ce_classifier,
+                                                 given_transition)
+    finetuned, tuned = finetune(config, data, final)
     if not _is_chief(config):
         print(f"\nworker done ({time.time() - start:.0f} s); the chief writes the results")
         return None
-    res = report_run(config, data, labels, rate, ce, idn, result)
+    if config.method == "idn":
+        res = report_run(config, data, labels, rate, ce, idn, result)
+    else:
+        res = report_baseline(config, rate, ce, result, transition)
     if tuned is not None:
         res.update(finetuned_test_accuracy=tuned.test_accuracy, finetune_history=tuned.history)
     previous = _previous_export(config)
     artifacts.write_json(_path(config, "results.json"), res)  # kept if the export fails
-    res["saved_model"] = previous or export(
-        config, finetuned if finetuned is not None else idn.classifier)
+    res["saved_model"] = previous or export(config, finetuned if finetuned is not None else final)
     artifacts.write_json(_path(config, "results.json"), res)
     print(f"\n{report.table(res)}")
     print(f"\nresults in {config.run_dir}/ ({time.time() - start:.0f} s)")
@@ -102,6 +119,14 @@ def _array(path, n):
     return array
 
 
+def _matrix(path, k):
+    """A float [k, k] array saved with np.save (the T a run used, as it used it)."""
+    array = np.load(path)
+    if array.shape != (k, k):
+        raise ValueError(f"shape {array.shape}, expected ({k}, {k})")
+    return array
+
+
 def _npz_array(path, key):
     with np.load(path) as saved:
         return saved[key]
@@ -112,15 +137,21 @@ def _npz_optional(path, key):
         return saved[key] if key in saved.files else None
 
 
+def final_stage(config):
+    """The stage that trains the run's final classifier: stage2 (the method), stage1 (CE)
+    or the baseline's own (named after it). Its results are <stage>.json."""
+    return {"idn": "stage2", "ce": "stage1"}.get(config.method, config.method)
+
+
 def _run_dir_state(config):
     """What a restart would reuse: [noisy labels, stages done; backup epochs]."""
     from idn_tf import callbacks, stages
-    done = [os.path.isfile(_path(config, n)) for n in ("noisy_labels.npz", "stage1.json",
-                                                        "stage2.json")]
+    stages_run = ("stage1", final_stage(config))
+    done = [os.path.isfile(_path(config, n)) for n in (
+        "noisy_labels.npz", *(f"{s}.json" for s in stages_run))]
     # The fine-tuning's files are left out: the chief deletes them when only --finetune_*
     # changed, and another worker may look before it has (the workers have no barrier here).
-    epochs = [callbacks.Backup.latest(stages.backup_dir(config, s))[0]
-              for s in ("stage1", "stage2")]
+    epochs = [callbacks.Backup.latest(stages.backup_dir(config, s))[0] for s in stages_run]
     return [int(d) for d in done] + epochs
 
 
@@ -220,6 +251,18 @@ def write_excluded(config, data):
         print(f"{len(data.data.excluded)} images left out: {_path(config, 'excluded_images.csv')}")
 
 
+def new_noisy_labels(config, data):
+    """The observed labels made by --noise: the arrays of noisy_labels.npz (labels, clean
+    labels, the noise's recipe and, for file datasets, the examples' fingerprint)."""
+    dataset = getattr(data, "dataset", data)  # what the noise generators read
+    noisy = noise.make_noisy_labels(dataset, config.noise, config.noise_rate, config.seed,
+                                    **config.noise_options(), verbose=config.verbose > 0)
+    fingerprint = data.fingerprint()
+    return dict(labels=noisy.labels, clean_labels=dataset.train.clean_labels,
+                recipe=json.dumps(noisy.recipe),
+                **({"examples_sha256": fingerprint} if fingerprint else {}))
+
+
 def observed_labels(config, data):
     """Noise step: noisy_labels.npz is made once per run folder and reused on restart."""
     dataset = getattr(data, "dataset", data)  # what the noise generators read
@@ -239,13 +282,9 @@ def observed_labels(config, data):
                 "η and ψ rows would not match; choose another --run_dir or pass --overwrite")
     else:
         _banner(f"noise: {config.noise}")
-        noisy = noise.make_noisy_labels(dataset, config.noise, config.noise_rate, config.seed,
-                                        **config.noise_options(), verbose=config.verbose > 0)
-        labels = noisy.labels
-        fingerprint = data.fingerprint()
-        _write(config, artifacts.write_npz, "noisy_labels.npz", labels=labels,
-               clean_labels=dataset.train.clean_labels, recipe=json.dumps(noisy.recipe),
-               **({"examples_sha256": fingerprint} if fingerprint else {}))
+        arrays = new_noisy_labels(config, data)
+        labels = arrays["labels"]
+        _write(config, artifacts.write_npz, "noisy_labels.npz", **arrays)
     present = len(np.unique(labels))
     if present < dataset.num_classes:
         print(f"warning: the observed labels use only {present} of the {dataset.num_classes} "
@@ -264,15 +303,26 @@ def observed_labels(config, data):
 
 
 def stage1(config, data, labels):
-    """CE baseline and ψ; psi.npy + stage1.json are reused on restart."""
+    """CE baseline and ψ: (ψ, StageResult, classifier or None).
+
+    psi.npy + stage1.json are reused on restart; the classifier is returned when the
+    run needs it after stage 1 (a baseline; then stage1.weights.h5 is reused too).
+    """
     psi_path, done_path = _path(config, "psi.npy"), _path(config, "stage1.json")
+    weights = _path(config, "stage1.weights.h5")
     from idn_tf import stages
-    if os.path.isfile(done_path) and os.path.isfile(psi_path) and not config.overwrite:
+    needed = [done_path, psi_path] + ([weights] if config.method != "idn" else [])
+    if all(os.path.isfile(p) for p in needed) and not config.overwrite:
         _banner(f"stage 1: reusing {psi_path}")
         saved = _reuse(done_path, lambda: artifacts.read_json(done_path))
         psi = _reuse(psi_path, lambda: _array(psi_path, len(labels)))
+        classifier = None
+        if config.method != "idn":
+            with distribution.get_strategy(config.strategy).scope():
+                classifier = stages.new_classifier(config, data)
+            _reuse(weights, lambda: classifier.load_weights(weights))
         return psi, _reuse(done_path, lambda: stages.StageResult(
-            saved["test_accuracy"], saved["history"], saved.get("monitor", {})))
+            saved["test_accuracy"], saved["history"], saved.get("monitor", {}))), classifier
     _banner("stage 1: cross-entropy on the observed labels (CE baseline, ψ)")
     classifier, ce = stages.train_cross_entropy(config, data, labels)
     psi = stages.estimate_psi(classifier, data, labels, config.batch_size)
@@ -282,7 +332,7 @@ def stage1(config, data, labels):
         "test_accuracy": ce.test_accuracy, "history": ce.history, "monitor": ce.monitor})
     _done_with_backup(config, "stage1")
     print(f"CE test accuracy {100 * ce.test_accuracy:.2f}%; mean ψ {psi.mean():.3f}")
-    return psi, ce
+    return psi, ce, classifier
 
 
 def stage2(config, data, labels, psi):
@@ -315,8 +365,83 @@ def stage2(config, data, labels, psi):
     return idn, result
 
 
+def load_transition_matrix(config, num_classes):
+    """--transition_matrix read and checked (float32 [K, K]), or None if not given."""
+    if config.method != "forward" or not config.transition_matrix:
+        return None
+    from idn_tf import transition
+    path = config.transition_matrix
+    try:
+        if path.endswith(".npy"):
+            matrix = np.load(path, allow_pickle=False)
+        else:
+            with open(path) as f:
+                text = f.read()
+            matrix = np.loadtxt(path, delimiter="," if "," in text else None, ndmin=2)
+        return transition.check_transition_matrix(matrix, num_classes)
+    except (OSError, ValueError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--transition_matrix={path}: {why}") from None
+
+
+def method_stage(config, data, labels, ce_classifier, given_transition):
+    """A baseline's own stage: (classifier, StageResult, T or None).
+
+    Forward's T is `given_transition`, else estimated from the stage-1 classifier;
+    ldmi starts from the stage-1 classifier. classifier.weights.h5, <method>.json
+    (and transition_matrix.npy) are reused on restart.
+    """
+    from idn_tf import stages
+    stage = final_stage(config)
+    weights, done = _path(config, "classifier.weights.h5"), _path(config, f"{stage}.json")
+    t_path = _path(config, "transition_matrix.npy")
+    paths = [weights, done] + ([t_path] if config.method == "forward" else [])
+    transition = None
+    if all(os.path.isfile(p) for p in paths) and not config.overwrite:
+        _banner(f"{stage}: reusing {weights}")
+        with distribution.get_strategy(config.strategy).scope():
+            classifier = stages.new_classifier(config, data)
+        _reuse(weights, lambda: classifier.load_weights(weights))
+        if config.method == "forward":
+            transition = _reuse(t_path, lambda: _matrix(t_path, data.num_classes))
+        saved = _reuse(done, lambda: artifacts.read_json(done))
+        return classifier, _reuse(done, lambda: stages.StageResult(
+            saved["test_accuracy"], saved["history"], saved["monitor"])), transition
+    if config.method == "forward":
+        if given_transition is not None:
+            transition = given_transition
+            print(f"forward: T from {config.transition_matrix}")
+        else:
+            transition = stages.estimate_transition(ce_classifier, data, config.batch_size,
+                                                    config.forward_percentile)
+            print(f"forward: T estimated from the stage-1 model ({config.forward_percentile:g}th "
+                  f"percentile); mean diagonal {np.mean(np.diag(transition)):.3f}")
+        _write(config, artifacts.write_npy, "transition_matrix.npy", transition)
+    _banner(f"{stage}: {METHOD_TITLES[config.method]}")
+    if _is_chief(config):  # a fine-tuning of an earlier stage must not be reused
+        artifacts.remove(config.run_dir, FINETUNE_RESULTS)
+    trained, result = stages.train_method(config, data, labels, transition=transition,
+                                          warm=ce_classifier)
+    _write(config, artifacts.write_weights, "classifier.weights.h5", trained.classifier)
+    _write(config, artifacts.write_json, f"{stage}.json", {
+        "test_accuracy": result.test_accuracy, "history": result.history,
+        "monitor": result.monitor})
+    _done_with_backup(config, stage)
+    print(f"{config.method} test accuracy {100 * result.test_accuracy:.2f}%")
+    return trained.classifier, result, transition
+
+
+# What each --method's own stage is, as its banner says it.
+METHOD_TITLES = {
+    "forward": "forward loss correction (Patrini et al. 2017) with T",
+    "bootstrap_soft": "soft bootstrapping (Reed et al. 2015)",
+    "bootstrap_hard": "hard bootstrapping (Reed et al. 2015)",
+    "ldmi": "L_DMI (Xu et al. 2019) from the stage-1 CE model",
+}
+
+
 def finetune(config, data, classifier):
-    """Row #10: the stage-2 classifier fine-tuned on the clean training set, or (None, None).
+    """Row #10: the final classifier fine-tuned on the clean training set, or (None, None).
 
     finetune.json and finetuned.weights.h5 are reused on restart.
     """
@@ -376,6 +501,18 @@ def report_run(config, data, labels, rate, ce, idn, result):
     return res
 
 
+def report_baseline(config, rate, ce, result, transition):
+    """Plots and the results dict of a baseline (no η: no label audit)."""
+    _banner("report: plots")
+    curves = {} if ce is None else {"stage 1: cross-entropy": _curves(ce.monitor)}
+    if config.method != "ce":
+        curves[f"{config.method}"] = _curves(result.monitor)
+    plot_dir = _path(config, "plots")
+    plots.accuracy_curves(os.path.join(plot_dir, "accuracy.png"), curves)
+    print(f"{plot_dir}/: accuracy.png")
+    return report.baseline_results(config, rate, ce, result, transition)
+
+
 def _curves(monitor):
     """The accuracy curves of a stage from its MonitorCallback history (empty if none)."""
     return {"epoch": monitor.get("epoch", []),
@@ -424,7 +561,7 @@ def _previous_export(config):
         saved = artifacts.read_json(path).get("saved_model") or ""
     except (OSError, ValueError, AttributeError):
         return ""
-    done = max((os.path.getmtime(_path(config, name)) for name in ("stage2.json", "finetune.json")
+    done = max((os.path.getmtime(_path(config, name)) for name in (f"{final_stage(config)}.json", "finetune.json")
                 if os.path.isfile(_path(config, name))), default=float("inf"))
     fresh = os.path.isfile(os.path.join(saved, "saved_model.pb")) and os.path.getmtime(path) >= done
     same_model = os.path.dirname(os.path.abspath(saved)) == os.path.abspath(

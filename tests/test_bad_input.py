@@ -81,6 +81,8 @@ OUT_OF_RANGE = {
     "monitor_every": "0", "verbose": "3", "subset_fraction": "0", "image_size": "0",
     "resize": "8",  # below --image_size (224)
     "finetune_clean_epochs": "-1", "finetune_lr": "0",
+    "forward_percentile": "0", "bootstrap_soft_beta": "1.5", "bootstrap_hard_beta": "-0.1",
+    "dmi_lr": "0", "dmi_eps": "0",
 }
 
 for _name, _value in OUT_OF_RANGE.items():
@@ -110,6 +112,36 @@ row("noisy_label_key-on-digits", "--noisy_label_key=worst", expect="--noisy_labe
 row("noisy_label_key-unknown", "--dataset=cifar10_n", "--noisy_label_key=best",
     expect="--noisy_label_key")
 row("model_name-with-slash", "--model_name=a/b", expect="--model_name")
+row("clean_train-mix-with-forward", *("--dataset=clothing1m", "--data_dir=c1m"),
+    "--clean_train=mix", "--method=forward", expect="--clean_train")
+
+# --method=forward --transition_matrix=<file>: read and checked before the run folder is made.
+
+
+def _matrix(name, matrix=None, text=None):
+    """Setup writing a transition matrix file (numpy array or raw text)."""
+    def setup(folder, _):
+        if text is not None:
+            (folder / name).write_text(text)
+        else:
+            np.save(folder / name, np.asarray(matrix))
+    return setup
+
+
+_T10 = np.full((10, 10), 0.05) + np.eye(10) * 0.5  # rows sum to 1
+row("transition_matrix-wrong-shape", "--method=forward", "--transition_matrix=t.npy",
+    expect="--transition_matrix=t.npy: shape (3, 3), expected (10, 10)",
+    setup=_matrix("t.npy", np.eye(3)))
+row("transition_matrix-negative", "--method=forward", "--transition_matrix=t.npy",
+    expect="entries must be finite and >= 0", setup=_matrix("t.npy", _T10 - 0.1))
+row("transition_matrix-row-sum", "--method=forward", "--transition_matrix=t.csv",
+    expect="row 0 sums to 0.9", setup=_matrix(
+        "t.csv", text="\n".join(",".join(str(v) for v in r) for r in np.vstack(
+            [_T10[:1] * 0.9, _T10[1:]])) + "\n"))
+row("transition_matrix-not-numbers", "--method=forward", "--transition_matrix=t.txt",
+    expect="--transition_matrix=t.txt", setup=_matrix("t.txt", text="a b c\n"))
+row("transition_matrix-not-npy", "--method=forward", "--transition_matrix=t.npy",
+    expect="--transition_matrix=t.npy", setup=_matrix("t.npy", text="not numpy"))
 
 # ---------------------------------------------------------------------------------------
 # --npz_path: the file, the archive, the arrays

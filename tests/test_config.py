@@ -48,6 +48,50 @@ def test_run_names_keep_the_papers_rows_apart():
                     os.path.join("runs", "cifar10_n-aggregate-none-0")}
 
 
+def test_method_names_the_run_folder_unless_it_is_the_method():
+    base = {"dataset": "cifar10", "noise": "ccn", "noise_rate": 0.4, "seed": 2}
+    names = {m: config_lib.resolve({**base, "method": m}).run_dir for m in config_lib.METHODS}
+    assert names["idn"] == os.path.join("runs", "cifar10-ccn0.4-2")
+    assert names["forward"] == os.path.join("runs", "cifar10-ccn0.4-forward-2")
+    assert len(set(names.values())) == len(config_lib.METHODS)
+    c1m = config_lib.resolve({"dataset": "clothing1m", "data_dir": "x", "method": "forward"})
+    assert c1m.run_dir == os.path.join("runs", "clothing1m-forward-0")
+
+
+def test_methods_equal_the_baselines_module():
+    from idn_tf import baselines
+    assert config_lib.METHODS == baselines.METHODS
+    assert set(config_lib.METHOD_FIELDS) == set(config_lib.METHODS) - {"idn", "ce"}
+
+
+def test_semantic_dict_keeps_only_the_methods_own_settings():
+    def semantic(method, **changes):
+        return config_lib.resolve({"method": method, **changes}).semantic_dict()
+    # The method's η settings concern it alone; each baseline's settings concern it alone.
+    assert semantic("forward") == semantic("forward", eta_lr=0.9, dmi_lr=0.1,
+                                           bootstrap_soft_beta=0.5)
+    assert semantic("forward") != semantic("forward", forward_percentile=90.0)
+    assert semantic("ldmi") != semantic("ldmi", dmi_lr=1e-3)
+    assert semantic("idn") == semantic("idn", dmi_lr=1e-3, bootstrap_hard_beta=0.5)
+    assert semantic("idn") != semantic("idn", eta_lr=0.9)
+    # Stage 1 is the same whatever the method.
+    stage1 = {config_lib.resolve({"method": m, "eta_lr": 0.9}).stage1_dict() ==
+              config_lib.resolve({"method": "idn"}).stage1_dict() for m in config_lib.METHODS}
+    assert stage1 == {True}
+    assert (config_lib.resolve({"method": "ce", "lr": 0.1}).stage1_dict()
+            != config_lib.resolve({"method": "ce"}).stage1_dict())
+
+
+def test_stage_one_is_trained_only_when_the_method_needs_it(tmp_path):
+    given = tmp_path / "t.npy"
+    given.write_bytes(b"")
+    needs = {m: config_lib.resolve({"method": m}).needs_stage1() for m in config_lib.METHODS}
+    assert needs == {"idn": True, "ce": True, "forward": True, "bootstrap_soft": False,
+                     "bootstrap_hard": False, "ldmi": True}
+    assert not config_lib.resolve({"method": "forward",
+                                   "transition_matrix": str(given)}).needs_stage1()
+
+
 def test_semantic_dict_ignores_settings_the_run_does_not_use():
     ccn = config_lib.resolve({"dataset": "cifar10", "noise": "ccn", "noise_rate": 0.2})
     other = config_lib.resolve({"dataset": "cifar10", "noise": "ccn", "noise_rate": 0.2,

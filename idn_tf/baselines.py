@@ -1,0 +1,132 @@
+"""The loss-correction baselines of the paper's tables (SPEC §6), as Keras models.
+
+Each trains the wrapped classifier as `model.CrossEntropyModel` does (same data,
+optimiser, coupled weight decay, metrics and distribution), with its own loss:
+
+- `ForwardModel` (Patrini et al., CVPR 2017, "forward correction"): the
+  cross-entropy of the observed label under softmax(h(x))·T, for a fixed
+  row-stochastic T (T_ij = P(ỹ = j | y = i)); `transition.estimate_transition_matrix`
+  is the paper's estimator of T from a cross-entropy model's predictions.
+- `BootstrapModel` (Reed et al., ICLR 2015): −Σ_k t_k log p_k with the targets
+  t = β·ỹ + (1−β)·p ("soft") or β·ỹ + (1−β)·onehot(argmax p) ("hard"), p the
+  model's own prediction. In the soft loss p keeps its gradient inside the target,
+  as in the paper (where the soft loss is β·CE plus (1−β) times the entropy of p,
+  "minimum-entropy regularisation"): without it the soft loss would be plain
+  cross-entropy at β times the learning rate. argmax has no gradient.
+- `DMIModel` (Xu et al., NeurIPS 2019): −log|det(PᵀỸ / B)| over each batch
+  (P the softmax outputs [B, K], Ỹ the one-hot observed labels), trained from a
+  cross-entropy model ("warm-up").
+
+The inference model is the classifier alone, as for the method.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from idn_tf import model
+
+# What --method can be (config.METHODS keeps a copy that does not import TensorFlow).
+METHODS = ("idn", "ce", "forward", "bootstrap_soft", "bootstrap_hard", "ldmi")
+
+# Floor on the corrected probability of the observed label: log(0) would be -inf
+# (Patrini's Keras code clips softmax(h) to [1e-7, 1 − 1e-7] before the product instead;
+# the two differ only where T has a zero column).
+FORWARD_FLOOR = 1e-7
+
+
+def forward_loss(log_probs, labels, transition):
+    """−log (softmax · T)[ỹ] per example [B]: forward-corrected cross-entropy."""
+    noisy = tf.matmul(tf.exp(log_probs), tf.cast(transition, log_probs.dtype))
+    picked = tf.gather(noisy, tf.cast(labels, tf.int32), axis=1, batch_dims=1)
+    return -tf.math.log(tf.maximum(picked, tf.constant(FORWARD_FLOOR, log_probs.dtype)))
+
+
+def bootstrap_targets(log_probs, labels, beta, hard):
+    """β·onehot(ỹ) + (1−β)·p (soft) or β·onehot(ỹ) + (1−β)·onehot(argmax p) (hard), [B, K]."""
+    num_classes = tf.shape(log_probs)[-1]
+    observed = tf.one_hot(labels, num_classes, dtype=log_probs.dtype)
+    if hard:
+        own = tf.one_hot(tf.argmax(log_probs, axis=-1), num_classes, dtype=log_probs.dtype)
+    else:
+        own = tf.exp(log_probs)
+    return beta * observed + (1.0 - beta) * own
+
+
+def dmi_loss(log_probs, labels, eps=1e-3):
+    """L_DMI of one batch (a scalar): −log(|det(PᵀỸ / B)| + ε / B^K).
+
+    P = exp(log_probs) [B, K], Ỹ = onehot(labels) [B, K]. `eps` is the authors' code's
+    0.001, which it adds to |det(PᵀỸ)| of the *unnormalised* matrix: the same here,
+    as ε / B^K on the normalised one. It matters only when the determinant is tiny;
+    a batch without some class makes PᵀỸ singular, and its loss is then the constant
+    −log(ε / B^K) with zero gradient, as in the authors' code. A matrix singular in
+    floating point (its log-determinant not finite) is treated the same way.
+
+    Under a tf.distribute strategy (called in a replica context) PᵀỸ and B are
+    summed over the replicas' shares of the global batch first.
+    """
+    num_classes = tf.shape(log_probs)[-1]
+    dtype = log_probs.dtype
+    onehot = tf.one_hot(labels, num_classes, dtype=dtype)
+    joint = tf.matmul(tf.exp(log_probs), onehot, transpose_a=True)  # [K, K]: PᵀỸ
+    counts = tf.reduce_sum(onehot, axis=0)                           # examples per class
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        joint = context.all_reduce(tf.distribute.ReduceOp.SUM, joint)
+        counts = context.all_reduce(tf.distribute.ReduceOp.SUM, counts)
+    size = tf.reduce_sum(counts)
+    joint = joint / size
+    # slogdet's gradient inverts the matrix, which fails for a singular one (a class
+    # missing from the batch, or an exactly singular matrix in floating point, e.g.
+    # after the training diverged): take it of the identity instead; the loss is then
+    # the constant floor.
+    _, forward_only = tf.linalg.slogdet(tf.stop_gradient(joint))
+    singular = tf.logical_or(tf.reduce_any(counts == 0),
+                             tf.logical_not(tf.math.is_finite(forward_only)))
+    safe = tf.where(singular, tf.eye(num_classes, dtype=dtype), joint)
+    _, log_abs_det = tf.linalg.slogdet(safe)
+    log_abs_det = tf.where(singular, tf.constant(-np.inf, dtype), log_abs_det)
+    log_floor = tf.math.log(tf.constant(eps, dtype)) - tf.cast(num_classes, dtype) * tf.math.log(size)
+    return -tf.reduce_logsumexp(tf.stack([log_abs_det, log_floor]))
+
+
+class ForwardModel(model.CrossEntropyModel):
+    """Forward correction: −log (softmax(h(x))·T)_ỹ with a fixed transition matrix T."""
+
+    def __init__(self, classifier, transition_matrix, weight_decay=0.0, **kwargs):
+        super().__init__(classifier, weight_decay=weight_decay, **kwargs)
+        self.transition_matrix = np.asarray(transition_matrix, np.float32)
+
+    def per_example_loss(self, batch, log_probs, targets):
+        return forward_loss(log_probs, batch["label"], self.transition_matrix)
+
+
+class BootstrapModel(model.CrossEntropyModel):
+    """Bootstrapping: −Σ_k t_k log p_k with t = `bootstrap_targets` (soft or hard), the
+    soft target's p differentiated too (module docstring)."""
+
+    def __init__(self, classifier, beta, hard, weight_decay=0.0, **kwargs):
+        super().__init__(classifier, weight_decay=weight_decay, **kwargs)
+        self.beta = float(beta)
+        self.hard = bool(hard)
+
+    def per_example_loss(self, batch, log_probs, targets):
+        own = bootstrap_targets(log_probs, batch["label"], self.beta, self.hard)
+        return -tf.reduce_sum(own * log_probs, axis=-1)
+
+
+class DMIModel(model.CrossEntropyModel):
+    """L_DMI: one loss per (global) batch, `dmi_loss`; its metric is that batch loss."""
+
+    def __init__(self, classifier, eps=1e-3, weight_decay=0.0, **kwargs):
+        super().__init__(classifier, weight_decay=weight_decay, **kwargs)
+        self.eps = float(eps)
+
+    def batch_loss(self, batch, log_probs, targets):
+        loss = dmi_loss(log_probs, batch["label"], self.eps)
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        # Every replica computes the global batch's loss; the optimizer sums their
+        # gradients, and all_reduce's gradient sums them once more across replicas.
+        # Each replica's share is therefore loss / replicas.
+        return loss / replicas, loss, replicas

@@ -1,0 +1,142 @@
+"""`python -m idn_tf.compare`: cells on identical labels, the table against the cells' own
+results, reruns that skip finished cells, and its flag errors."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from idn_tf import compare
+from idn_tf.data import noise, sources
+
+ARGS = ("--dataset=digits", "--noise=ccn", "--noise_rate=0.4", "--methods=idn,forward",
+        "--seeds=3,7", "--epochs=2", "--lr_decay_epochs=", "--eta_start_epoch=2",
+        "--eta_every=1", "--verbose=0", "--monitor_every=1000")
+
+
+def cli(*args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "idn_tf.compare", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    result = cli(*ARGS, "--compare_dir=cmp", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "cmp", result.stdout
+
+
+def _cell_results(folder, method, seed):
+    with open(folder / f"{method}-{seed}" / "results.json") as f:
+        return json.load(f)
+
+
+def _labels(path):
+    with np.load(path) as saved:
+        return saved["labels"]
+
+
+def test_every_cell_of_a_seed_trains_on_the_same_labels(comparison):
+    folder, _ = comparison
+    digits = sources.load("digits")
+    for seed in (3, 7):
+        expected = noise.make_noisy_labels(digits, "ccn", 0.4, seed).labels
+        np.testing.assert_array_equal(_labels(folder / "labels" / f"seed-{seed}.npz"), expected)
+        for method in ("idn", "forward"):
+            np.testing.assert_array_equal(
+                _labels(folder / f"{method}-{seed}" / "noisy_labels.npz"), expected)
+    # Different seeds, different labels.
+    assert not np.array_equal(_labels(folder / "idn-3" / "noisy_labels.npz"),
+                              _labels(folder / "idn-7" / "noisy_labels.npz"))
+
+
+def test_table_cells_are_the_cells_own_results(comparison):
+    folder, stdout = comparison
+    with open(folder / "comparison.json") as f:
+        saved = json.load(f)
+    table = (folder / "comparison.md").read_text()
+    for method in ("idn", "forward"):
+        accuracies = [_cell_results(folder, method, s)["method_test_accuracy"] for s in (3, 7)]
+        mean, std = np.mean(accuracies), np.std(accuracies)
+        summary = saved["summary"][method]
+        assert summary["test_accuracies"] == accuracies
+        assert summary["mean"] == pytest.approx(mean, abs=1e-12)
+        assert summary["std"] == pytest.approx(std, abs=1e-12)
+        row = next(line for line in table.splitlines()
+                   if line.startswith(f"| {compare.METHOD_NAMES[method]} |"))
+        assert f"{100 * mean:.2f} ± {100 * std:.2f}" in row
+        assert ", ".join(f"{100 * a:.2f}" for a in accuracies) in row
+        assert row.endswith("| 2/2 |")
+    cells = {(c["method"], c["seed"]): c for c in saved["cells"]}
+    assert set(cells) == {(m, s) for m in ("idn", "forward") for s in (3, 7)}
+    for (method, seed), cell in cells.items():
+        assert cell["status"] == "done"
+        assert cell["test_accuracy"] == _cell_results(folder, method, seed)["method_test_accuracy"]
+    for seed in (3, 7):  # one hash of the labels per seed, whatever the method
+        assert cells[("idn", seed)]["labels_sha256"] == cells[("forward", seed)]["labels_sha256"]
+    # Progress: one line per cell as it starts and as it ends.
+    for number in range(1, 5):
+        assert len(re.findall(rf"\[{number}/4\] \w+, seed \d", stdout)) == 2, stdout
+
+
+def test_cells_of_a_seed_share_stage_one(comparison):
+    folder, stdout = comparison
+    for seed in (3, 7):
+        for name in ("stage1.weights.h5", "psi.npy", "stage1.json"):
+            assert ((folder / f"idn-{seed}" / name).read_bytes()
+                    == (folder / f"forward-{seed}" / name).read_bytes()), name
+        assert (_cell_results(folder, "idn", seed)["ce_test_accuracy"]
+                == _cell_results(folder, "forward", seed)["ce_test_accuracy"])
+    assert stdout.count("stage 1 shared with") == 2
+
+
+def test_a_rerun_skips_the_finished_cells(comparison):
+    folder, _ = comparison
+    results = sorted(folder.glob("*/results.json"))
+    before = {p: p.stat().st_mtime_ns for p in results}
+    result = cli(*ARGS, "--compare_dir=cmp", cwd=folder.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("skipped") == 4
+    assert {p: p.stat().st_mtime_ns for p in results} == before
+
+
+def test_a_new_method_adds_its_cells_on_the_same_labels(comparison, tmp_path):
+    """A rerun with one more method runs only its cells, on the seeds' existing labels."""
+    import shutil
+    folder, _ = comparison
+    copy = tmp_path / "cmp"
+    shutil.copytree(folder, copy)
+    args = [a if not a.startswith("--methods") else "--methods=idn,forward,bootstrap_hard"
+            for a in ARGS]
+    result = cli(*args, "--compare_dir=cmp", "--seeds=3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("skipped") == 2
+    np.testing.assert_array_equal(_labels(copy / "bootstrap_hard-3" / "noisy_labels.npz"),
+                                  _labels(copy / "labels" / "seed-3.npz"))
+    with open(copy / "comparison.json") as f:
+        saved = json.load(f)
+    assert saved["summary"]["bootstrap_hard"]["n"] == 1 and saved["seeds"] == [3]
+
+
+@pytest.mark.parametrize("args, expect", [
+    (("--method=ce",), "--method: set per cell"),
+    (("--seed=1",), "--seed: set per cell"),
+    (("--run_dir=x",), "--run_dir: set per cell"),
+    (("--methods=idn,bogus",), "--methods: unknown method 'bogus'"),
+    (("--methods=idn,idn",), "--methods: each method once"),
+    (("--seeds=1,a",), "--seeds: expected comma-separated integers"),
+    (("--seeds=1,1",), "--seeds: give one or more distinct seeds"),
+    (("--epochs=0",), "--epochs"),
+])
+def test_bad_flags_are_one_error_line(tmp_path, args, expect):
+    result = cli(*args, cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and expect in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert os.listdir(tmp_path) == []

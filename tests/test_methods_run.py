@@ -1,0 +1,144 @@
+"""Every --method end to end on digits with planted class-pair noise (ccn r = 0.4).
+
+Each run is a real `train.run` on a short schedule; the checks are against things the
+run cannot have made up: the planted flips (9→1, 2→0, 4→7, 3↔5), the stage-1 files
+it started from, a transition matrix given to it, and the results it wrote.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from idn_tf import config as config_lib, train
+from idn_tf.data import noise, sources
+
+SHORT = dict(dataset="digits", noise="ccn", noise_rate=0.4, epochs=4, lr_decay_epochs=(3,),
+             eta_start_epoch=2, eta_every=1, verbose=0, monitor_every=1000, export_dir="")
+PAIRS = noise.ccn_pairs("digits", 10)
+
+
+def _planted_transition(rate=0.4):
+    """The planted T: row i = P(observed | clean i) of ccn noise at `rate`."""
+    t = np.eye(10)
+    for source, target in PAIRS.items():
+        t[source, source] = 1 - rate
+        t[source, target] = rate
+    return t
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """method -> (config, results) of one short run each, all on the same labels."""
+    root = tmp_path_factory.mktemp("methods")
+    np.save(root / "planted.npy", _planted_transition())
+    out = {}
+    for name, extra in [("ce", dict(method="ce")),
+                        ("idn", dict(method="idn")),
+                        ("forward", dict(method="forward")),
+                        ("forward_given", dict(method="forward",
+                                               transition_matrix=str(root / "planted.npy"))),
+                        ("bootstrap_soft", dict(method="bootstrap_soft")),
+                        ("bootstrap_hard", dict(method="bootstrap_hard")),
+                        ("ldmi", dict(method="ldmi", dmi_lr=1e-4))]:
+        cfg = config_lib.resolve({**SHORT, **extra, "run_dir": str(root / name)})
+        out[name] = cfg, train.run(cfg)
+    return out
+
+
+def _labels(cfg):
+    with np.load(os.path.join(cfg.run_dir, "noisy_labels.npz")) as saved:
+        return saved["labels"]
+
+
+def test_every_method_learns_from_the_planted_labels(runs):
+    digits = sources.load("digits")
+    planted = noise.make_noisy_labels(digits, "ccn", 0.4, 0).labels
+    for name, (cfg, res) in runs.items():
+        assert np.array_equal(_labels(cfg), planted), name
+        assert res["method"] == cfg.method
+        # Chance is 0.1; four epochs of any of these methods reach well above it.
+        assert res["method_test_accuracy"] > 0.6, (name, res["method_test_accuracy"])
+        assert os.path.isfile(os.path.join(cfg.run_dir, "results.json"))
+
+
+def test_ce_is_stage_one_alone(runs):
+    cfg, res = runs["ce"]
+    assert res["method_test_accuracy"] == res["ce_test_accuracy"]
+    assert not os.path.exists(os.path.join(cfg.run_dir, "classifier.weights.h5"))
+    assert not os.path.exists(os.path.join(cfg.run_dir, "eta.npy"))
+    # The method's run trains the same stage 1 (same flags, seed and labels).
+    assert runs["idn"][1]["ce_test_accuracy"] == res["ce_test_accuracy"]
+
+
+def test_stage_one_runs_only_when_the_method_needs_it(runs):
+    for name, (cfg, res) in runs.items():
+        ran = os.path.isfile(os.path.join(cfg.run_dir, "stage1.json"))
+        assert ran == (name in ("ce", "idn", "forward", "ldmi")), name
+        assert (res["ce_test_accuracy"] is not None) == ran, name
+
+
+def test_forward_estimates_the_planted_pairs(runs):
+    cfg, res = runs["forward"]
+    t = np.load(os.path.join(cfg.run_dir, "transition_matrix.npy"))
+    assert t.shape == (10, 10)
+    np.testing.assert_allclose(t.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(res["transition_matrix"]), t, rtol=1e-6)
+    # Each flipped class's largest off-diagonal entry is its planted target.
+    for source, target in PAIRS.items():
+        off = np.delete(t[source], source)
+        assert np.argmax(off) == (target if target < source else target - 1), (source, t[source])
+    # Classes with no planted flip keep almost all their mass on the diagonal.
+    for c in set(range(10)) - set(PAIRS):
+        assert t[c, c] > 0.8, (c, t[c])
+
+
+def test_forward_with_a_given_matrix_uses_it_and_skips_stage_one(runs):
+    cfg, res = runs["forward_given"]
+    t = np.load(os.path.join(cfg.run_dir, "transition_matrix.npy"))
+    np.testing.assert_allclose(t, _planted_transition(), rtol=1e-6)
+    assert res["ce_test_accuracy"] is None
+
+
+def test_ldmi_starts_from_stage_one_and_trains_it(runs):
+    cfg, res = runs["ldmi"]
+    stage1 = res["ce_history"]
+    history = res["method_history"]
+    # Its first epoch starts where stage 1 ended: its training accuracy on the observed
+    # labels is near stage 1's last, far above a fresh network's first epoch.
+    assert history["accuracy"][0] > stage1["accuracy"][0] + 0.1
+    assert np.all(np.isfinite(history["loss"]))
+    # The DMI stage moved the weights (classifier.weights.h5 is not stage 1's).
+    import h5py
+    def arrays(name):
+        out = []
+        with h5py.File(os.path.join(cfg.run_dir, name)) as f:
+            f.visititems(lambda _, d: out.append(d[()]) if isinstance(d, h5py.Dataset) else None)
+        return out
+    before, after = arrays("stage1.weights.h5"), arrays("classifier.weights.h5")
+    assert len(before) == len(after)
+    assert max(np.abs(a - b).max() for a, b in zip(after, before)) > 1e-4
+    assert res["method_test_accuracy"] != res["ce_test_accuracy"]
+
+
+def test_bootstrap_variants_differ(runs):
+    soft, hard = runs["bootstrap_soft"][1], runs["bootstrap_hard"][1]
+    assert soft["method_history"]["loss"] != hard["method_history"]["loss"]
+
+
+def test_a_finished_baseline_run_is_reused(runs, capsys):
+    cfg, res = runs["forward"]
+    again = train.run(cfg)
+    out = capsys.readouterr().out
+    assert "forward: reusing" in out and "stage 1: reusing" in out
+    assert again["method_test_accuracy"] == res["method_test_accuracy"]
+    assert again["transition_matrix"] == res["transition_matrix"]
+
+
+def test_baseline_flags_are_part_of_the_restart_check(runs):
+    cfg, _ = runs["bootstrap_soft"]
+    with pytest.raises(train.artifacts.RunDirError, match="bootstrap_soft_beta"):
+        train.run(dataclasses.replace(cfg, bootstrap_soft_beta=0.5))
+    # Another method's settings (and η's) do not concern it.
+    assert dataclasses.replace(cfg, dmi_lr=0.1, eta_lr=0.9).semantic_dict() == cfg.semantic_dict()
