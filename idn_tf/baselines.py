@@ -52,6 +52,23 @@ def bootstrap_targets(log_probs, labels, beta, hard):
     return beta * observed + (1.0 - beta) * own
 
 
+@tf.custom_gradient
+def _log_abs_det(matrix):
+    """log|det M|, with the gradient M^{-T} taken as the transposed pseudo-inverse.
+
+    slogdet's own gradient inverts M and raises ("Input is not invertible") when its
+    LU meets a zero pivot, which a nearly singular M can give even where slogdet's value
+    is finite; the pseudo-inverse equals the inverse for an invertible M and stays
+    finite (singular values below its cut-off count as 0) for a nearly singular one.
+    """
+    _, value = tf.linalg.slogdet(matrix)
+
+    def grad(upstream):
+        return upstream * tf.linalg.matrix_transpose(tf.linalg.pinv(matrix))
+
+    return value, grad
+
+
 def dmi_loss(log_probs, labels, eps=1e-3):
     """L_DMI of one batch (a scalar): −log(|det(PᵀỸ / B)| + ε / B^K).
 
@@ -84,7 +101,7 @@ def dmi_loss(log_probs, labels, eps=1e-3):
     singular = tf.logical_or(tf.reduce_any(counts == 0),
                              tf.logical_not(tf.math.is_finite(forward_only)))
     safe = tf.where(singular, tf.eye(num_classes, dtype=dtype), joint)
-    _, log_abs_det = tf.linalg.slogdet(safe)
+    log_abs_det = _log_abs_det(safe)
     log_abs_det = tf.where(singular, tf.constant(-np.inf, dtype), log_abs_det)
     log_floor = tf.math.log(tf.constant(eps, dtype)) - tf.cast(num_classes, dtype) * tf.math.log(size)
     return -tf.reduce_logsumexp(tf.stack([log_abs_det, log_floor]))

@@ -19,7 +19,6 @@ comparison.json are written again.
 
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -27,7 +26,7 @@ import numpy as np
 from absl import app, flags
 
 from idn_tf import artifacts, flagdefs, train
-from idn_tf.config import METHODS, RATE_NOISES, ConfigError, resolve
+from idn_tf.config import METHODS, RATE_NOISES, ConfigError, resolve, stage1_part
 
 flags.DEFINE_list("methods", list(METHODS), f"Methods to compare: any of {', '.join(METHODS)}.")
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds: one set of noisy labels each.")
@@ -54,6 +53,9 @@ class Comparison:
         self.methods = list(methods)
         self.seeds = list(seeds)
         first = resolve({**self.explicit, "seed": self.seeds[0]})
+        if first.strategy == "multi_worker":
+            raise ConfigError("--strategy=multi_worker: a comparison runs in one process; run "
+                              "its cells with python -m idn_tf.train on the cluster instead")
         self.dir = compare_dir or os.path.join("comparisons", _name(first))
         self.configs = {(m, s): self._cell_config(m, s) for s in self.seeds for m in self.methods}
 
@@ -90,19 +92,26 @@ class Comparison:
 
     def remove(self):
         """--overwrite: deletes this comparison's cell folders and label files."""
-        for (method, seed), config in self.configs.items():
-            shutil.rmtree(config.run_dir, ignore_errors=True)
-        for seed in self.seeds:
-            if os.path.exists(self.labels_path(seed)):
-                os.remove(self.labels_path(seed))
+        artifacts.remove(self.dir, [os.path.relpath(c.run_dir, self.dir)
+                                    for c in self.configs.values()]
+                         + [os.path.relpath(self.labels_path(s), self.dir) for s in self.seeds])
 
     def prepare_labels(self, seed, data):
-        """labels/seed-<k>.npz, made once per seed; returns its path."""
+        """labels/seed-<k>.npz, made once per seed (with the noise flags that made them,
+        checked when it is reused); returns its path."""
         path = self.labels_path(seed)
-        if not os.path.isfile(path):
-            config = self.configs[(self.methods[0], seed)]
-            print(f"noisy labels for seed {seed}: {config.noise} noise", flush=True)
-            artifacts.write_npz(path, **train.new_noisy_labels(config, data))
+        config = self.configs[(self.methods[0], seed)]
+        settings = json.dumps(config.noise_dict(), sort_keys=True)
+        if os.path.isfile(path):
+            with np.load(path) as saved:
+                made_with = str(saved["settings"]) if "settings" in saved.files else None
+            if made_with != settings:
+                raise artifacts.RunDirError(
+                    f"{path} was made with other noise flags ({made_with} here, {settings} "
+                    "now); choose another --compare_dir or pass --overwrite")
+            return path
+        print(f"noisy labels for seed {seed}: {config.noise} noise", flush=True)
+        artifacts.write_npz(path, settings=settings, **train.new_noisy_labels(config, data))
         return path
 
     def seed_cell(self, cell, labels_path):
@@ -119,11 +128,18 @@ class Comparison:
             _copy(labels_path, target)
         if not config.needs_stage1() or os.path.isfile(os.path.join(config.run_dir, "stage1.json")):
             return
+        wanted = json.loads(json.dumps(config.stage1_dict()))
         for other in self.cells():
             sibling = self.configs[other]
             if other == cell or other[1] != cell[1] or not sibling.needs_stage1():
                 continue
-            if sibling.stage1_dict() != config.stage1_dict():
+            # What the sibling's folder holds, by its own config.json (an earlier
+            # comparison in this folder may have had other flags).
+            try:
+                saved = artifacts.read_json(os.path.join(sibling.run_dir, "config.json"))
+            except (OSError, ValueError):
+                continue
+            if not isinstance(saved, dict) or stage1_part(saved) != wanted:
                 continue
             files = [os.path.join(sibling.run_dir, n) for n in STAGE1_FILES]
             if all(os.path.isfile(f) for f in files):
@@ -178,7 +194,11 @@ def summary(comparison, outcomes):
             entry.update(status="pending")
         cells.append(entry)
     first = comparison.configs[comparison.cells()[0]]
-    rates = [c["noise_rate_actual"] for c in cells if c.get("noise_rate_actual") is not None]
+    per_seed = {}  # one actual noise rate per seed (all its cells share the labels)
+    for c in cells:
+        if c.get("noise_rate_actual") is not None:
+            per_seed.setdefault(c["seed"], c["noise_rate_actual"])
+    rates = list(per_seed.values())
     return {
         "dataset": first.dataset, "noise": first.noise,
         "noise_rate": first.noise_rate if first.noise in RATE_NOISES else None,
@@ -215,7 +235,9 @@ def markdown(result, command=""):
     if wrong["n"]:
         lines.append(f"Wrong training labels: {100 * wrong['mean']:.2f} ± {100 * wrong['std']:.2f} %.")
     lines += ["", "| method | test accuracy | per seed | seeds done |", "|---|---|---|---|"]
-    done = {m: s for m, s in result["summary"].items() if s["n"]}
+    # The best mean in bold, among the methods with the most seeds done.
+    most = max(s["n"] for s in result["summary"].values())
+    done = {m: s for m, s in result["summary"].items() if s["n"] == most and most}
     best = max((s["mean"] for s in done.values()), default=None)
     for method in result["methods"]:
         stats = result["summary"][method]
@@ -225,7 +247,7 @@ def markdown(result, command=""):
             else per_seed[s]["status"] for s in result["seeds"])
         if stats["n"]:
             cell = cell_text(stats)
-            if stats["mean"] == best and len(done) > 1:
+            if method in done and stats["mean"] == best and len(done) > 1:
                 cell = f"**{cell}**"
         else:
             cell = "–"
@@ -261,6 +283,8 @@ def run(comparison, overwrite=False, command=""):
           f"({len(comparison.methods)} methods x {len(comparison.seeds)} seeds), "
           f"{len(cells) - len(todo)} finished already", flush=True)
     data = train.load_data(comparison.configs[cells[0]]) if todo else None
+    for cell in todo:  # a bad --transition_matrix stops the comparison before any training
+        train.load_transition_matrix(comparison.configs[cell], data.num_classes)
     for number, cell in enumerate(cells, 1):
         method, seed = cell
         head = f"[{number}/{len(cells)}] {method}, seed {seed}"
@@ -278,8 +302,10 @@ def run(comparison, overwrite=False, command=""):
             outcomes[cell] = e
             print(f"{head}: failed: {e}", flush=True)
         except artifacts.RunDirError as e:  # in the comparison's terms: its folder, its flags
-            raise artifacts.RunDirError(str(e).replace("choose another --run_dir",
-                                                       "choose another --compare_dir")) from None
+            raise artifacts.RunDirError(str(e).replace(
+                "choose another --run_dir or pass --overwrite",
+                "choose another --compare_dir, delete that cell's folder, or pass --overwrite "
+                "(which starts the whole comparison again)")) from None
         else:
             print(f"{'=' * 8} {head}: {100 * accuracy(outcomes[cell]):.2f}% "
                   f"({time.time() - cell_start:.0f} s)", flush=True)
@@ -324,12 +350,13 @@ def main(argv):
         explicit.pop("dry_run", None)
         comparison = Comparison(explicit, _methods(FLAGS.methods), _seeds(FLAGS.seeds),
                                 FLAGS.compare_dir)
+        command = "python -m idn_tf.compare " + " ".join(
+            a for a in sys.argv[1:] if a not in ("--overwrite", "--dry_run"))
         if FLAGS.dry_run:
             print(json.dumps({f"{m}-{s}": c.to_dict() for (m, s), c in comparison.configs.items()},
                              indent=2))
             return 0
-        result = run(comparison, overwrite=overwrite,
-                     command="python -m idn_tf.compare " + " ".join(sys.argv[1:]))
+        result = run(comparison, overwrite=overwrite, command=command)
     except train.USER_ERRORS as e:
         train._fail(e)
     failed = [c for c in result["cells"] if c["status"] == "failed"]

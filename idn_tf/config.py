@@ -179,6 +179,8 @@ class Config:
         describe the same run.
         """
         unused = set(NON_SEMANTIC_FIELDS)
+        if self.method == "idn":
+            unused.add("method")  # as run folders written before --method existed say
         for method, fields in METHOD_FIELDS.items():
             if method != self.method:
                 unused.update(fields)
@@ -212,14 +214,43 @@ class Config:
             unused.update(("image_check", "image_size", "resize", "resize_mode", "finetune_lr"))
         if self.augment == "none":
             unused.add("crop_padding")
-        return {k: v for k, v in self.to_dict().items() if k not in unused}
+        semantic = {k: v for k, v in self.to_dict().items() if k not in unused}
+        if "transition_matrix" in semantic and self.transition_matrix:
+            # The file's content, not only its path, decides the run.
+            semantic["transition_matrix_sha256"] = _sha256_file(self.transition_matrix)
+        return semantic
 
     def stage1_dict(self):
         """The fields that decide what stage 1 computes (the noisy labels included): runs
         that agree here train the same stage 1, whatever their --method."""
-        method_fields = {"method", *IDN_FIELDS, *(f for fs in METHOD_FIELDS.values() for f in fs),
-                         "finetune_clean_epochs", "finetune_lr"}
-        return {k: v for k, v in self.semantic_dict().items() if k not in method_fields}
+        return stage1_part(self.semantic_dict())
+
+    def noise_dict(self):
+        """The fields that decide the observed labels (`train.new_noisy_labels`)."""
+        return {k: v for k, v in self.semantic_dict().items() if k in NOISE_FIELDS}
+
+
+# The fields that decide the noisy labels (those of them a configuration uses).
+NOISE_FIELDS = ("dataset", "npz_path", "noisy_label_key", "noise", "noise_rate",
+                "kmeans_clusters", "noise_features", "noise_feature_dims", "noise_feature_size",
+                "noise_feature_weights", "mlp_hidden_units", "mlp_epochs", "mlp_target_accuracy",
+                "seed", "subset_fraction", "skip_bad_images", "image_check")
+
+
+def stage1_part(semantic):
+    """The stage-1 fields of a `Config.semantic_dict()` (or of a run folder's config.json)."""
+    method_fields = {"method", *IDN_FIELDS, *(f for fs in METHOD_FIELDS.values() for f in fs),
+                     "transition_matrix_sha256", "finetune_clean_epochs", "finetune_lr"}
+    return {k: v for k, v in semantic.items() if k not in method_fields}
+
+
+def _sha256_file(path):
+    import hashlib
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
 
 
 # The paper's CIFAR setting (SPEC §3): ResNet-32, 160 epochs, batch 256, SGD momentum 0.9,

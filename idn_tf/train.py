@@ -146,7 +146,7 @@ def final_stage(config):
 def _run_dir_state(config):
     """What a restart would reuse: [noisy labels, stages done; backup epochs]."""
     from idn_tf import callbacks, stages
-    stages_run = ("stage1", final_stage(config))
+    stages_run = tuple(dict.fromkeys(("stage1", final_stage(config))))
     done = [os.path.isfile(_path(config, n)) for n in (
         "noisy_labels.npz", *(f"{s}.json" for s in stages_run))]
     # The fine-tuning's files are left out: the chief deletes them when only --finetune_*
@@ -411,12 +411,16 @@ def method_stage(config, data, labels, ce_classifier, given_transition):
         if given_transition is not None:
             transition = given_transition
             print(f"forward: T from {config.transition_matrix}")
+            _write(config, artifacts.write_npy, "transition_matrix.npy", transition)
+        elif os.path.isfile(t_path) and _resuming(config, stage):  # the T it trained with
+            transition = _reuse(t_path, lambda: _matrix(t_path, data.num_classes))
+            print(f"forward: resuming with the T estimated before, {t_path}")
         else:
             transition = stages.estimate_transition(ce_classifier, data, config.batch_size,
                                                     config.forward_percentile)
             print(f"forward: T estimated from the stage-1 model ({config.forward_percentile:g}th "
                   f"percentile); mean diagonal {np.mean(np.diag(transition)):.3f}")
-        _write(config, artifacts.write_npy, "transition_matrix.npy", transition)
+            _write(config, artifacts.write_npy, "transition_matrix.npy", transition)
     _banner(f"{stage}: {METHOD_TITLES[config.method]}")
     if _is_chief(config):  # a fine-tuning of an earlier stage must not be reused
         artifacts.remove(config.run_dir, FINETUNE_RESULTS)
@@ -429,6 +433,12 @@ def method_stage(config, data, labels, ce_classifier, given_transition):
     _done_with_backup(config, stage)
     print(f"{config.method} test accuracy {100 * result.test_accuracy:.2f}%")
     return trained.classifier, result, transition
+
+
+def _resuming(config, stage):
+    """Whether `stage` has a backup of a finished epoch to resume from."""
+    from idn_tf import callbacks, stages
+    return not config.overwrite and callbacks.Backup.latest(stages.backup_dir(config, stage))[0] > 0
 
 
 # What each --method's own stage is, as its banner says it.

@@ -124,7 +124,48 @@ def test_a_new_method_adds_its_cells_on_the_same_labels(comparison, tmp_path):
     assert saved["summary"]["bootstrap_hard"]["n"] == 1 and saved["seeds"] == [3]
 
 
+def test_labels_made_with_other_noise_flags_are_refused(comparison, tmp_path):
+    import shutil
+    folder, _ = comparison
+    shutil.copytree(folder, tmp_path / "cmp")
+    args = [a if a != "--noise_rate=0.4" else "--noise_rate=0.2" for a in ARGS]
+    result = cli(*args, "--compare_dir=cmp", "--methods=bootstrap_hard", cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert "seed-3.npz was made with other noise flags" in errors[0]
+    assert not (tmp_path / "cmp" / "bootstrap_hard-3").exists()
+
+
+def test_a_stage_one_trained_with_other_flags_is_not_shared(tmp_path):
+    """A cell of an earlier comparison in the folder (other --epochs) keeps its stage 1 to
+    itself: the new cell trains its own, and the old cell is then refused."""
+    common = ("--methods=ce", "--seeds=0", "--lr_decay_epochs=", "--verbose=0",
+              "--monitor_every=1000", "--compare_dir=cmp")
+    first = cli(*common, "--epochs=1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = cli(*common[1:], "--methods=ldmi,ce", "--epochs=2", cwd=tmp_path)
+    assert "stage 1 shared" not in second.stdout
+    with open(tmp_path / "cmp" / "ldmi-0" / "stage1.json") as f:
+        assert len(json.load(f)["history"]["loss"]) == 2
+    assert second.returncode == 2 and "ce-0 holds a run with other flags" in second.stderr
+
+
+def test_overwrite_starts_the_comparison_again(tmp_path):
+    common = ("--methods=bootstrap_hard", "--seeds=0", "--epochs=1", "--lr_decay_epochs=",
+              "--verbose=0", "--monitor_every=1000", "--compare_dir=cmp")
+    assert cli(*common, cwd=tmp_path).returncode == 0
+    (tmp_path / "cmp" / "other").mkdir()  # not the comparison's: left alone
+    result = cli(*common, "--noise_rate=0.2", "--noise=ccn", "--overwrite", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "0 finished already" in result.stdout
+    assert (tmp_path / "cmp" / "other").is_dir()
+    with open(tmp_path / "cmp" / "bootstrap_hard-0" / "config.json") as f:
+        assert json.load(f)["noise"] == "ccn"
+    assert "--overwrite" not in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
 @pytest.mark.parametrize("args, expect", [
+    (("--strategy=multi_worker",), "--strategy=multi_worker: a comparison runs in one process"),
     (("--method=ce",), "--method: set per cell"),
     (("--seed=1",), "--seed: set per cell"),
     (("--run_dir=x",), "--run_dir: set per cell"),

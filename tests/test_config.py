@@ -74,12 +74,24 @@ def test_semantic_dict_keeps_only_the_methods_own_settings():
     assert semantic("ldmi") != semantic("ldmi", dmi_lr=1e-3)
     assert semantic("idn") == semantic("idn", dmi_lr=1e-3, bootstrap_hard_beta=0.5)
     assert semantic("idn") != semantic("idn", eta_lr=0.9)
+    # The method's folders look as they did before --method existed (restarts still match).
+    assert "method" not in semantic("idn") and semantic("ce")["method"] == "ce"
     # Stage 1 is the same whatever the method.
     stage1 = {config_lib.resolve({"method": m, "eta_lr": 0.9}).stage1_dict() ==
               config_lib.resolve({"method": "idn"}).stage1_dict() for m in config_lib.METHODS}
     assert stage1 == {True}
     assert (config_lib.resolve({"method": "ce", "lr": 0.1}).stage1_dict()
             != config_lib.resolve({"method": "ce"}).stage1_dict())
+
+
+def test_a_given_transition_matrix_counts_by_content(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("1,0\n0,1\n")
+    cfg = config_lib.resolve({"method": "forward", "transition_matrix": str(path)})
+    before, stage1 = cfg.semantic_dict(), cfg.stage1_dict()  # as a run folder saves them
+    path.write_text("0.5,0.5\n0,1\n")  # same path, other matrix
+    assert cfg.semantic_dict() != before
+    assert cfg.stage1_dict() == stage1
 
 
 def test_stage_one_is_trained_only_when_the_method_needs_it(tmp_path):

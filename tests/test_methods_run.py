@@ -122,6 +122,30 @@ def test_ldmi_starts_from_stage_one_and_trains_it(runs):
     assert res["method_test_accuracy"] != res["ce_test_accuracy"]
 
 
+def test_ldmi_trains_at_its_own_constant_rate(runs):
+    from tb_events import summaries
+    cfg, _ = runs["ldmi"]
+    rates = [float(v.simple_value) if v.HasField("simple_value") else
+             float(np.frombuffer(v.tensor.tensor_content, np.float32)[0])
+             if v.tensor.tensor_content else float(v.tensor.float_val[0])
+             for _, v in summaries(os.path.join(cfg.run_dir, "tb", "ldmi", "train"))
+             if v.tag == "epoch_learning_rate"]
+    assert len(rates) == cfg.epochs
+    np.testing.assert_allclose(rates, 1e-4, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method, beta, hard", [("bootstrap_soft", 0.7, False),
+                                                ("bootstrap_hard", 0.6, True)])
+def test_bootstrap_models_take_their_own_flags(method, beta, hard):
+    from idn_tf import stages
+    from idn_tf.data import views
+    cfg = config_lib.resolve({"method": method, "bootstrap_soft_beta": 0.7,
+                              "bootstrap_hard_beta": 0.6, "verbose": 0})
+    data = views.from_config(cfg, sources.load("digits"))
+    built = stages.new_method_model(cfg, data)
+    assert (built.beta, built.hard) == (beta, hard)
+
+
 def test_bootstrap_variants_differ(runs):
     soft, hard = runs["bootstrap_soft"][1], runs["bootstrap_hard"][1]
     assert soft["method_history"]["loss"] != hard["method_history"]["loss"]
