@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from idn_tf import posterior
+from idn_tf import posterior, tables
 
 
 def coupled_l2(grads, variables, weight_decay):
@@ -165,11 +165,12 @@ class CrossEntropyModel(keras.Model):
 class IDNModel(CrossEntropyModel):
     """Stage 2 of the method: classifier update against q, then a sparse η step.
 
-    Owns two non-trainable tables of shape [N] indexed by example id, saved
-    with the model's weights: `eta` (η_i, starts at eta_init) and `psi`
-    (ψ_i from stage 1). `eta_update_enabled` (set by `PGACallback`) decides
-    whether a step also updates the η of its batch; the update reads and
-    writes only the batch's rows (O(B) whatever N is).
+    Owns two per-example tables of shape [N] (`tables.ExampleTable`, saved with
+    the model's weights): `eta_table` (η_i, starts at eta_init) and `psi_table`
+    (ψ_i from stage 1); `eta` and `psi` are their variables.
+    `eta_update_enabled` (set by `PGACallback`) decides whether a step also
+    updates the η of its batch; the update reads and writes only the batch's
+    rows (O(B) whatever N is).
 
     Logs, besides loss and accuracy (against observed labels): `eta_mean` and
     `eta_above_half`, the mean of η_i and of 1{η_i > 0.5} over the examples
@@ -188,16 +189,11 @@ class IDNModel(CrossEntropyModel):
         self.eta_eps = float(eta_eps)
         self.eta_min = float(eta_min)
         num_examples = int(tf.size(psi))
-        self.eta = self.add_weight(
-            shape=(num_examples,), initializer=keras.initializers.Constant(
-                eta_init if np.ndim(eta_init) == 0 else 0.0),
-            trainable=False, autocast=False, name="eta")
-        if np.ndim(eta_init):  # one value per row (e.g. 0 for clean rows)
-            self.eta.assign(tf.cast(tf.reshape(eta_init, [num_examples]), self.eta.dtype))
-        self.psi = self.add_weight(
-            shape=(num_examples,), initializer="ones",
-            trainable=False, autocast=False, name="psi")
-        self.psi.assign(tf.cast(tf.reshape(psi, [-1]), self.psi.dtype))
+        # eta_init: a scalar, or one value per row (e.g. 0 for clean rows).
+        self.eta_table = tables.ExampleTable(self, "eta", (num_examples,), eta_init)
+        self.psi_table = tables.ExampleTable(self, "psi", (num_examples,), 1.0)
+        self.psi_table.assign(psi)
+        self.eta, self.psi = self.eta_table.variable, self.psi_table.variable
         self.eta_update_enabled = self.add_weight(
             shape=(), dtype="bool", initializer="zeros", trainable=False,
             name="eta_update_enabled")
@@ -216,11 +212,10 @@ class IDNModel(CrossEntropyModel):
         label, and their rows are only ever written with 0.
         """
         ids = tf.cast(batch["index"], tf.int64)
-        # `.value` is the backing tf.Variable: Keras variables have no sparse ops.
-        eta = tf.gather(self.eta.value, ids)
+        eta = self.eta_table.gather(ids)
         if "is_clean" in batch:
             eta = tf.where(batch["is_clean"], tf.zeros_like(eta), eta)
-        return ids, eta, tf.gather(self.psi.value, ids)
+        return ids, eta, self.psi_table.gather(ids)
 
     def targets(self, batch, log_probs):
         """Predicting step (Eq. 8): q from log p and the batch's η, ψ."""
@@ -232,7 +227,7 @@ class IDNModel(CrossEntropyModel):
 
         Under a tf.distribute strategy the step is computed and written on every
         step, with the old values where updates are off: a branch (tf.cond) around
-        the write could not hold the replicas' synchronisation in `write_eta`.
+        the write could not hold the replicas' synchronisation in the table's scatter.
         """
         ids, eta, psi = self._rows(batch)
         new_eta = posterior.eta_step(
@@ -243,34 +238,13 @@ class IDNModel(CrossEntropyModel):
         if "is_clean" in batch:  # clean examples: η stays 0, and counts in no η statistic
             eta = tf.where(batch["is_clean"], tf.zeros_like(eta), eta)
             noisy = 1.0 - tf.cast(batch["is_clean"], eta.dtype)
-        if isinstance(self.eta.value, tf.distribute.DistributedValues):
-            self.write_eta(ids, eta)
+        if self.eta_table.mirrored:
+            self.eta_table.scatter(ids, eta)
         else:  # one device: no write at all in the epochs without η updates
-            tf.cond(self.eta_update_enabled, lambda: self.write_eta(ids, eta) or tf.no_op(),
-                    tf.no_op)
+            tf.cond(self.eta_update_enabled,
+                    lambda: self.eta_table.scatter(ids, eta) or tf.no_op(), tf.no_op)
         self.eta_mean_tracker.update_state(eta, sample_weight=noisy)
         self.eta_high_tracker.update_state(tf.cast(eta > 0.5, tf.float32), sample_weight=noisy)
-
-    def write_eta(self, ids, values):
-        """Sparse write η[ids] = values: the one place the η table is written.
-
-        Under a tf.distribute strategy with several replicas the table is mirrored:
-        each replica holds a copy and writes only that copy. Every replica therefore
-        gathers all replicas' ids and values and applies the same scatter, so the
-        copies stay equal (a replica's batch share may be empty at an epoch's end).
-        """
-        context = tf.distribute.get_replica_context()
-        if isinstance(self.eta.value, tf.distribute.DistributedValues):
-            # Placed on this replica's copy of the table: MultiWorkerMirroredStrategy
-            # sends a collective to its input's device and refuses a tensor without
-            # one ("destinations can not be empty").
-            with tf.device(self.eta.value.device):
-                ids, values = tf.identity(ids), tf.identity(values)
-            ids = context.all_gather(ids, axis=0)
-            values = context.all_gather(values, axis=0)
-            self.eta.value.scatter_update(tf.IndexedSlices(values, ids))
-        else:
-            self.eta.value.scatter_nd_update(ids[:, None], values)
 
 
 _PREDICT = weakref.WeakKeyDictionary()  # classifier -> {image spec: its compiled forward pass}
