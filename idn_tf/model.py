@@ -98,8 +98,9 @@ class CrossEntropyModel(keras.Model):
         """Training targets t [B, K]: here one-hot observed labels."""
         return tf.one_hot(batch["label"], tf.shape(log_probs)[-1], dtype=log_probs.dtype)
 
-    def after_update(self, batch, targets):
-        """Hook run after the classifier's update (the η step in `IDNModel`)."""
+    def after_update(self, batch, targets, log_probs):
+        """Hook run after the classifier's update, with the step's targets and log p
+        (the η step in `IDNModel`)."""
 
     def per_example_loss(self, batch, log_probs, targets):
         """Loss of each example [B]: here −Σ_j t_ij log p_ij."""
@@ -123,7 +124,7 @@ class CrossEntropyModel(keras.Model):
         # The optimizer sums the replicas' gradients, so each adds its share of the decay.
         grads = coupled_l2(grads, variables, self.weight_decay / replicas)
         self.optimizer.apply(grads, variables)
-        self.after_update(batch, targets)
+        self.after_update(batch, targets, log_probs)
         self.loss_tracker.update_state(tracked)
         self.accuracy_tracker.update_state(batch["label"], log_probs)
         return self._logs({m.name: m.result() for m in self.metrics})
@@ -222,7 +223,7 @@ class IDNModel(CrossEntropyModel):
         _, eta, psi = self._rows(batch)
         return posterior.posterior_from_log_probs(log_probs, batch["label"], eta, psi)
 
-    def after_update(self, batch, targets):
+    def after_update(self, batch, targets, log_probs):
         """η step (Eq. 11/12) on the batch's rows when updates are enabled.
 
         Under a tf.distribute strategy the step is computed and written on every
