@@ -7,10 +7,6 @@ Every expected value is computed here, in float64 numpy, from the papers' formul
 never from `baselines`' own output.
 """
 
-import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -18,6 +14,8 @@ import pytest
 import tensorflow as tf
 
 from idn_tf import baselines, transition
+
+import mirrored
 
 K = 3          # classes of the tiny classifier
 LR = 0.1
@@ -339,13 +337,7 @@ def test_dmi_batch_missing_a_class(dtype):
 
 # --- the Keras models' training step -----------------------------------------------
 
-def tiny_classifier(weights):
-    """uint8 [2, 2, 1] -> x/255 -> Dense(K): logits linear in the pixels."""
-    inputs = keras.Input((2, 2, 1), dtype="uint8")
-    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
-    classifier = keras.Model(inputs, keras.layers.Dense(K)(x))
-    classifier.set_weights([w.astype(np.float32) for w in weights])
-    return classifier
+tiny_classifier = mirrored.dense_classifier  # uint8 2x2x1 → Dense(K), given weights
 
 
 def initial_weights(seed=0):
@@ -445,44 +437,23 @@ def test_dmi_train_step_on_a_batch_missing_a_class_changes_nothing():
 
 # --- L_DMI under MirroredStrategy ----------------------------------------------------
 
-# Runs in its own process: logical devices must be set before TensorFlow starts.
 MIRRORED_DMI = r"""
-import json, sys
-import numpy as np
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
-from idn_tf import baselines, transition
+from idn_tf import baselines
 
-args = json.load(open(sys.argv[1]))
-batch = {k: np.asarray(v, dtype) for (k, v), dtype in
-         zip(args["batch"].items(), (np.uint8, np.int64, np.int64))}
-weights = [np.asarray(w, np.float32) for w in args["weights"]]
-
-def data():
-    return tf.data.Dataset.from_tensor_slices(batch).batch(len(batch["label"]))
 
 def train(strategy):
     with strategy.scope():
-        inputs = keras.Input((2, 2, 1), dtype="uint8")
-        x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
-        classifier = keras.Model(inputs, keras.layers.Dense(len(weights[1]))(x))
-        classifier.set_weights(weights)
+        classifier = dense_classifier(args["weights"])
         dmi = baselines.DMIModel(classifier, weight_decay=0.0)
         dmi.compile(optimizer=keras.optimizers.SGD(learning_rate=args["lr"]))
     history = dmi.fit(data(), epochs=1, verbose=0).history
     return [w.tolist() for w in classifier.get_weights()], history["loss"][0]
 
-mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-# The labels each replica gets of the global batch.
-shares = [[v.numpy().tolist() for v in mirrored.experimental_local_results(b["label"])]
-          for b in mirrored.experimental_distribute_dataset(data())]
+
 one_w, one_loss = train(tf.distribute.get_strategy())
 mir_w, mir_loss = train(mirrored)
-json.dump({"replicas": mirrored.num_replicas_in_sync, "shares": shares[0],
-           "one": one_w, "one_loss": one_loss, "mirrored": mir_w, "mirrored_loss": mir_loss},
-          open(sys.argv[2], "w"))
+dump({"replicas": mirrored.num_replicas_in_sync, "shares": shares("label"),
+      "one": one_w, "one_loss": one_loss, "mirrored": mir_w, "mirrored_loss": mir_loss})
 """
 
 
@@ -490,25 +461,19 @@ def test_dmi_under_mirrored_strategy_matches_one_device(tmp_path):
     # Each replica's half misses a class (0 or 2); the global batch holds them all.
     weights = initial_weights(seed=3)
     batch = train_batch(seed=4, labels=(0, 1, 0, 1, 2, 1, 2, 2))
-    args = tmp_path / "args.json"
-    args.write_text(json.dumps({"batch": {k: v.tolist() for k, v in batch.items()},
-                                "weights": [w.tolist() for w in weights], "lr": LR}))
-    out = tmp_path / "out.json"
-    result = subprocess.run([sys.executable, "-c", MIRRORED_DMI, str(args), str(out)],
-                            capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert result.returncode == 0, result.stderr
-    got = json.loads(out.read_text())
+    got = mirrored.run(MIRRORED_DMI, {"batch": {k: v.tolist() for k, v in batch.items()},
+                                      "weights": [w.tolist() for w in weights], "lr": LR},
+                       tmp_path)
     assert got["replicas"] == 2
     first, second = got["shares"]
     assert len(first) == len(second) == 4
     assert set(first) != set(range(K)) and set(second) != set(range(K))  # each misses a class
     assert set(first) | set(second) == set(range(K))
     expected_w, expected_loss = numpy_sgd_step("ldmi", weights, batch)
-    for one, mirrored, desired, before in zip(got["one"], got["mirrored"], expected_w, weights):
+    for one, two, desired, before in zip(got["one"], got["mirrored"], expected_w, weights):
         assert np.abs(desired - before).max() > 1e-3
         np.testing.assert_allclose(one, desired, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(mirrored, one, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["one_loss"], expected_loss, rtol=1e-5)
     np.testing.assert_allclose(got["mirrored_loss"], expected_loss, rtol=1e-5)
 

@@ -6,10 +6,6 @@ and `coteaching`'s documented conventions (num_keep = B − floor(R·B + 1/2), p
 selection): never from `coteaching`'s own output.
 """
 
-import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -17,6 +13,8 @@ import pytest
 import tensorflow as tf
 
 from idn_tf import coteaching
+
+import mirrored
 
 K = 3          # classes of the tiny classifiers
 LR = 0.1
@@ -27,13 +25,7 @@ def softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def tiny_classifier(weights):
-    """uint8 [2, 2, 1] -> x/255 -> Dense(K): logits linear in the pixels."""
-    inputs = keras.Input((2, 2, 1), dtype="uint8")
-    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
-    classifier = keras.Model(inputs, keras.layers.Dense(K)(x))
-    classifier.set_weights([np.asarray(w, np.float32) for w in weights])
-    return classifier
+tiny_classifier = mirrored.dense_classifier  # uint8 2x2x1 → Dense(K), given weights
 
 
 def initial_weights(seed):
@@ -287,44 +279,20 @@ def test_rejects_one_network_twice_or_different_architectures():
 
 # --- MirroredStrategy ---------------------------------------------------------------------
 
-# Runs in its own process: logical devices must be set before TensorFlow starts.
 MIRRORED = r"""
-import json, sys
-import numpy as np
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
 from idn_tf import coteaching
 
-args = json.load(open(sys.argv[1]))
-batch = {k: np.asarray(v, dtype) for (k, v), dtype in
-         zip(args["batch"].items(), (np.uint8, np.int64, np.int64))}
-
-def data():
-    return tf.data.Dataset.from_tensor_slices(batch).batch(len(batch["label"]))
-
-def classifier(weights):
-    inputs = keras.Input((2, 2, 1), dtype="uint8")
-    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
-    net = keras.Model(inputs, keras.layers.Dense(len(weights[1]))(x))
-    net.set_weights([np.asarray(w, np.float32) for w in weights])
-    return net
-
-mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-# The rows ("index") each replica gets of the global batch.
-shares = [[v.numpy().tolist() for v in mirrored.experimental_local_results(b["index"])]
-          for b in mirrored.experimental_distribute_dataset(data())]
 with mirrored.scope():
-    nets = [classifier(args["w1"]), classifier(args["w2"])]
+    nets = [dense_classifier(args["w1"]), dense_classifier(args["w2"])]
     m = coteaching.CoTeachingModel(*nets, weight_decay=args["wd"])
     m.compile(optimizer=keras.optimizers.SGD(learning_rate=args["lr"]))
 m.forget_rate.assign(args["rate"])
 history = m.fit(data(), epochs=1, verbose=0).history
-json.dump({"replicas": mirrored.num_replicas_in_sync, "shares": shares[0],
-           "w1": [w.tolist() for w in nets[0].get_weights()],
-           "w2": [w.tolist() for w in nets[1].get_weights()],
-           "history": {k: v[0] for k, v in history.items()}}, open(sys.argv[2], "w"))
+# The rows ("index") each replica gets of the global batch.
+dump({"replicas": mirrored.num_replicas_in_sync, "shares": shares("index"),
+      "w1": [w.tolist() for w in nets[0].get_weights()],
+      "w2": [w.tolist() for w in nets[1].get_weights()],
+      "history": {k: v[0] for k, v in history.items()}})
 """
 
 
@@ -332,16 +300,9 @@ def test_mirrored_step_selects_within_each_replica(tmp_path):
     rate, wd = 0.25, 0.01
     w1, w2 = initial_weights(0), initial_weights(5)
     batch = make_batch(seed=4)
-    args = tmp_path / "args.json"
-    args.write_text(json.dumps({"batch": {k: v.tolist() for k, v in batch.items()},
-                                "w1": [w.tolist() for w in w1], "w2": [w.tolist() for w in w2],
-                                "rate": rate, "wd": wd, "lr": LR}))
-    out = tmp_path / "out.json"
-    result = subprocess.run([sys.executable, "-c", MIRRORED, str(args), str(out)],
-                            capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert result.returncode == 0, result.stderr
-    got = json.loads(out.read_text())
+    got = mirrored.run(MIRRORED, {"batch": {k: v.tolist() for k, v in batch.items()},
+                                  "w1": [w.tolist() for w in w1], "w2": [w.tolist() for w in w2],
+                                  "rate": rate, "wd": wd, "lr": LR}, tmp_path)
     assert got["replicas"] == 2
     shares = got["shares"]
     assert sorted(len(s) for s in shares) == [4, 4]

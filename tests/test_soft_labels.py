@@ -7,10 +7,6 @@ Every expected value is computed here, in float64 numpy, from the papers' formul
 `soft_labels`' own output.
 """
 
-import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -18,6 +14,8 @@ import pytest
 import tensorflow as tf
 
 from idn_tf import soft_labels
+
+import mirrored
 
 K = 3          # classes of the tiny classifier
 N = 12         # rows of the per-example tables
@@ -192,13 +190,7 @@ def test_pencil_terms_match_numpy():
 
 # --- the Keras models ----------------------------------------------------------------
 
-def tiny_classifier(weights):
-    """uint8 [2, 2, 1] -> x/255 -> Dense(K): logits linear in the pixels."""
-    inputs = keras.Input((2, 2, 1), dtype="uint8")
-    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
-    classifier = keras.Model(inputs, keras.layers.Dense(K)(x))
-    classifier.set_weights([w.astype(np.float32) for w in weights])
-    return classifier
+tiny_classifier = mirrored.dense_classifier  # uint8 2x2x1 → Dense(K), given weights
 
 
 def initial_weights(seed=0):
@@ -456,33 +448,18 @@ def test_pencil_step_matches_numpy(phase):
 
 # --- PENCIL (and Tanaka) under MirroredStrategy --------------------------------------
 
-# Runs in its own process: logical devices must be set before TensorFlow starts.
+# Runs in its own process (tests/mirrored.py).
 MIRRORED_SOFT_LABELS = r"""
-import json, sys
-import numpy as np
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
 from idn_tf import soft_labels
 
-args = json.load(open(sys.argv[1]))
-batch = {k: np.asarray(v, dtype) for (k, v), dtype in
-         zip(args["batch"].items(), (np.uint8, np.int64, np.int64))}
-weights = [np.asarray(w, np.float32) for w in args["weights"]]
 observed = np.asarray(args["observed"], np.int64)
 table = np.asarray(args["table"], np.float32)
-k = len(weights[1])
+k = len(args["weights"][1])
 
-def data():
-    return tf.data.Dataset.from_tensor_slices(batch).batch(len(batch["label"]))
 
 def train(strategy, method):
     with strategy.scope():
-        inputs = keras.Input((2, 2, 1), dtype="uint8")
-        x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
-        classifier = keras.Model(inputs, keras.layers.Dense(k)(x))
-        classifier.set_weights(weights)
+        classifier = dense_classifier(args["weights"])
         if method == "pencil":
             m = soft_labels.PencilModel(classifier, observed, k, weight_decay=0.0,
                                         **args["pencil"])
@@ -494,24 +471,18 @@ def train(strategy, method):
         m.compile(optimizer=keras.optimizers.SGD(learning_rate=args["lr"]))
     loss = m.fit(data(), epochs=1, verbose=0).history["loss"][0]
     out = {"weights": [w.tolist() for w in classifier.get_weights()], "loss": loss}
-    if method == "pencil":
-        out["table"] = m.label_table.numpy().tolist()
-        copies = getattr(m.label_table.variable.value, "values", None)
-        out["copies"] = None if copies is None else [c.numpy().tolist() for c in copies]
-    else:
-        out["table"] = m.sum_table.numpy().tolist()
-        copies = getattr(m.sum_table.variable.value, "values", None)
-        out["copies"] = None if copies is None else [c.numpy().tolist() for c in copies]
+    state = m.label_table if method == "pencil" else m.sum_table
+    out["table"] = state.numpy().tolist()
+    copies = getattr(state.variable.value, "values", None)
+    out["copies"] = None if copies is None else [c.numpy().tolist() for c in copies]
     return out
 
-mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-shares = [[v.numpy().tolist() for v in mirrored.experimental_local_results(b["index"])]
-          for b in mirrored.experimental_distribute_dataset(data())]
-result = {"replicas": mirrored.num_replicas_in_sync, "shares": shares[0]}
+
+result = {"replicas": mirrored.num_replicas_in_sync, "shares": shares("index")}
 for method in ("pencil", "tanaka"):
     result[method] = {"one": train(tf.distribute.get_strategy(), method),
                       "mirrored": train(mirrored, method)}
-json.dump(result, open(sys.argv[2], "w"))
+dump(result)
 """
 
 
@@ -522,17 +493,10 @@ def test_pencil_and_tanaka_under_mirrored_strategy_match_one_device(tmp_path):
     batch = rows(data, BATCH_IDS)
     pencil = {"alpha": P_ALPHA, "beta": P_BETA, "label_lr": LABEL_LR, "scale": SCALE}
     tanaka = {"alpha": ALPHA, "beta": BETA, "prior": PRIOR.tolist()}
-    args = tmp_path / "args.json"
-    args.write_text(json.dumps({
+    got = mirrored.run(MIRRORED_SOFT_LABELS, {
         "batch": {k: v.tolist() for k, v in batch.items()},
         "weights": [w.tolist() for w in weights], "lr": LR, "observed": data["label"].tolist(),
-        "table": table.tolist(), "pencil": pencil, "tanaka": tanaka}))
-    out = tmp_path / "out.json"
-    result = subprocess.run([sys.executable, "-c", MIRRORED_SOFT_LABELS, str(args), str(out)],
-                            capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert result.returncode == 0, result.stderr
-    got = json.loads(out.read_text())
+        "table": table.tolist(), "pencil": pencil, "tanaka": tanaka}, tmp_path)
     assert got["replicas"] == 2
     first, second = got["shares"]
     assert len(first) == len(second) == 4 and sorted(first + second) == sorted(BATCH_IDS)
@@ -544,32 +508,32 @@ def test_pencil_and_tanaka_under_mirrored_strategy_match_one_device(tmp_path):
     loss, g_z, g_y = pencil_numpy(z, table[BATCH_IDS].astype(np.float64), batch["label"], 2)
     expected_w = sgd(weights, x, g_z)
     expected_rows = table[BATCH_IDS] - LABEL_LR * g_y
-    one, mirrored = got["pencil"]["one"], got["pencil"]["mirrored"]
-    assert one["copies"] is None and len(mirrored["copies"]) == 2
-    for a, b, desired in zip(one["weights"], mirrored["weights"], expected_w):
+    one, two = got["pencil"]["one"], got["pencil"]["mirrored"]
+    assert one["copies"] is None and len(two["copies"]) == 2
+    for a, b, desired in zip(one["weights"], two["weights"], expected_w):
         np.testing.assert_allclose(a, desired, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-    for run in (one, mirrored):
+    for run in (one, two):
         run_table = np.asarray(run["table"])
         np.testing.assert_allclose(run_table[BATCH_IDS], expected_rows, rtol=1e-5, atol=2e-5)
         np.testing.assert_array_equal(run_table[others], table[others])
         np.testing.assert_allclose(run["loss"], loss, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(mirrored["table"])[BATCH_IDS],
+    np.testing.assert_allclose(np.asarray(two["table"])[BATCH_IDS],
                                np.asarray(one["table"])[BATCH_IDS], rtol=1e-5, atol=1e-5)
     # Both replicas' copies hold every row's update (not only their own half's).
-    np.testing.assert_array_equal(mirrored["copies"][0], mirrored["copies"][1])
-    np.testing.assert_array_equal(mirrored["copies"][0], mirrored["table"])
+    np.testing.assert_array_equal(two["copies"][0], two["copies"][1])
+    np.testing.assert_array_equal(two["copies"][0], two["table"])
 
     # Tanaka: the prior term's batch mean spans both replicas' halves.
     loss, g = tanaka_numpy(z, np.eye(K)[batch["label"]])
-    one, mirrored = got["tanaka"]["one"], got["tanaka"]["mirrored"]
-    for run in (one, mirrored):
+    one, two = got["tanaka"]["one"], got["tanaka"]["mirrored"]
+    for run in (one, two):
         for actual, desired in zip(run["weights"], sgd(weights, x, g)):
             np.testing.assert_allclose(actual, desired, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(run["loss"], loss, rtol=1e-5)
         np.testing.assert_allclose(np.asarray(run["table"])[BATCH_IDS], softmax(z), rtol=1e-5,
                                    atol=1e-7)
-    np.testing.assert_array_equal(mirrored["copies"][0], mirrored["copies"][1])
+    np.testing.assert_array_equal(two["copies"][0], two["copies"][1])
 
 
 # --- per-example state is saved with the weights -------------------------------------
