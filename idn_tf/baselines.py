@@ -87,10 +87,7 @@ def dmi_loss(log_probs, labels, eps=1e-3):
     onehot = tf.one_hot(labels, num_classes, dtype=dtype)
     joint = tf.matmul(tf.exp(log_probs), onehot, transpose_a=True)  # [K, K]: PᵀỸ
     counts = tf.reduce_sum(onehot, axis=0)                           # examples per class
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
-        joint = context.all_reduce(tf.distribute.ReduceOp.SUM, joint)
-        counts = context.all_reduce(tf.distribute.ReduceOp.SUM, counts)
+    joint, counts = model.replica_sum(joint), model.replica_sum(counts)
     size = tf.reduce_sum(counts)
     joint = joint / size
     # slogdet's gradient inverts the matrix, which fails for a singular one (a class
@@ -141,8 +138,7 @@ class DMIModel(model.CrossEntropyModel):
 
     def batch_loss(self, batch, log_probs, targets):
         loss = dmi_loss(log_probs, batch["label"], self.eps)
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync if context is not None else 1
+        replicas = model.replica_count()
         # Every replica computes the global batch's loss; the optimizer sums their
         # gradients, and all_reduce's gradient sums them once more across replicas.
         # Each replica's share is therefore loss / replicas.

@@ -78,11 +78,7 @@ def small_loss_mask(losses, forget_rate):
 
 def _kept_total(keep):
     """(the number kept summed over the replicas, number of replicas)."""
-    context = tf.distribute.get_replica_context()
-    replicas = context.num_replicas_in_sync if context is not None else 1
-    if replicas == 1:
-        return keep, 1
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, keep), replicas
+    return model.replica_sum(keep), model.replica_count()
 
 
 class CoTeachingModel(model.CrossEntropyModel):

@@ -37,6 +37,20 @@ def _multi_worker(strategy):
     return bool(in_multi_worker_mode and in_multi_worker_mode())
 
 
+def replica_count():
+    """The number of replicas in sync in the current replica context (1 outside a strategy)."""
+    context = tf.distribute.get_replica_context()
+    return context.num_replicas_in_sync if context is not None else 1
+
+
+def replica_sum(value):
+    """`value` summed over the replicas in sync (itself with one replica). Its gradient is
+    all_reduce's: the replicas' upstream gradients summed in turn."""
+    if replica_count() == 1:
+        return value
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
 def global_batch_mean(per_example):
     """(this replica's share of the global batch's mean, number of replicas).
 
@@ -46,12 +60,10 @@ def global_batch_mean(per_example):
     counted across replicas (an epoch's last batch may split unevenly, or leave a
     replica empty), so the summed gradient is exactly the one-device gradient.
     """
-    context = tf.distribute.get_replica_context()
-    replicas = context.num_replicas_in_sync if context is not None else 1
+    replicas = replica_count()
     if replicas == 1:
         return tf.reduce_mean(per_example), 1
-    size = tf.cast(tf.shape(per_example)[0], per_example.dtype)
-    total = context.all_reduce(tf.distribute.ReduceOp.SUM, size)
+    total = replica_sum(tf.cast(tf.shape(per_example)[0], per_example.dtype))
     return tf.reduce_sum(per_example) / total, replicas
 
 

@@ -45,13 +45,8 @@ def start_labels(labels, num_classes):
 
 def _global_mean_probs(probs):
     """The mean of `probs` [B, K] over the global batch (all replicas' shares)."""
-    total = tf.reduce_sum(probs, axis=0)
-    count = tf.cast(tf.shape(probs)[0], probs.dtype)
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
-        total = context.all_reduce(tf.distribute.ReduceOp.SUM, total)
-        count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
-    return total / count
+    total = model.replica_sum(tf.reduce_sum(probs, axis=0))
+    return total / model.replica_sum(tf.cast(tf.shape(probs)[0], probs.dtype))
 
 
 def tanaka_terms(log_probs, soft_labels, prior):
