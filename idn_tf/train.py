@@ -111,20 +111,21 @@ def _reuse(path, load):
                                     "or pass --overwrite") from None
 
 
-def _array(path, n):
-    """A float [n] array saved with np.save."""
+def _array(path, *shape):
+    """An array of `shape` saved with np.save (e.g. ψ [N], or the T [K, K] a run used)."""
     array = np.load(path)
-    if array.shape != (n,):
-        raise ValueError(f"shape {array.shape}, expected ({n},)")
+    if array.shape != shape:
+        raise ValueError(f"shape {array.shape}, expected {shape}")
     return array
 
 
-def _matrix(path, k):
-    """A float [k, k] array saved with np.save (the T a run used, as it used it)."""
-    array = np.load(path)
-    if array.shape != (k, k):
-        raise ValueError(f"shape {array.shape}, expected ({k}, {k})")
-    return array
+def _saved_classifier(config, data, path):
+    """A new classifier (in the run's strategy scope) holding the weights saved at `path`."""
+    from idn_tf import stages
+    with distribution.get_strategy(config.strategy).scope():
+        classifier = stages.new_classifier(config, data)
+    _reuse(path, lambda: classifier.load_weights(path))
+    return classifier
 
 
 def _npz_array(path, key):
@@ -316,11 +317,7 @@ def stage1(config, data, labels):
         _banner(f"stage 1: reusing {psi_path}")
         saved = _reuse(done_path, lambda: artifacts.read_json(done_path))
         psi = _reuse(psi_path, lambda: _array(psi_path, len(labels)))
-        classifier = None
-        if config.method != "idn":
-            with distribution.get_strategy(config.strategy).scope():
-                classifier = stages.new_classifier(config, data)
-            _reuse(weights, lambda: classifier.load_weights(weights))
+        classifier = _saved_classifier(config, data, weights) if config.method != "idn" else None
         return psi, _reuse(done_path, lambda: stages.StageResult(
             saved["test_accuracy"], saved["history"], saved.get("monitor", {}))), classifier
     _banner("stage 1: cross-entropy on the observed labels (CE baseline, ψ)")
@@ -399,11 +396,9 @@ def method_stage(config, data, labels, ce_classifier, given_transition):
     transition = None
     if all(os.path.isfile(p) for p in paths) and not config.overwrite:
         _banner(f"{stage}: reusing {weights}")
-        with distribution.get_strategy(config.strategy).scope():
-            classifier = stages.new_classifier(config, data)
-        _reuse(weights, lambda: classifier.load_weights(weights))
+        classifier = _saved_classifier(config, data, weights)
         if config.method == "forward":
-            transition = _reuse(t_path, lambda: _matrix(t_path, data.num_classes))
+            transition = _reuse(t_path, lambda: _array(t_path, data.num_classes, data.num_classes))
         saved = _reuse(done, lambda: artifacts.read_json(done))
         return classifier, _reuse(done, lambda: stages.StageResult(
             saved["test_accuracy"], saved["history"], saved["monitor"])), transition
@@ -413,7 +408,7 @@ def method_stage(config, data, labels, ce_classifier, given_transition):
             print(f"forward: T from {config.transition_matrix}")
             _write(config, artifacts.write_npy, "transition_matrix.npy", transition)
         elif os.path.isfile(t_path) and _resuming(config, stage):  # the T it trained with
-            transition = _reuse(t_path, lambda: _matrix(t_path, data.num_classes))
+            transition = _reuse(t_path, lambda: _array(t_path, data.num_classes, data.num_classes))
             print(f"forward: resuming with the T estimated before, {t_path}")
         else:
             transition = stages.estimate_transition(ce_classifier, data, config.batch_size,
@@ -461,9 +456,7 @@ def finetune(config, data, classifier):
     weights, done = _path(config, "finetuned.weights.h5"), _path(config, "finetune.json")
     if os.path.isfile(weights) and os.path.isfile(done) and not config.overwrite:
         _banner(f"fine-tuning: reusing {weights}")
-        with distribution.get_strategy(config.strategy).scope():
-            tuned = stages.new_classifier(config, data)
-        _reuse(weights, lambda: tuned.load_weights(weights))
+        tuned = _saved_classifier(config, data, weights)
         saved = _reuse(done, lambda: artifacts.read_json(done))
         return tuned, _reuse(done, lambda: stages.StageResult(
             saved["test_accuracy"], saved["history"], {}))
