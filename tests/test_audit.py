@@ -4,8 +4,6 @@ finished run recomputed from its exported SavedModel, η and ψ, and `python -m 
 import csv
 import io
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +11,8 @@ from sklearn.metrics import roc_auc_score
 
 from idn_tf import artifacts, audit, config as config_lib, train
 from idn_tf.data import sources
+
+import cli as cli_lib
 
 TINY = dict(epochs=3, eta_start_epoch=2, eta_every=1, lr_decay_epochs=(2,), verbose=0)
 
@@ -126,9 +126,7 @@ def test_results_hold_the_detection_scores(finished_run):
 
 
 def audit_cli(*args, cwd):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "idn_tf.audit", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return cli_lib.run("idn_tf.audit", *args, cwd=cwd, timeout=300)
 
 
 def test_audit_cli_rebuilds_the_same_file(finished_run, tmp_path):

@@ -4,8 +4,6 @@ results, reruns that skip finished cells, and its flag errors."""
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,15 +11,15 @@ import pytest
 from idn_tf import compare
 from idn_tf.data import noise, sources
 
+import cli as cli_lib
+
 ARGS = ("--dataset=digits", "--noise=ccn", "--noise_rate=0.4", "--methods=idn,forward",
         "--seeds=3,7", "--epochs=2", "--lr_decay_epochs=", "--eta_start_epoch=2",
         "--eta_every=1", "--verbose=0", "--monitor_every=1000")
 
 
 def cli(*args, cwd):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "idn_tf.compare", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return cli_lib.run("idn_tf.compare", *args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,15 @@ from idn_tf import artifacts, config as config_lib, train
 from idn_tf.data import sources
 from tb_events import summaries
 
+import cli as cli_lib
+
 # A short schedule: η updates in epochs 2 and 3, lr decay after epoch 2.
 TINY = dict(epochs=3, eta_start_epoch=2, eta_every=1, lr_decay_epochs=(2,), verbose=0)
 TINY_FLAGS = ["--epochs=3", "--eta_start_epoch=2", "--eta_every=1", "--lr_decay_epochs=2", "--verbose=0"]
 
 
 def cli(*args, cwd):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "idn_tf.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return cli_lib.run("idn_tf.train", *args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
