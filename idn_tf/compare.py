@@ -32,7 +32,7 @@ flags.DEFINE_list("methods", list(METHODS), f"Methods to compare: any of {', '.j
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds: one set of noisy labels each.")
 flags.DEFINE_string("compare_dir", "",
                     "Folder of the comparison (cells, labels, comparison.md/.json); default "
-                    "comparisons/<dataset>[-<label set>]-<noise>[<rate>].")
+                    "comparisons/<the run folders' name without method and seed>.")
 
 FLAGS = flags.FLAGS
 
@@ -56,7 +56,7 @@ class Comparison:
         if first.strategy == "multi_worker":
             raise ConfigError("--strategy=multi_worker: a comparison runs in one process; run "
                               "its cells with python -m idn_tf.train on the cluster instead")
-        self.dir = compare_dir or os.path.join("comparisons", _name(first))
+        self.dir = compare_dir or os.path.join("comparisons", first.setting_name())
         self.configs = {(m, s): self._cell_config(m, s) for s in self.seeds for m in self.methods}
 
     def _cell_config(self, method, seed):
@@ -147,15 +147,6 @@ class Comparison:
                 for f in files:
                     _copy(f, os.path.join(config.run_dir, os.path.basename(f)))
                 return
-
-
-def _name(config):
-    """comparisons/<name>: the run name without method and seed."""
-    parts = [config.dataset]
-    if config.noisy_label_key:
-        parts.append(config.noisy_label_key)
-    parts.append(config.noise + (f"{config.noise_rate:g}" if config.noise in RATE_NOISES else ""))
-    return "-".join(parts)
 
 
 def _labels(path):

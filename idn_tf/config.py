@@ -139,6 +139,12 @@ class Config:
         File datasets (real noise): <dataset>[-subset<fraction>][-mix][-<method>]-<seed>.
         The fine-tuning of row #10 continues row #7's run in the same folder.
         """
+        parts = [self.setting_name()] + ([self.method] if self.method != "idn" else [])
+        return "-".join(parts + [str(self.seed)])
+
+    def setting_name(self):
+        """The data and noise part of `run_name` (without method and seed):
+        <dataset>[-<label set>]-<noise>[<rate>], or <dataset>[-subset<fraction>][-mix]."""
         parts = [self.dataset]
         if self.dataset in FILE_SOURCES:
             if self.subset_fraction != 1.0:
@@ -149,9 +155,7 @@ class Config:
             if self.noisy_label_key:
                 parts.append(self.noisy_label_key)
             parts.append(self.noise + (f"{self.noise_rate:g}" if self.noise in RATE_NOISES else ""))
-        if self.method != "idn":
-            parts.append(self.method)
-        return "-".join(parts + [str(self.seed)])
+        return "-".join(parts)
 
     def needs_stage1(self):
         """Whether the run trains the cross-entropy stage 1: the method (ψ), CE itself,
