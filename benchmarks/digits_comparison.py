@@ -1,6 +1,6 @@
 """Benchmark: every method of `idn_tf.compare` on digits, 5 seeds × {k-means IDN, CCN r = 0.4}.
 
-    python benchmarks/digits_comparison.py                  # ~40 minutes on 2 CPU cores
+    python benchmarks/digits_comparison.py                  # ~70 minutes on 2 CPU cores
     python benchmarks/digits_comparison.py --seeds=0 --methods=ce,forward --out=/tmp/cmp
 
 Runs `python -m idn_tf.compare` once per noise (each in <out>/<noise>/, so a rerun
@@ -16,13 +16,16 @@ import subprocess
 import sys
 
 NOISES = {"kmeans": ["--noise=kmeans"], "ccn0.4": ["--noise=ccn", "--noise_rate=0.4"]}
-METHODS = ("idn", "ce", "forward", "bootstrap_soft", "bootstrap_hard", "ldmi")
+METHODS = ("idn", "ce", "forward", "bootstrap_soft", "bootstrap_hard", "ldmi", "coteaching",
+           "tanaka", "pencil")
 NAMES = {"idn": "method (IDN)", "ce": "CE", "forward": "Forward",
          "bootstrap_soft": "Bootstrapping (soft)", "bootstrap_hard": "Bootstrapping (hard)",
-         "ldmi": "L_DMI"}
+         "ldmi": "L_DMI", "coteaching": "Co-teaching", "tanaka": "Tanaka", "pencil": "PENCIL"}
 # The paper's ordering (SPEC §6) of the methods this benchmark has; CE is not in its table.
-PAPER = {"kmeans": {"idn": 69.82, "forward": 64.29, "ldmi": 66.15, "bootstrap": 66.24},
-         "ccn0.4": {"idn": 90.48, "forward": 85.65, "ldmi": 88.80, "bootstrap": 78.95}}
+PAPER = {"kmeans": {"idn": 69.82, "forward": 64.29, "ldmi": 66.15, "bootstrap": 66.24,
+                    "coteaching": 66.93, "tanaka": 67.77, "pencil": 69.51},
+         "ccn0.4": {"idn": 90.48, "forward": 85.65, "ldmi": 88.80, "bootstrap": 78.95,
+                    "coteaching": 79.67, "tanaka": 90.39, "pencil": 89.25}}
 
 
 def main():

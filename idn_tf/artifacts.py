@@ -118,7 +118,8 @@ RUN_RESULTS = ("noisy_labels.npz", "psi.npy", "stage1.json",
                "stage1.weights.h5", "eta.npy", "classifier.weights.h5", "stage2.json",
                # a baseline's stage (--method), in place of stage 2
                "forward.json", "transition_matrix.npy", "bootstrap_soft.json",
-               "bootstrap_hard.json", "ldmi.json",
+               "bootstrap_hard.json", "ldmi.json", "coteaching.json", "coteaching_tau.json",
+               "tanaka_labels.json", "tanaka.json", "pencil.json", "soft_labels.npy",
                "finetune.json", "finetuned.weights.h5", "label_audit.csv", "results.json")
 RUN_ARTIFACTS = RUN_SETTINGS + RUN_RECORDS + RUN_RESULTS
 RUN_FOLDERS = ("tb", "plots", "backup")  # TensorBoard events, figures, BackupAndRestore

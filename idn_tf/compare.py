@@ -1,7 +1,8 @@
 """python -m idn_tf.compare: several methods side by side on the same noisy labels (SPEC §6).
 
     python -m idn_tf.compare --dataset=digits --noise=ccn --noise_rate=0.4 \\
-        --methods=idn,ce,forward,bootstrap_soft,bootstrap_hard,ldmi --seeds=0,1,2,3,4
+        --methods=idn,ce,forward,bootstrap_soft,bootstrap_hard,ldmi,coteaching,tanaka,pencil \
+        --seeds=0,1,2,3,4
 
 Every other flag is `idn_tf.train`'s and applies to every cell. For each seed the
 observed labels are made once, in <compare_dir>/labels/seed-<k>.npz, and copied
@@ -11,7 +12,7 @@ The cells run one after another in this process, each as a `train.run`, so each
 keeps its run folder's behaviour (restart, backups, TensorBoard, results.json).
 A cell whose results.json was written with the same configuration is skipped; a
 cell killed part-way resumes from its last epoch. Cells of a seed that train the
-same stage 1 (idn, ce, forward, ldmi) share it: the first one trains it, the
+same stage 1 (idn, ce, forward, ldmi, Co-teaching with an estimated τ) share it: the first one trains it, the
 others start from a copy of its files. After every cell, comparison.md (a table
 like the paper's: mean ± std of the test accuracy over the seeds) and
 comparison.json are written again.
@@ -41,7 +42,8 @@ CELL_FLAGS = ("method", "seed", "run_dir", "model_name")
 # How comparison.md names the methods (the paper's names).
 METHOD_NAMES = {"idn": "method (IDN)", "ce": "CE", "forward": "Forward",
                 "bootstrap_soft": "Bootstrapping (soft)", "bootstrap_hard": "Bootstrapping (hard)",
-                "ldmi": "L_DMI"}
+                "ldmi": "L_DMI", "coteaching": "Co-teaching", "tanaka": "Tanaka",
+                "pencil": "PENCIL"}
 STAGE1_FILES = ("stage1.json", "psi.npy", "stage1.weights.h5")
 
 
@@ -276,6 +278,7 @@ def run(comparison, overwrite=False, command=""):
     data = train.load_data(comparison.configs[cells[0]]) if todo else None
     for cell in todo:  # a bad --transition_matrix stops the comparison before any training
         train.load_transition_matrix(comparison.configs[cell], data.num_classes)
+        train.check_clean_labels_known(comparison.configs[cell], data)
     for number, cell in enumerate(cells, 1):
         method, seed = cell
         head = f"[{number}/{len(cells)}] {method}, seed {seed}"

@@ -24,7 +24,8 @@ from idn_tf.data.tfds_sources import noisy_label_feature
 # never imports TensorFlow (a user error then prints one clean line); tests
 # check they equal posterior.ETA_RULES and models.ARCHITECTURES.
 ETA_RULES = ("paper", "exact")
-METHODS = ("idn", "ce", "forward", "bootstrap_soft", "bootstrap_hard", "ldmi")  # = baselines.METHODS
+METHODS = ("idn", "ce", "forward", "bootstrap_soft", "bootstrap_hard", "ldmi", "coteaching",
+           "tanaka", "pencil")  # = baselines.METHODS
 ARCHITECTURES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet50")
 
 # Fields that do not change what a run computes: they may differ between a
@@ -46,7 +47,14 @@ IDN_FIELDS = ("eta_init", "eta_lr", "eta_start_epoch", "eta_every", "eta_rule", 
 METHOD_FIELDS = {"forward": ("transition_matrix", "forward_percentile"),
                  "bootstrap_soft": ("bootstrap_soft_beta",),
                  "bootstrap_hard": ("bootstrap_hard_beta",),
-                 "ldmi": ("dmi_lr", "dmi_eps")}
+                 "ldmi": ("dmi_lr", "dmi_eps"),
+                 "coteaching": ("coteaching_tau", "coteaching_t_k"),
+                 "tanaka": ("tanaka_alpha", "tanaka_beta", "tanaka_start_epoch"),
+                 "pencil": ("pencil_alpha", "pencil_beta", "pencil_lambda", "pencil_joint_start",
+                            "pencil_finetune_start")}
+# --coteaching_tau's words (else a number): τ estimated from the stage-1 model's T, or the
+# measured fraction of wrong training labels (needs the clean training labels).
+COTEACHING_TAUS = ("estimate", "actual")
 FILE_DATASET_FIELDS = {"subset_fraction": 1.0, "skip_bad_images": False, "oversample": "none",
                        "clean_train": "none", "finetune_clean_epochs": 0}
 
@@ -89,6 +97,19 @@ class Config:
     bootstrap_hard_beta: float = 0.8
     dmi_lr: float = 1e-6
     dmi_eps: float = 1e-3
+    coteaching_tau: str = "estimate"
+    coteaching_t_k: int = 10
+    tanaka_alpha: float = 1.2
+    tanaka_beta: float = 0.8
+    # The baselines' schedules, as fractions of --epochs (the recipes scale them): Tanaka
+    # et al. update the labels after epoch 70 of 200; Yi & Wu's phase 2 starts after epoch
+    # 70 of 320 and phase 3 after epoch 200.
+    tanaka_start_epoch: int = 15
+    pencil_alpha: float = 0.4
+    pencil_beta: float = 0.1
+    pencil_lambda: float = 600.0
+    pencil_joint_start: int = 10
+    pencil_finetune_start: int = 26
     arch: str = "small_cnn"
     backbone_weights: str = "none"
     normalize: str = "standardize"
@@ -159,9 +180,15 @@ class Config:
 
     def needs_stage1(self):
         """Whether the run trains the cross-entropy stage 1: the method (ψ), CE itself,
-        L_DMI (its warm-up) and Forward without a given T (T is estimated from it)."""
+        L_DMI (its warm-up), Forward without a given T (T is estimated from it) and
+        Co-teaching with an estimated τ (from that T)."""
         return self.method in ("idn", "ce", "ldmi") or (
-            self.method == "forward" and not self.transition_matrix)
+            self.method == "forward" and not self.transition_matrix) or (
+            self.method == "coteaching" and self.coteaching_tau == "estimate")
+
+    def estimates_transition(self):
+        """Whether the run estimates T from the stage-1 model (with --forward_percentile)."""
+        return self.method in ("forward", "coteaching") and self.needs_stage1()
 
     def noise_options(self):
         """Keyword arguments of `noise.make_noisy_labels` besides noise, rate and seed."""
@@ -188,7 +215,9 @@ class Config:
         for method, fields in METHOD_FIELDS.items():
             if method != self.method:
                 unused.update(fields)
-        if self.method == "forward" and self.transition_matrix:
+        if self.estimates_transition():
+            unused.discard("forward_percentile")  # Co-teaching's τ comes from T too
+        elif self.method == "forward":
             unused.add("forward_percentile")  # T is given, not estimated
         if self.method != "idn":
             unused.update(IDN_FIELDS)
@@ -265,6 +294,8 @@ _CIFAR = dict(
     lr_decay_factor=0.1, momentum=0.9, weight_decay=1e-4, eta_init=0.01, eta_start_epoch=35,
     eta_every=5, eta_rule="paper", eta_eps=1e-4, eta_min=0.0, normalize="subtract_mean",
     augment="pad_crop_flip", crop_padding=4,
+    # The baselines' schedules scaled to 160 epochs (Config's comments).
+    tanaka_start_epoch=57, pencil_joint_start=36, pencil_finetune_start=101,
     # A monitored epoch costs a forward pass over the 50,000 training images (a third of an
     # epoch's compute); every 5th epoch still shows the curves and each η update's effect.
     monitor_every=5)
@@ -293,7 +324,8 @@ RECIPES = {
                        lr=5e-3, lr_decay_epochs=(5, 10), lr_decay_factor=0.1, momentum=0.9,
                        weight_decay=1e-3, eta_init=0.01, eta_lr=0.05, eta_start_epoch=2,
                        eta_every=1, eta_rule="paper", eta_eps=1e-4, eta_min=0.0, noise="none",
-                       normalize="subtract_mean", oversample="auto", monitor_every=5),
+                       normalize="subtract_mean", oversample="auto", monitor_every=5,
+                       tanaka_start_epoch=6, pencil_joint_start=4, pencil_finetune_start=10),
 }
 
 
@@ -386,8 +418,45 @@ def _check_method(c):
     if c.transition_matrix:  # read by --method=forward only, but a path given must exist
         _check(os.path.isfile(c.transition_matrix), "transition_matrix",
                f"no such file: {c.transition_matrix}")
+    _check_coteaching_tau(c.coteaching_tau)
+    _check(c.coteaching_t_k >= 1, "coteaching_t_k", f"must be >= 1, got {c.coteaching_t_k}")
+    for name in ("tanaka_alpha", "tanaka_beta", "pencil_alpha", "pencil_beta"):
+        _check(getattr(c, name) >= 0, name, f"must be >= 0, got {getattr(c, name)}")
+    _check(c.pencil_lambda > 0, "pencil_lambda", f"must be positive, got {c.pencil_lambda}")
+    for name in ("tanaka_start_epoch", "pencil_joint_start", "pencil_finetune_start"):
+        _check(getattr(c, name) >= 1, name, f"must be >= 1 (a 1-based epoch), got "
+               f"{getattr(c, name)}")
+    if c.method == "tanaka":  # checked against --epochs only where they are used
+        _check(c.tanaka_start_epoch <= c.epochs, "tanaka_start_epoch",
+               f"must be in [1, --epochs={c.epochs}] (the first epoch whose predictions "
+               f"become the soft labels), got {c.tanaka_start_epoch}")
+    if c.method == "pencil":
+        _check(c.pencil_joint_start <= c.epochs + 1, "pencil_joint_start",
+               f"must be in [1, --epochs + 1 = {c.epochs + 1}], got {c.pencil_joint_start}")
+        _check(c.pencil_joint_start <= c.pencil_finetune_start <= c.epochs + 1,
+               "pencil_finetune_start", f"must be in [--pencil_joint_start="
+               f"{c.pencil_joint_start}, --epochs + 1 = {c.epochs + 1}], got "
+               f"{c.pencil_finetune_start}")
     _check(c.clean_train != "mix" or c.method in ("idn", "ce"), "clean_train",
            f"mix is for --method=idn or ce (clean examples with η = 0), not {c.method}")
+
+
+def coteaching_rate(value):
+    """--coteaching_tau as a number in [0, 1), or None for estimate/actual."""
+    if value in COTEACHING_TAUS:
+        return None
+    rate = float(value)
+    if not (math.isfinite(rate) and 0.0 <= rate < 1.0):
+        raise ValueError(value)
+    return rate
+
+
+def _check_coteaching_tau(value):
+    try:
+        coteaching_rate(value)
+    except ValueError:
+        raise ConfigError(f"--coteaching_tau: {' or '.join(COTEACHING_TAUS)}, or a forget rate "
+                          f"in [0, 1), got {value!r}") from None
 
 
 def validate(c):

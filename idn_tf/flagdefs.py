@@ -128,7 +128,9 @@ flags.DEFINE_enum("method", C.method, config.METHODS,
                   "idn: the method (stage 1 CE, then stage 2); ce: stage 1 alone (standard "
                   "cross-entropy); forward: forward loss correction (Patrini et al. 2017); "
                   "bootstrap_soft / bootstrap_hard: bootstrapping (Reed et al. 2015); ldmi: "
-                  "L_DMI (Xu et al. 2019) from the stage-1 CE model.")
+                  "L_DMI (Xu et al. 2019) from the stage-1 CE model; coteaching: Co-teaching "
+                  "(Han et al. 2018); tanaka: joint optimisation (Tanaka et al. 2018); pencil: "
+                  "PENCIL (Yi & Wu 2019).")
 flags.DEFINE_string("transition_matrix", C.transition_matrix,
                     "--method=forward: a known transition matrix T (row i = P(observed label | "
                     "class i)), a K x K .npy file or text file (numpy.loadtxt); default: T "
@@ -149,6 +151,38 @@ flags.DEFINE_float("dmi_lr", C.dmi_lr,
 flags.DEFINE_float("dmi_eps", C.dmi_eps,
                    "--method=ldmi: ε added to |det(PᵀỸ)| of the unnormalised batch matrix "
                    "(Xu et al.'s code: 0.001); keeps the loss finite for a batch missing a class.")
+
+flags.DEFINE_string("coteaching_tau", C.coteaching_tau,
+                    "--method=coteaching: the final forget rate τ, a number in [0, 1); estimate: "
+                    "Σ π_i (1 − T_ii) from the T estimated on the stage-1 CE model "
+                    "(--forward_percentile) and the observed class frequencies π; actual: the "
+                    "measured fraction of wrong training labels (an oracle; needs the clean "
+                    "training labels).")
+flags.DEFINE_integer("coteaching_t_k", C.coteaching_t_k,
+                     "--method=coteaching: the forget rate grows linearly from 0 (first epoch) "
+                     "to τ (epoch T_k + 1) (Han et al.: 10).")
+flags.DEFINE_float("tanaka_alpha", C.tanaka_alpha,
+                   "--method=tanaka: weight α of KL(class prior ‖ batch mean prediction) "
+                   "(Tanaka et al., CIFAR-10: 1.2).")
+flags.DEFINE_float("tanaka_beta", C.tanaka_beta,
+                   "--method=tanaka: weight β of the prediction entropy (Tanaka et al.: 0.8).")
+flags.DEFINE_integer("tanaka_start_epoch", C.tanaka_start_epoch,
+                     "--method=tanaka: first epoch (1-based) at whose end the soft labels become "
+                     "the epoch's mean predictions (Tanaka et al.: 71 of 200).")
+flags.DEFINE_float("pencil_alpha", C.pencil_alpha,
+                   "--method=pencil: weight α of the compatibility term −log softmax(y^d)[observed] "
+                   "(Yi & Wu's code: 0.4).")
+flags.DEFINE_float("pencil_beta", C.pencil_beta,
+                   "--method=pencil: weight β of the prediction entropy (Yi & Wu's code: 0.1).")
+flags.DEFINE_float("pencil_lambda", C.pencil_lambda,
+                   "--method=pencil: step size λ of the label logits (ỹ ← ỹ − λ ∂L/∂ỹ, L the "
+                   "batch mean; Yi & Wu, CIFAR-10: 600).")
+flags.DEFINE_integer("pencil_joint_start", C.pencil_joint_start,
+                     "--method=pencil: first epoch (1-based) of phase 2, labels and network "
+                     "learned together (Yi & Wu: 71 of 320).")
+flags.DEFINE_integer("pencil_finetune_start", C.pencil_finetune_start,
+                     "--method=pencil: first epoch (1-based) of phase 3, the network fine-tuned "
+                     "on the learned labels (Yi & Wu: 201 of 320); --epochs + 1: none.")
 
 # Row #10: fine-tuning on the clean training set.
 flags.DEFINE_integer("finetune_clean_epochs", C.finetune_clean_epochs,

@@ -49,9 +49,10 @@ def _common(config, noise_rate_actual):
     }
 
 
-def baseline_results(config, noise_rate_actual, ce, result, transition=None):
+def baseline_results(config, noise_rate_actual, ce, result, transition=None, extra=None):
     """results.json of a baseline (--method other than idn): `method_test_accuracy` is
-    the baseline's (for ce, stage 1's); `ce` is None when stage 1 did not run."""
+    the baseline's (for ce, stage 1's); `ce` is None when stage 1 did not run; `extra`:
+    the method's own values (Co-teaching's τ, the soft labels' rates)."""
     res = {
         **_common(config, noise_rate_actual),
         "ce_test_accuracy": None if ce is None else ce.test_accuracy,
@@ -63,6 +64,7 @@ def baseline_results(config, noise_rate_actual, ce, result, transition=None):
     }
     if transition is not None:
         res["transition_matrix"] = np.asarray(transition, np.float64).tolist()
+    res.update(extra or {})
     return res
 
 
@@ -87,7 +89,9 @@ def results(config, noise_rate_actual, ce, idn, q, eta, labels, clean_labels):
 METHOD_ROWS = {"idn": "method test accuracy (stage 2)", "forward": "Forward test accuracy",
                "bootstrap_soft": "Bootstrapping (soft) test accuracy",
                "bootstrap_hard": "Bootstrapping (hard) test accuracy",
-               "ldmi": "L_DMI test accuracy"}
+               "ldmi": "L_DMI test accuracy", "coteaching": "Co-teaching test accuracy",
+               "tanaka": "Tanaka test accuracy (second phase)",
+               "pencil": "PENCIL test accuracy"}
 
 
 def table(res):
@@ -103,6 +107,9 @@ def table(res):
         *([(METHOD_ROWS[method], res["method_test_accuracy"])] if method in METHOD_ROWS else []),
         (f"{'method' if method == 'idn' else method} + clean fine-tuning test accuracy",
          res.get("finetuned_test_accuracy")),
+        ("Co-teaching forget rate τ", res.get("coteaching_tau")),
+        ("wrong training labels corrected by the soft labels", res.get("soft_labels_corrected")),
+        ("right training labels kept by the soft labels", res.get("soft_labels_kept")),
         ("wrong training labels corrected by argmax q", res.get("wrong_labels_corrected")),
         ("right training labels kept by argmax q", res.get("right_labels_kept")),
         ("AUROC of η as wrong-label detector", res.get("eta_auroc")),

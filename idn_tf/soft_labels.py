@@ -8,10 +8,22 @@
   predictions for it over that epoch (`TanakaLabelUpdate`).
 - `PencilModel` (Yi & Wu, CVPR 2019, "PENCIL"): label logits ỹ [N, K] start as
   `scale`·onehot(observed); in phase 2 the network and the batch's rows of ỹ learn
-  together from KL(f ‖ softmax ỹ) + α·CE(onehot(observed), softmax ỹ) + β·H(f),
+  together from KL(f ‖ y^d)/K + α·CE(y^d, observed) + β·H(f)/K, y^d = softmax(ỹ),
   the rows by their own gradient step with step size λ; phase 1 is plain
-  cross-entropy, phase 3 trains the network on KL(f ‖ softmax ỹ) with ỹ fixed.
+  cross-entropy, phase 3 trains the network on KL(f ‖ y^d)/K with ỹ fixed.
   `PencilPhase` sets the phase per epoch.
+
+  These are the terms of the authors' released code, which produced their published
+  numbers, not the paper's equations: the code averages KL and H over the K classes
+  as well as over the batch (torch.mean of a [B, K] tensor), hence the /K, and its
+  compatibility term passes y^d (already probabilities) to a cross-entropy that
+  applies softmax again: CE(y^d, o) = −log softmax(y^d)[o]. With the paper's sums
+  (no /K), the KL term's gradient on the network is up to K times cross-entropy's
+  (y^d starts at softmax(10·onehot), whose off-class log-probabilities are ≈ −10),
+  and a digits run at the recipe's learning rate diverged in phase 2; and with the
+  paper's −log y^d[o], the authors' α = 0.4 pins y^d within 0.2·f + 0.8·onehot(o)
+  (its fixed point), so no label would change. Their α, β and λ (0.4, 0.1, 600) mean
+  what they mean in their code only with their terms.
 
 s = f = softmax of the network's logits; H the entropy; p the class prior.
 Both are `model.CrossEntropyModel`s: same data, optimiser, coupled weight decay,
@@ -133,13 +145,16 @@ class TanakaLabelUpdate(keras.callbacks.Callback):
 
 
 def pencil_terms(log_probs, label_logits, labels):
-    """PENCIL's terms per example [B] each: KL(f ‖ y^d), −log y^d[label] (compatibility
-    with the observed label), H(f), with f = exp(log_probs), y^d = softmax(label_logits)."""
+    """PENCIL's terms per example [B] each, as the authors' code computes them (module
+    docstring): KL(f ‖ y^d)/K, the compatibility −log softmax(y^d)[label], and H(f)/K,
+    with f = exp(log_probs), y^d = softmax(label_logits), K the number of classes."""
     log_yd = tf.nn.log_softmax(tf.cast(label_logits, log_probs.dtype))
     probs = tf.exp(log_probs)
-    compatibility = -tf.gather(log_yd, tf.cast(labels, tf.int32), axis=1, batch_dims=1)
-    classification = tf.reduce_sum(probs * (log_probs - log_yd), axis=-1)
-    entropy = -tf.reduce_sum(probs * log_probs, axis=-1)
+    classes = tf.cast(tf.shape(log_probs)[-1], log_probs.dtype)
+    compatibility = -tf.gather(tf.nn.log_softmax(tf.exp(log_yd)), tf.cast(labels, tf.int32),
+                               axis=1, batch_dims=1)
+    classification = tf.reduce_sum(probs * (log_probs - log_yd), axis=-1) / classes
+    entropy = -tf.reduce_sum(probs * log_probs, axis=-1) / classes
     return classification, compatibility, entropy
 
 
@@ -150,7 +165,7 @@ class PencilModel(model.CrossEntropyModel):
     only in the batch's rows: ỹ_i ← ỹ_i − λ·∂L/∂ỹ_i, L the batch's mean loss.
     """
 
-    def __init__(self, classifier, labels, num_classes, alpha=0.1, beta=0.4, label_lr=600.0,
+    def __init__(self, classifier, labels, num_classes, alpha=0.4, beta=0.1, label_lr=600.0,
                  scale=10.0, weight_decay=0.0, **kwargs):
         super().__init__(classifier, weight_decay=weight_decay, **kwargs)
         self.alpha, self.beta, self.label_lr = float(alpha), float(beta), float(label_lr)
@@ -192,7 +207,7 @@ class PencilModel(model.CrossEntropyModel):
 
 class PencilPhase(keras.callbacks.Callback):
     """Sets `PencilModel.phase` at each epoch's start: 1 before epoch `joint_start`,
-    2 before `finetune_start`, 3 after (1-based epochs)."""
+    2 before `finetune_start`, 3 after (1-based epochs); logs it as `pencil_phase`."""
 
     def __init__(self, joint_start, finetune_start):
         super().__init__()
@@ -206,3 +221,7 @@ class PencilPhase(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model.phase.assign(self.phase(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:  # for TensorBoard and the stage's history
+            logs["pencil_phase"] = self.phase(epoch)

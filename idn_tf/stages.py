@@ -5,8 +5,9 @@ Stage 1 trains a classifier with plain cross-entropy on the observed labels;
 its test accuracy is the CE baseline and its predictions on the un-augmented
 training images give ψ. Stage 2 trains a fresh classifier (same backbone,
 initialisation, optimiser and data order) as an `IDNModel`. A baseline
-(`train_method`) trains in place of stage 2: Forward and Bootstrapping a fresh
-classifier, L_DMI the stage-1 one. `finetune` trains a copy of the final
+(`train_method`) trains in place of stage 2: Forward, Bootstrapping, Co-teaching
+(with a second network), PENCIL and Tanaka's two phases a fresh classifier, L_DMI
+the stage-1 one. `finetune` trains a copy of the final
 classifier with cross-entropy on a clean training set.
 The data come through a view (`data.views`): arrays in memory or streamed files.
 """
@@ -18,7 +19,8 @@ import shutil
 import keras
 import numpy as np
 
-from idn_tf import baselines, callbacks, distribution, model, posterior, transition
+from idn_tf import (baselines, callbacks, coteaching, distribution, model, posterior, soft_labels,
+                    transition)
 from idn_tf.config import ConfigError
 from idn_tf.data import views
 from idn_tf.models import build_classifier
@@ -33,14 +35,20 @@ class StageResult:
     monitor: dict          # per monitored epoch: callbacks.MonitorCallback.history
 
 
-def new_classifier(config, data):
-    """A freshly initialised classifier; both stages start from the same weights."""
+# Co-teaching's second network is initialised as new_classifier with --seed + this.
+PEER_SEED_OFFSET = 10007
+
+
+def new_classifier(config, data, seed=None):
+    """A freshly initialised classifier; both stages start from the same weights
+    (those of `seed`, default --seed)."""
     mean, std = data.pixel_statistics()
     if config.normalize == "subtract_mean":
         std = np.ones_like(std)
     try:
         return build_classifier(config.arch, data.input_shape,
-                                data.num_classes, mean, std, seed=config.seed,
+                                data.num_classes, mean, std,
+                                seed=config.seed if seed is None else seed,
                                 backbone_weights=config.backbone_weights)
     except BackboneError as e:
         raise ConfigError(f"--arch={config.arch} --backbone_weights={config.backbone_weights}: "
@@ -191,17 +199,25 @@ def method_config(config):
     return config
 
 
-def new_method_model(config, data, transition=None, warm=None):
+def tanaka_labels_config(config):
+    """Tanaka's first phase: --epochs at the constant --lr (the authors' "high learning
+    rate", which keeps the network from fitting the noisy labels before they change)."""
+    return dataclasses.replace(config, lr_decay_epochs=())
+
+
+def new_method_model(config, data, labels=None, transition=None, warm=None, soft=None):
     """The Keras model of --method (a baseline), around a fresh classifier.
 
     forward needs `transition` (T [K, K]); ldmi starts from the weights of `warm`
-    (the stage-1 CE classifier); the others start from the same initial weights as
-    stage 1.
+    (the stage-1 CE classifier); tanaka and pencil need the observed `labels` [N]
+    (their tables' rows); tanaka with `soft` [N, K] is its second phase (plain
+    cross-entropy on those soft labels, no label updates). The others start from the
+    same initial weights as stage 1; Co-teaching's second network from other ones.
     """
     keras.utils.set_random_seed(config.seed)
     with distribution.get_strategy(config.strategy).scope():
         classifier = new_classifier(config, data)
-        wd = config.weight_decay
+        wd, k = config.weight_decay, data.num_classes
         if config.method == "forward":
             return baselines.ForwardModel(classifier, transition, weight_decay=wd)
         if config.method in ("bootstrap_soft", "bootstrap_hard"):
@@ -211,13 +227,63 @@ def new_method_model(config, data, transition=None, warm=None):
         if config.method == "ldmi":
             classifier.set_weights(warm.get_weights())
             return baselines.DMIModel(classifier, eps=config.dmi_eps, weight_decay=wd)
+        if config.method == "coteaching":
+            peer = new_classifier(config, data, seed=config.seed + PEER_SEED_OFFSET)
+            return coteaching.CoTeachingModel(classifier, peer, weight_decay=wd)
+        if config.method == "tanaka" and soft is not None:
+            return soft_labels.TanakaModel(classifier, soft, k, alpha=0.0, beta=0.0,
+                                           weight_decay=wd)
+        if config.method == "tanaka":
+            return soft_labels.TanakaModel(classifier, labels, k, alpha=config.tanaka_alpha,
+                                           beta=config.tanaka_beta, weight_decay=wd)
+        if config.method == "pencil":
+            return soft_labels.PencilModel(classifier, labels, k, alpha=config.pencil_alpha,
+                                           beta=config.pencil_beta,
+                                           label_lr=config.pencil_lambda, weight_decay=wd)
     raise ValueError(f"not a baseline with a stage of its own: {config.method!r}")
 
 
-def train_method(config, data, labels, transition=None, warm=None):
-    """A baseline's stage, named after it (backup, TensorBoard): (model, StageResult)."""
-    trained = new_method_model(config, data, transition=transition, warm=warm)
-    return trained, _fit(trained, method_config(config), data, labels, config.method)
+def method_callbacks(config, forget_rate=None):
+    """The callbacks that drive a baseline's schedule: Co-teaching's R(t) (to
+    `forget_rate` τ), Tanaka's label updates, PENCIL's phases."""
+    if config.method == "coteaching":
+        return [coteaching.ForgetRateCallback(forget_rate, config.coteaching_t_k)]
+    if config.method == "tanaka":
+        return [soft_labels.TanakaLabelUpdate(config.tanaka_start_epoch)]
+    if config.method == "pencil":
+        return [soft_labels.PencilPhase(config.pencil_joint_start, config.pencil_finetune_start)]
+    return []
+
+
+def train_method(config, data, labels, transition=None, warm=None, forget_rate=None,
+                 soft=None):
+    """A baseline's stage, named after it (backup, TensorBoard): (model, StageResult).
+
+    Tanaka's second phase is this with its `soft` labels; its first is `train_tanaka_labels`.
+    """
+    trained = new_method_model(config, data, labels=labels, transition=transition, warm=warm,
+                               soft=soft)
+    extra = method_callbacks(config, forget_rate) if soft is None else []
+    return trained, _fit(trained, method_config(config), data, labels, config.method, extra)
+
+
+def train_tanaka_labels(config, data, labels):
+    """Tanaka's first phase (stage "tanaka_labels"): the network and the soft labels
+    learned jointly. Returns (TanakaModel, StageResult); its `labels_table` holds the
+    final soft labels."""
+    trained = new_method_model(config, data, labels=labels)
+    return trained, _fit(trained, tanaka_labels_config(config), data, labels, "tanaka_labels",
+                         method_callbacks(config))
+
+
+def soft_label_table(trained):
+    """The soft labels [N, K] a Tanaka or PENCIL model ends with (PENCIL: softmax of ỹ)."""
+    if isinstance(trained, soft_labels.PencilModel):
+        logits = trained.label_table.numpy().astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+    return trained.labels_table.numpy()
 
 
 def estimate_transition(classifier, examples, batch_size, percentile):

@@ -55,6 +55,7 @@ def run(config, data=None):
     if data is None:
         data = load_data(config)
     given_transition = load_transition_matrix(config, data.num_classes)
+    check_clean_labels_known(config, data)
     if _is_chief(config):
         check_export_dir(config)
         flags_dict = {k: v for k, v in config.to_dict().items() if k not in ("dry_run", "overwrite")}
@@ -71,15 +72,15 @@ def run(config, data=None):
         write_excluded(config, data)
     psi, ce, ce_classifier = stage1(config, data, labels) if config.needs_stage1() else (
         None, None, None)
-    transition = None
+    transition, extra = None, None
     if config.method == "idn":
         idn, result = stage2(config, data, labels, psi)
         final = idn.classifier
     elif config.method == "ce":
         final, result = ce_classifier, ce
     else:
-        final, result, transition = method_stage(config, data, labels, ce_classifier,
-                                                 given_transition)
+        final, result, transition, extra = method_stage(config, data, labels, rate,
+                                                        ce_classifier, given_transition)
     finetuned, tuned = finetune(config, data, final)
     if not _is_chief(config):
         print(f"\nworker done ({time.time() - start:.0f} s); the chief writes the results")
@@ -87,7 +88,7 @@ def run(config, data=None):
     if config.method == "idn":
         res = report_run(config, data, labels, rate, ce, idn, result)
     else:
-        res = report_baseline(config, rate, ce, result, transition)
+        res = report_baseline(config, rate, ce, result, transition, extra)
     if tuned is not None:
         res.update(finetuned_test_accuracy=tuned.test_accuracy, finetune_history=tuned.history)
     previous = _previous_export(config)
@@ -144,10 +145,16 @@ def final_stage(config):
     return {"idn": "stage2", "ce": "stage1"}.get(config.method, config.method)
 
 
+def run_stages(config):
+    """The stages a run trains, in order (stage 1 named even where it is skipped)."""
+    own = ("tanaka_labels",) if config.method == "tanaka" else ()
+    return tuple(dict.fromkeys(("stage1", *own, final_stage(config))))
+
+
 def _run_dir_state(config):
     """What a restart would reuse: [noisy labels, stages done; backup epochs]."""
     from idn_tf import callbacks, stages
-    stages_run = tuple(dict.fromkeys(("stage1", final_stage(config))))
+    stages_run = run_stages(config)
     done = [os.path.isfile(_path(config, n)) for n in (
         "noisy_labels.npz", *(f"{s}.json" for s in stages_run))]
     # The fine-tuning's files are left out: the chief deletes them when only --finetune_*
@@ -235,6 +242,14 @@ def _load_files(config):
           + (f"; {len(loaded.excluded)} images left out" if loaded.excluded else ""))
     check_data_fits(config, data.input_shape)
     return data
+
+
+def check_clean_labels_known(config, data):
+    """--coteaching_tau=actual measures the noise rate: ConfigError now if it cannot."""
+    if config.method == "coteaching" and config.coteaching_tau == "actual" and not (
+            np.asarray(data.train.clean_labels) >= 0).all():
+        raise ConfigError(f"--coteaching_tau=actual: the clean labels of {config.dataset}'s "
+                          "training examples are not known; give τ as a number or use estimate")
 
 
 def write_excluded(config, data):
@@ -381,12 +396,15 @@ def load_transition_matrix(config, num_classes):
         raise ConfigError(f"--transition_matrix={path}: {why}") from None
 
 
-def method_stage(config, data, labels, ce_classifier, given_transition):
-    """A baseline's own stage: (classifier, StageResult, T or None).
+def method_stage(config, data, labels, rate, ce_classifier, given_transition):
+    """A baseline's own stage: (classifier, StageResult, T or None, extra results).
 
     Forward's T is `given_transition`, else estimated from the stage-1 classifier;
-    ldmi starts from the stage-1 classifier. classifier.weights.h5, <method>.json
-    (and transition_matrix.npy) are reused on restart.
+    ldmi starts from the stage-1 classifier; Co-teaching's τ is given, measured or
+    estimated (`coteaching_tau`); Tanaka first learns its soft labels (`tanaka_labels`).
+    classifier.weights.h5, <method>.json (and transition_matrix.npy) are reused on
+    restart. `extra`: the method's own results (τ, the soft labels' rates), also kept
+    in <method>.json.
     """
     from idn_tf import stages
     stage = final_stage(config)
@@ -401,33 +419,122 @@ def method_stage(config, data, labels, ce_classifier, given_transition):
             transition = _reuse(t_path, lambda: _array(t_path, data.num_classes, data.num_classes))
         saved = _reuse(done, lambda: artifacts.read_json(done))
         return classifier, _reuse(done, lambda: stages.StageResult(
-            saved["test_accuracy"], saved["history"], saved["monitor"])), transition
-    if config.method == "forward":
-        if given_transition is not None:
-            transition = given_transition
-            print(f"forward: T from {config.transition_matrix}")
-            _write(config, artifacts.write_npy, "transition_matrix.npy", transition)
-        elif os.path.isfile(t_path) and _resuming(config, stage):  # the T it trained with
-            transition = _reuse(t_path, lambda: _array(t_path, data.num_classes, data.num_classes))
-            print(f"forward: resuming with the T estimated before, {t_path}")
-        else:
-            transition = stages.estimate_transition(ce_classifier, data, config.batch_size,
-                                                    config.forward_percentile)
-            print(f"forward: T estimated from the stage-1 model ({config.forward_percentile:g}th "
-                  f"percentile); mean diagonal {np.mean(np.diag(transition)):.3f}")
-            _write(config, artifacts.write_npy, "transition_matrix.npy", transition)
-    _banner(f"{stage}: {METHOD_TITLES[config.method]}")
+            saved["test_accuracy"], saved["history"], saved["monitor"])), transition, \
+            saved.get("extra", {})
     if _is_chief(config):  # a fine-tuning of an earlier stage must not be reused
         artifacts.remove(config.run_dir, FINETUNE_RESULTS)
+    extra, forget_rate, soft = {}, None, None
+    if config.method == "forward":
+        transition = forward_transition(config, data, ce_classifier, given_transition, stage)
+    if config.method == "coteaching":
+        forget_rate = extra["coteaching_tau"] = coteaching_tau(config, data, labels, rate,
+                                                               ce_classifier, stage)
+    if config.method == "tanaka":
+        soft = tanaka_labels(config, data, labels)
+    _banner(f"{stage}: {METHOD_TITLES[config.method]}")
     trained, result = stages.train_method(config, data, labels, transition=transition,
-                                          warm=ce_classifier)
+                                          warm=ce_classifier, forget_rate=forget_rate, soft=soft)
+    if config.method == "pencil":
+        soft = stages.soft_label_table(trained)
+        _write(config, artifacts.write_npy, "soft_labels.npy", soft)
+    if soft is not None:
+        extra.update(soft_label_rates(soft, labels, data.train.clean_labels))
     _write(config, artifacts.write_weights, "classifier.weights.h5", trained.classifier)
     _write(config, artifacts.write_json, f"{stage}.json", {
         "test_accuracy": result.test_accuracy, "history": result.history,
-        "monitor": result.monitor})
+        "monitor": result.monitor, "extra": extra})
     _done_with_backup(config, stage)
     print(f"{config.method} test accuracy {100 * result.test_accuracy:.2f}%")
-    return trained.classifier, result, transition
+    return trained.classifier, result, transition, extra
+
+
+def forward_transition(config, data, ce_classifier, given_transition, stage):
+    """Forward's T: given, the one a resumed stage trained with, or estimated from the
+    stage-1 classifier; written to transition_matrix.npy."""
+    from idn_tf import stages
+    t_path = _path(config, "transition_matrix.npy")
+    if given_transition is not None:
+        print(f"forward: T from {config.transition_matrix}")
+        transition = given_transition
+    elif os.path.isfile(t_path) and _resuming(config, stage):  # the T it trained with
+        print(f"forward: resuming with the T estimated before, {t_path}")
+        return _reuse(t_path, lambda: _array(t_path, data.num_classes, data.num_classes))
+    else:
+        transition = stages.estimate_transition(ce_classifier, data, config.batch_size,
+                                                config.forward_percentile)
+        print(f"forward: T estimated from the stage-1 model ({config.forward_percentile:g}th "
+              f"percentile); mean diagonal {np.mean(np.diag(transition)):.3f}")
+    _write(config, artifacts.write_npy, "transition_matrix.npy", transition)
+    return transition
+
+
+# The largest forget rate Co-teaching is given: τ = 1 would leave no example to train on.
+MAX_FORGET_RATE = 0.95
+
+
+def coteaching_tau(config, data, labels, rate, ce_classifier, stage):
+    """Co-teaching's final forget rate τ (--coteaching_tau), kept in coteaching_tau.json
+    so that a resumed stage goes on with the τ it started with."""
+    from idn_tf import stages, transition
+    from idn_tf.config import coteaching_rate
+    path = _path(config, "coteaching_tau.json")
+    if os.path.isfile(path) and _resuming(config, stage):
+        tau = float(_reuse(path, lambda: artifacts.read_json(path)["tau"]))
+        print(f"coteaching: resuming with the forget rate τ = {tau:.4f} of {path}")
+        return tau
+    given = coteaching_rate(config.coteaching_tau)
+    if given is not None:
+        tau, how = given, "given"
+    elif config.coteaching_tau == "actual":
+        tau, how = rate, "the measured fraction of wrong training labels"
+    else:
+        matrix = stages.estimate_transition(ce_classifier, data, config.batch_size,
+                                            config.forward_percentile)
+        prior = np.bincount(labels, minlength=data.num_classes) / len(labels)
+        tau = transition.noise_rate_from_transition(matrix, prior)
+        how = (f"Σ π_i (1 − T_ii), T estimated from the stage-1 model (mean diagonal "
+               f"{np.mean(np.diag(matrix)):.3f})")
+    if tau > MAX_FORGET_RATE:
+        print(f"warning: τ = {tau:.4f} is above {MAX_FORGET_RATE}; Co-teaching uses "
+              f"{MAX_FORGET_RATE}", flush=True)
+        tau = MAX_FORGET_RATE
+    print(f"coteaching: forget rate τ = {tau:.4f} ({how}), reached after "
+          f"{config.coteaching_t_k} epochs")
+    _write(config, artifacts.write_json, "coteaching_tau.json", {"tau": tau, "how": how})
+    return float(tau)
+
+
+def tanaka_labels(config, data, labels):
+    """Tanaka's first phase: the soft labels [N, K] it learns (soft_labels.npy and
+    tanaka_labels.json, reused on restart)."""
+    from idn_tf import stages
+    path, done = _path(config, "soft_labels.npy"), _path(config, "tanaka_labels.json")
+    if os.path.isfile(path) and os.path.isfile(done) and not config.overwrite:
+        _banner(f"tanaka, phase 1: reusing {path}")
+        return _reuse(path, lambda: _array(path, len(labels), data.num_classes))
+    _banner(f"tanaka_labels: joint optimisation of network and soft labels (Tanaka et al. "
+            f"2018) at the constant lr {config.lr:g}; labels updated from epoch "
+            f"{config.tanaka_start_epoch}")
+    trained, result = stages.train_tanaka_labels(config, data, labels)
+    soft = stages.soft_label_table(trained)
+    rates = soft_label_rates(soft, labels, data.train.clean_labels)
+    _write(config, artifacts.write_npy, "soft_labels.npy", soft)
+    _write(config, artifacts.write_json, "tanaka_labels.json", {
+        "test_accuracy": result.test_accuracy, "history": result.history,
+        "monitor": result.monitor, "extra": rates})
+    _done_with_backup(config, "tanaka_labels")
+    print(f"tanaka, phase 1: test accuracy {100 * result.test_accuracy:.2f}%; the soft labels' "
+          f"arg max differs from the observed label for "
+          f"{np.mean(np.argmax(soft, axis=1) != labels):.2%} of the examples")
+    return soft
+
+
+def soft_label_rates(soft, labels, clean_labels):
+    """How the arg max of learned soft labels [N, K] compares with the clean labels
+    (`report.label_correction`): soft_labels_corrected, soft_labels_kept."""
+    rates = report.label_correction(soft, labels, clean_labels)
+    return {"soft_labels_corrected": rates["wrong_labels_corrected"],
+            "soft_labels_kept": rates["right_labels_kept"]}
 
 
 def _resuming(config, stage):
@@ -442,6 +549,9 @@ METHOD_TITLES = {
     "bootstrap_soft": "soft bootstrapping (Reed et al. 2015)",
     "bootstrap_hard": "hard bootstrapping (Reed et al. 2015)",
     "ldmi": "L_DMI (Xu et al. 2019) from the stage-1 CE model",
+    "coteaching": "Co-teaching (Han et al. 2018) of two networks",
+    "tanaka": "Tanaka et al.'s second phase: a fresh network on the learned soft labels",
+    "pencil": "PENCIL (Yi & Wu 2019), three phases",
 }
 
 
@@ -504,7 +614,7 @@ def report_run(config, data, labels, rate, ce, idn, result):
     return res
 
 
-def report_baseline(config, rate, ce, result, transition):
+def report_baseline(config, rate, ce, result, transition, extra=None):
     """Plots and the results dict of a baseline (no η: no label audit)."""
     _banner("report: plots")
     curves = {} if ce is None else {"stage 1: cross-entropy": _curves(ce.monitor)}
@@ -513,7 +623,7 @@ def report_baseline(config, rate, ce, result, transition):
     plot_dir = _path(config, "plots")
     plots.accuracy_curves(os.path.join(plot_dir, "accuracy.png"), curves)
     print(f"{plot_dir}/: accuracy.png")
-    return report.baseline_results(config, rate, ce, result, transition)
+    return report.baseline_results(config, rate, ce, result, transition, extra)
 
 
 def _curves(monitor):

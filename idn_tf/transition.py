@@ -51,3 +51,20 @@ def check_transition_matrix(matrix, num_classes, atol=1e-3):
         raise ValueError(f"row {bad[0]} sums to {sums[bad[0]]:.6g}, not 1 (row i is "
                          "P(observed label | true class i))")
     return (matrix / sums[:, None]).astype(np.float32)
+
+
+def noise_rate_from_transition(transition, prior):
+    """The fraction of wrong labels a transition matrix implies: Σ_i π_i (1 − T_ii).
+
+    `transition` T [K, K] (row i = P(observed | class i)), `prior` π [K] the class
+    frequencies (Co-teaching's estimated τ uses the observed labels' frequencies, the
+    clean ones being unknown). Returns a float in [0, 1].
+    """
+    transition = np.asarray(transition, np.float64)
+    prior = np.asarray(prior, np.float64)
+    if transition.ndim != 2 or transition.shape[0] != transition.shape[1] \
+            or prior.shape != transition.shape[:1]:
+        raise ValueError(f"need T [K, K] and π [K], got {transition.shape} and {prior.shape}")
+    if np.any(prior < 0) or not np.isclose(prior.sum(), 1.0):
+        raise ValueError(f"π must be a distribution (non-negative, summing to 1), got {prior}")
+    return float(np.clip(np.sum(prior * (1.0 - np.diag(transition))), 0.0, 1.0))

@@ -82,7 +82,10 @@ OUT_OF_RANGE = {
     "resize": "8",  # below --image_size (224)
     "finetune_clean_epochs": "-1", "finetune_lr": "0",
     "forward_percentile": "0", "bootstrap_soft_beta": "1.5", "bootstrap_hard_beta": "-0.1",
-    "dmi_lr": "0", "dmi_eps": "0",
+    "dmi_lr": "0", "dmi_eps": "0", "coteaching_t_k": "0", "tanaka_alpha": "-1",
+    "tanaka_beta": "-0.5", "tanaka_start_epoch": "0", "pencil_alpha": "-0.1",
+    "pencil_beta": "-1", "pencil_lambda": "0", "pencil_joint_start": "0",
+    "pencil_finetune_start": "0",
 }
 
 for _name, _value in OUT_OF_RANGE.items():
@@ -114,6 +117,18 @@ row("noisy_label_key-unknown", "--dataset=cifar10_n", "--noisy_label_key=best",
 row("model_name-with-slash", "--model_name=a/b", expect="--model_name")
 row("clean_train-mix-with-forward", *("--dataset=clothing1m", "--data_dir=c1m"),
     "--clean_train=mix", "--method=forward", expect="--clean_train")
+
+# The stateful baselines' settings (SHORT has --epochs=1).
+row("coteaching_tau=bogus", "--method=coteaching", "--coteaching_tau=bogus",
+    expect="--coteaching_tau")
+row("coteaching_tau=1", "--method=coteaching", "--coteaching_tau=1", expect="--coteaching_tau")
+row("coteaching_tau=-0.1", "--coteaching_tau=-0.1", expect="--coteaching_tau")
+row("tanaka_start_epoch-after-the-last", "--method=tanaka", "--tanaka_start_epoch=2",
+    expect="--tanaka_start_epoch")
+row("pencil_joint_start-after-the-last", "--method=pencil", "--pencil_joint_start=3",
+    "--pencil_finetune_start=3", expect="--pencil_joint_start")
+row("pencil_finetune_start-before-joint", "--method=pencil", "--pencil_joint_start=2",
+    "--pencil_finetune_start=1", expect="--pencil_finetune_start")
 
 # --method=forward --transition_matrix=<file>: read and checked before the run folder is made.
 

@@ -99,9 +99,27 @@ def test_stage_one_is_trained_only_when_the_method_needs_it(tmp_path):
     given.write_bytes(b"")
     needs = {m: config_lib.resolve({"method": m}).needs_stage1() for m in config_lib.METHODS}
     assert needs == {"idn": True, "ce": True, "forward": True, "bootstrap_soft": False,
-                     "bootstrap_hard": False, "ldmi": True}
+                     "bootstrap_hard": False, "ldmi": True, "coteaching": True,
+                     "tanaka": False, "pencil": False}
     assert not config_lib.resolve({"method": "forward",
                                    "transition_matrix": str(given)}).needs_stage1()
+    # Co-teaching trains stage 1 only to estimate τ from it.
+    for tau in ("actual", "0.2", "0"):
+        assert not config_lib.resolve({"method": "coteaching",
+                                       "coteaching_tau": tau}).needs_stage1()
+
+
+def test_coteaching_tau_estimate_reads_forward_percentile_and_other_taus_do_not():
+    def semantic(**fields):
+        return config_lib.resolve({"method": "coteaching", **fields}).semantic_dict()
+    assert semantic(forward_percentile=90) != semantic()
+    assert semantic(coteaching_tau="0.3", forward_percentile=90) == semantic(coteaching_tau="0.3")
+    assert semantic(coteaching_tau="0.3") != semantic(coteaching_tau="0.2")
+    # Another method's settings are not part of this one's restart check.
+    assert semantic(tanaka_alpha=2.0, pencil_lambda=10.0) == semantic()
+    tanaka = config_lib.resolve({"method": "tanaka"}).semantic_dict()
+    assert "tanaka_alpha" in tanaka and "coteaching_tau" not in tanaka
+    assert "pencil_lambda" not in tanaka and "eta_lr" not in tanaka
 
 
 def test_semantic_dict_ignores_settings_the_run_does_not_use():

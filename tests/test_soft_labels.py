@@ -75,8 +75,8 @@ def tanaka_numpy(z, y, prior=PRIOR, alpha=ALPHA, beta=BETA):
 
 def pencil_numpy(z, label_logits, labels, phase, alpha=P_ALPHA, beta=P_BETA):
     """(L, dL/dz, dL/dỹ) of PENCIL's phase `phase` (batch means), f = softmax(z),
-    y^d = softmax(ỹ): 1: CE(onehot(label), f); 2: KL(f ‖ y^d) + α CE(onehot(label), y^d)
-    + β H(f); 3: KL(f ‖ y^d)."""
+    y^d = softmax(ỹ), in the authors' code's form: 1: CE(onehot(label), f);
+    2: KL(f ‖ y^d)/K + α·(−log softmax(y^d)[label]) + β·H(f)/K; 3: KL(f ‖ y^d)/K."""
     b = len(z)
     f, log_f = softmax(z), log_softmax(z)
     yd, log_yd = softmax(label_logits), log_softmax(label_logits)
@@ -84,15 +84,17 @@ def pencil_numpy(z, label_logits, labels, phase, alpha=P_ALPHA, beta=P_BETA):
     if phase == 1:
         return -np.mean(log_f[np.arange(b), labels]), (f - onehot) / b, np.zeros_like(yd)
     kl = np.sum(f * (log_f - log_yd), axis=1)
-    g_z = f * ((log_f - log_yd) - kl[:, None])                      # d KL(f ‖ y^d)/dz
-    g_y = yd - f                                                    # d KL(f ‖ y^d)/dỹ
-    loss = kl
+    g_z = f * ((log_f - log_yd) - kl[:, None]) / K                  # d KL(f ‖ y^d)/K /dz
+    g_y = (yd - f) / K                                              # d KL(f ‖ y^d)/K /dỹ
+    loss = kl / K
     if phase == 2:
-        compatibility = -log_yd[np.arange(b), labels]
+        twice = softmax(yd)                                         # the second softmax
+        compatibility = -np.log(twice[np.arange(b), labels])
         entropy = -np.sum(f * log_f, axis=1)
-        loss = kl + alpha * compatibility + beta * entropy
-        g_z = g_z - beta * f * (log_f + entropy[:, None])
-        g_y = g_y + alpha * (yd - onehot)
+        loss = kl / K + alpha * compatibility + beta * entropy / K
+        g_z = g_z - beta * f * (log_f + entropy[:, None]) / K
+        g_yd = twice - onehot                                       # d compat / d y^d
+        g_y = g_y + alpha * yd * (g_yd - np.sum(yd * g_yd, axis=1, keepdims=True))
     return loss.mean(), g_z / b, g_y / b
 
 
@@ -173,9 +175,10 @@ def test_pencil_terms_match_numpy():
     labels = rng.integers(0, K, size=b)
     f, log_f = softmax(z), log_softmax(z)
     yd = softmax(label_logits)
-    kl = np.sum(f * np.log(f / yd), axis=1)
-    compatibility = -np.log(yd[np.arange(b), labels])
-    entropy = -np.sum(f * np.log(f), axis=1)
+    kl = np.sum(f * np.log(f / yd), axis=1) / K
+    twice = np.exp(yd) / np.exp(yd).sum(axis=1, keepdims=True)
+    compatibility = -np.log(twice[np.arange(b), labels])
+    entropy = -np.sum(f * np.log(f), axis=1) / K
     classification, compat, h = soft_labels.pencil_terms(
         tf.constant(log_f, tf.float64), tf.constant(label_logits, tf.float32), labels)
     assert classification.dtype == tf.float64
