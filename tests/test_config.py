@@ -1,5 +1,6 @@
 """Tests for idn_tf.config recipes and the flags/ flagfiles (SPEC §3)."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -263,5 +264,43 @@ def test_row_flagfiles(name):
 
 def test_every_flagfile_is_covered():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "flags", "*.cfg"))}
-    assert names == set(ROWS) | set(CLOTHING1M_ROWS) | {
+    assert names == set(ROWS) | set(CLOTHING1M_ROWS) | set(METHOD_FLAGFILES) | {
         "paper_cifar10.cfg", "paper_cifar100.cfg", "paper_clothing1m.cfg", "default.cfg"}
+
+
+# The baselines' flagfiles, on top of a row's: (flags they set, the paper values they must give).
+METHOD_FLAGFILES = {
+    "method_coteaching.cfg": dict(method="coteaching", coteaching_tau="estimate",
+                                  coteaching_t_k=10),
+    "method_tanaka.cfg": dict(method="tanaka", tanaka_alpha=1.2, tanaka_beta=0.8),
+    "method_pencil.cfg": dict(method="pencil", pencil_alpha=0.4, pencil_beta=0.1,
+                              pencil_lambda=600.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(METHOD_FLAGFILES))
+@pytest.mark.parametrize("row", ["table1_cifar10_idn.cfg", "table2_cifar10_ccn_0.4.cfg",
+                                 "table1_cifar100_idn.cfg"])
+def test_method_flagfiles_on_top_of_a_row(name, row):
+    cfg = _config_from_flagfile(row, f"--flagfile=flags/{name}")
+    expected = METHOD_FLAGFILES[name]
+    assert {k: getattr(cfg, k) for k in expected} == expected
+    base = _config_from_flagfile(row)
+    # The row's data, noise and recipe are kept; only the method's fields change.
+    assert cfg == dataclasses.replace(base, **expected, run_dir=cfg.run_dir,
+                                      model_name=cfg.model_name)
+    assert cfg.run_dir == os.path.join("runs", base.setting_name() + f"-{cfg.method}-0")
+    # The schedules are the authors', scaled to the recipe's 160 epochs (70/200 for
+    # Tanaka; 70/320 and 200/320 for PENCIL), each the first epoch of its phase.
+    assert (cfg.tanaka_start_epoch, cfg.pencil_joint_start, cfg.pencil_finetune_start) == (
+        round(160 * 70 / 200) + 1, round(160 * 70 / 320) + 1, round(160 * 200 / 320) + 1)
+    with open(os.path.join(ROOT, "flags", name)) as f:
+        header = "".join(line for line in f if line.startswith("#"))
+    assert f"--flagfile=flags/{name}" in header  # the usage line
+    assert "Expected test accuracy" in header and "Expected time" in header
+
+
+def test_digits_schedules_of_the_baselines_scale_the_authors():
+    c = config_lib.Config()
+    assert (c.tanaka_start_epoch, c.pencil_joint_start, c.pencil_finetune_start) == (
+        round(40 * 70 / 200) + 1, round(40 * 70 / 320) + 1, round(40 * 200 / 320) + 1)
