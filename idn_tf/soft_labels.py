@@ -5,7 +5,8 @@
   start as the observed labels; the network trains on
   KL(y_i ‖ s_i) + α·KL(p ‖ s̄) + β·H(s_i), and at the end of each epoch (from
   `update_start`) every example's soft label becomes the average of the network's
-  predictions for it over that epoch (`TanakaLabelUpdate`).
+  predictions for it over that epoch (`TanakaLabelUpdate`). Its second phase trains a
+  fresh network with cross-entropy on the final soft labels (`SoftTargetModel`).
 - `PencilModel` (Yi & Wu, CVPR 2019, "PENCIL"): label logits ỹ [N, K] start as
   `scale`·onehot(observed); in phase 2 the network and the batch's rows of ỹ learn
   together from KL(f ‖ y^d)/K + α·CE(y^d, observed) + β·H(f)/K, y^d = softmax(ỹ),
@@ -71,7 +72,8 @@ def tanaka_terms(log_probs, soft_labels, prior):
     y_log_y = tf.reduce_sum(tf.math.xlogy(y, y), axis=-1)
     classification = y_log_y - tf.reduce_sum(y * log_probs, axis=-1)
     prior = tf.cast(prior, log_probs.dtype)
-    mean_probs = _global_mean_probs(probs)
+    # The floor keeps the term finite when a class's mean prediction underflows to 0.
+    mean_probs = tf.maximum(_global_mean_probs(probs), np.finfo(np.float32).tiny)
     # xlogy: a class with prior 0 adds 0 (not 0·(−inf)).
     prior_term = tf.reduce_sum(tf.math.xlogy(prior, prior) - tf.math.xlogy(prior, mean_probs))
     entropy = -tf.reduce_sum(probs * log_probs, axis=-1)
@@ -131,6 +133,21 @@ class TanakaModel(model.CrossEntropyModel):
             self.labels_table.assign(labels)
         self.sum_table.assign(np.zeros_like(sums))
         self.count_table.assign(np.zeros_like(counts))
+
+
+class SoftTargetModel(model.CrossEntropyModel):
+    """Cross-entropy −Σ_k y_ik log p_ik against fixed soft labels y [N, K] (a table read by
+    the batch's "index"): Tanaka et al.'s second phase, a fresh network on the labels the
+    first phase learned. No regulariser and no label updates."""
+
+    def __init__(self, classifier, labels, num_classes, weight_decay=0.0, **kwargs):
+        super().__init__(classifier, weight_decay=weight_decay, **kwargs)
+        self.labels_table = tables.ExampleTable(self, "soft_labels", (len(labels), num_classes),
+                                                start_labels(labels, num_classes))
+
+    def targets(self, batch, log_probs):
+        return tf.cast(self.labels_table.gather(tf.cast(batch["index"], tf.int64)),
+                       log_probs.dtype)
 
 
 class TanakaLabelUpdate(keras.callbacks.Callback):

@@ -210,8 +210,8 @@ def new_method_model(config, data, labels=None, transition=None, warm=None, soft
 
     forward needs `transition` (T [K, K]); ldmi starts from the weights of `warm`
     (the stage-1 CE classifier); tanaka and pencil need the observed `labels` [N]
-    (their tables' rows); tanaka with `soft` [N, K] is its second phase (plain
-    cross-entropy on those soft labels, no label updates). The others start from the
+    (their tables' rows); tanaka with `soft` [N, K] is its second phase
+    (`soft_labels.SoftTargetModel`: cross-entropy on those soft labels). The others start from the
     same initial weights as stage 1; Co-teaching's second network from other ones.
     """
     keras.utils.set_random_seed(config.seed)
@@ -231,8 +231,7 @@ def new_method_model(config, data, labels=None, transition=None, warm=None, soft
             peer = new_classifier(config, data, seed=config.seed + PEER_SEED_OFFSET)
             return coteaching.CoTeachingModel(classifier, peer, weight_decay=wd)
         if config.method == "tanaka" and soft is not None:
-            return soft_labels.TanakaModel(classifier, soft, k, alpha=0.0, beta=0.0,
-                                           weight_decay=wd)
+            return soft_labels.SoftTargetModel(classifier, soft, k, weight_decay=wd)
         if config.method == "tanaka":
             return soft_labels.TanakaModel(classifier, labels, k, alpha=config.tanaka_alpha,
                                            beta=config.tanaka_beta, weight_decay=wd)

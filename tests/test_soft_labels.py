@@ -597,3 +597,35 @@ def test_integer_labels_as_a_column_start_the_tables_at_their_onehot():
                                   np.eye(3, dtype=np.float32)[[0, 2, 1, 2]])
     with pytest.raises(ValueError, match=r"\[N, 3\]"):
         soft_labels.start_labels(np.ones((4, 2)), 3)
+
+
+def test_soft_target_step_is_cross_entropy_on_the_table_rows():
+    """Tanaka's second phase: one SGD step against −Σ_k y_k log softmax(z)_k with y the
+    batch's rows of the soft-label table (dL/dz = (softmax(z) − y)/B for rows summing to 1)."""
+    weights = initial_weights(seed=3)
+    data = examples()
+    table = soft_rows(np.random.default_rng(8), N)
+    m = soft_labels.SoftTargetModel(tiny_classifier(weights), table.astype(np.float32), K,
+                                    weight_decay=0.0)
+    m.compile(optimizer=keras.optimizers.SGD(learning_rate=LR))
+    batch = rows(data, BATCH_IDS)
+    x = features(batch)
+    z = x @ weights[0] + weights[1]
+    y = table[BATCH_IDS]
+    loss = -np.mean(np.sum(y * log_softmax(z), axis=1))
+    g = (softmax(z) - y) / len(x)
+    history = m.fit(batches(data, BATCH_IDS, len(BATCH_IDS)), epochs=1, verbose=0).history
+    assert_weights(m, sgd(weights, x, g), weights)
+    np.testing.assert_allclose(history["loss"][0], loss, rtol=1e-5)
+    # The rows the batch's observed labels name are not the targets.
+    assert np.abs(g - (softmax(z) - np.eye(K)[batch["label"]]) / len(x)).max() > 1e-3
+    np.testing.assert_allclose(m.labels_table.numpy(), table, rtol=1e-6)  # never written
+
+
+def test_tanaka_prior_term_stays_finite_when_a_class_mean_underflows():
+    # Class 2's probability underflows to 0 in float32 for every example of the batch.
+    log_probs = tf.constant([[0.0, -200.0, -300.0], [-200.0, 0.0, -300.0]], tf.float32)
+    log_probs = tf.nn.log_softmax(log_probs)
+    _, prior_term, _ = soft_labels.tanaka_terms(log_probs, tf.constant(np.eye(K)[[0, 1]],
+                                                                       tf.float32), PRIOR)
+    assert np.isfinite(prior_term.numpy()) and prior_term.numpy() > 10
