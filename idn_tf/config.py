@@ -101,15 +101,14 @@ class Config:
     coteaching_t_k: int = 10
     tanaka_alpha: float = 1.2
     tanaka_beta: float = 0.8
-    # The baselines' schedules, as fractions of --epochs (the recipes scale them): Tanaka
-    # et al. update the labels after epoch 70 of 200; Yi & Wu's phase 2 starts after epoch
-    # 70 of 320 and phase 3 after epoch 200.
-    tanaka_start_epoch: int = 15
+    # 0: scaled from the authors' schedules to --epochs (and --batch_size): `tanaka_start`,
+    # `pencil_phases`, `pencil_step`.
+    tanaka_start_epoch: int = 0
     pencil_alpha: float = 0.4
     pencil_beta: float = 0.1
-    pencil_lambda: float = 600.0
-    pencil_joint_start: int = 10
-    pencil_finetune_start: int = 26
+    pencil_lambda: float = 0.0
+    pencil_joint_start: int = 0
+    pencil_finetune_start: int = 0
     arch: str = "small_cnn"
     backbone_weights: str = "none"
     normalize: str = "standardize"
@@ -144,6 +143,10 @@ class Config:
 
     def __post_init__(self):
         object.__setattr__(self, "lr_decay_epochs", tuple(int(e) for e in self.lr_decay_epochs))
+        try:  # a number as its shortest form: "0.40" and "0.4" are the same run
+            object.__setattr__(self, "coteaching_tau", repr(float(self.coteaching_tau)))
+        except ValueError:
+            pass  # a word (checked by validate)
         if not self.run_dir:
             object.__setattr__(self, "run_dir", os.path.join("runs", self.run_name()))
         if not self.model_name:
@@ -189,6 +192,27 @@ class Config:
     def estimates_transition(self):
         """Whether the run estimates T from the stage-1 model (with --forward_percentile)."""
         return self.method in ("forward", "coteaching") and self.needs_stage1()
+
+    def tanaka_start(self):
+        """Tanaka's first label update (1-based epoch): --tanaka_start_epoch, or the authors'
+        (after epoch 70 of 200) scaled to --epochs."""
+        return self.tanaka_start_epoch or _scaled(self.epochs, *TANAKA_START)
+
+    def pencil_phases(self):
+        """(first epoch of phase 2, of phase 3), 1-based: the flags, or the authors' (after
+        epochs 70 and 200 of 320) scaled to --epochs."""
+        joint = self.pencil_joint_start or _scaled(self.epochs, *PENCIL_JOINT)
+        return joint, self.pencil_finetune_start or max(joint, _scaled(self.epochs, *PENCIL_FINETUNE))
+
+    def pencil_step(self):
+        """PENCIL's λ: --pencil_lambda, or the authors' 600 at batch 128 over 130 phase-2
+        epochs rescaled so that a row's label logits move as far over phase 2 as theirs:
+        each epoch moves a row by λ/B × its gradient, so λ·(phase-2 epochs)/B is kept."""
+        if self.pencil_lambda:
+            return self.pencil_lambda
+        joint, finetune = self.pencil_phases()
+        return PENCIL_LAMBDA * (self.batch_size / PENCIL_BATCH) * (
+            PENCIL_JOINT_EPOCHS / max(finetune - joint, 1))
 
     def noise_options(self):
         """Keyword arguments of `noise.make_noisy_labels` besides noise, rate and seed."""
@@ -270,6 +294,19 @@ NOISE_FIELDS = ("dataset", "npz_path", "noisy_label_key", "noise", "noise_rate",
                 "seed", "subset_fraction", "skip_bad_images", "image_check")
 
 
+# The authors' schedules, as (epochs before the event, of the total): Tanaka et al. update
+# the labels after epoch 70 of 200; Yi & Wu's PENCIL starts phase 2 after epoch 70 of 320
+# and phase 3 after epoch 200, with λ = 600 at batch size 128 (CIFAR-10).
+TANAKA_START = (70, 200)
+PENCIL_JOINT, PENCIL_FINETUNE = (70, 320), (200, 320)
+PENCIL_LAMBDA, PENCIL_BATCH, PENCIL_JOINT_EPOCHS = 600.0, 128, 130
+
+
+def _scaled(epochs, before, total):
+    """The 1-based epoch after `before` of `total` epochs, scaled to `epochs` (halves up)."""
+    return int(epochs * before / total + 0.5) + 1
+
+
 def stage1_part(semantic):
     """The stage-1 fields of a `Config.semantic_dict()` (or of a run folder's config.json)."""
     method_fields = {"method", *IDN_FIELDS, *(f for fs in METHOD_FIELDS.values() for f in fs),
@@ -294,8 +331,6 @@ _CIFAR = dict(
     lr_decay_factor=0.1, momentum=0.9, weight_decay=1e-4, eta_init=0.01, eta_start_epoch=35,
     eta_every=5, eta_rule="paper", eta_eps=1e-4, eta_min=0.0, normalize="subtract_mean",
     augment="pad_crop_flip", crop_padding=4,
-    # The baselines' schedules scaled to 160 epochs (Config's comments).
-    tanaka_start_epoch=57, pencil_joint_start=36, pencil_finetune_start=101,
     # A monitored epoch costs a forward pass over the 50,000 training images (a third of an
     # epoch's compute); every 5th epoch still shows the curves and each η update's effect.
     monitor_every=5)
@@ -324,8 +359,7 @@ RECIPES = {
                        lr=5e-3, lr_decay_epochs=(5, 10), lr_decay_factor=0.1, momentum=0.9,
                        weight_decay=1e-3, eta_init=0.01, eta_lr=0.05, eta_start_epoch=2,
                        eta_every=1, eta_rule="paper", eta_eps=1e-4, eta_min=0.0, noise="none",
-                       normalize="subtract_mean", oversample="auto", monitor_every=5,
-                       tanaka_start_epoch=6, pencil_joint_start=4, pencil_finetune_start=10),
+                       normalize="subtract_mean", oversample="auto", monitor_every=5),
 }
 
 
@@ -422,21 +456,22 @@ def _check_method(c):
     _check(c.coteaching_t_k >= 1, "coteaching_t_k", f"must be >= 1, got {c.coteaching_t_k}")
     for name in ("tanaka_alpha", "tanaka_beta", "pencil_alpha", "pencil_beta"):
         _check(getattr(c, name) >= 0, name, f"must be >= 0, got {getattr(c, name)}")
-    _check(c.pencil_lambda > 0, "pencil_lambda", f"must be positive, got {c.pencil_lambda}")
+    _check(c.pencil_lambda >= 0, "pencil_lambda",
+           f"must be positive (0: scaled from the authors'), got {c.pencil_lambda}")
     for name in ("tanaka_start_epoch", "pencil_joint_start", "pencil_finetune_start"):
-        _check(getattr(c, name) >= 1, name, f"must be >= 1 (a 1-based epoch), got "
-               f"{getattr(c, name)}")
+        _check(getattr(c, name) >= 0, name, f"must be a 1-based epoch, or 0 (scaled from the "
+               f"authors' schedule), got {getattr(c, name)}")
     if c.method == "tanaka":  # checked against --epochs only where they are used
-        _check(c.tanaka_start_epoch <= c.epochs, "tanaka_start_epoch",
+        _check(c.tanaka_start() <= c.epochs, "tanaka_start_epoch",
                f"must be in [1, --epochs={c.epochs}] (the first epoch whose predictions "
                f"become the soft labels), got {c.tanaka_start_epoch}")
     if c.method == "pencil":
-        _check(c.pencil_joint_start <= c.epochs + 1, "pencil_joint_start",
+        joint, finetune = c.pencil_phases()
+        _check(joint <= c.epochs + 1, "pencil_joint_start",
                f"must be in [1, --epochs + 1 = {c.epochs + 1}], got {c.pencil_joint_start}")
-        _check(c.pencil_joint_start <= c.pencil_finetune_start <= c.epochs + 1,
-               "pencil_finetune_start", f"must be in [--pencil_joint_start="
-               f"{c.pencil_joint_start}, --epochs + 1 = {c.epochs + 1}], got "
-               f"{c.pencil_finetune_start}")
+        _check(joint <= finetune <= c.epochs + 1, "pencil_finetune_start",
+               f"must be in [the first epoch of phase 2 ({joint}), --epochs + 1 = "
+               f"{c.epochs + 1}], got {c.pencil_finetune_start}")
     _check(c.clean_train != "mix" or c.method in ("idn", "ce"), "clean_train",
            f"mix is for --method=idn or ce (clean examples with η = 0), not {c.method}")
 

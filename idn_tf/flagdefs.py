@@ -168,7 +168,8 @@ flags.DEFINE_float("tanaka_beta", C.tanaka_beta,
                    "--method=tanaka: weight β of the prediction entropy (Tanaka et al.: 0.8).")
 flags.DEFINE_integer("tanaka_start_epoch", C.tanaka_start_epoch,
                      "--method=tanaka: first epoch (1-based) at whose end the soft labels become "
-                     "the epoch's mean predictions (Tanaka et al.: 71 of 200).")
+                     "the epoch's mean predictions; 0: Tanaka et al.'s (71 of 200) scaled to "
+                     "--epochs.")
 flags.DEFINE_float("pencil_alpha", C.pencil_alpha,
                    "--method=pencil: weight α of the compatibility term −log softmax(y^d)[observed] "
                    "(Yi & Wu's code: 0.4).")
@@ -176,13 +177,15 @@ flags.DEFINE_float("pencil_beta", C.pencil_beta,
                    "--method=pencil: weight β of the prediction entropy (Yi & Wu's code: 0.1).")
 flags.DEFINE_float("pencil_lambda", C.pencil_lambda,
                    "--method=pencil: step size λ of the label logits (ỹ ← ỹ − λ ∂L/∂ỹ, L the "
-                   "batch mean; Yi & Wu, CIFAR-10: 600).")
+                   "batch mean); 0: Yi & Wu's 600 at batch 128 over 130 phase-2 epochs, scaled "
+                   "to keep λ·(phase-2 epochs)/--batch_size.")
 flags.DEFINE_integer("pencil_joint_start", C.pencil_joint_start,
                      "--method=pencil: first epoch (1-based) of phase 2, labels and network "
-                     "learned together (Yi & Wu: 71 of 320).")
+                     "learned together; 0: Yi & Wu's (71 of 320) scaled to --epochs.")
 flags.DEFINE_integer("pencil_finetune_start", C.pencil_finetune_start,
                      "--method=pencil: first epoch (1-based) of phase 3, the network fine-tuned "
-                     "on the learned labels (Yi & Wu: 201 of 320); --epochs + 1: none.")
+                     "on the learned labels; --epochs + 1: none; 0: Yi & Wu's (201 of 320) "
+                     "scaled to --epochs.")
 
 # Row #10: fine-tuning on the clean training set.
 flags.DEFINE_integer("finetune_clean_epochs", C.finetune_clean_epochs,

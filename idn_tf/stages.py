@@ -238,7 +238,7 @@ def new_method_model(config, data, labels=None, transition=None, warm=None, soft
         if config.method == "pencil":
             return soft_labels.PencilModel(classifier, labels, k, alpha=config.pencil_alpha,
                                            beta=config.pencil_beta,
-                                           label_lr=config.pencil_lambda, weight_decay=wd)
+                                           label_lr=config.pencil_step(), weight_decay=wd)
     raise ValueError(f"not a baseline with a stage of its own: {config.method!r}")
 
 
@@ -248,9 +248,9 @@ def method_callbacks(config, forget_rate=None):
     if config.method == "coteaching":
         return [coteaching.ForgetRateCallback(forget_rate, config.coteaching_t_k)]
     if config.method == "tanaka":
-        return [soft_labels.TanakaLabelUpdate(config.tanaka_start_epoch)]
+        return [soft_labels.TanakaLabelUpdate(config.tanaka_start())]
     if config.method == "pencil":
-        return [soft_labels.PencilPhase(config.pencil_joint_start, config.pencil_finetune_start)]
+        return [soft_labels.PencilPhase(*config.pencil_phases())]
     return []
 
 

@@ -432,6 +432,10 @@ def method_stage(config, data, labels, rate, ce_classifier, given_transition):
     if config.method == "tanaka":
         soft = tanaka_labels(config, data, labels)
     _banner(f"{stage}: {METHOD_TITLES[config.method]}")
+    if config.method == "pencil":
+        joint, finetune = config.pencil_phases()
+        print(f"pencil: phase 2 from epoch {joint}, phase 3 from epoch {finetune}; "
+              f"λ = {config.pencil_step():g}")
     trained, result = stages.train_method(config, data, labels, transition=transition,
                                           warm=ce_classifier, forget_rate=forget_rate, soft=soft)
     if config.method == "pencil":
@@ -468,7 +472,8 @@ def forward_transition(config, data, ce_classifier, given_transition, stage):
     return transition
 
 
-# The largest forget rate Co-teaching is given: τ = 1 would leave no example to train on.
+# The largest estimated or measured forget rate Co-teaching uses (a given one is used as
+# given): τ near 1 would leave next to no example to train on.
 MAX_FORGET_RATE = 0.95
 
 
@@ -494,7 +499,7 @@ def coteaching_tau(config, data, labels, rate, ce_classifier, stage):
         tau = transition.noise_rate_from_transition(matrix, prior)
         how = (f"Σ π_i (1 − T_ii), T estimated from the stage-1 model (mean diagonal "
                f"{np.mean(np.diag(matrix)):.3f})")
-    if tau > MAX_FORGET_RATE:
+    if tau > MAX_FORGET_RATE and given is None:
         print(f"warning: τ = {tau:.4f} is above {MAX_FORGET_RATE}; Co-teaching uses "
               f"{MAX_FORGET_RATE}", flush=True)
         tau = MAX_FORGET_RATE
@@ -514,7 +519,7 @@ def tanaka_labels(config, data, labels):
         return _reuse(path, lambda: _array(path, len(labels), data.num_classes))
     _banner(f"tanaka_labels: joint optimisation of network and soft labels (Tanaka et al. "
             f"2018) at the constant lr {config.lr:g}; labels updated from epoch "
-            f"{config.tanaka_start_epoch}")
+            f"{config.tanaka_start()}")
     trained, result = stages.train_tanaka_labels(config, data, labels)
     soft = stages.soft_label_table(trained)
     rates = soft_label_rates(soft, labels, data.train.clean_labels)

@@ -83,9 +83,9 @@ OUT_OF_RANGE = {
     "finetune_clean_epochs": "-1", "finetune_lr": "0",
     "forward_percentile": "0", "bootstrap_soft_beta": "1.5", "bootstrap_hard_beta": "-0.1",
     "dmi_lr": "0", "dmi_eps": "0", "coteaching_t_k": "0", "tanaka_alpha": "-1",
-    "tanaka_beta": "-0.5", "tanaka_start_epoch": "0", "pencil_alpha": "-0.1",
-    "pencil_beta": "-1", "pencil_lambda": "0", "pencil_joint_start": "0",
-    "pencil_finetune_start": "0",
+    "tanaka_beta": "-0.5", "tanaka_start_epoch": "-1", "pencil_alpha": "-0.1",
+    "pencil_beta": "-1", "pencil_lambda": "-600", "pencil_joint_start": "-1",
+    "pencil_finetune_start": "-2",
 }
 
 for _name, _value in OUT_OF_RANGE.items():

@@ -273,8 +273,7 @@ METHOD_FLAGFILES = {
     "method_coteaching.cfg": dict(method="coteaching", coteaching_tau="estimate",
                                   coteaching_t_k=10),
     "method_tanaka.cfg": dict(method="tanaka", tanaka_alpha=1.2, tanaka_beta=0.8),
-    "method_pencil.cfg": dict(method="pencil", pencil_alpha=0.4, pencil_beta=0.1,
-                              pencil_lambda=600.0),
+    "method_pencil.cfg": dict(method="pencil", pencil_alpha=0.4, pencil_beta=0.1),
 }
 
 
@@ -291,16 +290,38 @@ def test_method_flagfiles_on_top_of_a_row(name, row):
                                       model_name=cfg.model_name)
     assert cfg.run_dir == os.path.join("runs", base.setting_name() + f"-{cfg.method}-0")
     # The schedules are the authors', scaled to the recipe's 160 epochs (70/200 for
-    # Tanaka; 70/320 and 200/320 for PENCIL), each the first epoch of its phase.
-    assert (cfg.tanaka_start_epoch, cfg.pencil_joint_start, cfg.pencil_finetune_start) == (
-        round(160 * 70 / 200) + 1, round(160 * 70 / 320) + 1, round(160 * 200 / 320) + 1)
+    # Tanaka; 70/320 and 200/320 for PENCIL), each the first epoch of its phase; PENCIL's λ
+    # keeps the authors' 600·130/128 = λ·(phase-2 epochs)/batch size.
+    assert (cfg.tanaka_start(), cfg.pencil_phases()) == (57, (36, 101))
+    assert cfg.pencil_step() == pytest.approx(600 * 130 / 128 * 256 / (101 - 36))
     with open(os.path.join(ROOT, "flags", name)) as f:
         header = "".join(line for line in f if line.startswith("#"))
     assert f"--flagfile=flags/{name}" in header  # the usage line
     assert "Expected test accuracy" in header and "Expected time" in header
 
 
-def test_digits_schedules_of_the_baselines_scale_the_authors():
-    c = config_lib.Config()
-    assert (c.tanaka_start_epoch, c.pencil_joint_start, c.pencil_finetune_start) == (
-        round(40 * 70 / 200) + 1, round(40 * 70 / 320) + 1, round(40 * 200 / 320) + 1)
+def test_baseline_schedules_scale_the_authors_to_the_run():
+    c = config_lib.Config()  # digits: 40 epochs, batch 64
+    assert (c.tanaka_start(), c.pencil_phases()) == (15, (10, 26))
+    assert c.pencil_step() == pytest.approx(600 / 128 * 130 * 64 / 16)
+    # They follow --epochs (a comparison with a short schedule must not be refused) ...
+    short = config_lib.resolve({"epochs": 5, "method": "pencil"})
+    assert short.pencil_phases() == (2, 4)
+    assert config_lib.resolve({"epochs": 5, "method": "tanaka"}).tanaka_start() == 3
+    # ... unless given: then used as given, and checked against --epochs.
+    given = config_lib.resolve({"method": "pencil", "pencil_joint_start": 3,
+                                "pencil_finetune_start": 7, "pencil_lambda": 50.0})
+    assert given.pencil_phases() == (3, 7) and given.pencil_step() == 50.0
+    assert config_lib.resolve({"method": "tanaka", "tanaka_start_epoch": 4}).tanaka_start() == 4
+    with pytest.raises(config_lib.ConfigError, match="--tanaka_start_epoch"):
+        config_lib.resolve({"method": "tanaka", "epochs": 5, "tanaka_start_epoch": 6})
+    # A joint start given alone moves phase 3 no earlier than it.
+    assert config_lib.resolve({"method": "pencil", "pencil_joint_start": 30}).pencil_phases() \
+        == (30, 30)
+
+
+def test_a_given_forget_rate_is_one_setting_however_it_is_written():
+    a = config_lib.resolve({"method": "coteaching", "coteaching_tau": "0.40"})
+    b = config_lib.resolve({"method": "coteaching", "coteaching_tau": "0.4"})
+    assert a.coteaching_tau == b.coteaching_tau == "0.4"
+    assert a.semantic_dict() == b.semantic_dict()
