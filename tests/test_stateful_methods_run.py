@@ -476,7 +476,9 @@ def test_compare_runs_the_three_methods(tmp_path):
         accuracy = 100 * res["method_test_accuracy"]
         assert columns[1:] == [f"{accuracy:.2f} ± 0.00", f"{accuracy:.2f}", "1/1"], rows[0]
     assert read(folder / "tanaka-0", "results.json")["method_history"]["accuracy"]
-    assert read(folder / "pencil-0", "results.json")["method_history"]["pencil_phase"] == [1, 2]
+    # Scaled to 2 epochs: phase 2 after round(2·70/320) = 0 epochs, phase 3 after
+    # round(2·200/320) = 1.
+    assert read(folder / "pencil-0", "results.json")["method_history"]["pencil_phase"] == [2, 3]
 
 
 @pytest.mark.parametrize("module, known", [("idn_tf.train", "none"), ("idn_tf.train", "some"),
