@@ -129,6 +129,26 @@ def _saved_classifier(config, data, path):
     return classifier
 
 
+def _write_stage(config, name, result, **more):
+    """<name>.json of a finished stage (chief only): its test accuracy, history and
+    monitoring, and `more` (a baseline's extra results)."""
+    _write(config, artifacts.write_json, f"{name}.json", {
+        "test_accuracy": result.test_accuracy, "history": result.history,
+        "monitor": result.monitor, **more})
+
+
+def _saved_stage(path, monitor_optional=False):
+    """(StageResult, the file's dict) of a stage's saved json, or a RunDirError if it is
+    damaged. `monitor_optional`: a file without "monitor" (stage 1's written before
+    monitoring existed; the fine-tuning's) gets none."""
+    from idn_tf import stages
+    saved = _reuse(path, lambda: artifacts.read_json(path))
+    result = _reuse(path, lambda: stages.StageResult(
+        saved["test_accuracy"], saved["history"],
+        saved.get("monitor", {}) if monitor_optional else saved["monitor"]))
+    return result, saved
+
+
 def _npz_array(path, key):
     with np.load(path) as saved:
         return saved[key]
@@ -330,18 +350,16 @@ def stage1(config, data, labels):
     needed = [done_path, psi_path] + ([weights] if config.method != "idn" else [])
     if all(os.path.isfile(p) for p in needed) and not config.overwrite:
         _banner(f"stage 1: reusing {psi_path}")
-        saved = _reuse(done_path, lambda: artifacts.read_json(done_path))
+        ce, _ = _saved_stage(done_path, monitor_optional=True)
         psi = _reuse(psi_path, lambda: _array(psi_path, len(labels)))
         classifier = _saved_classifier(config, data, weights) if config.method != "idn" else None
-        return psi, _reuse(done_path, lambda: stages.StageResult(
-            saved["test_accuracy"], saved["history"], saved.get("monitor", {}))), classifier
+        return psi, ce, classifier
     _banner("stage 1: cross-entropy on the observed labels (CE baseline, ψ)")
     classifier, ce = stages.train_cross_entropy(config, data, labels)
     psi = stages.estimate_psi(classifier, data, labels, config.batch_size)
     _write(config, artifacts.write_weights, "stage1.weights.h5", classifier)
     _write(config, artifacts.write_npy, "psi.npy", psi)
-    _write(config, artifacts.write_json, "stage1.json", {
-        "test_accuracy": ce.test_accuracy, "history": ce.history, "monitor": ce.monitor})
+    _write_stage(config, "stage1", ce)
     _done_with_backup(config, "stage1")
     print(f"CE test accuracy {100 * ce.test_accuracy:.2f}%; mean ψ {psi.mean():.3f}")
     return psi, ce, classifier
@@ -356,9 +374,7 @@ def stage2(config, data, labels, psi):
         idn = stages.new_idn_model(config, data, psi)
         _reuse(paths[1], lambda: idn.classifier.load_weights(paths[1]))
         idn.eta.assign(_reuse(paths[0], lambda: _array(paths[0], data.table_size)))
-        saved = _reuse(paths[2], lambda: artifacts.read_json(paths[2]))
-        result = _reuse(paths[2], lambda: stages.StageResult(
-            saved["test_accuracy"], saved["history"], saved["monitor"]))
+        result, _ = _saved_stage(paths[2])
     else:
         _banner(f"stage 2: IDN method (η updates from epoch {config.eta_start_epoch} "
                 f"every {config.eta_every})")
@@ -367,9 +383,7 @@ def stage2(config, data, labels, psi):
         idn, result = stages.train_idn(config, data, labels, psi)
         _write(config, artifacts.write_npy, "eta.npy", idn.eta.numpy())
         _write(config, artifacts.write_weights, "classifier.weights.h5", idn.classifier)
-        _write(config, artifacts.write_json, "stage2.json", {
-            "test_accuracy": result.test_accuracy, "history": result.history,
-            "monitor": result.monitor})
+        _write_stage(config, "stage2", result)
         _done_with_backup(config, "stage2")
     eta = idn.eta.numpy()
     print(f"η table: {len(eta)} rows, sha256 {hashlib.sha256(eta.tobytes()).hexdigest()[:16]}"
@@ -417,10 +431,8 @@ def method_stage(config, data, labels, rate, ce_classifier, given_transition):
         classifier = _saved_classifier(config, data, weights)
         if config.method == "forward":
             transition = _reuse(t_path, lambda: _array(t_path, data.num_classes, data.num_classes))
-        saved = _reuse(done, lambda: artifacts.read_json(done))
-        return classifier, _reuse(done, lambda: stages.StageResult(
-            saved["test_accuracy"], saved["history"], saved["monitor"])), transition, \
-            saved.get("extra", {})
+        result, saved = _saved_stage(done)
+        return classifier, result, transition, saved.get("extra", {})
     if _is_chief(config):  # a fine-tuning of an earlier stage must not be reused
         artifacts.remove(config.run_dir, FINETUNE_RESULTS)
     extra, forget_rate, soft = {}, None, None
@@ -444,9 +456,7 @@ def method_stage(config, data, labels, rate, ce_classifier, given_transition):
     if soft is not None:
         extra.update(soft_label_rates(soft, labels, data.train.clean_labels))
     _write(config, artifacts.write_weights, "classifier.weights.h5", trained.classifier)
-    _write(config, artifacts.write_json, f"{stage}.json", {
-        "test_accuracy": result.test_accuracy, "history": result.history,
-        "monitor": result.monitor, "extra": extra})
+    _write_stage(config, stage, result, extra=extra)
     _done_with_backup(config, stage)
     print(f"{config.method} test accuracy {100 * result.test_accuracy:.2f}%")
     return trained.classifier, result, transition, extra
@@ -524,9 +534,7 @@ def tanaka_labels(config, data, labels):
     soft = stages.soft_label_table(trained)
     rates = soft_label_rates(soft, labels, data.train.clean_labels)
     _write(config, artifacts.write_npy, "soft_labels.npy", soft)
-    _write(config, artifacts.write_json, "tanaka_labels.json", {
-        "test_accuracy": result.test_accuracy, "history": result.history,
-        "monitor": result.monitor, "extra": rates})
+    _write_stage(config, "tanaka_labels", result, extra=rates)
     _done_with_backup(config, "tanaka_labels")
     print(f"tanaka, phase 1: test accuracy {100 * result.test_accuracy:.2f}%; the soft labels' "
           f"arg max differs from the observed label for "
@@ -572,9 +580,8 @@ def finetune(config, data, classifier):
     if os.path.isfile(weights) and os.path.isfile(done) and not config.overwrite:
         _banner(f"fine-tuning: reusing {weights}")
         tuned = _saved_classifier(config, data, weights)
-        saved = _reuse(done, lambda: artifacts.read_json(done))
-        return tuned, _reuse(done, lambda: stages.StageResult(
-            saved["test_accuracy"], saved["history"], {}))
+        result, _ = _saved_stage(done, monitor_optional=True)  # it keeps no monitoring
+        return tuned, result
     _banner(f"fine-tuning on the clean training set: {config.finetune_clean_epochs} "
             f"epoch(s) at lr {config.finetune_lr:g}")
     tuned, result = stages.finetune(config, data, classifier)
