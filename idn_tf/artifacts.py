@@ -114,13 +114,10 @@ RUN_SETTINGS = ("config.json", "flags.txt")
 # Written at the start of a run, like the settings: not a result (a run that stops after
 # writing it can be started again with other flags).
 RUN_RECORDS = ("excluded_images.csv",)
-RUN_RESULTS = ("noisy_labels.npz", "psi.npy", "stage1.json",
-               "stage1.weights.h5", "eta.npy", "classifier.weights.h5", "stage2.json",
-               # a baseline's stage (--method), in place of stage 2
-               "forward.json", "transition_matrix.npy", "bootstrap_soft.json",
-               "bootstrap_hard.json", "ldmi.json", "coteaching.json", "coteaching_tau.json",
-               "tanaka_labels.json", "tanaka.json", "pencil.json", "soft_labels.npy",
-               "finetune.json", "finetuned.weights.h5", "label_audit.csv", "results.json")
+RUN_RESULTS = ("noisy_labels.npz", "psi.npy", "stage1.json", "stage1.weights.h5",
+               "classifier.weights.h5", "finetune.json", "finetuned.weights.h5",
+               "label_audit.csv", "results.json")
+# (and each method's own: its stages' <stage>.json and its files, `methods.run_files`)
 RUN_ARTIFACTS = RUN_SETTINGS + RUN_RECORDS + RUN_RESULTS
 RUN_FOLDERS = ("tb", "plots", "backup")  # TensorBoard events, figures, BackupAndRestore
 
@@ -154,7 +151,7 @@ def remove(run_dir, names):
 
 
 def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False, later_stage_fields=(),
-                    later_stage_paths=()):
+                    later_stage_paths=(), method_files=()):
     """Creates `run_dir` or checks that the run already in it had the same configuration.
 
     Writes config.json (`config_dict`: the fields that decide what is computed)
@@ -165,6 +162,7 @@ def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False, later_sta
     A run whose configuration differs only in `later_stage_fields` (flags of a stage
     that runs after the others, e.g. fine-tuning) is continued: `later_stage_paths`
     (files or folders relative to `run_dir`) are deleted and the rest is kept.
+    `method_files`: the files the methods write besides `RUN_RESULTS` (results too).
     RunDirError (one line) when `run_dir` is a file, when a folder holding results has a
     damaged config.json (unless `overwrite`), or when the folder cannot be written.
     """
@@ -172,7 +170,8 @@ def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False, later_sta
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise RunDirError(f"--run_dir={run_dir} is a file, not a folder; choose another --run_dir")
     saved_path = os.path.join(run_dir, "config.json")
-    results = [n for n in RUN_RESULTS if os.path.isfile(os.path.join(run_dir, n))]
+    run_results = RUN_RESULTS + tuple(method_files)
+    results = [n for n in run_results if os.path.isfile(os.path.join(run_dir, n))]
     if os.path.isdir(os.path.join(run_dir, "backup")) and os.listdir(os.path.join(run_dir, "backup")):
         results.append("backup")  # a killed run's epochs: resumable only with the same flags
     if os.path.isfile(saved_path) and results and not overwrite:
@@ -187,7 +186,7 @@ def prepare_run_dir(run_dir, config_dict, flags_dict, overwrite=False, later_sta
     try:
         os.makedirs(run_dir, exist_ok=True)
         if overwrite:
-            for name in RUN_ARTIFACTS:
+            for name in RUN_ARTIFACTS + tuple(method_files):
                 if os.path.isfile(os.path.join(run_dir, name)):
                     os.remove(os.path.join(run_dir, name))
             for name in RUN_FOLDERS:

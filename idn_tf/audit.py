@@ -23,16 +23,10 @@ import numpy as np
 from sklearn.metrics import precision_score, recall_score
 
 from idn_tf import artifacts, report
+from idn_tf.report import ranking  # noqa: F401 (the audit's row order, also used here)
 
 COLUMNS = ("index", "observed_label", "estimated_label", "eta", "psi", "max_q",
            "is_label_issue", "clean_label")
-
-
-def ranking(q, eta, labels):
-    """Example indices, most suspect label first: by η, highest first; among equal η
-    (many reach exactly 1), by q of the observed label, lowest first; then by index."""
-    q_observed = q[np.arange(len(labels)), labels]
-    return np.lexsort((np.arange(len(labels)), q_observed, -np.asarray(eta)))
 
 
 def audit_columns(q, eta, psi, labels, clean_labels):
@@ -40,7 +34,7 @@ def audit_columns(q, eta, psi, labels, clean_labels):
 
     `clean_labels` is -1 where unknown.
     """
-    order = ranking(q, eta, labels)
+    order = report.ranking(q, eta, labels)
     estimated = np.argmax(q, axis=1)
     return {
         "index": order,
@@ -107,43 +101,44 @@ def parse_flags(argv):
     """--run_dir (and where the data now is); every other flag from <run_dir>/flags.txt."""
     from absl import flags
 
-    from idn_tf import flagdefs, train
+    from idn_tf import cli, flagdefs
     positional = [a for a in argv[1:] if not a.startswith("-")]
     if positional:
-        train._fail(f"unexpected arguments {' '.join(positional)!r} (flags are --name=value, "
+        cli.fail(f"unexpected arguments {' '.join(positional)!r} (flags are --name=value, "
                     "e.g. --run_dir=runs/digits-kmeans-0)")
     names = [a.lstrip("-").split("=")[0] for a in argv[1:]]
     names = [n[2:] if n.startswith("no") and n[2:] in CLI_FLAGS else n for n in names]
     bad = [n for n in names if n not in CLI_FLAGS + HELP_FLAGS]
     if bad:
-        train._fail(f"--{bad[0]}: idn_tf.audit takes only --{', --'.join(CLI_FLAGS)}; "
+        cli.fail(f"--{bad[0]}: idn_tf.audit takes only --{', --'.join(CLI_FLAGS)}; "
                     "the other flags come from the run's flags.txt")
-    train.parse_flags(argv)
+    cli.parse_flags(argv)
     FLAGS = flagdefs.FLAGS
     flags_path = os.path.join(FLAGS.run_dir, "flags.txt")
     if not FLAGS.run_dir or not os.path.isfile(flags_path):
-        train._fail(f"--run_dir={FLAGS.run_dir!r}: not a run folder (no flags.txt); "
+        cli.fail(f"--run_dir={FLAGS.run_dir!r}: not a run folder (no flags.txt); "
                     "pass the folder of a finished run")
     FLAGS.unparse_flags()
     try:
         return FLAGS([argv[0], f"--flagfile={flags_path}", *argv[1:]])
     except flags.Error as e:
-        train._fail(f"{flags_path}: {e}")
+        cli.fail(f"{flags_path}: {e}")
 
 
 def rebuild(config):
     """Recomputes label_audit.csv of the finished run in config.run_dir; returns detection()."""
-    from idn_tf import posterior, stages, train
-    if config.method != "idn":
+    from idn_tf import inputs, methods, model, posterior, stages
+    if not methods.get(config.method).audits_labels:
+        learners = "/".join(m.name for m in methods.all_methods() if m.audits_labels)
         raise artifacts.RunDirError(f"--run_dir={config.run_dir} holds a --method={config.method} "
-                                    "run; the label audit needs the method's η (--method=idn)")
+                                    f"run; the label audit needs the method's η (--method={learners})")
     paths = {name: os.path.join(config.run_dir, name) for name in
              ("noisy_labels.npz", "psi.npy", "eta.npy", "classifier.weights.h5")}
     missing = [name for name, path in paths.items() if not os.path.isfile(path)]
     if missing:
         raise artifacts.RunDirError(f"--run_dir={config.run_dir}: {missing[0]} is missing; "
                                     "the run has not finished stage 2")
-    data = train.load_data(config)
+    data = inputs.load_data(config)
     try:
         with np.load(paths["noisy_labels.npz"]) as saved:
             labels = saved["labels"]
@@ -166,7 +161,7 @@ def rebuild(config):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise artifacts.RunDirError(f"{paths['classifier.weights.h5']}: cannot load it into "
                                     f"--arch={config.arch} ({first})") from None
-    log_probs = data.log_probs(classifier, config.batch_size)
+    log_probs = model.example_log_probs(classifier, data, config.batch_size)
     q = posterior.posterior_from_log_probs(log_probs, labels, eta, psi).numpy()
     clean = data.train.clean_labels
     path = os.path.join(config.run_dir, "label_audit.csv")
@@ -177,12 +172,10 @@ def rebuild(config):
 
 
 def main(argv):
-    from idn_tf import flagdefs, train
-    train.quiet_logging()
-    try:
+    from idn_tf import cli, flagdefs
+    cli.quiet_logging()
+    with cli.user_errors():
         scores = rebuild(flagdefs.config_from_flags())
-    except train.USER_ERRORS as e:
-        train._fail(e)
     for name, value in scores.items():
         print(f"{name}: {'n/a' if value != value else f'{value:.4f}'}")
     return 0

@@ -25,10 +25,6 @@ import tensorflow as tf
 
 from idn_tf import model
 
-# What --method can be (config.METHODS keeps a copy that does not import TensorFlow).
-METHODS = ("idn", "ce", "forward", "bootstrap_soft", "bootstrap_hard", "ldmi", "coteaching",
-           "tanaka", "pencil")
-
 # Floor on the corrected probability of the observed label: log(0) would be -inf
 # (Patrini's Keras code clips softmax(h) to [1e-7, 1 − 1e-7] before the product instead;
 # the two differ only where T has a zero column).

@@ -9,7 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from idn_tf import artifacts, audit, plots, posterior, report
+from idn_tf import artifacts, plots, posterior, report
+from idn_tf.model import example_log_probs
 from idn_tf.data import views
 
 
@@ -81,7 +82,7 @@ class MonitorCallback(keras.callbacks.Callback):
       labels/highest_eta         image: the `top_k` examples with the highest η,
                                  captioned with observed and estimated labels
 
-    `images` is a uint8 array [N, ...] or a data view (`data.views`: `log_probs` and
+    `images` is a uint8 array [N, ...] or a data view (`data.views`: `unaugmented` and
     `images` of the training examples, e.g. streamed from files). With more η rows
     than `labels` (clean examples mixed in, rows N..), only the first N are monitored.
 
@@ -121,7 +122,7 @@ class MonitorCallback(keras.callbacks.Callback):
         logs = logs or {}
         if self.model.stop_training or not np.isfinite(logs.get("loss", 0.0)):
             return  # a diverged epoch (NaN loss, maybe NaN η): nothing worth showing
-        log_probs = self.examples.log_probs(self.model.classifier, self.batch_size)
+        log_probs = example_log_probs(self.model.classifier, self.examples, self.batch_size)
         scalars = {
             "accuracy/train_observed": float(np.mean(log_probs.argmax(1) == self.labels)),
             "accuracy/test_clean": float(logs.get("val_accuracy", np.nan)),
@@ -145,7 +146,7 @@ class MonitorCallback(keras.callbacks.Callback):
         estimated = q.argmax(1)
         correction = report.label_correction(q, self.labels, self.clean_labels)
         tf.summary.histogram("eta/histogram", eta, buckets=50)
-        top = audit.ranking(q, eta, self.labels)[:self.top_k]
+        top = report.ranking(q, eta, self.labels)[:self.top_k]
         known = self.clean_labels[top] >= 0
         figure = plots.highest_eta_figure(
             self.examples.images(top), top, self.labels[top], estimated[top], self.class_names,

@@ -1,4 +1,4 @@
-"""python -m idn_tf.compare: several methods side by side on the same noisy labels (SPEC §6).
+"""python -m idn_tf.compare: several methods side by side on the same noisy labels.
 
     python -m idn_tf.compare --dataset=digits --noise=ccn --noise_rate=0.4 \\
         --methods=idn,ce,forward,bootstrap_soft,bootstrap_hard,ldmi,coteaching,tanaka,pencil \
@@ -7,13 +7,15 @@
 Every other flag is `idn_tf.train`'s and applies to every cell. For each seed the
 observed labels are made once, in <compare_dir>/labels/seed-<k>.npz, and copied
 into each (method, seed) cell's run folder, <compare_dir>/<method>-<k>/, as its
-noisy_labels.npz: every method of a seed trains on exactly those labels (SPEC §5).
-The cells run one after another in this process, each as a `train.run`, so each
+noisy_labels.npz: every method of a seed trains on exactly those labels
+(docs/method.md §5). The cells run one after another in this process, each as a
+`runner.run`, so each
 keeps its run folder's behaviour (restart, backups, TensorBoard, results.json).
 A cell whose results.json was written with the same configuration is skipped; a
 cell killed part-way resumes from its last epoch. Cells of a seed that train the
-same stage 1 (idn, ce, forward, ldmi, Co-teaching with an estimated τ) share it: the first one trains it, the
-others start from a copy of its files. After every cell, comparison.md (a table
+same stage 1 (those whose `Method.needs_stage1`: the method, CE, Forward with an
+estimated T, L_DMI, Co-teaching with an estimated τ) share it: the first one trains
+it, the others start from a copy of its files. After every cell, comparison.md (a table
 like the paper's: mean ± std of the test accuracy over the seeds) and
 comparison.json are written again.
 """
@@ -26,10 +28,11 @@ import time
 import numpy as np
 from absl import app, flags
 
-from idn_tf import artifacts, flagdefs, train
-from idn_tf.config import METHODS, RATE_NOISES, ConfigError, resolve, stage1_part
+from idn_tf import artifacts, cli, flagdefs, inputs, methods, runner
+from idn_tf.config import RATE_NOISES, ConfigError, resolve, stage1_part
 
-flags.DEFINE_list("methods", list(METHODS), f"Methods to compare: any of {', '.join(METHODS)}.")
+flags.DEFINE_list("methods", list(methods.names()),
+                  f"Methods to compare: any of {', '.join(methods.names())}.")
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds: one set of noisy labels each.")
 flags.DEFINE_string("compare_dir", "",
                     "Folder of the comparison (cells, labels, comparison.md/.json); default "
@@ -39,11 +42,6 @@ FLAGS = flags.FLAGS
 
 # Flags a comparison sets for each cell itself.
 CELL_FLAGS = ("method", "seed", "run_dir", "model_name")
-# How comparison.md names the methods (the paper's names).
-METHOD_NAMES = {"idn": "method (IDN)", "ce": "CE", "forward": "Forward",
-                "bootstrap_soft": "Bootstrapping (soft)", "bootstrap_hard": "Bootstrapping (hard)",
-                "ldmi": "L_DMI", "coteaching": "Co-teaching", "tanaka": "Tanaka",
-                "pencil": "PENCIL"}
 STAGE1_FILES = ("stage1.json", "psi.npy", "stage1.weights.h5")
 
 
@@ -113,7 +111,7 @@ class Comparison:
                     "now); choose another --compare_dir or pass --overwrite")
             return path
         print(f"noisy labels for seed {seed}: {config.noise} noise", flush=True)
-        artifacts.write_npz(path, settings=settings, **train.new_noisy_labels(config, data))
+        artifacts.write_npz(path, settings=settings, **inputs.new_noisy_labels(config, data))
         return path
 
     def seed_cell(self, cell, labels_path):
@@ -128,12 +126,12 @@ class Comparison:
                     "on the comparison's labels; delete the cell's folder or pass --overwrite")
         else:
             _copy(labels_path, target)
-        if not config.needs_stage1() or os.path.isfile(os.path.join(config.run_dir, "stage1.json")):
+        if not _needs_stage1(config) or os.path.isfile(os.path.join(config.run_dir, "stage1.json")):
             return
         wanted = json.loads(json.dumps(config.stage1_dict()))
         for other in self.cells():
             sibling = self.configs[other]
-            if other == cell or other[1] != cell[1] or not sibling.needs_stage1():
+            if other == cell or other[1] != cell[1] or not _needs_stage1(sibling):
                 continue
             # What the sibling's folder holds, by its own config.json (an earlier
             # comparison in this folder may have had other flags).
@@ -149,6 +147,10 @@ class Comparison:
                 for f in files:
                     _copy(f, os.path.join(config.run_dir, os.path.basename(f)))
                 return
+
+
+def _needs_stage1(config):
+    return methods.get(config.method).needs_stage1(config)
 
 
 def _labels(path):
@@ -244,7 +246,7 @@ def markdown(result, command=""):
                 cell = f"**{cell}**"
         else:
             cell = "–"
-        lines.append(f"| {METHOD_NAMES[method]} | {cell} | {seeds_text} | "
+        lines.append(f"| {methods.get(method).title} | {cell} | {seeds_text} | "
                      f"{stats['n']}/{len(result['seeds'])} |")
     if command:
         lines += ["", f"Command: `{command}`"]
@@ -275,10 +277,10 @@ def run(comparison, overwrite=False, command=""):
     print(f"comparison in {comparison.dir}/: {len(cells)} cells "
           f"({len(comparison.methods)} methods x {len(comparison.seeds)} seeds), "
           f"{len(cells) - len(todo)} finished already", flush=True)
-    data = train.load_data(comparison.configs[cells[0]]) if todo else None
-    for cell in todo:  # a bad --transition_matrix stops the comparison before any training
-        train.load_transition_matrix(comparison.configs[cell], data.num_classes)
-        train.check_clean_labels_known(comparison.configs[cell], data)
+    data = inputs.load_data(comparison.configs[cells[0]]) if todo else None
+    for cell in todo:  # e.g. a bad --transition_matrix stops the comparison before any training
+        config = comparison.configs[cell]
+        methods.get(config.method).preflight(config, data)
     for number, cell in enumerate(cells, 1):
         method, seed = cell
         head = f"[{number}/{len(cells)}] {method}, seed {seed}"
@@ -291,7 +293,7 @@ def run(comparison, overwrite=False, command=""):
         comparison.seed_cell(cell, labels_path)
         keras.backend.clear_session()
         try:
-            outcomes[cell] = train.run(comparison.configs[cell], data=data)
+            outcomes[cell] = runner.run(comparison.configs[cell], data=data)
         except FloatingPointError as e:  # a diverged cell: the others still run
             outcomes[cell] = e
             print(f"{head}: failed: {e}", flush=True)
@@ -321,20 +323,21 @@ def _seeds(strings):
 
 
 def _methods(names):
-    unknown = [m for m in names if m not in METHODS]
+    unknown = [m for m in names if m not in methods.names()]
     if unknown or not names:
         raise ConfigError(f"--methods: unknown method {unknown[0]!r}; choose from "
-                          f"{', '.join(METHODS)}" if unknown else "--methods: give one or more")
+                          f"{', '.join(methods.names())}" if unknown
+                          else "--methods: give one or more")
     if len(set(names)) != len(names):
         raise ConfigError(f"--methods: each method once, got {','.join(names)}")
     return list(names)
 
 
 def main(argv):
-    train.quiet_logging()
+    cli.quiet_logging()
     if len(argv) > 1:
-        train._fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags are --name=value)")
-    try:
+        cli.fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags are --name=value)")
+    with cli.user_errors():
         given = [name for name in CELL_FLAGS if not FLAGS[name].using_default_value]
         if given:
             raise ConfigError(f"--{given[0]}: set per cell by the comparison (use --methods, "
@@ -351,8 +354,6 @@ def main(argv):
                              indent=2))
             return 0
         result = run(comparison, overwrite=overwrite, command=command)
-    except train.USER_ERRORS as e:
-        train._fail(e)
     failed = [c for c in result["cells"] if c["status"] == "failed"]
     if failed:
         print(f"{len(failed)} cell(s) failed: "
@@ -362,4 +363,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=train.parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -2,15 +2,20 @@
 
 `Config`'s defaults are the embedded digits recipe (README, "The default run").
 Every dataset has a recipe (`RECIPES`): the values it changes from those
-defaults; for cifar10/cifar100 that is the paper's (SPEC §3). `resolve` builds
-the configuration of a run: defaults, then the dataset's recipe, then the
+defaults; for cifar10/cifar100 that is the paper's (docs/method.md §3). `resolve`
+builds the configuration of a run: defaults, then the dataset's recipe, then the
 values the user gave explicitly.
+
+The methods' own fields (η's settings, Forward's T, ...) are declared by the methods
+(`idn_tf.methods`, `Method.fields`); a `Config` holds them beside its own fields, and
+`config.<field>` reads either.
 """
 
 import dataclasses
 import math
 import os
 
+from idn_tf import methods
 from idn_tf.data.clothing1m import CHECKS as IMAGE_CHECKS
 from idn_tf.data.clothing1m import NUM_CLASSES as CLOTHING1M_CLASSES
 from idn_tf.data.noise import (KMEANS_CLUSTERS, MLP_EPOCHS, MLP_HIDDEN_UNITS, NOISE_FEATURES,
@@ -19,13 +24,12 @@ from idn_tf.data.sources import FILE_SOURCES
 from idn_tf.data.sources import SOURCES as DATASETS
 from idn_tf.data.sources import DataError
 from idn_tf.data.tfds_sources import noisy_label_feature
+from idn_tf.errors import ConfigError  # noqa: F401 (raised by every check here)
+from idn_tf.errors import check as _check
 
 # Kept here rather than imported so that parsing and checking a configuration
-# never imports TensorFlow (a user error then prints one clean line); tests
-# check they equal posterior.ETA_RULES and models.ARCHITECTURES.
-ETA_RULES = ("paper", "exact")
-METHODS = ("idn", "ce", "forward", "bootstrap_soft", "bootstrap_hard", "ldmi", "coteaching",
-           "tanaka", "pencil")  # = baselines.METHODS
+# never imports TensorFlow (a user error then prints one clean line); a test
+# checks it equals models.ARCHITECTURES.
 ARCHITECTURES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet50")
 
 # Fields that do not change what a run computes: they may differ between a
@@ -41,31 +45,23 @@ NORMALIZATIONS = ("standardize", "subtract_mean")
 CLEAN_TRAIN = ("none", "mix")  # what --clean_train does with Clothing1M's 50k clean examples
 RESIZE_MODES = ("square", "shorter_side")  # = data.streaming.RESIZE_MODES (test)
 # Flags that only a file dataset (Clothing1M) reads, with the value that means "off".
-# The method's own settings: unused (and left out of the restart check) by the baselines.
-IDN_FIELDS = ("eta_init", "eta_lr", "eta_start_epoch", "eta_every", "eta_rule", "eta_eps", "eta_min")
-# Each baseline's own settings: used by that --method only.
-METHOD_FIELDS = {"forward": ("transition_matrix", "forward_percentile"),
-                 "bootstrap_soft": ("bootstrap_soft_beta",),
-                 "bootstrap_hard": ("bootstrap_hard_beta",),
-                 "ldmi": ("dmi_lr", "dmi_eps"),
-                 "coteaching": ("coteaching_tau", "coteaching_t_k"),
-                 "tanaka": ("tanaka_alpha", "tanaka_beta", "tanaka_start_epoch"),
-                 "pencil": ("pencil_alpha", "pencil_beta", "pencil_lambda", "pencil_joint_start",
-                            "pencil_finetune_start")}
-# --coteaching_tau's words (else a number): τ estimated from the stage-1 model's T, or the
-# measured fraction of wrong training labels (needs the clean training labels).
-COTEACHING_TAUS = ("estimate", "actual")
 FILE_DATASET_FIELDS = {"subset_fraction": 1.0, "skip_bad_images": False, "oversample": "none",
                        "clean_train": "none", "finetune_clean_epochs": 0}
 
 
-class ConfigError(ValueError):
-    """A bad flag value or combination; the message is one line naming the flag."""
+# Row #10's fine-tuning flags (`runfolder.FINETUNE_FIELDS`): not stage 1's.
+FINETUNE_FIELDS = ("finetune_clean_epochs", "finetune_lr")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class Config:
-    """Everything a run needs; names are the flags' names (flagdefs.py has the help)."""
+    """Everything a run needs; names are the flags' names (flagdefs.py has the help).
+
+    Config(**fields) takes its own fields and every registered method's (`methods`),
+    each defaulting to its declared default; the methods' are kept in
+    `method_options` ((name, value) pairs, in registry order) and read as attributes.
+    `dataclasses.replace` works for both kinds.
+    """
     dataset: str = "digits"
     npz_path: str = ""
     noise: str = "kmeans"
@@ -90,25 +86,7 @@ class Config:
     image_size: int = 224
     resize: int = 256
     resize_mode: str = "square"
-    method: str = "idn"
-    transition_matrix: str = ""
-    forward_percentile: float = 97.0
-    bootstrap_soft_beta: float = 0.95
-    bootstrap_hard_beta: float = 0.8
-    dmi_lr: float = 1e-6
-    dmi_eps: float = 1e-3
-    coteaching_tau: str = "estimate"
-    coteaching_t_k: int = 10
-    tanaka_alpha: float = 1.2
-    tanaka_beta: float = 0.8
-    # 0: scaled from the authors' schedules to --epochs (and --batch_size): `tanaka_start`,
-    # `pencil_phases`, `pencil_step`.
-    tanaka_start_epoch: int = 0
-    pencil_alpha: float = 0.4
-    pencil_beta: float = 0.1
-    pencil_lambda: float = 0.0
-    pencil_joint_start: int = 0
-    pencil_finetune_start: int = 0
+    method: str = methods.DEFAULT
     arch: str = "small_cnn"
     backbone_weights: str = "none"
     normalize: str = "standardize"
@@ -121,13 +99,6 @@ class Config:
     lr_decay_factor: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    eta_init: float = 0.01
-    eta_lr: float = 0.3  # digits: chosen by benchmark (BENCHMARKS.md); the paper: 0.5 / 0.7
-    eta_start_epoch: int = 3
-    eta_every: int = 2
-    eta_rule: str = "paper"
-    eta_eps: float = 1e-4
-    eta_min: float = 0.0
     finetune_clean_epochs: int = 0
     finetune_lr: float = 5e-4
     jit_compile: bool = False
@@ -140,13 +111,32 @@ class Config:
     overwrite: bool = False
     dry_run: bool = False
     verbose: int = 2
+    method_options: tuple = ()
+
+    def __init__(self, method_options=(), **fields):
+        defaults = methods.field_defaults()
+        own = {f.name: f.default for f in dataclasses.fields(Config) if f.name != "method_options"}
+        unknown = sorted(set(fields) - set(own) - set(defaults))
+        if unknown:
+            raise TypeError(f"Config got an unexpected keyword argument {unknown[0]!r}")
+        options = {**defaults, **{k: v for k, v in dict(method_options).items() if k in defaults},
+                   **{k: v for k, v in fields.items() if k in defaults}}
+        for name, default in own.items():
+            object.__setattr__(self, name, fields.get(name, default))
+        owner = {f: m for m in methods.all_methods() for f in m.fields}
+        object.__setattr__(self, "method_options", tuple(
+            (name, owner[name].canonical(name, value)) for name, value in options.items()))
+        self.__post_init__()
+
+    def __getattr__(self, name):
+        # Only called for names that are not fields of its own: a method's field.
+        for key, value in self.__dict__.get("method_options", ()):
+            if key == name:
+                return value
+        raise AttributeError(f"'Config' has no field {name!r}")
 
     def __post_init__(self):
         object.__setattr__(self, "lr_decay_epochs", tuple(int(e) for e in self.lr_decay_epochs))
-        try:  # a number as its shortest form: "0.40" and "0.4" are the same run
-            object.__setattr__(self, "coteaching_tau", repr(float(self.coteaching_tau)))
-        except ValueError:
-            pass  # a word (checked by validate)
         if not self.run_dir:
             object.__setattr__(self, "run_dir", os.path.join("runs", self.run_name()))
         if not self.model_name:
@@ -154,16 +144,23 @@ class Config:
         validate(self)
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        """Every field (the methods' after --method) -> value."""
+        out = {}
+        for field in dataclasses.fields(self):
+            if field.name != "method_options":
+                out[field.name] = getattr(self, field.name)
+            if field.name == "method":
+                out.update(self.method_options)
+        return out
 
     def run_name(self):
         """<dataset>[-<label set>]-<noise>[<rate>][-<method>]-<seed>: distinct for every
-        paper row; the method (idn) leaves its name out.
+        paper row; the default method (the paper's) leaves its name out.
 
         File datasets (real noise): <dataset>[-subset<fraction>][-mix][-<method>]-<seed>.
         The fine-tuning of row #10 continues row #7's run in the same folder.
         """
-        parts = [self.setting_name()] + ([self.method] if self.method != "idn" else [])
+        parts = [self.setting_name()] + ([self.method] if self.method != methods.DEFAULT else [])
         return "-".join(parts + [str(self.seed)])
 
     def setting_name(self):
@@ -181,38 +178,9 @@ class Config:
             parts.append(self.noise + (f"{self.noise_rate:g}" if self.noise in RATE_NOISES else ""))
         return "-".join(parts)
 
-    def needs_stage1(self):
-        """Whether the run trains the cross-entropy stage 1: the method (ψ), CE itself,
-        L_DMI (its warm-up), Forward without a given T (T is estimated from it) and
-        Co-teaching with an estimated τ (from that T)."""
-        return self.method in ("idn", "ce", "ldmi") or (
-            self.method == "forward" and not self.transition_matrix) or (
-            self.method == "coteaching" and self.coteaching_tau == "estimate")
-
-    def estimates_transition(self):
-        """Whether the run estimates T from the stage-1 model (with --forward_percentile)."""
-        return self.method in ("forward", "coteaching") and self.needs_stage1()
-
-    def tanaka_start(self):
-        """Tanaka's first label update (1-based epoch): --tanaka_start_epoch, or the authors'
-        (after epoch 70 of 200) scaled to --epochs."""
-        return self.tanaka_start_epoch or _scaled(self.epochs, *TANAKA_START)
-
-    def pencil_phases(self):
-        """(first epoch of phase 2, of phase 3), 1-based: the flags, or the authors' (after
-        epochs 70 and 200 of 320) scaled to --epochs."""
-        joint = self.pencil_joint_start or _scaled(self.epochs, *PENCIL_JOINT)
-        return joint, self.pencil_finetune_start or max(joint, _scaled(self.epochs, *PENCIL_FINETUNE))
-
-    def pencil_step(self):
-        """PENCIL's λ: --pencil_lambda, or the authors' 600 at batch 128 over 130 phase-2
-        epochs rescaled so that a row's label logits move as far over phase 2 as theirs:
-        each epoch moves a row by λ/B × its gradient, so λ·(phase-2 epochs)/B is kept."""
-        if self.pencil_lambda:
-            return self.pencil_lambda
-        joint, finetune = self.pencil_phases()
-        return PENCIL_LAMBDA * (self.batch_size / PENCIL_BATCH) * (
-            PENCIL_JOINT_EPOCHS / max(finetune - joint, 1))
+    def method_object(self):
+        """The registered `methods.Method` of --method."""
+        return methods.get(self.method)
 
     def noise_options(self):
         """Keyword arguments of `noise.make_noisy_labels` besides noise, rate and seed."""
@@ -234,17 +202,10 @@ class Config:
         describe the same run.
         """
         unused = set(NON_SEMANTIC_FIELDS)
-        if self.method == "idn":
+        if self.method == methods.DEFAULT:
             unused.add("method")  # as run folders written before --method existed say
-        for method, fields in METHOD_FIELDS.items():
-            if method != self.method:
-                unused.update(fields)
-        if self.estimates_transition():
-            unused.discard("forward_percentile")  # Co-teaching's τ comes from T too
-        elif self.method == "forward":
-            unused.add("forward_percentile")  # T is given, not estimated
-        if self.method != "idn":
-            unused.update(IDN_FIELDS)
+        method = self.method_object()
+        unused.update(set(methods.field_defaults()) - set(method.semantic_fields(self)))
         if self.noise not in RATE_NOISES:
             unused.add("noise_rate")
         if self.noise != "kmeans":
@@ -272,9 +233,7 @@ class Config:
         if self.augment == "none":
             unused.add("crop_padding")
         semantic = {k: v for k, v in self.to_dict().items() if k not in unused}
-        if "transition_matrix" in semantic and self.transition_matrix:
-            # The file's content, not only its path, decides the run.
-            semantic["transition_matrix_sha256"] = _sha256_file(self.transition_matrix)
+        semantic.update(method.semantic_extra(self))
         return semantic
 
     def stage1_dict(self):
@@ -294,36 +253,14 @@ NOISE_FIELDS = ("dataset", "npz_path", "noisy_label_key", "noise", "noise_rate",
                 "seed", "subset_fraction", "skip_bad_images", "image_check")
 
 
-# The authors' schedules, as (epochs before the event, of the total): Tanaka et al. update
-# the labels after epoch 70 of 200; Yi & Wu's PENCIL starts phase 2 after epoch 70 of 320
-# and phase 3 after epoch 200, with λ = 600 at batch size 128 (CIFAR-10).
-TANAKA_START = (70, 200)
-PENCIL_JOINT, PENCIL_FINETUNE = (70, 320), (200, 320)
-PENCIL_LAMBDA, PENCIL_BATCH, PENCIL_JOINT_EPOCHS = 600.0, 128, 130
-
-
-def _scaled(epochs, before, total):
-    """The 1-based epoch after `before` of `total` epochs, scaled to `epochs` (halves up)."""
-    return int(epochs * before / total + 0.5) + 1
-
-
 def stage1_part(semantic):
     """The stage-1 fields of a `Config.semantic_dict()` (or of a run folder's config.json)."""
-    method_fields = {"method", *IDN_FIELDS, *(f for fs in METHOD_FIELDS.values() for f in fs),
-                     "transition_matrix_sha256", "finetune_clean_epochs", "finetune_lr"}
+    method_fields = {"method", *methods.field_defaults(), *methods.derived_fields(),
+                     *FINETUNE_FIELDS}
     return {k: v for k, v in semantic.items() if k not in method_fields}
 
 
-def _sha256_file(path):
-    import hashlib
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return None
-
-
-# The paper's CIFAR setting (SPEC §3): ResNet-32, 160 epochs, batch 256, SGD momentum 0.9,
+# The paper's CIFAR setting (docs/method.md §3): ResNet-32, 160 epochs, batch 256, SGD momentum 0.9,
 # lr 0.05 ÷10 every 40 epochs, coupled weight decay 1e-4, η_init 0.01, η updated in epoch 35
 # and every 5th after; mean subtraction, random flip, 4-pixel pad + 32x32 random crop.
 _CIFAR = dict(
@@ -350,10 +287,10 @@ RECIPES = {
     # Real human noise (CIFAR-N): the labels are the dataset's; α₁ as for the clean dataset.
     "cifar10_n": dict(_CIFAR, eta_lr=0.7, noise="none", noisy_label_key="worst"),
     "cifar100_n": dict(_CIFAR, eta_lr=0.5, noise="none", noisy_label_key="noisy"),
-    # Clothing1M (SPEC §3, §4): ImageNet ResNet-50, batch 32, 15 epochs, lr 5e-3 ÷10 after
+    # Clothing1M (docs/method.md §3, §4): ImageNet ResNet-50, batch 32, 15 epochs, lr 5e-3 ÷10 after
     # epochs 5 and 10, coupled weight decay 1e-3, η updated in every epoch from the 2nd,
     # α₁ 0.05, η_init 0.01; the labels are the web labels (no synthetic noise); minority
-    # noisy classes oversampled to the largest (SPEC §4). A monitored
+    # noisy classes oversampled to the largest (docs/method.md §4). A monitored
     # epoch predicts all ~1M training images (a third of a training epoch's compute).
     "clothing1m": dict(arch="resnet50", backbone_weights="imagenet", batch_size=32, epochs=15,
                        lr=5e-3, lr_decay_epochs=(5, 10), lr_decay_factor=0.1, momentum=0.9,
@@ -363,12 +300,23 @@ RECIPES = {
 }
 
 
+def field_names():
+    """Every configuration field: `Config`'s own and the registered methods' (flags)."""
+    return tuple(field_defaults())
+
+
+def field_defaults():
+    """field -> default, for every field of `field_names` (the flags' defaults)."""
+    own = {f.name: f.default for f in dataclasses.fields(Config) if f.name != "method_options"}
+    return {**own, **methods.field_defaults()}
+
+
 def resolve(explicit):
     """The run's Config: defaults < the dataset's recipe < `explicit` (field -> value).
 
     Raises ConfigError for an unknown dataset or field, or a bad value.
     """
-    unknown = sorted(set(explicit) - {f.name for f in dataclasses.fields(Config)})
+    unknown = sorted(set(explicit) - set(field_names()))
     if unknown:
         raise ConfigError(f"--{unknown[0]}: not a configuration field")
     dataset = explicit.get("dataset", Config.dataset)
@@ -387,11 +335,6 @@ def check_data_fits(c, image_shape):
     _check(min(image_shape[:2]) >= smallest, "arch",
            f"{c.arch} needs images of at least {smallest}x{smallest}; {c.dataset} has "
            f"{image_shape[0]}x{image_shape[1]}")
-
-
-def _check(condition, flag, message):
-    if not condition:
-        raise ConfigError(f"--{flag}: {message}")
 
 
 def _check_oversample(value):
@@ -440,65 +383,21 @@ def _check_file_dataset(c):
 
 
 def _check_method(c):
-    """--method and its settings."""
-    _check(c.method in METHODS, "method",
-           f"unknown method {c.method!r}; choose one of {', '.join(METHODS)}")
-    _check(0.0 < c.forward_percentile <= 100.0, "forward_percentile",
-           f"must be in (0, 100], got {c.forward_percentile}")
-    for name in ("bootstrap_soft_beta", "bootstrap_hard_beta"):
-        _check(0.0 <= getattr(c, name) <= 1.0, name, f"must be in [0, 1], got {getattr(c, name)}")
-    _check(c.dmi_lr > 0, "dmi_lr", f"must be positive, got {c.dmi_lr}")
-    _check(c.dmi_eps > 0, "dmi_eps", f"must be positive, got {c.dmi_eps}")
-    if c.transition_matrix:  # read by --method=forward only, but a path given must exist
-        _check(os.path.isfile(c.transition_matrix), "transition_matrix",
-               f"no such file: {c.transition_matrix}")
-    _check_coteaching_tau(c.coteaching_tau)
-    _check(c.coteaching_t_k >= 1, "coteaching_t_k", f"must be >= 1, got {c.coteaching_t_k}")
-    for name in ("tanaka_alpha", "tanaka_beta", "pencil_alpha", "pencil_beta"):
-        _check(getattr(c, name) >= 0, name, f"must be >= 0, got {getattr(c, name)}")
-    _check(c.pencil_lambda >= 0, "pencil_lambda",
-           f"must be positive (0: scaled from the authors'), got {c.pencil_lambda}")
-    for name in ("tanaka_start_epoch", "pencil_joint_start", "pencil_finetune_start"):
-        _check(getattr(c, name) >= 0, name, f"must be a 1-based epoch, or 0 (scaled from the "
-               f"authors' schedule), got {getattr(c, name)}")
-    if c.method == "tanaka":  # checked against --epochs only where they are used
-        _check(c.tanaka_start() <= c.epochs, "tanaka_start_epoch",
-               f"must be in [1, --epochs={c.epochs}] (the first epoch whose predictions "
-               f"become the soft labels), got {c.tanaka_start_epoch}")
-    if c.method == "pencil":
-        joint, finetune = c.pencil_phases()
-        _check(joint <= c.epochs + 1, "pencil_joint_start",
-               f"must be in [1, --epochs + 1 = {c.epochs + 1}], got {c.pencil_joint_start}")
-        _check(joint <= finetune <= c.epochs + 1, "pencil_finetune_start",
-               f"must be in [the first epoch of phase 2 ({joint}), --epochs + 1 = "
-               f"{c.epochs + 1}], got {c.pencil_finetune_start}")
-    _check(c.clean_train != "mix" or c.method in ("idn", "ce"), "clean_train",
-           f"mix is for --method=idn or ce (clean examples with η = 0), not {c.method}")
-
-
-def coteaching_rate(value):
-    """--coteaching_tau as a number in [0, 1), or None for estimate/actual."""
-    if value in COTEACHING_TAUS:
-        return None
-    rate = float(value)
-    if not (math.isfinite(rate) and 0.0 <= rate < 1.0):
-        raise ValueError(value)
-    return rate
-
-
-def _check_coteaching_tau(value):
-    try:
-        coteaching_rate(value)
-    except ValueError:
-        raise ConfigError(f"--coteaching_tau: {' or '.join(COTEACHING_TAUS)}, or a forget rate "
-                          f"in [0, 1), got {value!r}") from None
+    """--method, and every method's own fields (`Method.check`)."""
+    _check(c.method in methods.names(), "method",
+           f"unknown method {c.method!r}; choose one of {', '.join(methods.names())}")
+    for method in methods.all_methods():
+        method.check(c)
+    mixing = [m.name for m in methods.all_methods() if m.mixes_clean]
+    _check(c.clean_train != "mix" or c.method_object().mixes_clean, "clean_train",
+           f"mix is for --method={' or '.join(mixing)} (clean examples with η = 0), not "
+           f"{c.method}")
 
 
 def validate(c):
     """Raises ConfigError naming the first bad flag."""
-    for field in dataclasses.fields(c):  # inf passes one-sided bounds such as lr > 0
-        value = getattr(c, field.name)
-        _check(not isinstance(value, float) or math.isfinite(value), field.name,
+    for name, value in c.to_dict().items():  # inf passes one-sided bounds such as lr > 0
+        _check(not isinstance(value, float) or math.isfinite(value), name,
                f"must be a finite number, got {value}")
     _check(0 <= c.seed < 2**32, "seed", f"must be in [0, 2**32 - 1] (numpy's and "
            f"scikit-learn's seed range), got {c.seed}")
@@ -534,13 +433,6 @@ def validate(c):
     _check(0.0 < c.lr_decay_factor <= 1.0, "lr_decay_factor", f"must be in (0, 1], got {c.lr_decay_factor}")
     _check(0.0 <= c.momentum < 1.0, "momentum", f"must be in [0, 1), got {c.momentum}")
     _check(c.weight_decay >= 0.0, "weight_decay", f"must be >= 0, got {c.weight_decay}")
-    _check(0.0 <= c.eta_init <= 1.0, "eta_init", f"must be in [0, 1], got {c.eta_init}")
-    _check(c.eta_lr > 0, "eta_lr", f"must be positive, got {c.eta_lr}")
-    _check(c.eta_start_epoch >= 1, "eta_start_epoch", f"must be >= 1 (epochs count from 1), got {c.eta_start_epoch}")
-    _check(c.eta_every >= 1, "eta_every", f"must be >= 1, got {c.eta_every}")
-    _check(c.eta_rule in ETA_RULES, "eta_rule", f"unknown rule {c.eta_rule!r}; choose one of {', '.join(ETA_RULES)}")
-    _check(c.eta_eps > 0, "eta_eps", f"must be positive, got {c.eta_eps}")
-    _check(0.0 <= c.eta_min <= c.eta_init, "eta_min", f"must be in [0, eta_init={c.eta_init}], got {c.eta_min}")
     _check(c.strategy in STRATEGIES, "strategy", f"unknown strategy {c.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     _check(c.monitor_every >= 1, "monitor_every", f"must be >= 1, got {c.monitor_every}")
     _check(c.model_name not in ("", ".", "..") and "/" not in c.model_name and os.sep not in c.model_name,

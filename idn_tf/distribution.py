@@ -11,7 +11,7 @@ import functools
 import json
 import os
 
-from idn_tf.config import ConfigError
+from idn_tf.errors import ConfigError
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 

@@ -7,13 +7,15 @@ flagfile. Choices are enums; numeric ranges are checked by `config.validate`,
 which library users who build a `Config` directly get too.
 """
 
-import dataclasses
+import types
 
 from absl import flags
 
-from idn_tf import config
+from idn_tf import config, methods
+from idn_tf.methods.idn import ETA_RULES
 
-C = config.Config
+# The defaults of every configuration field: `Config`'s own and the methods'.
+C = types.SimpleNamespace(**config.field_defaults())
 
 # Data and noise.
 flags.DEFINE_enum("dataset", C.dataset, config.DATASETS,
@@ -117,20 +119,22 @@ flags.DEFINE_float("eta_init", C.eta_init, "Initial confusing probability η for
 flags.DEFINE_float("eta_lr", C.eta_lr, "η step size α₁ (Eq. 11).")
 flags.DEFINE_integer("eta_start_epoch", C.eta_start_epoch, "First epoch (1-based) that updates η.")
 flags.DEFINE_integer("eta_every", C.eta_every, "η is updated every this many epochs from --eta_start_epoch.")
-flags.DEFINE_enum("eta_rule", C.eta_rule, config.ETA_RULES,
+flags.DEFINE_enum("eta_rule", C.eta_rule, ETA_RULES,
                   "η step: paper (Eq. 11 as published) or exact (true gradient of Eq. 9).")
 flags.DEFINE_float("eta_eps", C.eta_eps, "ε in the denominator of the paper's rule (Eq. 11).")
 flags.DEFINE_float("eta_min", C.eta_min,
                    "Lower end of the η projection; 0 is the paper's [0, 1], > 0 avoids η = 0 being absorbing.")
 
 # Which method trains the final classifier, and the baselines' own settings (SPEC §6).
-flags.DEFINE_enum("method", C.method, config.METHODS,
-                  "idn: the method (stage 1 CE, then stage 2); ce: stage 1 alone (standard "
-                  "cross-entropy); forward: forward loss correction (Patrini et al. 2017); "
-                  "bootstrap_soft / bootstrap_hard: bootstrapping (Reed et al. 2015); ldmi: "
-                  "L_DMI (Xu et al. 2019) from the stage-1 CE model; coteaching: Co-teaching "
-                  "(Han et al. 2018); tanaka: joint optimisation (Tanaka et al. 2018); pencil: "
-                  "PENCIL (Yi & Wu 2019).")
+# A string checked by `config.validate` against the registry (a method registered later,
+# e.g. by a test, is a valid --method too).
+flags.DEFINE_string("method", C.method,
+                    f"One of {', '.join(methods.names())}. idn: the method (stage 1 CE, then "
+                    "stage 2); ce: stage 1 alone (standard cross-entropy); forward: forward loss correction (Patrini et al. 2017); "
+                    "bootstrap_soft / bootstrap_hard: bootstrapping (Reed et al. 2015); ldmi: "
+                    "L_DMI (Xu et al. 2019) from the stage-1 CE model; coteaching: Co-teaching "
+                    "(Han et al. 2018); tanaka: joint optimisation (Tanaka et al. 2018); pencil: "
+                    "PENCIL (Yi & Wu 2019).")
 flags.DEFINE_string("transition_matrix", C.transition_matrix,
                     "--method=forward: a known transition matrix T (row i = P(observed label | "
                     "class i)), a K x K .npy file or text file (numpy.loadtxt); default: T "
@@ -224,8 +228,8 @@ def config_from_flags():
 
 def explicit_fields():
     """The configuration fields given explicitly (field -> value), as `config.resolve` takes."""
-    explicit = {f.name: FLAGS[f.name].value for f in dataclasses.fields(config.Config)
-                if not FLAGS[f.name].using_default_value}
+    explicit = {name: FLAGS[name].value for name in config.field_names()
+                if not FLAGS[name].using_default_value}
     if "lr_decay_epochs" in explicit:
         explicit["lr_decay_epochs"] = _ints("lr_decay_epochs", explicit["lr_decay_epochs"])
     return explicit

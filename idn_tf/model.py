@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from idn_tf import posterior, tables
+from idn_tf.data import views
 
 
 def coupled_l2(grads, variables, weight_decay):
@@ -292,3 +293,15 @@ def predict_log_probs_dataset(classifier, batches):
     spec = batches.element_spec["image"]
     forward = _forward(classifier, spec.shape[1:], spec.dtype)
     return np.concatenate([forward(batch["image"]).numpy() for batch in batches])
+
+
+def example_log_probs(classifier, examples, batch_size):
+    """log softmax of `classifier` on the un-augmented training examples, float32 [N, K].
+
+    `examples`: a uint8 image array [N, ...] or a data view (`data.views`), whose
+    `unaugmented` is an array (in memory) or a dataset of records (streamed files).
+    """
+    inputs = views.as_examples(examples).unaugmented(batch_size)
+    if isinstance(inputs, np.ndarray):
+        return predict_log_probs(classifier, inputs, batch_size)
+    return predict_log_probs_dataset(classifier, inputs)

@@ -91,6 +91,15 @@ def accuracy_curves_figure(stages):
     return fig
 
 
+def stage_curves(monitor):
+    """The accuracy curves of a stage from its MonitorCallback history (empty if none), as
+    `accuracy_curves` takes them."""
+    monitor = monitor or {}
+    return {"epoch": monitor.get("epoch", []),
+            "train_observed_accuracy": monitor.get("accuracy/train_observed", []),
+            "test_accuracy": monitor.get("accuracy/test_clean", [])}
+
+
 def accuracy_curves(path, stages):
     """Draws `accuracy_curves_figure(stages)` into the PNG file `path`."""
     _write_png(path, accuracy_curves_figure(stages))

@@ -24,6 +24,14 @@ def label_correction(q, labels, clean_labels):
     }
 
 
+def ranking(q, eta, labels):
+    """Example indices, most suspect label first: by η, highest first; among equal η
+    (many reach exactly 1), by q of the observed label, lowest first; then by index.
+    The label audit's row order and the monitoring's highest-η images."""
+    q_observed = q[np.arange(len(labels)), labels]
+    return np.lexsort((np.arange(len(labels)), q_observed, -np.asarray(eta)))
+
+
 def eta_auroc(eta, labels, clean_labels):
     """AUROC of η as a detector of wrong labels (NaN without both kinds)."""
     known = clean_labels >= 0
@@ -49,10 +57,10 @@ def _common(config, noise_rate_actual):
     }
 
 
-def baseline_results(config, noise_rate_actual, ce, result, transition=None, extra=None):
-    """results.json of a baseline (--method other than idn): `method_test_accuracy` is
-    the baseline's (for ce, stage 1's); `ce` is None when stage 1 did not run; `extra`:
-    the method's own values (Co-teaching's τ, the soft labels' rates)."""
+def baseline_results(config, noise_rate_actual, ce, result, extra=None):
+    """results.json of a baseline (a method without η): `method_test_accuracy` is the
+    baseline's (for ce, stage 1's); `ce` is None when stage 1 did not run; `extra`: the
+    method's own values (Co-teaching's τ, the soft labels' rates)."""
     res = {
         **_common(config, noise_rate_actual),
         "ce_test_accuracy": None if ce is None else ce.test_accuracy,
@@ -62,8 +70,6 @@ def baseline_results(config, noise_rate_actual, ce, result, transition=None, ext
         "ce_monitor": None if ce is None else ce.monitor,
         "method_monitor": result.monitor,
     }
-    if transition is not None:
-        res["transition_matrix"] = np.asarray(transition, np.float64).tolist()
     res.update(extra or {})
     return res
 
@@ -85,18 +91,10 @@ def results(config, noise_rate_actual, ce, idn, q, eta, labels, clean_labels):
     }
 
 
-# How the closing table names each --method's accuracy.
-METHOD_ROWS = {"idn": "method test accuracy (stage 2)", "forward": "Forward test accuracy",
-               "bootstrap_soft": "Bootstrapping (soft) test accuracy",
-               "bootstrap_hard": "Bootstrapping (hard) test accuracy",
-               "ldmi": "L_DMI test accuracy", "coteaching": "Co-teaching test accuracy",
-               "tanaka": "Tanaka test accuracy (second phase)",
-               "pencil": "PENCIL test accuracy"}
-
-
-def table(res):
-    """The closing table printed at the end of a run (rows a run has no value for are left out)."""
-    method = res.get("method", "idn")
+def table(res, method):
+    """The closing table printed at the end of a run (rows a run has no value for are left
+    out). `method`: the run's `methods.Method` (its `row` names its test accuracy, its
+    `short` or `name` the fine-tuning row, its `rows` its own results)."""
 
     def pct(x):
         return "   n/a" if x != x else f"{100 * x:6.2f}%"
@@ -104,12 +102,10 @@ def table(res):
     rows = [
         ("actual noise rate (wrong training labels)", res["noise_rate_actual"]),
         ("CE test accuracy (stage 1)", res["ce_test_accuracy"]),
-        *([(METHOD_ROWS[method], res["method_test_accuracy"])] if method in METHOD_ROWS else []),
-        (f"{'method' if method == 'idn' else method} + clean fine-tuning test accuracy",
+        *([(method.row, res["method_test_accuracy"])] if method.final_stage() != "stage1" else []),
+        (f"{method.short or method.name} + clean fine-tuning test accuracy",
          res.get("finetuned_test_accuracy")),
-        ("Co-teaching forget rate τ", res.get("coteaching_tau")),
-        ("wrong training labels corrected by the soft labels", res.get("soft_labels_corrected")),
-        ("right training labels kept by the soft labels", res.get("soft_labels_kept")),
+        *((name, res.get(key)) for name, key in method.rows),
         ("wrong training labels corrected by argmax q", res.get("wrong_labels_corrected")),
         ("right training labels kept by argmax q", res.get("right_labels_kept")),
         ("AUROC of η as wrong-label detector", res.get("eta_auroc")),
@@ -118,7 +114,7 @@ def table(res):
     ]
     rows = [(name, value) for name, value in rows if value is not None]
     width = max(len(name) for name, _ in rows)
-    title = (f"{res['dataset']} / {res['noise']} noise / {method} / seed {res['seed']} / "
+    title = (f"{res['dataset']} / {res['noise']} noise / {method.name} / seed {res['seed']} / "
              f"{res['epochs']} epochs")
     lines = [title, "-" * (width + 9)]
     lines += [f"{name:<{width}}  {pct(value)}" for name, value in rows]

@@ -1,17 +1,15 @@
-"""The method's two training stages (SPEC §2), the baselines' stage, and row #10's
-clean fine-tuning.
+"""How a stage trains: the classifier, the optimiser and its schedule, `fit` with
+backup, TensorBoard and monitoring; stage 1 and row #10's clean fine-tuning.
 
-Stage 1 trains a classifier with plain cross-entropy on the observed labels;
-its test accuracy is the CE baseline and its predictions on the un-augmented
-training images give ψ. Stage 2 trains a fresh classifier (same backbone,
-initialisation, optimiser and data order) as an `IDNModel`. A baseline
-(`train_method`) trains in place of stage 2: Forward, Bootstrapping, Co-teaching
-(with a second network), PENCIL and Tanaka's two phases a fresh classifier, L_DMI
-the stage-1 one. `finetune` trains a copy of the final
-classifier with cross-entropy on a clean training set.
+Stage 1 (docs/method.md §2) trains a classifier with plain cross-entropy on the
+observed labels; its test accuracy is the CE baseline and its predictions on the
+un-augmented training images give ψ. Each method (`idn_tf.methods`) trains its own
+stages with `new_classifier` and `fit`; `finetune` trains a copy of the final
+classifier with cross-entropy on a clean training set. Nothing here knows a method.
 The data come through a view (`data.views`): arrays in memory or streamed files.
 """
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -19,24 +17,11 @@ import shutil
 import keras
 import numpy as np
 
-from idn_tf import (baselines, callbacks, coteaching, distribution, model, posterior, soft_labels,
-                    transition)
-from idn_tf.config import ConfigError
-from idn_tf.data import views
+from idn_tf import callbacks, distribution, model, posterior, runfolder, transition
+from idn_tf.errors import ConfigError
 from idn_tf.models import build_classifier
 from idn_tf.models.resnet50 import BackboneError
-
-
-@dataclasses.dataclass(frozen=True)
-class StageResult:
-    """What a stage leaves behind besides its model."""
-    test_accuracy: float   # clean test accuracy after the last epoch
-    history: dict          # per-epoch logs from keras History
-    monitor: dict          # per monitored epoch: callbacks.MonitorCallback.history
-
-
-# Co-teaching's second network is initialised as new_classifier with --seed + this.
-PEER_SEED_OFFSET = 10007
+from idn_tf.runfolder import StageResult
 
 
 def new_classifier(config, data, seed=None):
@@ -53,6 +38,21 @@ def new_classifier(config, data, seed=None):
     except BackboneError as e:
         raise ConfigError(f"--arch={config.arch} --backbone_weights={config.backbone_weights}: "
                           f"{e}") from e
+
+
+@contextlib.contextmanager
+def model_scope(config):
+    """Where a stage builds its model: the seed set to --seed (every stage starts from
+    the same initial weights) and inside the run's strategy scope."""
+    keras.utils.set_random_seed(config.seed)
+    with distribution.get_strategy(config.strategy).scope():
+        yield
+
+
+def classifier_in_scope(config, data):
+    """A new classifier built in the run's strategy scope (to load saved weights into)."""
+    with distribution.get_strategy(config.strategy).scope():
+        return new_classifier(config, data)
 
 
 def learning_rate(config, steps_per_epoch):
@@ -80,11 +80,6 @@ def make_optimizer(config, steps_per_epoch):
                                 momentum=config.momentum)
 
 
-def backup_dir(config, stage):
-    """Where a stage's BackupAndRestore keeps its last complete epoch."""
-    return os.path.join(config.run_dir, "backup", stage)
-
-
 def monitoring(config, data, labels, stage, resuming):
     """TensorBoard callbacks of one stage, under <run_dir>/tb/<stage>/ (chief only).
 
@@ -109,18 +104,18 @@ def monitoring(config, data, labels, stage, resuming):
     return [board, monitor], monitor
 
 
-def _fit(train_model, config, data, labels, stage, extra_callbacks=(), train_data=None):
+def fit(train_model, config, data, labels, stage, extra_callbacks=(), train_data=None):
     """Trains `train_model` for the stage, resuming from its backup if there is one.
 
     The training batches are `data.train_dataset` of the noisy `labels`, or
     `train_data(initial_epoch)` -> (dataset, steps per epoch) when given (then the
     stage is not monitored against `labels`).
 
-    The backup (`backup_dir(config, stage)`) is left in place: the caller removes it
+    The backup (`RunFolder.backup_dir(stage)`) is left in place: the caller removes it
     once the stage's results are safely written, so a kill in between loses nothing.
     A caller that trains twice in one run folder must remove it in between.
     """
-    backup_path = backup_dir(config, stage)
+    backup_path = runfolder.RunFolder(config).backup_dir(stage)
     initial_epoch, _ = callbacks.Backup.latest(backup_path)
     if initial_epoch:
         print(f"resuming {stage} after epoch {initial_epoch} from {backup_path}", flush=True)
@@ -154,7 +149,7 @@ def _fit(train_model, config, data, labels, stage, extra_callbacks=(), train_dat
                                  "--run_dir)")
     logs = backup.history
     return StageResult(test_accuracy=logs["val_accuracy"][-1], history=logs,
-                       monitor=monitor.history if monitor is not None else {})
+                       monitor=None if train_data else monitor.history if monitor else {})
 
 
 def train_cross_entropy(config, data, labels):
@@ -163,132 +158,16 @@ def train_cross_entropy(config, data, labels):
     With clean examples mixed in (`views.FileData`, row #8) they are half of every
     batch here too, so the CE baseline sees the same data as the method.
     """
-    keras.utils.set_random_seed(config.seed)
-    with distribution.get_strategy(config.strategy).scope():
+    with model_scope(config):
         classifier = new_classifier(config, data)
         ce = model.CrossEntropyModel(classifier, weight_decay=config.weight_decay)
-    return classifier, _fit(ce, config, data, labels, "stage1")
-
-
-def new_idn_model(config, data, psi):
-    """A fresh stage-2 `IDNModel` (same initial classifier weights as stage 1).
-
-    `psi` [N] covers the noisy examples; the view adds the rows of mixed-in clean
-    examples (ψ 1, η 0).
-    """
-    keras.utils.set_random_seed(config.seed)
-    with distribution.get_strategy(config.strategy).scope():
-        return model.IDNModel(
-            new_classifier(config, data), psi=data.table_psi(psi),
-            eta_init=data.initial_eta(config.eta_init), eta_lr=config.eta_lr,
-            eta_rule=config.eta_rule, eta_eps=config.eta_eps, eta_min=config.eta_min,
-            weight_decay=config.weight_decay)
-
-
-def train_idn(config, data, labels, psi):
-    """Stage 2: `IDNModel` with the PGA schedule. Returns (IDNModel, StageResult)."""
-    idn = new_idn_model(config, data, psi)
-    schedule = callbacks.pga_schedule(config.eta_start_epoch, config.eta_every)
-    return idn, _fit(idn, config, data, labels, "stage2", [callbacks.PGACallback(schedule)])
-
-
-def method_config(config):
-    """The configuration of a baseline's stage: L_DMI trains at the constant --dmi_lr."""
-    if config.method == "ldmi":
-        return dataclasses.replace(config, lr=config.dmi_lr, lr_decay_epochs=())
-    return config
-
-
-def tanaka_labels_config(config):
-    """Tanaka's first phase: --epochs at the constant --lr (the authors' "high learning
-    rate", which keeps the network from fitting the noisy labels before they change)."""
-    return dataclasses.replace(config, lr_decay_epochs=())
-
-
-def new_method_model(config, data, labels=None, transition=None, warm=None, soft=None):
-    """The Keras model of --method (a baseline), around a fresh classifier.
-
-    forward needs `transition` (T [K, K]); ldmi starts from the weights of `warm`
-    (the stage-1 CE classifier); tanaka and pencil need the observed `labels` [N]
-    (their tables' rows); tanaka with `soft` [N, K] is its second phase
-    (`soft_labels.SoftTargetModel`: cross-entropy on those soft labels). The others start from the
-    same initial weights as stage 1; Co-teaching's second network from other ones.
-    """
-    keras.utils.set_random_seed(config.seed)
-    with distribution.get_strategy(config.strategy).scope():
-        classifier = new_classifier(config, data)
-        wd, k = config.weight_decay, data.num_classes
-        if config.method == "forward":
-            return baselines.ForwardModel(classifier, transition, weight_decay=wd)
-        if config.method in ("bootstrap_soft", "bootstrap_hard"):
-            hard = config.method == "bootstrap_hard"
-            beta = config.bootstrap_hard_beta if hard else config.bootstrap_soft_beta
-            return baselines.BootstrapModel(classifier, beta, hard, weight_decay=wd)
-        if config.method == "ldmi":
-            classifier.set_weights(warm.get_weights())
-            return baselines.DMIModel(classifier, eps=config.dmi_eps, weight_decay=wd)
-        if config.method == "coteaching":
-            peer = new_classifier(config, data, seed=config.seed + PEER_SEED_OFFSET)
-            return coteaching.CoTeachingModel(classifier, peer, weight_decay=wd)
-        if config.method == "tanaka" and soft is not None:
-            return soft_labels.SoftTargetModel(classifier, soft, k, weight_decay=wd)
-        if config.method == "tanaka":
-            return soft_labels.TanakaModel(classifier, labels, k, alpha=config.tanaka_alpha,
-                                           beta=config.tanaka_beta, weight_decay=wd)
-        if config.method == "pencil":
-            return soft_labels.PencilModel(classifier, labels, k, alpha=config.pencil_alpha,
-                                           beta=config.pencil_beta,
-                                           label_lr=config.pencil_step(), weight_decay=wd)
-    raise ValueError(f"not a baseline with a stage of its own: {config.method!r}")
-
-
-def method_callbacks(config, forget_rate=None):
-    """The callbacks that drive a baseline's schedule: Co-teaching's R(t) (to
-    `forget_rate` τ), Tanaka's label updates, PENCIL's phases."""
-    if config.method == "coteaching":
-        return [coteaching.ForgetRateCallback(forget_rate, config.coteaching_t_k)]
-    if config.method == "tanaka":
-        return [soft_labels.TanakaLabelUpdate(config.tanaka_start())]
-    if config.method == "pencil":
-        return [soft_labels.PencilPhase(*config.pencil_phases())]
-    return []
-
-
-def train_method(config, data, labels, transition=None, warm=None, forget_rate=None,
-                 soft=None):
-    """A baseline's stage, named after it (backup, TensorBoard): (model, StageResult).
-
-    Tanaka's second phase is this with its `soft` labels; its first is `train_tanaka_labels`.
-    """
-    trained = new_method_model(config, data, labels=labels, transition=transition, warm=warm,
-                               soft=soft)
-    extra = method_callbacks(config, forget_rate) if soft is None else []
-    return trained, _fit(trained, method_config(config), data, labels, config.method, extra)
-
-
-def train_tanaka_labels(config, data, labels):
-    """Tanaka's first phase (stage "tanaka_labels"): the network and the soft labels
-    learned jointly. Returns (TanakaModel, StageResult); its `labels_table` holds the
-    final soft labels."""
-    trained = new_method_model(config, data, labels=labels)
-    return trained, _fit(trained, tanaka_labels_config(config), data, labels, "tanaka_labels",
-                         method_callbacks(config))
-
-
-def soft_label_table(trained):
-    """The soft labels [N, K] a Tanaka or PENCIL model ends with (PENCIL: softmax of ỹ)."""
-    if isinstance(trained, soft_labels.PencilModel):
-        logits = trained.label_table.numpy().astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
-    return trained.labels_table.numpy()
+    return classifier, fit(ce, config, data, labels, "stage1")
 
 
 def estimate_transition(classifier, examples, batch_size, percentile):
     """Forward's T estimated from `classifier`'s probabilities on the un-augmented
     training examples (`transition.estimate_transition_matrix`)."""
-    probs = np.exp(views.as_examples(examples).log_probs(classifier, batch_size))
+    probs = np.exp(model.example_log_probs(classifier, examples, batch_size))
     return transition.estimate_transition_matrix(probs, percentile).astype(np.float32)
 
 
@@ -307,8 +186,7 @@ def finetune(config, data, trained):
     (classifier, StageResult).
     """
     ft = finetune_config(config)
-    keras.utils.set_random_seed(config.seed)
-    with distribution.get_strategy(config.strategy).scope():
+    with model_scope(config):
         classifier = new_classifier(config, data)
         classifier.set_weights(trained.get_weights())
         ce = model.CrossEntropyModel(classifier, weight_decay=config.weight_decay)
@@ -317,7 +195,7 @@ def finetune(config, data, trained):
         return (data.clean_train_dataset(ft.batch_size, ft.seed, ft.epochs, initial_epoch),
                 data.clean_steps_per_epoch(ft.batch_size))
 
-    return classifier, _fit(ce, ft, data, None, "finetune", train_data=clean_batches)
+    return classifier, fit(ce, ft, data, None, "finetune", train_data=clean_batches)
 
 
 def estimate_psi(classifier, examples, labels, batch_size):
@@ -325,7 +203,7 @@ def estimate_psi(classifier, examples, labels, batch_size):
 
     `examples`: the training images (uint8 [N, ...]) or a data view (`data.views`).
     """
-    log_probs = views.as_examples(examples).log_probs(classifier, batch_size)
+    log_probs = model.example_log_probs(classifier, examples, batch_size)
     psi = np.exp(log_probs[np.arange(len(labels)), labels]).astype(np.float32)
     # exp() can underflow to 0; with η_i = 1, ψ_i = 0 would give every class weight
     # 0 in Eq. 8 (q = 0/0). The smallest normal float32 keeps q defined.
@@ -337,5 +215,5 @@ def posterior_table(classifier, examples, labels, eta, psi, batch_size):
 
     `examples` as in `estimate_psi`; `eta` and `psi` are the N examples' rows.
     """
-    log_probs = views.as_examples(examples).log_probs(classifier, batch_size)
+    log_probs = model.example_log_probs(classifier, examples, batch_size)
     return posterior.posterior_from_log_probs(log_probs, labels, eta, psi).numpy()

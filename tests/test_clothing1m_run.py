@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from idn_tf import callbacks, config as config_lib, stages, train
+from idn_tf import callbacks, config as config_lib, inputs, stages, train
+from idn_tf.methods import idn as idn_method
 from idn_tf.data import clothing1m, streaming, views
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -206,7 +207,7 @@ def test_mixed_batches_are_half_clean_and_clean_eta_stays_exactly_zero(folder, t
                               "run_dir": str(tmp_path / "run"), "clean_train": "mix",
                               "epochs": 3, "eta_start_epoch": 1, "eta_lr": 0.5,
                               **TINY, "oversample": "auto"})
-    data = train.load_data(cfg)
+    data = inputs.load_data(cfg)
     noisy, clean = data.data.noisy, data.data.clean_train
     n, c = len(noisy), len(clean)
     assert data.table_size == n + c
@@ -224,13 +225,13 @@ def test_mixed_batches_are_half_clean_and_clean_eta_stays_exactly_zero(folder, t
             assert clean_labels_of[i] == label  # a clean example carries its clean label
 
     psi = np.full(n, 0.5, np.float32)
-    idn = stages.new_idn_model(cfg, data, psi)
+    idn = idn_method.new_model(cfg, data, psi)
     eta0 = idn.eta.numpy()
     assert (eta0[n:] == 0).all() and np.allclose(eta0[:n], 0.01)
     np.testing.assert_array_equal(idn.psi.numpy(), np.r_[psi, np.ones(c, np.float32)])
     check = _CleanRowsStayZero(n)
     schedule = callbacks.pga_schedule(cfg.eta_start_epoch, cfg.eta_every)
-    stages._fit(idn, cfg, data, labels, "stage2", [callbacks.PGACallback(schedule), check])
+    stages.fit(idn, cfg, data, labels, "stage2", [callbacks.PGACallback(schedule), check])
     assert len(check.checks) == 3 * len(batches) and all(check.checks)
     eta = idn.eta.numpy()
     assert (eta[n:] == 0.0).all()

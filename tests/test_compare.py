@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from idn_tf import compare
+from idn_tf import compare, methods
 from idn_tf.data import noise, sources
 
 import cli as cli_lib
@@ -67,7 +67,7 @@ def test_table_cells_are_the_cells_own_results(comparison):
         assert summary["mean"] == pytest.approx(mean, abs=1e-12)
         assert summary["std"] == pytest.approx(std, abs=1e-12)
         row = next(line for line in table.splitlines()
-                   if line.startswith(f"| {compare.METHOD_NAMES[method]} |"))
+                   if line.startswith(f"| {methods.get(method).title} |"))
         assert f"{100 * mean:.2f} ± {100 * std:.2f}" in row
         assert ", ".join(f"{100 * a:.2f}" for a in accuracies) in row
         assert row.endswith("| 2/2 |")

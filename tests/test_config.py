@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-from idn_tf import config as config_lib
+from idn_tf import config as config_lib, methods
+
+TANAKA, PENCIL = methods.get("tanaka"), methods.get("pencil")
 from idn_tf.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,18 +53,22 @@ def test_run_names_keep_the_papers_rows_apart():
 
 def test_method_names_the_run_folder_unless_it_is_the_method():
     base = {"dataset": "cifar10", "noise": "ccn", "noise_rate": 0.4, "seed": 2}
-    names = {m: config_lib.resolve({**base, "method": m}).run_dir for m in config_lib.METHODS}
+    names = {m: config_lib.resolve({**base, "method": m}).run_dir for m in methods.names()}
     assert names["idn"] == os.path.join("runs", "cifar10-ccn0.4-2")
     assert names["forward"] == os.path.join("runs", "cifar10-ccn0.4-forward-2")
-    assert len(set(names.values())) == len(config_lib.METHODS)
+    assert len(set(names.values())) == len(methods.names())
     c1m = config_lib.resolve({"dataset": "clothing1m", "data_dir": "x", "method": "forward"})
     assert c1m.run_dir == os.path.join("runs", "clothing1m-forward-0")
 
 
-def test_methods_equal_the_baselines_module():
-    from idn_tf import baselines
-    assert config_lib.METHODS == baselines.METHODS
-    assert set(config_lib.METHOD_FIELDS) == set(config_lib.METHODS) - {"idn", "ce"}
+def test_the_registry_holds_the_nine_methods_and_each_field_once():
+    assert methods.names() == ("idn", "ce", "forward", "bootstrap_soft", "bootstrap_hard",
+                               "ldmi", "coteaching", "tanaka", "pencil")
+    owners = [f for m in methods.all_methods() for f in m.fields]
+    assert len(owners) == len(set(owners))
+    # Every method's own fields are configuration fields with a flag of the same name.
+    assert set(owners) <= set(config_lib.field_names())
+    assert not set(owners) & {f.name for f in dataclasses.fields(config_lib.Config)}
 
 
 def test_semantic_dict_keeps_only_the_methods_own_settings():
@@ -79,7 +85,7 @@ def test_semantic_dict_keeps_only_the_methods_own_settings():
     assert "method" not in semantic("idn") and semantic("ce")["method"] == "ce"
     # Stage 1 is the same whatever the method.
     stage1 = {config_lib.resolve({"method": m, "eta_lr": 0.9}).stage1_dict() ==
-              config_lib.resolve({"method": "idn"}).stage1_dict() for m in config_lib.METHODS}
+              config_lib.resolve({"method": "idn"}).stage1_dict() for m in methods.names()}
     assert stage1 == {True}
     assert (config_lib.resolve({"method": "ce", "lr": 0.1}).stage1_dict()
             != config_lib.resolve({"method": "ce"}).stage1_dict())
@@ -98,16 +104,17 @@ def test_a_given_transition_matrix_counts_by_content(tmp_path):
 def test_stage_one_is_trained_only_when_the_method_needs_it(tmp_path):
     given = tmp_path / "t.npy"
     given.write_bytes(b"")
-    needs = {m: config_lib.resolve({"method": m}).needs_stage1() for m in config_lib.METHODS}
+    def needs_stage1(**fields):
+        cfg = config_lib.resolve(fields)
+        return methods.get(cfg.method).needs_stage1(cfg)
+    needs = {m: needs_stage1(method=m) for m in methods.names()}
     assert needs == {"idn": True, "ce": True, "forward": True, "bootstrap_soft": False,
                      "bootstrap_hard": False, "ldmi": True, "coteaching": True,
                      "tanaka": False, "pencil": False}
-    assert not config_lib.resolve({"method": "forward",
-                                   "transition_matrix": str(given)}).needs_stage1()
+    assert not needs_stage1(method="forward", transition_matrix=str(given))
     # Co-teaching trains stage 1 only to estimate τ from it.
     for tau in ("actual", "0.2", "0"):
-        assert not config_lib.resolve({"method": "coteaching",
-                                       "coteaching_tau": tau}).needs_stage1()
+        assert not needs_stage1(method="coteaching", coteaching_tau=tau)
 
 
 def test_coteaching_tau_estimate_reads_forward_percentile_and_other_taus_do_not():
@@ -292,8 +299,8 @@ def test_method_flagfiles_on_top_of_a_row(name, row):
     # The schedules are the authors', scaled to the recipe's 160 epochs (70/200 for
     # Tanaka; 70/320 and 200/320 for PENCIL), each the first epoch of its phase; PENCIL's λ
     # keeps the authors' 600·130/128 = λ·(phase-2 epochs)/batch size.
-    assert (cfg.tanaka_start(), cfg.pencil_phases()) == (57, (36, 101))
-    assert cfg.pencil_step() == pytest.approx(600 * 130 / 128 * 256 / (101 - 36))
+    assert (TANAKA.start(cfg), PENCIL.phases(cfg)) == (57, (36, 101))
+    assert PENCIL.step(cfg) == pytest.approx(600 * 130 / 128 * 256 / (101 - 36))
     with open(os.path.join(ROOT, "flags", name)) as f:
         header = "".join(line for line in f if line.startswith("#"))
     assert f"--flagfile=flags/{name}" in header  # the usage line
@@ -302,21 +309,21 @@ def test_method_flagfiles_on_top_of_a_row(name, row):
 
 def test_baseline_schedules_scale_the_authors_to_the_run():
     c = config_lib.Config()  # digits: 40 epochs, batch 64
-    assert (c.tanaka_start(), c.pencil_phases()) == (15, (10, 26))
-    assert c.pencil_step() == pytest.approx(600 / 128 * 130 * 64 / 16)
+    assert (TANAKA.start(c), PENCIL.phases(c)) == (15, (10, 26))
+    assert PENCIL.step(c) == pytest.approx(600 / 128 * 130 * 64 / 16)
     # They follow --epochs (a comparison with a short schedule must not be refused) ...
     short = config_lib.resolve({"epochs": 5, "method": "pencil"})
-    assert short.pencil_phases() == (2, 4)
-    assert config_lib.resolve({"epochs": 5, "method": "tanaka"}).tanaka_start() == 3
+    assert PENCIL.phases(short) == (2, 4)
+    assert TANAKA.start(config_lib.resolve({"epochs": 5, "method": "tanaka"})) == 3
     # ... unless given: then used as given, and checked against --epochs.
     given = config_lib.resolve({"method": "pencil", "pencil_joint_start": 3,
                                 "pencil_finetune_start": 7, "pencil_lambda": 50.0})
-    assert given.pencil_phases() == (3, 7) and given.pencil_step() == 50.0
-    assert config_lib.resolve({"method": "tanaka", "tanaka_start_epoch": 4}).tanaka_start() == 4
+    assert PENCIL.phases(given) == (3, 7) and PENCIL.step(given) == 50.0
+    assert TANAKA.start(config_lib.resolve({"method": "tanaka", "tanaka_start_epoch": 4})) == 4
     with pytest.raises(config_lib.ConfigError, match="--tanaka_start_epoch"):
         config_lib.resolve({"method": "tanaka", "epochs": 5, "tanaka_start_epoch": 6})
     # A joint start given alone moves phase 3 no earlier than it.
-    assert config_lib.resolve({"method": "pencil", "pencil_joint_start": 30}).pencil_phases() \
+    assert PENCIL.phases(config_lib.resolve({"method": "pencil", "pencil_joint_start": 30})) \
         == (30, 30)
 
 

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from idn_tf import config as config_lib, train
+from idn_tf import config as config_lib, methods, train
 from idn_tf.data import noise, sources
 
 SHORT = dict(dataset="digits", noise="ccn", noise_rate=0.4, epochs=4, lr_decay_epochs=(3,),
@@ -142,7 +142,8 @@ def test_bootstrap_models_take_their_own_flags(method, beta, hard):
     cfg = config_lib.resolve({"method": method, "bootstrap_soft_beta": 0.7,
                               "bootstrap_hard_beta": 0.6, "verbose": 0})
     data = views.from_config(cfg, sources.load("digits"))
-    built = stages.new_method_model(cfg, data)
+    with stages.model_scope(cfg):
+        built = methods.get(method).build(methods.Run(cfg, data, None, None, None), {})
     assert (built.beta, built.hard) == (beta, hard)
 
 

@@ -167,6 +167,6 @@ def test_unknown_rule_raises():
         posterior.eta_gradient(np.eye(2), [0, 1], [0.1, 0.1], [0.5, 0.5], rule="adam")
 
 
-def test_config_lists_the_same_rules():
-    from idn_tf import config
-    assert config.ETA_RULES == posterior.ETA_RULES
+def test_the_method_lists_the_same_rules():
+    from idn_tf.methods import idn as idn_method
+    assert idn_method.ETA_RULES == posterior.ETA_RULES

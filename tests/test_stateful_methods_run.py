@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from idn_tf import artifacts, config as config_lib, train
+from idn_tf.methods import coteaching as coteaching_method
 from idn_tf.data import noise, sources
 
 import cli as cli_lib
@@ -172,7 +173,7 @@ def test_coteaching_saves_and_evaluates_its_first_network(whole, digits):
     assert res["method_test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
     assert res["method_history"]["val_accuracy"][-1] == res["method_test_accuracy"]
     # The peer's initial weights (another seed) are not the first network's.
-    peer = stages.new_classifier(cfg, data, seed=cfg.seed + stages.PEER_SEED_OFFSET)
+    peer = stages.new_classifier(cfg, data, seed=cfg.seed + coteaching_method.PEER_SEED_OFFSET)
     first = stages.new_classifier(cfg, data)
     assert any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), peer.get_weights()))
 

@@ -302,10 +302,10 @@ NO_RETRY_CLI = """
 import sys
 from absl import app
 from tensorflow_datasets.core.download import downloader
-from idn_tf import train
+from idn_tf import cli, train
 downloader.MAX_RETRIES = 0
 sys.argv[0] = "train"
-app.run(train.main, flags_parser=train.parse_flags)
+app.run(train.main, flags_parser=cli.parse_flags)
 """
 
 

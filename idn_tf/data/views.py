@@ -19,11 +19,13 @@ Both expose:
     fingerprint()     what identifies the training rows (None: fixed by the source)
     train_dataset(labels, batch_size, seed, epochs, initial_epoch), steps_per_epoch(...)
     test_dataset(batch_size)
-    log_probs(classifier, batch_size)   log softmax on the un-augmented noisy training
-                                        examples, [N, K] (ψ, monitoring, the audit)
+    unaugmented(batch_size)  the un-augmented noisy training examples, in index order:
+                      a uint8 array [N, H, W, C] or a tf.data dataset of records
+                      (`model.example_log_probs` predicts them: ψ, monitoring, the audit)
     images(rows)      uint8 un-augmented images of some noisy training rows (plots)
 
-`as_examples` gives a bare uint8 image array the same `log_probs` and `images`.
+`as_examples` gives a bare uint8 image array the same `unaugmented` and `images`.
+The views hold data only: predicting with a classifier is the model layer's job.
 Only `FileData` has the clean training set (`clean_train_dataset`) for fine-tuning.
 TensorFlow is imported inside the methods, so building a view costs nothing.
 """
@@ -40,22 +42,27 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def pixel_statistics(images):
+    """Per-channel mean and std of uint8 images [N, H, W, C] scaled to [0, 1]."""
+    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    return pixels.mean(axis=0), np.maximum(pixels.std(axis=0), 1e-3)
+
+
 class ImageArray:
-    """Training images held in memory [N, H, W, C], with the views' log_probs and images."""
+    """Training images held in memory [N, H, W, C], with the views' unaugmented and images."""
 
     def __init__(self, images):
         self.array = images
 
-    def log_probs(self, classifier, batch_size):
-        from idn_tf import model
-        return model.predict_log_probs(classifier, self.array, batch_size)
+    def unaugmented(self, batch_size):
+        return self.array
 
     def images(self, rows):
         return self.array[np.asarray(rows, np.int64)]
 
 
 def as_examples(examples):
-    """`examples` (a uint8 image array or a view) as an object with log_probs and images."""
+    """`examples` (a uint8 image array or a view) as an object with unaugmented and images."""
     return ImageArray(examples) if isinstance(examples, np.ndarray) else examples
 
 
@@ -79,7 +86,6 @@ class ArrayData:
         return None
 
     def pixel_statistics(self):
-        from idn_tf.models import pixel_statistics
         return pixel_statistics(self.train.images)
 
     def table_psi(self, psi):
@@ -103,8 +109,8 @@ class ArrayData:
         return pipeline.eval_dataset(self.dataset.test.images, self.dataset.test.labels,
                                      batch_size)
 
-    def log_probs(self, classifier, batch_size):
-        return self._examples.log_probs(classifier, batch_size)
+    def unaugmented(self, batch_size):
+        return self._examples.unaugmented(batch_size)
 
     def images(self, rows):
         return self._examples.images(rows)
@@ -203,9 +209,8 @@ class FileData:
     def test_dataset(self, batch_size):
         return self._eval(self.data.clean_test, batch_size)
 
-    def log_probs(self, classifier, batch_size):
-        from idn_tf import model
-        return model.predict_log_probs_dataset(classifier, self._eval(self.train, batch_size))
+    def unaugmented(self, batch_size):
+        return self._eval(self.train, batch_size)
 
     def images(self, rows):
         rows = np.asarray(rows, np.int64)

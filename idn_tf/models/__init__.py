@@ -9,17 +9,12 @@ pixels a data source yields.
 import keras
 import numpy as np
 
+from idn_tf.data.views import pixel_statistics  # noqa: F401 (the statistics the builders take)
 from idn_tf.models.resnet50 import CaffePreprocessing, is_pretrained, resnet50
 from idn_tf.models.resnet_cifar import DEPTHS, resnet_cifar
 from idn_tf.models.small_cnn import small_cnn
 
 ARCHITECTURES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet50")
-
-
-def pixel_statistics(images):
-    """Per-channel mean and std of uint8 images [N, H, W, C] scaled to [0, 1]."""
-    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-    return pixels.mean(axis=0), np.maximum(pixels.std(axis=0), 1e-3)
 
 
 def preprocessing(inputs, mean, std):

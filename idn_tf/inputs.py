@@ -1,0 +1,151 @@
+"""A run's inputs: the pretrained weights it needs, its data, and its observed labels.
+
+The data and noise steps of a run (docs/method.md §5): `load_data` reads the
+dataset named by the configuration and checks it before any training;
+`observed_labels` makes the noisy labels once per run folder (noisy_labels.npz) and
+reuses them on restart. `idn_tf.compare` uses the same functions, once per seed.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from idn_tf import artifacts, pretrained, runfolder
+from idn_tf.config import check_data_fits
+from idn_tf.data import noise, sources, views
+from idn_tf.errors import ConfigError
+
+# Clothing1M's --subset_fraction draws its subset with this seed, not --seed: runs that
+# differ in seed train on the same examples.
+SUBSET_SEED = 0
+
+
+def fetch_backbone_weights(config):
+    """Pretrained backbone weights, fetched (or found in Keras's cache) before the data
+    scan and any training: offline without them, the run stops here in one line."""
+    if config.arch != "resnet50" or config.backbone_weights == "none":
+        return
+    try:
+        pretrained.fetch(config.backbone_weights)
+    except pretrained.WeightsError as e:
+        raise ConfigError(f"--backbone_weights={config.backbone_weights}: {e}") from None
+
+
+def load_data(config):
+    """The run's data as a view (`data.views`): arrays in memory, or Clothing1M's files."""
+    runfolder.banner(f"data: {config.dataset}")
+    if config.dataset in sources.FILE_SOURCES:
+        return _load_files(config)
+    if config.dataset in sources.TFDS_SOURCES:
+        print(f"reading {config.dataset} through tensorflow-datasets (data_dir: "
+              f"{config.data_dir or 'tfds default'}; prepared on first use"
+              f"{', downloading if needed' if config.download else ''})", flush=True)
+    dataset = sources.load(config.dataset, npz_path=config.npz_path or None,
+                           data_dir=config.data_dir or None,
+                           noisy_label_key=config.noisy_label_key or None,
+                           download=config.download)
+    print(f"{len(dataset.train)} training and {len(dataset.test)} test images of shape "
+          f"{dataset.train.images.shape[1:]}, {dataset.num_classes} classes")
+    check_data_fits(config, dataset.train.images.shape[1:])
+    return views.from_config(config, dataset)
+
+
+def _load_files(config):
+    """Clothing1M: the folder's lists read and every listed image checked, before training."""
+    from idn_tf.data import clothing1m
+    print(f"reading {config.data_dir} and checking its images ({config.image_check} check"
+          f"{', skipping bad ones' if config.skip_bad_images else ''})", flush=True)
+    loaded = clothing1m.load_clothing1m(
+        config.data_dir, subset_fraction=config.subset_fraction, subset_seed=SUBSET_SEED,
+        skip_bad_images=config.skip_bad_images, check=config.image_check,
+        verbose=config.verbose > 0)
+    if config.clean_train == "mix" or config.finetune_clean_epochs:
+        if not len(loaded.clean_train):
+            raise sources.DataError(f"{config.data_dir}: the clean training list is empty; "
+                                    "--clean_train=mix and --finetune_clean_epochs need it")
+    for split in ("noisy", "clean_test"):
+        if not len(getattr(loaded, split)):
+            raise sources.DataError(f"{config.data_dir}: no images left in {clothing1m.LISTS[split]}")
+    data = views.from_config(config, loaded)
+    print(f"{len(loaded.noisy)} noisy training, {len(loaded.clean_train)} clean training and "
+          f"{data.test_size} clean test images, cropped to {data.input_shape}, "
+          f"{data.num_classes} classes"
+          + (f"; {len(loaded.excluded)} images left out" if loaded.excluded else ""))
+    check_data_fits(config, data.input_shape)
+    return data
+
+
+def write_excluded(folder, config, data):
+    """excluded_images.csv: the images --skip_bad_images left out (path, where listed, why)."""
+    if not config.skip_bad_images:
+        return
+    import csv
+    import io
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(("path", "listed_at", "reason"))
+    writer.writerows(data.data.excluded)
+    folder.write(artifacts.write_text, "excluded_images.csv", text.getvalue())
+    if data.data.excluded:
+        print(f"{len(data.data.excluded)} images left out: {folder.path('excluded_images.csv')}")
+
+
+def new_noisy_labels(config, data):
+    """The observed labels made by --noise: the arrays of noisy_labels.npz (labels, clean
+    labels, the noise's recipe and, for file datasets, the examples' fingerprint)."""
+    dataset = getattr(data, "dataset", data)  # what the noise generators read
+    noisy = noise.make_noisy_labels(dataset, config.noise, config.noise_rate, config.seed,
+                                    **config.noise_options(), verbose=config.verbose > 0)
+    fingerprint = data.fingerprint()
+    return dict(labels=noisy.labels, clean_labels=dataset.train.clean_labels,
+                recipe=json.dumps(noisy.recipe),
+                **({"examples_sha256": fingerprint} if fingerprint else {}))
+
+
+def _npz_array(path, key, optional=False):
+    with np.load(path) as saved:
+        if optional and key not in saved.files:
+            return None
+        return saved[key]
+
+
+def observed_labels(folder, config, data):
+    """Noise step: noisy_labels.npz is made once per run folder and reused on restart.
+    Returns (labels [N], the measured fraction of wrong labels or NaN)."""
+    dataset = getattr(data, "dataset", data)  # what the noise generators read
+    name = "noisy_labels.npz"
+    path = folder.path(name)
+    if os.path.isfile(path) and not config.overwrite:
+        runfolder.banner(f"noise: reusing {path}")
+        labels = folder.reuse(name, lambda: _npz_array(path, "labels"))
+        if len(labels) != len(dataset.train):
+            raise artifacts.RunDirError(
+                f"{path} has {len(labels)} labels but the data has {len(dataset.train)} training "
+                "examples; choose another --run_dir or pass --overwrite")
+        saved = folder.reuse(name, lambda: _npz_array(path, "examples_sha256", optional=True))
+        if saved is not None and str(saved) != data.fingerprint():
+            raise artifacts.RunDirError(
+                f"{path} was made for other training images or labels than the data now has "
+                "(e.g. --skip_bad_images left out other images, or another --data_dir): its "
+                "η and ψ rows would not match; choose another --run_dir or pass --overwrite")
+    else:
+        runfolder.banner(f"noise: {config.noise}")
+        arrays = new_noisy_labels(config, data)
+        labels = arrays["labels"]
+        folder.write(artifacts.write_npz, name, **arrays)
+    present = len(np.unique(labels))
+    if present < dataset.num_classes:
+        print(f"warning: the observed labels use only {present} of the {dataset.num_classes} "
+              "classes; the classifier can never predict the others"
+              + (" (use more --kmeans_clusters)" if config.noise == "kmeans" else ""), flush=True)
+    rate = noise.noise_rate_actual(labels, dataset.train.clean_labels)
+    known = int(np.sum(dataset.train.clean_labels >= 0))
+    if rate != rate:
+        print("clean training labels unknown: actual noise rate not measurable")
+    elif known < len(labels):
+        print(f"{100 * rate:.2f}% of the {known} training labels whose clean label is known "
+              "are wrong")
+    else:
+        print(f"{100 * rate:.2f}% of the training labels are wrong")
+    return labels, rate

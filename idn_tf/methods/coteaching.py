@@ -1,0 +1,136 @@
+"""Co-teaching (Han et al., NeurIPS 2018): two networks, each trained on the other's
+small-loss examples, the forget rate rising as R(t) = min(t/T_k·τ, τ)
+(`coteaching.CoTeachingModel`, `coteaching.ForgetRateCallback`).
+
+τ (--coteaching_tau): a number as given; `actual`, the measured fraction of wrong
+training labels (needs the clean labels); `estimate`, Σ π_i(1 − T_ii) with T
+estimated from the stage-1 model as Forward's and π the observed class frequencies.
+The τ a stage starts with is kept in coteaching_tau.json for a resumed stage.
+Evaluation and export use the first network.
+"""
+
+import math
+
+import numpy as np
+
+from idn_tf.errors import ConfigError, check
+from idn_tf.methods.base import Method
+
+# --coteaching_tau's words (else a number): τ estimated from the stage-1 model's T, or the
+# measured fraction of wrong training labels (needs the clean training labels).
+TAUS = ("estimate", "actual")
+# The largest estimated or measured forget rate it uses (a given one is used as given):
+# τ near 1 would leave next to no example to train on.
+MAX_FORGET_RATE = 0.95
+# The second network is initialised as `stages.new_classifier` with --seed + this.
+PEER_SEED_OFFSET = 10007
+
+
+def given_rate(value):
+    """--coteaching_tau as a number in [0, 1), or None for estimate/actual; ValueError
+    for anything else."""
+    if value in TAUS:
+        return None
+    rate = float(value)
+    if not (math.isfinite(rate) and 0.0 <= rate < 1.0):
+        raise ValueError(value)
+    return rate
+
+
+class CoTeaching(Method):
+    name = "coteaching"
+    title = "Co-teaching"
+    row = "Co-teaching test accuracy"
+    about = "Co-teaching (Han et al. 2018) of two networks"
+    fields = {"coteaching_tau": "estimate", "coteaching_t_k": 10}
+    files = ("coteaching_tau.json",)
+    rows = (("Co-teaching forget rate τ", "coteaching_tau"),)
+
+    def canonical(self, field, value):
+        if field == "coteaching_tau":
+            try:  # a number as its shortest form: "0.40" and "0.4" are the same run
+                return repr(float(value))
+            except ValueError:
+                pass  # a word (checked by `check`)
+        return value
+
+    def check(self, c):
+        try:
+            given_rate(c.coteaching_tau)
+        except ValueError:
+            raise ConfigError(f"--coteaching_tau: {' or '.join(TAUS)}, or a forget rate in "
+                              f"[0, 1), got {c.coteaching_tau!r}") from None
+        check(c.coteaching_t_k >= 1, "coteaching_t_k", f"must be >= 1, got {c.coteaching_t_k}")
+
+    def needs_stage1(self, config):
+        return config.coteaching_tau == "estimate"  # τ from the stage-1 model's T
+
+    def semantic_fields(self, config):
+        # An estimated τ comes from T, estimated with Forward's percentile.
+        return tuple(self.fields) + (("forward_percentile",) if self.needs_stage1(config) else ())
+
+    def preflight(self, config, data):
+        """`actual` measures the noise rate: ConfigError now if it cannot."""
+        if config.coteaching_tau == "actual" and not (
+                np.asarray(data.train.clean_labels) >= 0).all():
+            raise ConfigError(f"--coteaching_tau=actual: the clean labels of {config.dataset}'s "
+                              "training examples are not known; give τ as a number or use "
+                              "estimate")
+
+    def prepare(self, run):
+        from idn_tf import artifacts
+
+        def make():
+            tau, how = self.forget_rate(run)
+            print(f"coteaching: forget rate τ = {tau:.4f} ({how}), reached after "
+                  f"{run.config.coteaching_t_k} epochs")
+            return {"tau": tau, "how": how}
+
+        def resumed(path):
+            saved = artifacts.read_json(path)
+            print(f"coteaching: resuming with the forget rate τ = {float(saved['tau']):.4f} "
+                  f"of {path}")
+            return saved
+
+        saved = run.folder.kept("coteaching_tau.json", self.name, make, resumed,
+                                artifacts.write_json)
+        return {"tau": float(saved["tau"])}
+
+    def forget_rate(self, run):
+        """(τ, how it was found) for a stage that starts afresh."""
+        from idn_tf import stages, transition
+        config = run.config
+        given = given_rate(config.coteaching_tau)
+        if given is not None:
+            tau, how = given, "given"
+        elif config.coteaching_tau == "actual":
+            tau, how = run.rate, "the measured fraction of wrong training labels"
+        else:
+            matrix = stages.estimate_transition(run.stage1.classifier, run.data,
+                                                config.batch_size, config.forward_percentile)
+            prior = np.bincount(run.labels, minlength=run.data.num_classes) / len(run.labels)
+            tau = transition.noise_rate_from_transition(matrix, prior)
+            how = (f"Σ π_i (1 − T_ii), T estimated from the stage-1 model (mean diagonal "
+                   f"{np.mean(np.diag(matrix)):.3f})")
+        if tau > MAX_FORGET_RATE and given is None:
+            print(f"warning: τ = {tau:.4f} is above {MAX_FORGET_RATE}; Co-teaching uses "
+                  f"{MAX_FORGET_RATE}", flush=True)
+            tau = MAX_FORGET_RATE
+        return float(tau), how
+
+    def build(self, run, inputs):
+        from idn_tf import coteaching, stages
+        config = run.config
+        classifier = stages.new_classifier(config, run.data)
+        peer = stages.new_classifier(config, run.data, seed=config.seed + PEER_SEED_OFFSET)
+        return coteaching.CoTeachingModel(classifier, peer, weight_decay=config.weight_decay)
+
+    def callbacks(self, run, inputs):
+        from idn_tf import coteaching
+        return [coteaching.ForgetRateCallback(inputs["tau"], run.config.coteaching_t_k)]
+
+    def extra(self, run, inputs, model):
+        return {"coteaching_tau": inputs["tau"]}
+
+
+METHOD = CoTeaching()
