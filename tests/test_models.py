@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from idn_tf import config, models
+from idn_tf.data import views
 from idn_tf.models.resnet50 import CaffePreprocessing
 from idn_tf.models.resnet_cifar import DEPTHS, ZeroPadShortcut
 
@@ -34,7 +35,7 @@ def test_pretrained_fetches_the_file_keras_applications_loads():
 def test_preprocessing_standardises_raw_pixels():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(64, 8, 8, 3)).astype(np.uint8)
-    mean, std = models.pixel_statistics(images)
+    mean, std = views.pixel_statistics(images)
     x = images.reshape(-1, 3) / 255.0
     np.testing.assert_allclose(mean, x.mean(0), rtol=1e-12)
     np.testing.assert_allclose(std, x.std(0), rtol=1e-12)

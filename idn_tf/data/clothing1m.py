@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from idn_tf.data.sources import DataError, UNKNOWN_LABEL
+from idn_tf.data.dataset import DataError, UNKNOWN_LABEL
 
 CLASS_NAMES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker",
                "Jacket", "Downcoat", "Suit", "Shawl", "Dress", "Vest", "Underwear")

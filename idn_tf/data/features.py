@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import sklearn.decomposition
 
-from idn_tf.data.sources import DataError
+from idn_tf.data.dataset import DataError
 
 NOISE_FEATURES = ("pca", "pixels", "resnet50")
 

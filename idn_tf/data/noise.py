@@ -28,7 +28,7 @@ import sklearn.neural_network
 import threadpoolctl  # a scikit-learn dependency
 
 from idn_tf.data.features import NOISE_FEATURES, features_for_noise  # noqa: F401 (re-export)
-from idn_tf.data.sources import Dataset, DataError
+from idn_tf.data.dataset import Dataset, DataError
 
 NOISE_TYPES = ("none", "kmeans", "mlp", "ccn", "symmetric")
 

@@ -10,6 +10,9 @@ Sources here:
 - ``cifar10``, ``cifar100``, ``cifar10_n``, ``cifar100_n``: tensorflow-datasets
   (tfds_sources.py, imported only when one of them is loaded).
 
+The records themselves (`Split`, `Dataset`, `DataError`) live in dataset.py, which
+every source imports.
+
 ``clothing1m`` (`FILE_SOURCES`) is not loaded here: it is a list of image files
 (clothing1m.py), streamed from disk during training (streaming.py, views.py).
 """
@@ -25,6 +28,9 @@ import numpy as np
 import sklearn.datasets
 import sklearn.model_selection
 
+# The records every source returns (re-exported: `sources.Dataset`, `sources.DataError` …).
+from idn_tf.data.dataset import UNKNOWN_LABEL, DataError, Dataset, Split  # noqa: F401
+
 TFDS_SOURCES = ("cifar10", "cifar100", "cifar10_n", "cifar100_n")
 # Too big for memory: read as file lists (clothing1m.py) and streamed (streaming.py).
 FILE_SOURCES = ("clothing1m",)
@@ -34,69 +40,12 @@ SOURCES = ("digits", "npz") + TFDS_SOURCES + FILE_SOURCES
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
 
-UNKNOWN_LABEL = -1  # clean_labels value where the true label is not known
 # K is inferred as the largest label + 1; a label beyond this is taken to be corrupt data
 # rather than a request for millions of (mostly empty) classes.
 MAX_CLASSES = 100_000
 
 _NPZ_REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 _NPZ_OPTIONAL = ("clean_train",)
-
-
-class DataError(ValueError):
-    """Bad user data; message is one line naming the problem."""
-
-
-@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: arrays have no truth value
-class Split:
-    """One split of a dataset.
-
-    Attributes
-    ----------
-    images : np.ndarray
-        uint8 [N, H, W, C] raw pixels.
-    labels : np.ndarray
-        int64 [N] observed labels. For a training split as loaded: what the source
-        provides (clean for digits, the user's observed labels for npz).
-    clean_labels : np.ndarray
-        int64 [N] true labels, or -1 where unknown.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    clean_labels: np.ndarray
-
-    def __post_init__(self):
-        # Catch shape mix-ups where the split is built, not epochs later in training.
-        n = len(self.images)
-        if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 [N, H, W, C], got {self.images.dtype} "
-                             f"{self.images.shape}")
-        for name in ("labels", "clean_labels"):
-            array = getattr(self, name)
-            if array.dtype != np.int64 or array.shape != (n,):
-                raise ValueError(f"{name} must be int64 [{n}], got {array.dtype} {array.shape}")
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Dataset:
-    """A named dataset: training and test splits plus class metadata.
-
-    Test labels are clean (``test.labels == test.clean_labels``).
-    """
-
-    name: str
-    train: Split
-    test: Split
-    num_classes: int
-    class_names: tuple[str, ...]
-
-    def __post_init__(self):
-        if len(self.class_names) != self.num_classes:
-            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
 
 
 def load(name: str, npz_path: str | None = None, data_dir: str | None = None,
@@ -108,8 +57,8 @@ def load(name: str, npz_path: str | None = None, data_dir: str | None = None,
     `download` (whether to download data that is not in data_dir); see tfds_sources.load_tfds.
     """
     if name in TFDS_SOURCES:
-        # Imported here: tfds_sources imports this module, and loading through it brings in
-        # tensorflow_datasets and TensorFlow, which digits and npz do without.
+        # Imported here: loading through it brings in tensorflow_datasets and TensorFlow,
+        # which digits and npz do without.
         from idn_tf.data import tfds_sources  # pylint: disable=import-outside-toplevel
         return tfds_sources.load_tfds(name, data_dir=data_dir,
                                       noisy_label_key=noisy_label_key, download=download)

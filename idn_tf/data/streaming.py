@@ -45,7 +45,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from idn_tf.data.sources import UNKNOWN_LABEL
+from idn_tf.data.dataset import UNKNOWN_LABEL
 
 RESIZE_MODES = ("square", "shorter_side")
 # Independent random streams: the noisy epoch order and draws, the clean set's passes,

@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from idn_tf.data.sources import DataError, Dataset, Split
+from idn_tf.data.dataset import DataError, Dataset, Split
 
 # Human label sets of the CIFAR-N datasets: our name -> tfds feature. The tfds feature names
 # are accepted as well.

@@ -9,7 +9,6 @@ pixels a data source yields.
 import keras
 import numpy as np
 
-from idn_tf.data.views import pixel_statistics  # noqa: F401 (the statistics the builders take)
 from idn_tf.models.resnet50 import CaffePreprocessing, is_pretrained, resnet50
 from idn_tf.models.resnet_cifar import DEPTHS, resnet_cifar
 from idn_tf.models.small_cnn import small_cnn
@@ -36,7 +35,7 @@ def build_classifier(arch, input_shape, num_classes, mean, std, seed=None, backb
     num_classes : int
         K, the number of logits.
     mean, std : array-like of shape (C,)
-        Pixel statistics on the [0, 1] scale (`pixel_statistics`); unused
+        Pixel statistics on the [0, 1] scale (`data.views.pixel_statistics`); unused
         when `backbone_weights` is pretrained, which fixes its own.
     seed : int, optional
         Seeds the initialisers the network creates itself.
@@ -67,7 +66,7 @@ def resnet32(num_classes, input_shape=(32, 32, 3), mean=0.0, std=1.0, seed=None)
     """ResNet-32 (option A, 0.46 M parameters) for uint8 images; returns logits [B, K].
 
     The default mean 0 and std 1 only scale pixels to [0, 1]; pass the
-    training set's `pixel_statistics` (scalars or per channel) to
+    training set's `data.views.pixel_statistics` (scalars or per channel) to
     standardise them as `build_classifier` callers do.
     """
     channels = input_shape[-1]
