@@ -17,7 +17,7 @@ this measures decoding and augmentation, not the disk.
 Each epoch also records the process's CPU time: "cores" is CPU seconds per wall second
 (2 when tf.data keeps both cores busy) and "CPU ms/image" the work per image whatever
 the parallelism. These VMs sometimes give a process only one core's worth of time for
-seconds at a stretch (cores ~1.1 for every configuration at once, NOTES.md's drift);
+seconds at a stretch (cores ~1.1 for every configuration at once; BENCHMARKS.md's drift);
 such epochs halve tf.data's rate but not the single-threaded PIL loop's, hence the
 interleaving, the medians and the cores column.
 """

@@ -7,7 +7,7 @@ Issue 2 targets (means over seeds): method ≥ CE + 1.0 point on k-means IDN,
     python benchmarks/digits_accuracy.py --seeds=0 --noises=ccn --flag=eta_lr=0.7
 
 Every (noise, seed) trains stage 1 once and then stage 2 once per η
-projection: the paper's [0, 1] (eta_min=0) and [1e-3, 1] (NOTES.md), so the
+projection: the paper's [0, 1] (eta_min=0) and [1e-3, 1] (docs/method.md §7.1), so the
 columns compare methods on identical noisy labels and identical ψ.
 """
 

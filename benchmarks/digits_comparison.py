@@ -6,7 +6,7 @@
 Runs `python -m idn_tf.compare` once per noise (each in <out>/<noise>/, so a rerun
 skips the finished cells) with the digits recipe, then prints one markdown table:
 methods × noises, mean ± std test accuracy over the seeds, and each column's ordering
-next to the paper's (SPEC §6: CIFAR-10 IDN for k-means, CIFAR-10 CCN 0.4 for ccn).
+next to the paper's (docs/method.md §6: CIFAR-10 IDN for k-means, CIFAR-10 CCN 0.4 for ccn).
 """
 
 import argparse
@@ -21,7 +21,7 @@ METHODS = ("idn", "ce", "forward", "bootstrap_soft", "bootstrap_hard", "ldmi", "
 NAMES = {"idn": "method (IDN)", "ce": "CE", "forward": "Forward",
          "bootstrap_soft": "Bootstrapping (soft)", "bootstrap_hard": "Bootstrapping (hard)",
          "ldmi": "L_DMI", "coteaching": "Co-teaching", "tanaka": "Tanaka", "pencil": "PENCIL"}
-# The paper's ordering (SPEC §6) of the methods this benchmark has; CE is not in its table.
+# The paper's ordering (docs/method.md §6) of the methods this benchmark has; CE is not in its table.
 PAPER = {"kmeans": {"idn": 69.82, "forward": 64.29, "ldmi": 66.15, "bootstrap": 66.24,
                     "coteaching": 66.93, "tanaka": 67.77, "pencil": 69.51},
          "ccn0.4": {"idn": 90.48, "forward": 85.65, "ldmi": 88.80, "bootstrap": 78.95,

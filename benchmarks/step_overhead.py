@@ -6,7 +6,7 @@ the same network and batch (CPU, batch 256, 32×32×3), and a 10,000,000-entry
 
     python benchmarks/step_overhead.py            # ~3 minutes on 2 CPU cores
 
-Timings on shared CPUs drift (NOTES.md), so the configurations are timed
+Timings on shared CPUs drift (BENCHMARKS.md), so the configurations are timed
 interleaved (A B C A B C …), one epoch of `--steps` batches each, after a
 warm-up epoch that traces the step. Each step is timed on its own (a callback
 takes the clock between batches) and the median step time is reported: whole

@@ -1,4 +1,4 @@
-"""The loss-correction baselines of the paper's tables (SPEC §6), as Keras models.
+"""The loss-correction baselines of the paper's tables (docs/baselines.md), as Keras models.
 
 Each trains the wrapped classifier as `model.CrossEntropyModel` does (same data,
 optimiser, coupled weight decay, metrics and distribution), with its own loss:

@@ -4,7 +4,7 @@
 default (one device). `multi_worker` is MultiWorkerMirroredStrategy configured by the
 TF_CONFIG environment variable; it must be created before TensorFlow runs anything else.
 Under every strategy `--batch_size` is the global batch. Only the chief (task "chief", or
-worker 0 when there is no chief) writes the run's files (DESIGN.md, "Distribution").
+worker 0 when there is no chief) writes the run's files (docs/run_folder.md, "Several GPUs or hosts").
 """
 
 import functools

@@ -39,8 +39,8 @@ flags.DEFINE_string("npz_path", C.npz_path,
                     "With --dataset=npz: a .npz with x_train, y_train, x_test, y_test "
                     "(uint8 images [N,H,W,C] or [N,H,W]; int labels) and optional clean_train.")
 flags.DEFINE_enum("noise", C.noise, config.NOISE_TYPES,
-                  "Synthetic noise on the training labels (SPEC §5): none (labels as given), "
-                  "kmeans (clusters relabelled by majority: CIFAR-10 IDN), mlp (weak model's "
+                  "Synthetic noise on the training labels (docs/method.md §5): none (labels as "
+                  "given), kmeans (clusters relabelled by majority: CIFAR-10 IDN), mlp (weak model's "
                   "predictions: CIFAR-100 IDN), ccn (class pairs), symmetric.")
 flags.DEFINE_float("noise_rate", C.noise_rate, "Flip probability for ccn and symmetric noise, in [0, 1].")
 flags.DEFINE_integer("kmeans_clusters", C.kmeans_clusters, "Clusters for kmeans noise.")
@@ -114,7 +114,7 @@ flags.DEFINE_boolean("deterministic", C.deterministic,
                      "TensorFlow op determinism: a rerun (or a resumed run) gives the same "
                      "numbers, at some cost in speed.")
 
-# The method (SPEC §2): names as in the paper.
+# The method (docs/method.md §2): names as in the paper.
 flags.DEFINE_float("eta_init", C.eta_init, "Initial confusing probability η for every example.")
 flags.DEFINE_float("eta_lr", C.eta_lr, "η step size α₁ (Eq. 11).")
 flags.DEFINE_integer("eta_start_epoch", C.eta_start_epoch, "First epoch (1-based) that updates η.")
@@ -125,16 +125,16 @@ flags.DEFINE_float("eta_eps", C.eta_eps, "ε in the denominator of the paper's r
 flags.DEFINE_float("eta_min", C.eta_min,
                    "Lower end of the η projection; 0 is the paper's [0, 1], > 0 avoids η = 0 being absorbing.")
 
-# Which method trains the final classifier, and the baselines' own settings (SPEC §6).
+# Which method trains the final classifier, and the baselines' own settings (docs/baselines.md).
 # A string checked by `config.validate` against the registry (a method registered later,
 # e.g. by a test, is a valid --method too).
 flags.DEFINE_string("method", C.method,
                     f"One of {', '.join(methods.names())}. idn: the method (stage 1 CE, then "
-                    "stage 2); ce: stage 1 alone (standard cross-entropy); forward: forward loss correction (Patrini et al. 2017); "
-                    "bootstrap_soft / bootstrap_hard: bootstrapping (Reed et al. 2015); ldmi: "
-                    "L_DMI (Xu et al. 2019) from the stage-1 CE model; coteaching: Co-teaching "
-                    "(Han et al. 2018); tanaka: joint optimisation (Tanaka et al. 2018); pencil: "
-                    "PENCIL (Yi & Wu 2019).")
+                    "stage 2); ce: stage 1 alone (standard cross-entropy); forward: forward "
+                    "loss correction (Patrini et al. 2017); bootstrap_soft / bootstrap_hard: "
+                    "bootstrapping (Reed et al. 2015); ldmi: L_DMI (Xu et al. 2019) from the "
+                    "stage-1 CE model; coteaching: Co-teaching (Han et al. 2018); tanaka: joint "
+                    "optimisation (Tanaka et al. 2018); pencil: PENCIL (Yi & Wu 2019).")
 flags.DEFINE_string("transition_matrix", C.transition_matrix,
                     "--method=forward: a known transition matrix T (row i = P(observed label | "
                     "class i)), a K x K .npy file or text file (numpy.loadtxt); default: T "

@@ -1,7 +1,7 @@
 """Keras models that train a wrapped classifier on noisy labels.
 
 `CrossEntropyModel` is stage 1 (plain cross-entropy on the observed labels,
-the "standard CE" baseline); `IDNModel` is stage 2 (SPEC §2, Algorithm 1): its
+the "standard CE" baseline); `IDNModel` is stage 2 (docs/method.md §2, Algorithm 1): its
 targets are the posterior q of Eq. 8 and it owns the per-example η and ψ tables.
 
 Both take batches that are dicts with at least "image" (uint8 [B, H, W, C]),
@@ -21,7 +21,7 @@ from idn_tf.data import views
 
 
 def coupled_l2(grads, variables, weight_decay):
-    """PyTorch-style SGD weight decay: g ← g + wd·w on every weight (SPEC §3).
+    """PyTorch-style SGD weight decay: g ← g + wd·w on every weight (docs/method.md §3).
 
     Keras's `weight_decay=` optimizer argument is decoupled (AdamW-style) and
     is not the same thing, hence this explicit form.

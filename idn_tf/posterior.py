@@ -1,4 +1,4 @@
-"""The method's math (SPEC §2): posterior of the true label and the η step.
+"""The method's math (docs/method.md §2): posterior of the true label and the η step.
 
 Pure TensorFlow functions of tensors: no Keras state, no I/O. Shapes use B for
 the batch and K for the number of classes. Equation numbers are the paper's
@@ -102,7 +102,7 @@ def eta_step(q, labels, eta, psi, eta_lr, rule="paper", eps=1e-4, eta_min=0.0):
         η_i ← clip(η_i + α₁·g_i, η_min, 1)
 
     with g_i from `eta_gradient` and α₁ = eta_lr. The paper projects onto
-    [0, 1] (eta_min = 0); η_i = 0 is then absorbing (NOTES.md), which
+    [0, 1] (eta_min = 0); η_i = 0 is then absorbing (docs/method.md §7.1), which
     eta_min > 0 avoids.
 
     Args:

@@ -1,4 +1,4 @@
-"""Baselines that learn a label distribution per training example (SPEC §6), on
+"""Baselines that learn a label distribution per training example (docs/baselines.md), on
 `tables.ExampleTable` like the method's η:
 
 - `TanakaModel` (Tanaka et al., CVPR 2018, "joint optimisation"): soft labels Y [N, K]

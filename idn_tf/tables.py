@@ -8,7 +8,7 @@ of a stage. A training step reads its batch's rows (`gather`) and writes them ba
 
 Under a tf.distribute strategy the variable is mirrored: each replica holds a copy and
 can write only its own. `scatter` therefore gathers the ids and values of every
-replica and applies the same scatter on each, so that the copies stay equal (NOTES.md:
+replica and applies the same scatter on each, so that the copies stay equal (docs/method.md §7.5:
 the other aggregation modes drop updates or fail). An epoch's last batch may leave a
 replica with no rows; it still takes part in the gather.
 """

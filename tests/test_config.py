@@ -1,4 +1,4 @@
-"""Tests for idn_tf.config recipes and the flags/ flagfiles (SPEC §3)."""
+"""Tests for idn_tf.config recipes and the flags/ flagfiles (docs/method.md §3)."""
 
 import dataclasses
 import glob
@@ -16,7 +16,7 @@ from idn_tf.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# SPEC §3, "CIFAR-10 / CIFAR-100" column, written out independently of config.RECIPES.
+# docs/method.md §3, "CIFAR-10 / CIFAR-100" column, written out independently of config.RECIPES.
 PAPER_CIFAR = dict(arch="resnet32", epochs=160, batch_size=256, momentum=0.9, weight_decay=1e-4,
                    lr=0.05, lr_decay_epochs=[40, 80, 120], lr_decay_factor=0.1, eta_init=0.01,
                    eta_start_epoch=35, eta_every=5, eta_rule="paper", eta_eps=1e-4,
@@ -215,7 +215,7 @@ def test_clothing1m_row_flagfiles(name):
     changes, expected = CLOTHING1M_ROWS[name]
     cfg = _config_from_flagfile(name, *DATA_DIR)
     recipe = config_lib.resolve({"dataset": "clothing1m", "data_dir": "/data/clothing1m"})
-    # SPEC §3: batch 32, 15 epochs, lr 5e-3 ÷10 every 5 epochs, coupled weight decay 1e-3,
+    # docs/method.md §3: batch 32, 15 epochs, lr 5e-3 ÷10 every 5 epochs, coupled weight decay 1e-3,
     # η updated every epoch from the 2nd, α₁ 0.05, η_init 0.01; ImageNet ResNet-50.
     assert (cfg.arch, cfg.backbone_weights, cfg.batch_size, cfg.epochs, cfg.lr,
             cfg.lr_decay_epochs, cfg.lr_decay_factor, cfg.weight_decay, cfg.eta_start_epoch,

@@ -1,4 +1,4 @@
-"""Tests for idn_tf.data.noise: the synthetic label-noise generators (SPEC §5)."""
+"""Tests for idn_tf.data.noise: the synthetic label-noise generators (docs/method.md §5)."""
 
 import dataclasses
 import json

@@ -1,7 +1,7 @@
 """Clothing1M (the paper's real-noise experiment): reads the standard folder into file lists.
 
 The data (~1M JPEGs) does not fit in memory, so this source returns paths and labels, not
-pixels; a streaming tf.data pipeline reads the images. Layout of `data_dir` (SPEC §4):
+pixels; a streaming tf.data pipeline reads the images. Layout of `data_dir` (docs/method.md §4):
 
     images/…                    image files; list entries are paths relative to data_dir
     noisy_label_kv.txt          "images/0/12/123.jpg 5" lines: noisy (web) labels

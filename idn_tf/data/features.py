@@ -1,4 +1,4 @@
-"""Image features for the instance-dependent noise generators (SPEC §5).
+"""Image features for the instance-dependent noise generators (docs/method.md §5).
 
 The paper embeds CIFAR-10 with an ImageNet-pretrained ResNet-50 (pool-5, 2048 dims) before
 k-means (``resnet50``). Offline, or for small images, the features are the pixels or their

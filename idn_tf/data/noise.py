@@ -1,11 +1,11 @@
-"""Synthetic label noise (SPEC §5): training split only.
+"""Synthetic label noise (docs/method.md §5): training split only.
 
 Every generator maps the training split's clean labels (int64 [N]) to observed labels
 (int64 [N]) and is deterministic given its arguments:
 
-- ``kmeans`` (SPEC §5, CIFAR-10 IDN): cluster image features with k-means++ and give every
+- ``kmeans`` (CIFAR-10 IDN): cluster image features with k-means++ and give every
   member of a cluster the cluster's majority true label. Instance-dependent.
-- ``mlp`` (SPEC §5, CIFAR-100 IDN): fit a weak MLP on (features, clean labels) and relabel
+- ``mlp`` (CIFAR-100 IDN): fit a weak MLP on (features, clean labels) and relabel
   the training set with its predictions. Instance-dependent.
 - ``ccn``: class-conditional pair flips (CIFAR-10 TRUCK→AUTOMOBILE, BIRD→AIRPLANE,
   DEER→HORSE, CAT↔DOG) with probability r.
@@ -38,9 +38,9 @@ CIFAR10_PAIRS = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
 
 # Tuned on digits' fixed 1437-image training split with the default PCA-3 features
 # (noise_features="pca", noise_feature_dims=3); scikit-learn 1.9.1; fraction of wrong labels.
-# NOTES.md's 15 clusters (~72% correct) erase a whole class (always digit 5, merged into
-# clusters where another digit is the majority) for 23 of seeds 0..39 at n_init=10. More clusters
-# keep every class: missing-class seeds out of 40 at n_init=10: 20 -> 9, 22 -> 2, 24 -> 0.
+# 15 clusters (~72% correct; an earlier digits study's choice, docs/method.md §7.3) erase a
+# whole class (always digit 5, merged into clusters where another digit is the majority) for
+# 23 of seeds 0..39 at n_init=10. More clusters keep every class: missing-class seeds out of 40 at n_init=10: 20 -> 9, 22 -> 2, 24 -> 0.
 #   24 clusters, n_init=10, seeds 0..4: 0.262 0.267 0.273 0.273 0.265;
 #   seeds 0..39: mean 0.267, range 0.247-0.287, all 10 classes present for every seed
 #   (with n_init=1 instead: 2 of 40 seeds lost a class).
@@ -169,7 +169,7 @@ def noise_rate_actual(labels: np.ndarray, clean_labels: np.ndarray) -> float:
 def ccn_pairs(dataset_name: str, num_classes: int) -> dict[int, int]:
     """Source class -> target class of class-conditional noise.
 
-    Any 10-class dataset gets the CIFAR-10 pairs by class index (SPEC §5): 9->1 (truck ->
+    Any 10-class dataset gets the CIFAR-10 pairs by class index (docs/method.md §5): 9->1 (truck ->
     automobile), 2->0 (bird -> airplane), 4->7 (deer -> horse), 3<->5 (cat <-> dog). On
     digits that flips the digits 9->1, 2->0, 4->7, 3<->5. Any other number of classes K
     gets the pair flip c -> (c + 1) mod K for every class. `dataset_name` is not used to
@@ -267,7 +267,7 @@ def mlp_noise(features: np.ndarray, clean_labels: np.ndarray, seed: int,
     ``partial_fit``. Training stops after `epochs` epochs, or as soon as the MLP's predictions
     agree with the clean labels on at least `target_accuracy` of the training set (0: never
     early). The target is how the CIFAR-100 recipe gets the paper's 69.29% correct labels
-    without a hand-tuned epoch count, which could not be measured here (README).
+    without a hand-tuned epoch count, which could not be measured here (docs/method.md §5).
 
     Parameters
     ----------

@@ -1,11 +1,11 @@
-"""tf.data pipelines producing the project's record (DESIGN.md, "data"):
+"""tf.data pipelines producing the project's record (docs/api.md, "Glossary"):
 
     {"image": uint8 [H, W, C], "label": observed label, "clean_label": true label or -1,
      "index": int64 row of the example in the η and ψ tables}
 
 Training augmentation (`augmenter`) runs here, in tf.data, not in the model: the
 classifier (and the exported model) sees un-augmented images at inference, and ψ
-is computed on un-augmented training images (SPEC §2).
+is computed on un-augmented training images (docs/method.md §2).
 """
 
 import numpy as np
@@ -30,7 +30,7 @@ def records(images, labels, clean_labels=None):
 def augmenter(kind, image_shape, padding=4):
     """A function (uint8 image [H, W, C], int64 seed [2]) -> uint8 image, or None for "none".
 
-    "pad_crop_flip" (the paper's CIFAR augmentation, SPEC §3): zero-pad by `padding`
+    "pad_crop_flip" (the paper's CIFAR augmentation, docs/method.md §3): zero-pad by `padding`
     pixels on every side, crop a random H x W window, flip left-right with probability
     1/2. The draws are stateless functions of `seed`, so the same seeds give the same
     images in any order and on any number of parallel calls. (keras.layers.RandomCrop /
@@ -60,8 +60,8 @@ def train_dataset(images, labels, clean_labels, batch_size, seed, augment="none"
     are functions of (seed, epoch) alone: a run resumed at epoch e sees exactly the
     batches an uninterrupted run sees there, and stage 1 and stage 2 (same seed) see
     the same batches. Batches never straddle two epochs; an epoch's last batch may be
-    smaller, so every example's η is visited in an epoch where η is updated (SPEC §3
-    decision). Pass `steps_per_epoch = ceil(N / batch_size)` to `fit`.
+    smaller, so every example's η is visited in an epoch where η is updated (docs/method.md §3,
+    decisions). Pass `steps_per_epoch = ceil(N / batch_size)` to `fit`.
 
     Example i's draws in epoch e are seeded by fold_in((seed, e), i): stateless, so
     the same in any order and on any number of parallel calls.

@@ -1,8 +1,8 @@
 """tf.data pipelines that stream image files from disk, for datasets too big for memory.
 
-Built for Clothing1M (SPEC §3-§4: resize 256, random 224 crop, flip, mean subtraction,
+Built for Clothing1M (docs/method.md §3-§4: resize 256, random 224 crop, flip, mean subtraction,
 batch 32; oversampling; row #8's half-clean batches). The records are the project's
-(DESIGN.md, "data"), with uint8 pixels:
+(docs/api.md, "Glossary"), with uint8 pixels:
 
     {"image": uint8 [B, 224, 224, 3], "label": int64 [B], "clean_label": int64 [B] (-1 if
      unknown), "index": int64 [B] (the example's row in the η and ψ tables)}
@@ -68,7 +68,7 @@ def _mix64(values, seed):
 
 
 def oversample_indices(labels, mode=None, seed=0):
-    """Row numbers of one epoch, with added copies of minority-class rows (SPEC §4).
+    """Row numbers of one epoch, with added copies of minority-class rows (docs/method.md §4).
 
     Parameters
     ----------
@@ -289,7 +289,7 @@ def eval_dataset(paths, labels, batch_size, image_size=224, resize=256, resize_m
                  antialias=False, clean_labels=None, index=None):
     """Batches of records in file order: resize, central image_size² crop, no randomness.
 
-    For test and validation sets, and for ψ on the un-augmented training images (SPEC §2).
+    For test and validation sets, and for ψ on the un-augmented training images (docs/method.md §2).
     """
     check_sizes(image_size, resize, resize_mode)
     table = _table(paths, labels, clean_labels, index)
@@ -341,7 +341,7 @@ def mixed_train_dataset(paths, labels, clean_labels, index, clean_paths, clean_s
                         batch_size, seed, clean_index=None, epochs=1, initial_epoch=0,
                         image_size=224, resize=256, resize_mode="square", antialias=False,
                         oversample=None):
-    """Batches of half noisy, half clean examples (the paper's row #8, SPEC §4).
+    """Batches of half noisy, half clean examples (the paper's row #8, docs/method.md §4).
 
     The noisy set defines the epoch, exactly as `train_dataset` (same order, draws and
     oversampling for the same seed), in half batches of batch_size / 2; each is paired
@@ -354,7 +354,7 @@ def mixed_train_dataset(paths, labels, clean_labels, index, clean_paths, clean_s
     `clean_index[j]`, by default N + j where N = max(noisy index) + 1, so the tables hold
     N + C rows. The model keeps those rows' η at 0 (their ψ is unused): initialise them
     to 0 and leave them unwritten where "is_clean" is True. With η = 0, q equals the
-    observed (clean) label exactly (SPEC §2). A separate range, rather than index -1,
+    observed (clean) label exactly (docs/method.md §2). A separate range, rather than index -1,
     keeps every gather in range and the η step unchanged apart from that mask.
 
     Parameters

@@ -1,7 +1,7 @@
 """A small CNN for small images (digits 8×8, tests, benchmarks).
 
 Conv32-Conv64-MaxPool-Conv64-Dense128-Dense(K), the network of the digits
-study in NOTES.md; ~0.3 M parameters at 8×8×1.
+recipe (docs/method.md §3); ~0.3 M parameters at 8×8×1.
 """
 
 import keras
