@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from idn_tf import config as config_lib, report, stages  # noqa: E402
 from idn_tf.data import noise, sources, views  # noqa: E402
+from idn_tf.methods import idn as idn_method  # noqa: E402
 
 NOISES = {
     "kmeans": dict(noise="kmeans"),
@@ -48,7 +49,7 @@ def one_seed(dataset, base, seed, eta_mins=ETA_MINS):
     for eta_min in eta_mins:
         run_cfg = dataclasses.replace(cfg, eta_min=eta_min,
                                       run_dir=tempfile.mkdtemp(prefix="digits-accuracy-"))
-        idn, result = stages.train_idn(run_cfg, data, noisy.labels, psi)
+        idn, result = idn_method.fit_model(run_cfg, data, noisy.labels, psi)
         eta = idn.eta.numpy()
         q = stages.posterior_table(idn.classifier, dataset.train.images, noisy.labels, eta, psi, cfg.batch_size)
         row[f"method_eta_min={eta_min:g}"] = result.test_accuracy

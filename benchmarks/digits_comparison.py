@@ -15,12 +15,11 @@ import os
 import subprocess
 import sys
 
+from idn_tf import methods
+
 NOISES = {"kmeans": ["--noise=kmeans"], "ccn0.4": ["--noise=ccn", "--noise_rate=0.4"]}
-METHODS = ("idn", "ce", "forward", "bootstrap_soft", "bootstrap_hard", "ldmi", "coteaching",
-           "tanaka", "pencil")
-NAMES = {"idn": "method (IDN)", "ce": "CE", "forward": "Forward",
-         "bootstrap_soft": "Bootstrapping (soft)", "bootstrap_hard": "Bootstrapping (hard)",
-         "ldmi": "L_DMI", "coteaching": "Co-teaching", "tanaka": "Tanaka", "pencil": "PENCIL"}
+METHODS = methods.names()
+NAMES = {m.name: m.title for m in methods.all_methods()}
 # The paper's ordering (docs/method.md §6) of the methods this benchmark has; CE is not in its table.
 PAPER = {"kmeans": {"idn": 69.82, "forward": 64.29, "ldmi": 66.15, "bootstrap": 66.24,
                     "coteaching": 66.93, "tanaka": 67.77, "pencil": 69.51},

@@ -1,6 +1,6 @@
 """The run configuration: one frozen dataclass, validated once, built from flags.
 
-`Config`'s defaults are the embedded digits recipe (README, "The default run").
+`Config`'s defaults are the embedded digits recipe (docs/method.md §3).
 Every dataset has a recipe (`RECIPES`): the values it changes from those
 defaults; for cifar10/cifar100 that is the paper's (docs/method.md §3). `resolve`
 builds the configuration of a run: defaults, then the dataset's recipe, then the
@@ -281,7 +281,7 @@ RECIPES = {
     "cifar100": dict(_CIFAR, eta_lr=0.5, noise="mlp", noise_features="pixels",
                      mlp_hidden_units=512, mlp_epochs=100, mlp_target_accuracy=0.6929),
     # CIFAR-10 IDN: k-means++ on ImageNet ResNet-50 pool-5 features, clusters relabelled by
-    # majority (paper: 65.75% correct; the cluster count is not in the paper, see README).
+    # majority (paper: 65.75% correct; the cluster count is not in the paper, see docs/method.md §5).
     "cifar10": dict(_CIFAR, eta_lr=0.7, noise="kmeans", noise_features="resnet50",
                     kmeans_clusters=10),
     # Real human noise (CIFAR-N): the labels are the dataset's; α₁ as for the clean dataset.

@@ -1,4 +1,4 @@
-"""python -m idn_tf.train: the method, or a baseline, end to end (docs/ has the flags).
+"""python -m idn_tf.train: the method, or a baseline, end to end (docs/flags.md has the flags).
 
 `main` reads the flags once into a `Config` and calls `run(config)`, the pipeline of
 `idn_tf.runner` (preflight → data → noise → stage 1 → the method's stages →

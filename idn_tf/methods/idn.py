@@ -52,15 +52,12 @@ class IDN(Method):
 
     def train(self, run):
         """Stage 2: eta.npy, classifier.weights.h5 and stage2.json, reused on restart."""
-        from idn_tf import artifacts, callbacks, distribution, runfolder, stages
+        from idn_tf import artifacts, distribution, runfolder
         config, folder = run.config, run.folder
         psi = run.stage1.value
 
         def fresh():
-            idn = new_model(config, run.data, psi)
-            schedule = callbacks.pga_schedule(config.eta_start_epoch, config.eta_every)
-            result = stages.fit(idn, config, run.data, run.labels, "stage2",
-                                [callbacks.PGACallback(schedule)])
+            idn, result = fit_model(config, run.data, run.labels, psi)
             return runfolder.Trained(idn.classifier, result, model=idn)
 
         def save(trained):
@@ -96,6 +93,15 @@ def new_model(config, data, psi):
             eta_init=data.initial_eta(config.eta_init), eta_lr=config.eta_lr,
             eta_rule=config.eta_rule, eta_eps=config.eta_eps, eta_min=config.eta_min,
             weight_decay=config.weight_decay)
+
+
+def fit_model(config, data, labels, psi):
+    """A fresh `IDNModel` trained as stage 2 (the η schedule by `callbacks.PGACallback`):
+    (IDNModel, StageResult)."""
+    from idn_tf import callbacks, stages
+    idn = new_model(config, data, psi)
+    schedule = callbacks.pga_schedule(config.eta_start_epoch, config.eta_every)
+    return idn, stages.fit(idn, config, data, labels, "stage2", [callbacks.PGACallback(schedule)])
 
 
 METHOD = IDN()
