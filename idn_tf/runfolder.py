@@ -140,6 +140,8 @@ class RunFolder:
                 saved["test_accuracy"], saved["history"],
                 saved.get("monitor", {}) if optional_monitor else saved["monitor"]))
             return load(result, saved.get("extra", {}))
+        # A <name>.json left by an earlier attempt would mark files written now as done.
+        self.remove([json_name])
         if name == self.final_stage:  # a fine-tuning of an earlier classifier must not be reused
             self.remove(FINETUNE_RESULTS)
         banner(training or title)

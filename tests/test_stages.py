@@ -1,0 +1,101 @@
+"""How a stage trains: the classifier and its initial weights, the optimiser's schedule,
+and the predictions stages compute from a classifier (ψ, q, Forward's T), each checked
+against numpy on the classifier's own logits."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from idn_tf import config as config_lib, stages, transition
+from idn_tf.data import sources, views
+
+
+@pytest.fixture(scope="module")
+def setting():
+    cfg = config_lib.Config(run_dir="unused", verbose=0)
+    data = views.from_config(cfg, sources.load("digits"))
+    return cfg, data
+
+
+def _numpy_probs(classifier, images):
+    logits = np.asarray(classifier(images, training=False), np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+
+def test_the_same_seed_gives_the_same_initial_weights_and_another_seed_others(setting):
+    cfg, data = setting
+    with stages.model_scope(cfg):
+        a = stages.new_classifier(cfg, data)
+    with stages.model_scope(cfg):
+        b = stages.new_classifier(cfg, data)
+    c = stages.new_classifier(cfg, data, seed=cfg.seed + 1)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert any(not np.array_equal(wa, wc) for wa, wc in zip(a.get_weights(), c.get_weights()))
+    assert a.output_shape == (None, data.num_classes)
+
+
+def test_psi_is_the_softmax_of_the_observed_label(setting):
+    cfg, data = setting
+    classifier = stages.new_classifier(cfg, data)
+    images, labels = data.train.images[:50], data.train.labels[:50]
+    psi = stages.estimate_psi(classifier, images, labels, batch_size=16)
+    expected = _numpy_probs(classifier, images)[np.arange(50), labels]
+    np.testing.assert_allclose(psi, expected, rtol=1e-5)
+    assert psi.dtype == np.float32
+
+
+def test_psi_is_floored_at_the_smallest_normal_float32():
+    classifier = keras.Sequential([keras.Input((1, 1, 1), dtype="uint8"),
+                                   keras.layers.Flatten(),
+                                   keras.layers.Lambda(lambda x: keras.ops.cast(x, "float32")
+                                                       * keras.ops.convert_to_tensor([[500.0, -500.0]]))])
+    psi = stages.estimate_psi(classifier, np.full((2, 1, 1, 1), 1, np.uint8), np.array([1, 1]), 2)
+    assert (psi == np.finfo(np.float32).tiny).all()
+
+
+def test_posterior_table_is_eq_8_on_the_classifiers_probabilities(setting):
+    cfg, data = setting
+    classifier = stages.new_classifier(cfg, data)
+    n = 40
+    images, labels = data.train.images[:n], data.train.labels[:n]
+    rng = np.random.default_rng(0)
+    eta = rng.uniform(0, 1, n).astype(np.float32)
+    eta[:5] = 0.0  # clean examples: q is the observed label exactly
+    psi = rng.uniform(0.05, 1, n).astype(np.float32)
+    q = stages.posterior_table(classifier, images, labels, eta, psi, batch_size=16)
+    p = _numpy_probs(classifier, images)
+    onehot = np.eye(data.num_classes)[labels]
+    unnormalised = p * ((1 - eta[:, None]) * onehot + (eta * psi)[:, None])
+    np.testing.assert_allclose(q, unnormalised / unnormalised.sum(1, keepdims=True), atol=1e-5)
+    np.testing.assert_array_equal(q[:5], onehot[:5])
+
+
+def test_estimate_transition_is_the_estimator_on_the_classifiers_probabilities(setting):
+    cfg, data = setting
+    classifier = stages.new_classifier(cfg, data)
+    images = data.train.images[:200]
+    got = stages.estimate_transition(classifier, images, 64, percentile=97.0)
+    expected = transition.estimate_transition_matrix(_numpy_probs(classifier, images), 97.0)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert got.dtype == np.float32
+
+
+def test_learning_rate_is_constant_without_decay_epochs_inside_the_run():
+    cfg = config_lib.Config(run_dir="unused", epochs=5, lr=0.2, lr_decay_epochs=(5, 9))
+    assert stages.learning_rate(cfg, steps_per_epoch=4) == 0.2
+    decayed = dataclasses.replace(cfg, lr_decay_epochs=(2,), lr_decay_factor=0.5)
+    schedule = stages.learning_rate(decayed, steps_per_epoch=4)
+    # Epoch 1 and 2 (steps 0..7) at 0.2; the first step of epoch 3 at 0.1.
+    assert [float(schedule(s)) for s in (0, 7, 8, 19)] == pytest.approx([0.2, 0.2, 0.1, 0.1])
+
+
+def test_finetune_config_is_its_own_epochs_at_a_constant_lr():
+    cfg = config_lib.Config(run_dir="unused", dataset="clothing1m", data_dir="unused",
+                            noise="none", finetune_clean_epochs=3, finetune_lr=1e-3)
+    tuned = stages.finetune_config(cfg)
+    assert (tuned.epochs, tuned.lr, tuned.lr_decay_epochs) == (3, 1e-3, ())
+    assert tuned.batch_size == cfg.batch_size and tuned.seed == cfg.seed
