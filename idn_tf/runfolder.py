@@ -125,8 +125,8 @@ class RunFolder:
               optional_monitor=False):
         """The stage `name`: reused when its `files` and <name>.json exist, else trained.
 
-        `title` heads the "reusing" line, `training` (default `title`) the banner of a
-        stage that trains. train() -> Trained; save(trained) writes `files` (with `self.write`), then
+        `title` heads the "reusing" line, `training` the banner of a stage that trains
+        (None: train() prints its own, e.g. after preparing its inputs). train() -> Trained; save(trained) writes `files` (with `self.write`), then
         <name>.json gets the test accuracy, history, monitoring and `extra`, and the
         stage's backup is removed. load(result, extra) -> Trained rebuilds the stage from
         `files` (`result`, `extra`: read back from <name>.json). `optional_monitor`: a
@@ -144,7 +144,8 @@ class RunFolder:
         self.remove([json_name])
         if name == self.final_stage:  # a fine-tuning of an earlier classifier must not be reused
             self.remove(FINETUNE_RESULTS)
-        banner(training or title)
+        if training:
+            banner(training)
         trained = train()
         save(trained)
         stage = {"test_accuracy": trained.result.test_accuracy,
