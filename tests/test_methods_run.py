@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from idn_tf import config as config_lib, methods, train
+from idn_tf import artifacts, config as config_lib, methods, train
 from idn_tf.data import noise, sources
 
 SHORT = dict(dataset="digits", noise="ccn", noise_rate=0.4, epochs=4, lr_decay_epochs=(3,),
@@ -163,7 +163,7 @@ def test_a_finished_baseline_run_is_reused(runs, capsys):
 
 def test_baseline_flags_are_part_of_the_restart_check(runs):
     cfg, _ = runs["bootstrap_soft"]
-    with pytest.raises(train.artifacts.RunDirError, match="bootstrap_soft_beta"):
+    with pytest.raises(artifacts.RunDirError, match="bootstrap_soft_beta"):
         train.run(dataclasses.replace(cfg, bootstrap_soft_beta=0.5))
     # Another method's settings (and η's) do not concern it.
     assert dataclasses.replace(cfg, dmi_lr=0.1, eta_lr=0.9).semantic_dict() == cfg.semantic_dict()
