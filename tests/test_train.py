@@ -171,31 +171,6 @@ def test_restart_with_other_flags_is_refused(finished_run):
     assert after == before
 
 
-def test_a_run_that_stopped_before_any_result_can_be_rerun_with_other_flags(tmp_path):
-    run_dir = str(tmp_path / "run")
-    artifacts.prepare_run_dir(run_dir, {"noise_feature_weights": "imagenet"}, {})
-    # e.g. the weights download failed: nothing but the settings was written.
-    artifacts.prepare_run_dir(run_dir, {"noise_feature_weights": "w.h5"}, {})
-    assert artifacts.read_json(os.path.join(run_dir, "config.json")) == {
-        "noise_feature_weights": "w.h5"}
-    np.save(os.path.join(run_dir, "psi.npy"), np.zeros(3))  # now there is a result
-    with pytest.raises(artifacts.RunDirError, match="other flags"):
-        artifacts.prepare_run_dir(run_dir, {"noise_feature_weights": "imagenet"}, {})
-
-
-def test_overwrite_removes_the_previous_artifacts(tmp_path):
-    run_dir = str(tmp_path / "run")
-    cfg = config_lib.Config(run_dir=run_dir, **TINY)
-    artifacts.prepare_run_dir(run_dir, cfg.semantic_dict(), cfg.to_dict())
-    for name in ("psi.npy", "stage1.json", "noisy_labels.npz", "results.json"):
-        (tmp_path / "run" / name).write_text("stale")
-    (tmp_path / "run" / "notes.txt").write_text("mine")
-    other = dataclasses.replace(cfg, epochs=5, overwrite=True)
-    artifacts.prepare_run_dir(run_dir, other.semantic_dict(), other.to_dict(), overwrite=True)
-    assert sorted(os.listdir(run_dir)) == ["config.json", "flags.txt", "notes.txt"]
-    assert artifacts.read_json(os.path.join(run_dir, "config.json"))["epochs"] == 5
-
-
 def test_make_optimizer_decays_after_the_named_epochs():
     from idn_tf import stages
     cfg = config_lib.Config(run_dir="unused", epochs=6, lr=1.0, lr_decay_epochs=(2, 4), lr_decay_factor=0.1)
