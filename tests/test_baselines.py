@@ -306,6 +306,7 @@ dump({"replicas": mirrored.num_replicas_in_sync, "shares": shares("label"),
 """
 
 
+@pytest.mark.e2e
 def test_dmi_under_mirrored_strategy_matches_one_device(tmp_path):
     # Each replica's half misses a class (0 or 2); the global batch holds them all.
     weights = initial_weights(seed=3)

@@ -226,6 +226,7 @@ def test_file_data_steps_per_epoch(c1m, folder):
     assert file_data(c1m, folder).clean_steps_per_epoch(3) == 2  # ceil(4 / 3)
 
 
+@pytest.mark.e2e
 def test_file_data_training_batches(c1m, folder):
     data = file_data(c1m, folder)
     given = (c1m.noisy.labels + 3) % 14
