@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from idn_tf import artifacts, audit, config as config_lib, train
+from idn_tf import artifacts, audit, config as config_lib
 from idn_tf.data import sources
 
 import cli as cli_lib
@@ -68,12 +68,14 @@ def test_detection_is_nan_without_clean_labels():
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("audit")
-    cfg = config_lib.Config(run_dir=str(root / "run"), export_dir=str(root / "exports"), **TINY)
-    return cfg, train.run(cfg)
+def finished_run(digits_run):
+    """The tiny digits run of conftest.py (TINY, exported); read only."""
+    assert digits_run[0] == config_lib.Config(run_dir=digits_run[0].run_dir,
+                                              export_dir=digits_run[0].export_dir, **TINY)
+    return digits_run
 
 
+@pytest.mark.e2e
 def test_audit_rows_match_a_recomputation_from_the_saved_model(finished_run):
     import tensorflow as tf
     cfg, res = finished_run
@@ -113,6 +115,7 @@ def test_audit_rows_match_a_recomputation_from_the_saved_model(finished_run):
         np.testing.assert_allclose(float(row["psi"]), psi[i], rtol=1e-6)
 
 
+@pytest.mark.e2e
 def test_results_hold_the_detection_scores(finished_run):
     cfg, res = finished_run
     rows = read_csv(os.path.join(cfg.run_dir, "label_audit.csv"))
@@ -129,8 +132,9 @@ def audit_cli(*args, cwd):
     return cli_lib.run("idn_tf.audit", *args, cwd=cwd, timeout=300)
 
 
-def test_audit_cli_rebuilds_the_same_file(finished_run, tmp_path):
-    cfg, _ = finished_run
+@pytest.mark.e2e
+def test_audit_cli_rebuilds_the_same_file(digits_run_copy, tmp_path):
+    cfg, _ = digits_run_copy
     path = os.path.join(cfg.run_dir, "label_audit.csv")
     original = open(path).read()
     os.remove(path)
@@ -140,6 +144,7 @@ def test_audit_cli_rebuilds_the_same_file(finished_run, tmp_path):
     assert "eta_auroc" in result.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args, message", [
     (["--run_dir=nowhere"], "not a run folder"),
     (["--epochs=3"], "--epochs: idn_tf.audit takes only"),
@@ -152,6 +157,7 @@ def test_audit_cli_bad_input_is_one_line(tmp_path, args, message):
     assert len(errors) == 1 and message in errors[0], result.stderr
 
 
+@pytest.mark.e2e
 def test_audit_cli_on_an_unfinished_run_names_the_missing_file(tmp_path):
     cfg = config_lib.Config(run_dir=str(tmp_path / "run"), **TINY)
     artifacts.prepare_run_dir(cfg.run_dir, cfg.semantic_dict(), cfg.to_dict())
@@ -160,6 +166,7 @@ def test_audit_cli_on_an_unfinished_run_names_the_missing_file(tmp_path):
     assert "noisy_labels.npz is missing" in result.stderr
 
 
+@pytest.mark.e2e
 def test_audit_cli_rejects_damaged_run_files_in_one_line(finished_run, tmp_path):
     import shutil
     cfg, _ = finished_run
@@ -177,6 +184,7 @@ def test_audit_cli_rejects_damaged_run_files_in_one_line(finished_run, tmp_path)
     assert "classifier.weights.h5: cannot load it" in result.stderr
 
 
+@pytest.mark.e2e
 def test_audit_cli_rejects_positional_arguments(tmp_path):
     result = audit_cli("runs/x", cwd=tmp_path)
     assert result.returncode == 2 and "--run_dir=" in result.stderr

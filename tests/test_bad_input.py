@@ -292,6 +292,11 @@ def _fake_run(config_text):
     return setup
 
 
+# The flags of the finished run (conftest.DIGITS_RUN) after SHORT: a row adds the one flag it
+# changes (the row's expected error names that flag alone).
+FINISHED = ("--epochs=3", "--eta_start_epoch=2", "--eta_every=1", "--lr_decay_epochs=2")
+
+
 def _copy_finished_run(folder, finished_run):
     shutil.copytree(finished_run, folder / "run")
     (folder / "run" / "notes.txt").write_text("the user's own file\n")
@@ -313,10 +318,10 @@ row("run_dir-config-not-utf8", "--run_dir=run", expect="run/config.json is damag
     setup=_fake_run(b"\xff\xfe{}"))
 row("run_dir-config-not-an-object", "--run_dir=run", expect="not a JSON object",
     setup=_fake_run("[1, 2]"))
-row("run_dir-other-epochs", "--run_dir=run", "--epochs=2", expect="--epochs: 1 -> 2",
-    setup=_copy_finished_run, uses_finished_run=True)
-row("run_dir-other-lr", "--run_dir=run", "--lr=0.1", expect="--lr: 0.05 -> 0.1",
-    setup=_copy_finished_run, uses_finished_run=True)
+row("run_dir-other-epochs", "--run_dir=run", *FINISHED, "--epochs=2",
+    expect="other flags (--epochs: 3 -> 2)", setup=_copy_finished_run, uses_finished_run=True)
+row("run_dir-other-lr", "--run_dir=run", *FINISHED, "--lr=0.1",
+    expect="other flags (--lr: 0.05 -> 0.1)", setup=_copy_finished_run, uses_finished_run=True)
 row("export_dir-is-a-file", "--run_dir=run", "--export_dir=afile",
     expect="--export_dir=afile: cannot write", setup=_write("afile", b"not a folder\n"))
 
@@ -546,12 +551,11 @@ class Outcome:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A real run folder, made by the CLI with SHORT and no export (~10 s)."""
-    root = tmp_path_factory.mktemp("finished")
-    result = cli(SHORT + ("--run_dir=run",), root)
-    assert result.returncode == 0, result.stderr
-    return root / "run"
+def finished_run(digits_run):
+    """A real run folder: the tiny digits run of conftest.py (its flags: FINISHED). Rows
+    copy it; it is never changed."""
+    import pathlib
+    return pathlib.Path(digits_run[0].run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -602,6 +606,7 @@ def _diff(before, after):
             for k in changed]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", list(ROWS))
 def test_bad_input_is_one_error_line_and_leaves_the_folder_as_it_was(name, outcomes):
     outcome = outcomes[name].result()
@@ -631,6 +636,7 @@ def test_rows_of_every_kind_run_as_a_fresh_interpreter():
     assert {"dataset", "epochs", "npz", "run_dir", "tf_config"} <= kinds
 
 
+@pytest.mark.e2e
 def test_overwrite_reuses_a_folder_whose_run_had_other_flags(finished_run, tmp_path):
     _copy_finished_run(tmp_path, finished_run)
     result = cli(SHORT + ("--run_dir=run", "--epochs=2", "--overwrite"), tmp_path)

@@ -1,7 +1,7 @@
 """Checks of the loss-correction baselines (forward, bootstrapping, L_DMI) against numpy.
 
-`baselines` holds the losses and Keras models; `transition` the estimator and the
-check of forward correction's T.
+`baselines` holds the losses and Keras models (the estimator and the check of forward
+correction's T, in `transition`, are tested in test_transition.py).
 
 Every expected value is computed here, in float64 numpy, from the papers' formulas:
 never from `baselines`' own output.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from idn_tf import baselines, transition
+from idn_tf import baselines
 
 import mirrored
 
@@ -75,157 +75,6 @@ def test_forward_loss_floor(dtype):
     actual = baselines.forward_loss(log_softmax_tf(z, dtype), labels, t).numpy()
     assert np.isfinite(actual).all()
     np.testing.assert_allclose(actual, expected, rtol=1e-6)
-
-
-# --- Patrini et al.'s estimator of T ---------------------------------------------------
-
-def numpy_estimate(probs, percentile):
-    """The "filter outlier" anchor rule, by sorting: for class i, among the examples whose
-    p(ỹ = i | x) is strictly below the `percentile`-th order statistic (numpy's "higher"
-    interpolation: the sorted value at index ceil((N − 1)·q)), the first with the largest
-    p(ỹ = i | x); row i is its probabilities. percentile = 100: the first arg max."""
-    n, k = probs.shape
-    rows = np.zeros((k, k))
-    for i in range(k):
-        column = probs[:, i]
-        if percentile >= 100:
-            best = np.flatnonzero(column == column.max())[0]
-        else:
-            threshold = np.sort(column)[int(np.ceil((n - 1) * percentile / 100))]
-            # Sanity check of the order statistic itself (not of the module).
-            assert threshold == np.percentile(column, percentile, method="higher")
-            below = np.flatnonzero(column < threshold)
-            top = column[below].max()
-            best = below[column[below] == top][0]
-        rows[i] = probs[best]
-    return rows
-
-
-@pytest.mark.parametrize("percentile", [97.0, 90.0, 50.0, 100.0])
-@pytest.mark.parametrize("ties", [False, True])
-def test_estimate_transition_matrix_matches_rule(percentile, ties):
-    rng = np.random.default_rng(2)
-    n, k = 203, 4
-    probs = rng.dirichlet(np.ones(k) * 0.7, size=n)
-    if ties:  # a coarse grid: many equal values, at the threshold and at the maximum
-        probs = np.clip(np.round(probs, 1), 0.05, None)
-    expected = numpy_estimate(probs, percentile)
-    actual = transition.estimate_transition_matrix(probs, percentile)
-    assert actual.shape == (k, k) and actual.dtype == np.float64
-    np.testing.assert_array_equal(actual, expected)
-    if percentile < 100:  # the filter changes the answer on this data (else it tests nothing)
-        assert not np.array_equal(actual, numpy_estimate(probs, 100.0))
-
-
-def test_estimate_transition_matrix_default_is_97th_percentile():
-    rng = np.random.default_rng(3)
-    probs = rng.dirichlet(np.ones(3), size=150)
-    np.testing.assert_array_equal(transition.estimate_transition_matrix(probs),
-                                  numpy_estimate(probs, 97.0))
-
-
-def planted_probs(rng, t_planted, n=3000, anchor_fraction=0.2, outliers=0):
-    """p(ỹ | x) = p(y | x)·T for clean posteriors with near-anchors of every class.
-
-    A fifth of each class are near-anchors (p(y = i | x) ∈ [0.98, 1]), the rest mixed
-    (p(y = i | x) ≤ 0.7). With `outliers`, that many rows per class are replaced by
-    one-hot p(ỹ | x) = e_i: overconfident outliers above every anchor.
-    """
-    k = len(t_planted)
-    clean = np.empty((n, k))
-    classes = np.arange(n) % k
-    anchor = rng.random(n) < anchor_fraction
-    jitter = rng.uniform(0, 0.02, size=n)
-    spread = rng.dirichlet(np.ones(k - 1), size=n)
-    for row in range(n):
-        c = classes[row]
-        if anchor[row]:
-            clean[row] = np.insert(jitter[row] * spread[row], c, 1 - jitter[row])
-        else:
-            clean[row] = 0.6 * rng.dirichlet(np.ones(k)) + 0.4 / k
-    noisy = clean @ t_planted
-    for c in range(k):
-        rows = rng.choice(np.flatnonzero(classes == c), size=outliers, replace=False)
-        noisy[rows] = np.eye(k)[c]
-    return noisy
-
-
-def test_estimate_recovers_planted_transition_matrix():
-    rng = np.random.default_rng(4)
-    k = 4
-    t_planted = random_transition(rng, k, diagonal=[0.6, 0.7, 0.8, 0.65])
-    probs = planted_probs(rng, t_planted)
-    estimate = transition.estimate_transition_matrix(probs)
-    np.testing.assert_allclose(estimate, t_planted, atol=0.03)
-    np.testing.assert_allclose(estimate.sum(axis=1), 1, atol=1e-12)
-
-
-def test_percentile_filter_passes_over_outliers():
-    # 1% of each class are overconfident outliers (p(ỹ = i | x) = 1 > every anchor's):
-    # the plain arg max (percentile 100) takes them, the 97th percentile passes them over.
-    rng = np.random.default_rng(5)
-    k = 3
-    t_planted = random_transition(rng, k, diagonal=[0.6, 0.7, 0.75])
-    probs = planted_probs(rng, t_planted, outliers=10)
-    np.testing.assert_allclose(transition.estimate_transition_matrix(probs, 97.0), t_planted,
-                               atol=0.03)
-    np.testing.assert_array_equal(transition.estimate_transition_matrix(probs, 100.0), np.eye(k))
-
-
-def test_estimate_does_not_modify_its_input():
-    # (The authors' code zeroes the top values of each column in place.)
-    rng = np.random.default_rng(6)
-    probs = rng.dirichlet(np.ones(4), size=100)
-    before = probs.copy()
-    transition.estimate_transition_matrix(probs, 97.0)
-    np.testing.assert_array_equal(probs, before)
-    probs32 = probs.astype(np.float32)
-    before32 = probs32.copy()
-    transition.estimate_transition_matrix(probs32, 90.0)
-    np.testing.assert_array_equal(probs32, before32)
-
-
-# --- check_transition_matrix ---------------------------------------------------------
-
-def test_check_transition_matrix_accepts_and_rescales():
-    rng = np.random.default_rng(7)
-    t = random_transition(rng, 4)
-    t[1] *= 1 + 5e-4   # within the default atol of 1e-3
-    t[2] *= 1 - 8e-4
-    checked = transition.check_transition_matrix(t, 4)
-    assert checked.dtype == np.float32 and checked.shape == (4, 4)
-    np.testing.assert_allclose(checked, t / t.sum(axis=1, keepdims=True), rtol=1e-6)
-    np.testing.assert_allclose(checked.astype(np.float64).sum(axis=1), 1, atol=1e-6)
-    # Lists are fine too.
-    np.testing.assert_array_equal(transition.check_transition_matrix(np.eye(3).tolist(), 3),
-                                  np.eye(3, dtype=np.float32))
-
-
-@pytest.mark.parametrize("case, message", [
-    ("wide", r"shape \(3, 4\)"),
-    ("wrong_k", r"shape \(4, 4\), expected \(3, 3\)"),
-    ("negative", r">= 0"),
-    ("nan", r"finite"),
-    ("inf", r"finite"),
-    ("row_0.9", r"row 1 sums to 0\.9\b"),
-])
-def test_check_transition_matrix_refuses(case, message):
-    rng = np.random.default_rng(8)
-    t = random_transition(rng, 3)
-    if case == "wide":
-        t = np.hstack([t, np.zeros((3, 1))])
-    elif case == "wrong_k":
-        t = random_transition(rng, 4)
-    elif case == "negative":
-        t[0] = [1.2, -0.2, 0.0]        # sums to 1, one entry < 0
-    elif case == "nan":
-        t[2, 1] = np.nan
-    elif case == "inf":
-        t[2, 1] = np.inf
-    elif case == "row_0.9":
-        t[1] *= 0.9
-    with pytest.raises(ValueError, match=message):
-        transition.check_transition_matrix(t, 3)
 
 
 # --- bootstrapping (Reed et al. 2015) ------------------------------------------------
@@ -457,6 +306,7 @@ dump({"replicas": mirrored.num_replicas_in_sync, "shares": shares("label"),
 """
 
 
+@pytest.mark.e2e
 def test_dmi_under_mirrored_strategy_matches_one_device(tmp_path):
     # Each replica's half misses a class (0 or 2); the global batch holds them all.
     weights = initial_weights(seed=3)

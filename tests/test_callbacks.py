@@ -67,6 +67,7 @@ def read_events(folder):
     return values
 
 
+@pytest.mark.e2e
 def test_monitor_writes_the_label_statistics_of_the_final_model(tmp_path):
     import tensorflow as tf
     from sklearn.metrics import roc_auc_score

@@ -23,6 +23,10 @@ from idn_tf import callbacks, config as config_lib, inputs, stages, train
 from idn_tf.methods import idn as idn_method
 from idn_tf.data import clothing1m, streaming, views
 
+import early
+
+pytestmark = pytest.mark.e2e  # runs of python -m idn_tf.train and stage trainings
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNTS = {"noisy": 24, "clean_train": 8, "clean_val": 4, "clean_test": 6}
 TINY = {"arch": "small_cnn", "backbone_weights": "none", "image_size": 16, "resize": 20,
@@ -47,14 +51,22 @@ def folder(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def finished(folder):
-    """A one-epoch run (row #7's flow) through the CLI, with its SavedModel."""
-    result = cli(folder, "--dataset=clothing1m", "--data_dir=data", "--run_dir=run",
+@early.job("finished", __name__)
+def _finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("c1m_finished")
+    clothing1m.make_fake_clothing1m(str(root / "data"), counts=COUNTS)
+    result = cli(root, "--dataset=clothing1m", "--data_dir=data", "--run_dir=run",
                  "--export_dir=models", "--epochs=1", "--eta_start_epoch=1",
                  *flags(oversample="auto"))
     assert result.returncode == 0, result.stderr[-3000:]
-    return folder, result
+    return root, result
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """(folder, CompletedProcess) of a one-epoch run (row #7's flow) through the CLI, with
+    its SavedModel: folder/data (as `folder`), folder/run, folder/models (started early)."""
+    return early.result("finished", tmp_path_factory)
 
 
 def _classifier(weights):

@@ -12,6 +12,9 @@ from idn_tf import compare, methods
 from idn_tf.data import noise, sources
 
 import cli as cli_lib
+import early
+
+pytestmark = pytest.mark.e2e  # every test runs python -m idn_tf.compare
 
 ARGS = ("--dataset=digits", "--noise=ccn", "--noise_rate=0.4", "--methods=idn,forward",
         "--seeds=3,7", "--epochs=2", "--lr_decay_epochs=", "--eta_start_epoch=2",
@@ -22,12 +25,18 @@ def cli(*args, cwd):
     return cli_lib.run("idn_tf.compare", *args, cwd=cwd)
 
 
-@pytest.fixture(scope="module")
-def comparison(tmp_path_factory):
+@early.job("comparison", __name__)
+def _comparison(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
     result = cli(*ARGS, "--compare_dir=cmp", cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "cmp", result.stdout
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    """(folder, stdout) of `python -m idn_tf.compare` with ARGS (started early)."""
+    return early.result("comparison", tmp_path_factory)
 
 
 def _cell_results(folder, method, seed):

@@ -32,6 +32,7 @@ def dry_run(*flags):
     return json.loads(result.stdout)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("dataset, eta_lr, noise", [("cifar100", 0.5, "mlp"),
                                                     ("cifar10", 0.7, "kmeans")])
 def test_dataset_alone_resolves_to_the_papers_recipe(dataset, eta_lr, noise):
@@ -142,6 +143,7 @@ def test_semantic_dict_ignores_settings_the_run_does_not_use():
     assert kmeans["kmeans_clusters"] == 10 and kmeans["noise_features"] == "resnet50"
 
 
+@pytest.mark.e2e
 def test_explicit_flags_override_the_recipe():
     # 64 is also the digits default: it must still win over the recipe's 256.
     printed = dry_run("--dataset=cifar100", "--batch_size=64", "--eta_lr=0.3", "--noise=ccn")

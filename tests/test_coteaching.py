@@ -146,7 +146,8 @@ def test_kept_count_per_epoch_follows_the_schedule():
 # --- the cross update ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("run_eagerly, jit_compile, wd", [
-    (False, False, 0.0), (True, False, 0.0), (False, True, 0.0), (False, False, 0.01)])
+    (False, False, 0.0), (True, False, 0.0), pytest.param(False, True, 0.0, marks=pytest.mark.e2e),
+    (False, False, 0.01)])  # e2e: XLA compilation, ~2 s
 def test_each_network_trains_on_the_other_ones_pick(run_eagerly, jit_compile, wd):
     rate = 0.25                                   # B = 8: each network keeps 6
     w1, w2 = initial_weights(0), initial_weights(5)
@@ -296,6 +297,7 @@ dump({"replicas": mirrored.num_replicas_in_sync, "shares": shares("index"),
 """
 
 
+@pytest.mark.e2e
 def test_mirrored_step_selects_within_each_replica(tmp_path):
     rate, wd = 0.25, 0.01
     w1, w2 = initial_weights(0), initial_weights(5)

@@ -66,6 +66,7 @@ json.dump({
 """
 
 
+@pytest.mark.e2e
 def test_mirrored_eta_copies_are_equal_and_match_one_device(tmp_path):
     out = tmp_path / "out.json"
     result = subprocess.run([sys.executable, "-c", MIRRORED, str(out)], capture_output=True,
@@ -133,6 +134,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.e2e
 def test_two_workers_train_one_eta_table_and_only_the_chief_writes(tmp_path):
     """Two processes on 127.0.0.1 run MultiWorkerMirroredStrategy from TF_CONFIG."""
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
@@ -182,6 +184,7 @@ def test_two_workers_train_one_eta_table_and_only_the_chief_writes(tmp_path):
         np.testing.assert_allclose(ours[history]["loss"][0], alone[history]["loss"][0], rtol=1e-4)
 
 
+@pytest.mark.e2e
 def test_workers_that_see_different_run_folders_stop_in_one_line(tmp_path):
     """A restart where only the chief's folder holds a finished run: both refuse."""
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]

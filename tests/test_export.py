@@ -149,6 +149,7 @@ def softmax(logits):
     return z / z.sum(axis=-1, keepdims=True)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("export_fixture", ["small_cnn_export", "resnet20_export"])
 def test_saved_model_serves_like_keras_without_idn_tf(export_fixture, request, tmp_path):
     model, path, images = request.getfixturevalue(export_fixture)
@@ -188,6 +189,7 @@ def saved_model_cli_signatures(path):
             for name, signature in signatures.items()}
 
 
+@pytest.mark.e2e
 def test_saved_model_cli_lists_the_serving_signature(small_cnn_export):
     _, path, _ = small_cnn_export
     assert saved_model_cli_signatures(path)["serving_default"] == {
@@ -204,6 +206,7 @@ def test_next_version_is_one_above_the_largest_integer_entry(tmp_path):
     assert export.next_version(tmp_path) == 11  # numeric, not lexicographic, maximum
 
 
+@pytest.mark.e2e
 def test_exports_take_consecutive_versions_and_skip_other_folders(tmp_path):
     model = classifier("small_cnn", (8, 8, 1))
     (tmp_path / "digits" / "notes").mkdir(parents=True)
@@ -299,6 +302,7 @@ def photo_exports(photo_classifier, tmp_path_factory):
             for mode, eval_resize in EVAL_RESIZE.items()}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("mode", ["square", "shorter_side"])
 def test_saved_model_serves_photos_of_any_size_like_eval_dataset(
         mode, photo_classifier, photo_exports, photo_dir, tmp_path):
@@ -327,6 +331,7 @@ def test_saved_model_serves_photos_of_any_size_like_eval_dataset(
         assert "expected shape [?,?,?,3]" in str(outputs[f"rejected_{case}"])
 
 
+@pytest.mark.e2e
 def test_saved_model_cli_lists_images_of_any_size(photo_exports):
     assert saved_model_cli_signatures(photo_exports["square"])["serving_default"] == {
         "inputs": {"images": ("DT_UINT8", "(-1, -1, -1, 3)")},

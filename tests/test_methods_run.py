@@ -1,12 +1,15 @@
 """Every --method end to end on digits with planted class-pair noise (ccn r = 0.4).
 
-Each run is a real `train.run` on a short schedule; the checks are against things the
+Each run is a real `train.run` on a short schedule (most of them cells of the comparison
+of every method in conftest.py); the checks are against things the
 run cannot have made up: the planted flips (9→1, 2→0, 4→7, 3↔5), the stage-1 files
 it started from, a transition matrix given to it, and the results it wrote.
 """
 
 import dataclasses
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -29,8 +32,11 @@ def _planted_transition(rate=0.4):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """method -> (config, results) of one short run each, all on the same labels."""
+def runs(tmp_path_factory, method_comparison):
+    """method -> (config, results) of one short run each, all on the same labels: copies
+    of the cells of conftest.py's comparison of every method (which ran with SHORT and
+    `extra`, checked here; copies, as tests here restart them), and a run of forward with
+    the planted T given."""
     root = tmp_path_factory.mktemp("methods")
     np.save(root / "planted.npy", _planted_transition())
     out = {}
@@ -43,7 +49,13 @@ def runs(tmp_path_factory):
                         ("bootstrap_hard", dict(method="bootstrap_hard")),
                         ("ldmi", dict(method="ldmi", dmi_lr=1e-4))]:
         cfg = config_lib.resolve({**SHORT, **extra, "run_dir": str(root / name)})
-        out[name] = cfg, train.run(cfg)
+        if name not in method_comparison:
+            out[name] = cfg, train.run(cfg)
+            continue
+        shutil.copytree(method_comparison[name], root / name)
+        assert artifacts.read_json(root / name / "config.json") == json.loads(
+            json.dumps(cfg.semantic_dict())), name
+        out[name] = cfg, artifacts.read_json(root / name / "results.json")
     return out
 
 
@@ -52,6 +64,7 @@ def _labels(cfg):
         return saved["labels"]
 
 
+@pytest.mark.e2e
 def test_every_method_learns_from_the_planted_labels(runs):
     digits = sources.load("digits")
     planted = noise.make_noisy_labels(digits, "ccn", 0.4, 0).labels
@@ -63,6 +76,7 @@ def test_every_method_learns_from_the_planted_labels(runs):
         assert os.path.isfile(os.path.join(cfg.run_dir, "results.json"))
 
 
+@pytest.mark.e2e
 def test_ce_is_stage_one_alone(runs):
     cfg, res = runs["ce"]
     assert res["method_test_accuracy"] == res["ce_test_accuracy"]
@@ -72,6 +86,7 @@ def test_ce_is_stage_one_alone(runs):
     assert runs["idn"][1]["ce_test_accuracy"] == res["ce_test_accuracy"]
 
 
+@pytest.mark.e2e
 def test_stage_one_runs_only_when_the_method_needs_it(runs):
     for name, (cfg, res) in runs.items():
         ran = os.path.isfile(os.path.join(cfg.run_dir, "stage1.json"))
@@ -79,6 +94,7 @@ def test_stage_one_runs_only_when_the_method_needs_it(runs):
         assert (res["ce_test_accuracy"] is not None) == ran, name
 
 
+@pytest.mark.e2e
 def test_forward_estimates_the_planted_pairs(runs):
     cfg, res = runs["forward"]
     t = np.load(os.path.join(cfg.run_dir, "transition_matrix.npy"))
@@ -94,6 +110,7 @@ def test_forward_estimates_the_planted_pairs(runs):
         assert t[c, c] > 0.8, (c, t[c])
 
 
+@pytest.mark.e2e
 def test_forward_with_a_given_matrix_uses_it_and_skips_stage_one(runs):
     cfg, res = runs["forward_given"]
     t = np.load(os.path.join(cfg.run_dir, "transition_matrix.npy"))
@@ -101,6 +118,7 @@ def test_forward_with_a_given_matrix_uses_it_and_skips_stage_one(runs):
     assert res["ce_test_accuracy"] is None
 
 
+@pytest.mark.e2e
 def test_ldmi_starts_from_stage_one_and_trains_it(runs):
     cfg, res = runs["ldmi"]
     stage1 = res["ce_history"]
@@ -122,6 +140,7 @@ def test_ldmi_starts_from_stage_one_and_trains_it(runs):
     assert res["method_test_accuracy"] != res["ce_test_accuracy"]
 
 
+@pytest.mark.e2e
 def test_ldmi_trains_at_its_own_constant_rate(runs):
     from tb_events import summaries
     cfg, _ = runs["ldmi"]
@@ -147,11 +166,13 @@ def test_bootstrap_models_take_their_own_flags(method, beta, hard):
     assert (built.beta, built.hard) == (beta, hard)
 
 
+@pytest.mark.e2e
 def test_bootstrap_variants_differ(runs):
     soft, hard = runs["bootstrap_soft"][1], runs["bootstrap_hard"][1]
     assert soft["method_history"]["loss"] != hard["method_history"]["loss"]
 
 
+@pytest.mark.e2e
 def test_a_finished_baseline_run_is_reused(runs, capsys):
     cfg, res = runs["forward"]
     again = train.run(cfg)
@@ -161,6 +182,7 @@ def test_a_finished_baseline_run_is_reused(runs, capsys):
     assert again["transition_matrix"] == res["transition_matrix"]
 
 
+@pytest.mark.e2e
 def test_baseline_flags_are_part_of_the_restart_check(runs):
     cfg, _ = runs["bootstrap_soft"]
     with pytest.raises(artifacts.RunDirError, match="bootstrap_soft_beta"):

@@ -69,7 +69,7 @@ def idn_model(psi, eta_init=0.2, **kwargs):
     return m
 
 
-@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("mode", ["eager", "graph", pytest.param("xla", marks=pytest.mark.e2e)])
 @pytest.mark.parametrize("with_eta_update", [True, False])
 def test_idn_step_matches_numpy(mode, with_eta_update):
     psi = np.linspace(0.1, 0.9, N).astype(np.float32)
@@ -189,6 +189,7 @@ def blobs(n, seed):
     return images.reshape(n, 2, 2, 1).astype(np.uint8), clean.astype(np.int64)
 
 
+@pytest.mark.e2e
 def test_planted_noise_gets_higher_eta():
     keras.utils.set_random_seed(0)  # first: the dataset's shuffle also draws on the global seed
     n = 600

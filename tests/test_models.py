@@ -101,7 +101,8 @@ def test_resnet32_convenience_takes_uint8_cifar_images():
     assert model(uint8_images(2)).shape == (2, 100)
 
 
-@pytest.mark.parametrize("arch", sorted(DEPTHS, key=DEPTHS.get))
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.e2e) if DEPTHS[a] > 50 else a
+                                  for a in sorted(DEPTHS, key=DEPTHS.get)])  # e2e: > 1.5 s
 def test_resnet_depth_family(arch):
     depth, num_classes = DEPTHS[arch], 7
     model = models.build_classifier(arch, (32, 32, 3), num_classes, [0.5] * 3, [0.25] * 3, seed=0)
@@ -118,6 +119,7 @@ def resnet20():
     return models.build_classifier("resnet20", (32, 32, 3), 10, [0.5, 0.4, 0.3], [0.25] * 3, seed=1)
 
 
+@pytest.mark.e2e
 def test_resnet_forward_eager_and_compiled(resnet20):
     images = uint8_images(4)
     eager = resnet20(images, training=False).numpy()
@@ -177,6 +179,7 @@ def resnet50():
     return models.build_classifier("resnet50", (32, 32, 3), 14, [0.5] * 3, [0.25] * 3, seed=0)
 
 
+@pytest.mark.e2e
 def test_resnet50_random_init_builds_at_32x32(resnet50):
     assert resnet50.input.dtype == "uint8"
     assert resnet50(uint8_images(2)).shape == (2, 14)
@@ -192,6 +195,7 @@ def save_legacy_h5(model, path):
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("filename", ["notop.weights.h5", "notop.h5"])
 def test_resnet50_loads_a_local_weights_file(resnet50, tmp_path, filename):
     backbone = resnet50.get_layer("resnet50_backbone")

@@ -174,6 +174,7 @@ def test_features_for_noise():
         noise.features_for_noise(images, kind="resnet")
 
 
+@pytest.mark.e2e
 def test_resnet50_features_from_a_weights_file(tmp_path):
     import keras
     import tensorflow as tf
@@ -226,7 +227,7 @@ def test_ccn_on_digits_uses_the_pairs(digits):
     assert result.recipe["noise_rate"] == 0.4
 
 
-@pytest.mark.parametrize("kind", ["kmeans", "mlp"])
+@pytest.mark.parametrize("kind", ["kmeans", pytest.param("mlp", marks=pytest.mark.e2e)])  # e2e: ~3 s
 def test_default_noise_strength_on_digits(digits, kind):
     # The defaults were tuned for ~25-35% wrong labels with every class kept (see noise.py).
     for seed in range(5):

@@ -2,55 +2,48 @@
 as an uninterrupted run (BackupAndRestore, (seed, epoch) data order, --deterministic)."""
 
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
 from idn_tf import artifacts
 
+import early
+import killed as killed_lib
+
+pytestmark = pytest.mark.e2e
+
 FLAGS = ["--deterministic", "--epochs=8", "--eta_start_epoch=2", "--eta_every=1",
          "--lr_decay_epochs=5", "--verbose=2", "--monitor_every=4", "--export_dir=",
          "--augment=pad_crop_flip", "--crop_padding=1"]
+STAGES = ["stage1", "stage2"]
+KILL_AFTER = 3  # epochs
 
 
-def command(run_dir):
-    return [sys.executable, "-m", "idn_tf.train", *FLAGS, f"--run_dir={run_dir}"]
-
-
-def env():
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-
-
-def run(run_dir, cwd):
-    result = subprocess.run(command(run_dir), cwd=cwd, env=env(), capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def kill_when(run_dir, cwd, stage, epoch):
-    """Starts the run and SIGKILLs it once `stage` has a backup of `epoch` epochs."""
-    marker = os.path.join(run_dir, "backup", stage, f"epoch-{epoch:06d}")
-    process = subprocess.Popen(command(run_dir), cwd=cwd, env=env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not os.path.isdir(marker):
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+@early.job("resume_runs", __name__)
+def _resume_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    cases = {}
+    for stage in STAGES:
+        (root / stage).mkdir()
+        cases[stage] = killed_lib.Case(
+            root / stage, (*FLAGS, "--run_dir=run"),
+            root / stage / "run" / "backup" / stage / f"epoch-{KILL_AFTER:06d}")
+    (root / "whole").mkdir()
+    resumed, whole = killed_lib.kill_and_resume(
+        cases, alongside={"whole": (root / "whole", (*FLAGS, "--run_dir=run"))})
+    code, out = whole["whole"]
+    assert code == 0, out[-3000:]
+    return root / "whole" / "run", {stage: (root / stage / "run", resumed[stage])
+                                    for stage in STAGES}
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("whole")
-    run(str(root / "run"), root)
-    return root / "run"
+def resume_runs(tmp_path_factory):
+    """(the uninterrupted run's folder, {stage: (run folder, killed_lib.Resumed)}): one run
+    SIGKILLed once `stage` has a backup of 3 epochs, then started again, for each stage;
+    the uninterrupted run alongside (started early)."""
+    return early.result("resume_runs", tmp_path_factory)
 
 
 def outcome(run_dir):
@@ -58,13 +51,14 @@ def outcome(run_dir):
     return np.load(os.path.join(run_dir, "eta.npy")), res
 
 
-@pytest.mark.parametrize("stage", ["stage1", "stage2"])
-def test_killed_run_resumes_and_matches_an_uninterrupted_one(uninterrupted, tmp_path, stage):
-    run_dir = str(tmp_path / "run")
-    kill_when(run_dir, tmp_path, stage, epoch=3)
-    assert not os.path.exists(os.path.join(run_dir, "results.json"))
-    out = run(run_dir, tmp_path)
-    assert f"resuming {stage} after epoch 3" in out
+@pytest.mark.parametrize("stage", STAGES)
+def test_killed_run_resumes_and_matches_an_uninterrupted_one(resume_runs, stage):
+    uninterrupted, cases = resume_runs
+    run_dir, resumed = cases[stage]
+    assert resumed.killed, "the run ended before it could be killed"
+    assert resumed.returncode == 0, resumed.output[-3000:]
+    out = resumed.output
+    assert f"resuming {stage} after epoch {KILL_AFTER}" in out
     if stage == "stage2":
         assert "stage 1: reusing" in out  # stage 1 is not redone
     assert not os.path.exists(os.path.join(run_dir, "backup", stage))  # removed once done

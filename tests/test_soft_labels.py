@@ -489,6 +489,7 @@ dump(result)
 """
 
 
+@pytest.mark.e2e
 def test_pencil_and_tanaka_under_mirrored_strategy_match_one_device(tmp_path):
     weights = initial_weights(seed=13)
     data = examples(seed=14)

@@ -4,15 +4,14 @@
 The checks are against things the run cannot have made up: the planted flips, the
 training set's size and batch size (Co-teaching's kept counts), the forget-rate and
 phase schedules written out by hand, a numpy re-implementation of the stage-1 T
-estimate, the saved weights evaluated afresh, and uninterrupted runs that a killed
-and resumed run must match exactly (--deterministic).
+estimate, the saved weights evaluated afresh, and uninterrupted runs (the cells of the
+comparison of every method in conftest.py) that a killed and resumed run must match
+exactly (--deterministic).
 """
 
+import json
 import os
 import shutil
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -22,6 +21,10 @@ from idn_tf.methods import coteaching as coteaching_method
 from idn_tf.data import noise, sources
 
 import cli as cli_lib
+import early
+import killed as killed_lib
+
+pytestmark = pytest.mark.e2e  # train.run, the CLI, compare, kill and resume
 
 SHORT = dict(dataset="digits", noise="ccn", noise_rate=0.4, epochs=4, lr_decay_epochs=(3,),
              verbose=0, monitor_every=1000, export_dir="")
@@ -93,19 +96,15 @@ def planted(digits):
 
 
 @pytest.fixture(scope="module")
-def whole(tmp_path_factory):
-    """method -> run folder of one uninterrupted --deterministic CLI run each (run side by
-    side: most of a short run is Python and TensorFlow starting up)."""
-    root = tmp_path_factory.mktemp("whole")
-    started = {}
+def whole(method_comparison):
+    """method -> run folder of one uninterrupted --deterministic run each: the cells of
+    conftest.py's comparison of every method, which ran with SHORT and METHODS (checked
+    here). Read only."""
     for method in METHODS:
-        log = open(root / f"{method}.log", "w")
-        started[method] = log, cli_lib.start("idn_tf.train", *command_args(method, method),
-                                             cwd=root, stdout=log, stderr=subprocess.STDOUT)
-    for method, (log, process) in started.items():
-        assert process.wait(timeout=600) == 0, (root / f"{method}.log").read_text()[-3000:]
-        log.close()
-    return {method: root / method for method in METHODS}
+        cell = method_comparison[method]
+        assert read(cell, "config.json") == json.loads(json.dumps(
+            config(method, cell).semantic_dict())), method
+    return {method: method_comparison[method] for method in METHODS}
 
 
 @pytest.fixture(scope="module")
@@ -367,54 +366,27 @@ KILLS = [("coteaching", "coteaching"), ("tanaka", "tanaka_labels"), ("tanaka", "
          ("pencil", "pencil")]  # (method, the stage whose epoch-2 backup stops the run)
 
 
-@pytest.fixture(scope="module")
-def resumed(tmp_path_factory):
-    """(method, stage) -> (run folder, whether it was killed before the end, the rerun's
-    CompletedProcess-like (returncode, stdout)). Every run is SIGKILLed once its stage has
-    a backup of 2 epochs, then started again with the same command; the cases run side
-    by side (most of each run is Python and TensorFlow starting up)."""
+@early.job("resumed", __name__)
+def _resumed(tmp_path_factory):
     root = tmp_path_factory.mktemp("resumed")
     cases = {}
     for method, stage in KILLS:
         cwd = root / f"{method}-{stage}"
         cwd.mkdir()
-        marker = cwd / "run" / "backup" / stage / "epoch-000002"
-        process = cli_lib.start("idn_tf.train", *command_args(method, "run"), cwd=cwd,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        cases[method, stage] = cwd, marker, process
-    killed, deadline = {}, time.time() + 300
-    try:
-        while len(killed) < len(cases) and time.time() < deadline:
-            for case, (_, marker, process) in cases.items():
-                if case in killed:
-                    continue
-                if os.path.isdir(marker):
-                    process.send_signal(signal.SIGKILL)
-                    process.wait()
-                    killed[case] = True
-                elif process.poll() is not None:  # ended (or failed) before the marker
-                    killed[case] = False
-            time.sleep(0.01)
-    finally:
-        for _, _, process in cases.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-    ended = {case: not os.path.exists(cwd / "run" / "results.json")
-             for case, (cwd, _, _) in cases.items()}
-    reruns = {}
-    for case, (cwd, _, _) in cases.items():
-        log = open(cwd / "rerun.log", "w")
-        reruns[case] = log, cli_lib.start("idn_tf.train", *command_args(case[0], "run"),
-                                          cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-    out = {}
-    for case, (log, process) in reruns.items():
-        code = process.wait(timeout=600)
-        log.close()
-        cwd = cases[case][0]
-        out[case] = (cwd / "run", killed.get(case, False) and ended[case], code,
-                     (cwd / "rerun.log").read_text())
-    return out
+        cases[method, stage] = killed_lib.Case(cwd, tuple(command_args(method, "run")),
+                                               cwd / "run" / "backup" / stage / "epoch-000002")
+    resumed, _ = killed_lib.kill_and_resume(cases)
+    return {case: (cases[case].cwd / "run", r.killed, r.returncode, r.output)
+            for case, r in resumed.items()}
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """(method, stage) -> (run folder, whether it was killed before the end, the rerun's
+    return code, the rerun's output). Every run is SIGKILLed once its stage has a backup
+    of 2 epochs, then started again with the same command (killed.py: side by side;
+    started early)."""
+    return early.result("resumed", tmp_path_factory)
 
 
 @pytest.mark.parametrize("method, stage", KILLS)

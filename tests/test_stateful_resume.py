@@ -12,6 +12,8 @@ from idn_tf import callbacks, coteaching, soft_labels
 
 import mirrored
 
+pytestmark = pytest.mark.e2e  # three 5-epoch trainings per test (~3-10 s)
+
 K, N, BATCH, EPOCHS, STOP = 3, 24, 8, 5, 2
 
 

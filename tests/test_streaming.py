@@ -288,6 +288,7 @@ def test_oversampled_copies_share_their_index_and_get_their_own_crops(paths):
 # mixed noisy / clean batches (row #8)
 
 
+@pytest.mark.e2e
 def test_mixed_batches_are_half_clean(paths):
     noisy, clean = paths[:7], paths[7:]  # 7 noisy rows, 3 clean rows
     clean_labels = np.array([4, 5, 6])

@@ -51,6 +51,7 @@ def raw_records(name, split):
 # loading
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", sources.TFDS_SOURCES)
 def test_load_under_mock_data(name, tmp_path, monkeypatch):
     monkeypatch.setattr(tfds_sources, "_READ_BATCH", 5)  # several batches to concatenate
@@ -80,6 +81,7 @@ def test_load_under_mock_data(name, tmp_path, monkeypatch):
         assert np.any(dataset.train.labels != dataset.train.clean_labels)
 
 
+@pytest.mark.e2e
 def test_cifar10_n_label_keys():
     """Each key, ours or tfds's, picks its human label set; clean labels stay `label`."""
     keys = tfds_sources.NOISY_LABEL_KEYS["cifar10_n"]
@@ -328,6 +330,7 @@ def test_archive_name_is_the_one_tfds_takes_from_the_manual_folder(name):
     assert url_info.filename == archive
 
 
+@pytest.mark.e2e
 def test_importing_the_sources_does_not_import_tensorflow():
     code = ("import sys, idn_tf.data.sources, idn_tf.data.tfds_sources; "
             "print(sorted({'tensorflow', 'tensorflow_datasets'} & set(sys.modules)))")

@@ -26,10 +26,11 @@ def cli(*args, cwd):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("run")
-    cfg = config_lib.Config(run_dir=str(root / "digits"), export_dir=str(root / "exports"), **TINY)
-    return cfg, train.run(cfg)
+def finished_run(digits_run):
+    """The tiny digits run of conftest.py (TINY, exported); read only."""
+    assert digits_run[0] == config_lib.Config(run_dir=digits_run[0].run_dir,
+                                              export_dir=digits_run[0].export_dir, **TINY)
+    return digits_run
 
 
 def event_tags(folder):
@@ -58,6 +59,7 @@ EXPECTED_TAGS = {
 }
 
 
+@pytest.mark.e2e
 def test_tensorboard_event_files_hold_exactly_the_expected_tags(finished_run):
     cfg, res = finished_run
     tb = os.path.join(cfg.run_dir, "tb")
@@ -77,6 +79,7 @@ def test_tensorboard_event_files_hold_exactly_the_expected_tags(finished_run):
     assert monitor["eta/mean"][-1] == pytest.approx(res["eta_mean"])
 
 
+@pytest.mark.e2e
 def test_plots_are_images_of_the_stated_size(finished_run):
     from PIL import Image
     from idn_tf import plots
@@ -92,12 +95,14 @@ def test_plots_are_images_of_the_stated_size(finished_run):
         assert pixels.std() > 0, f"{name} is blank"
 
 
+@pytest.mark.e2e
 def test_the_export_is_a_servable_version_folder(finished_run):
     cfg, res = finished_run
     assert res["saved_model"] == os.path.join(cfg.export_dir, "digits", "1")
     assert os.path.isfile(os.path.join(res["saved_model"], "saved_model.pb"))
 
 
+@pytest.mark.e2e
 def test_run_writes_its_artifacts(finished_run):
     cfg, res = finished_run
     n = len(sources.load_digits().train)
@@ -124,6 +129,7 @@ def test_run_writes_its_artifacts(finished_run):
     assert 0.25 <= wrong <= 0.35  # the default k-means noise: 25-35% wrong labels
 
 
+@pytest.mark.e2e
 def test_flags_txt_reproduces_the_config(finished_run):
     cfg, _ = finished_run
     from idn_tf import flagdefs
@@ -135,8 +141,9 @@ def test_flags_txt_reproduces_the_config(finished_run):
         flagdefs.FLAGS.unparse_flags()
 
 
-def test_restart_of_a_finished_run_reuses_every_stage_and_the_export(finished_run, capsys):
-    cfg, first = finished_run
+@pytest.mark.e2e
+def test_restart_of_a_finished_run_reuses_every_stage_and_the_export(digits_run_copy, capsys):
+    cfg, first = digits_run_copy
     kept = ("psi.npy", "eta.npy", "classifier.weights.h5", "stage1.json", "stage2.json")
     mtimes = {n: os.path.getmtime(os.path.join(cfg.run_dir, n)) for n in kept}
     audit = open(os.path.join(cfg.run_dir, "label_audit.csv")).read()
@@ -152,6 +159,7 @@ def test_restart_of_a_finished_run_reuses_every_stage_and_the_export(finished_ru
     assert open(os.path.join(cfg.run_dir, "label_audit.csv")).read() == audit
 
 
+@pytest.mark.e2e
 def test_a_damaged_stage_file_is_one_error_naming_it(finished_run, tmp_path):
     import shutil
     cfg, _ = finished_run
@@ -162,6 +170,7 @@ def test_a_damaged_stage_file_is_one_error_naming_it(finished_run, tmp_path):
         train.run(dataclasses.replace(cfg, run_dir=str(copy), export_dir=""))
 
 
+@pytest.mark.e2e
 def test_restart_with_other_flags_is_refused(finished_run):
     cfg, _ = finished_run
     before = {f: os.path.getmtime(os.path.join(cfg.run_dir, f)) for f in os.listdir(cfg.run_dir)}
@@ -169,31 +178,6 @@ def test_restart_with_other_flags_is_refused(finished_run):
         train.run(dataclasses.replace(cfg, epochs=4))
     after = {f: os.path.getmtime(os.path.join(cfg.run_dir, f)) for f in os.listdir(cfg.run_dir)}
     assert after == before
-
-
-def test_a_run_that_stopped_before_any_result_can_be_rerun_with_other_flags(tmp_path):
-    run_dir = str(tmp_path / "run")
-    artifacts.prepare_run_dir(run_dir, {"noise_feature_weights": "imagenet"}, {})
-    # e.g. the weights download failed: nothing but the settings was written.
-    artifacts.prepare_run_dir(run_dir, {"noise_feature_weights": "w.h5"}, {})
-    assert artifacts.read_json(os.path.join(run_dir, "config.json")) == {
-        "noise_feature_weights": "w.h5"}
-    np.save(os.path.join(run_dir, "psi.npy"), np.zeros(3))  # now there is a result
-    with pytest.raises(artifacts.RunDirError, match="other flags"):
-        artifacts.prepare_run_dir(run_dir, {"noise_feature_weights": "imagenet"}, {})
-
-
-def test_overwrite_removes_the_previous_artifacts(tmp_path):
-    run_dir = str(tmp_path / "run")
-    cfg = config_lib.Config(run_dir=run_dir, **TINY)
-    artifacts.prepare_run_dir(run_dir, cfg.semantic_dict(), cfg.to_dict())
-    for name in ("psi.npy", "stage1.json", "noisy_labels.npz", "results.json"):
-        (tmp_path / "run" / name).write_text("stale")
-    (tmp_path / "run" / "notes.txt").write_text("mine")
-    other = dataclasses.replace(cfg, epochs=5, overwrite=True)
-    artifacts.prepare_run_dir(run_dir, other.semantic_dict(), other.to_dict(), overwrite=True)
-    assert sorted(os.listdir(run_dir)) == ["config.json", "flags.txt", "notes.txt"]
-    assert artifacts.read_json(os.path.join(run_dir, "config.json"))["epochs"] == 5
 
 
 def test_make_optimizer_decays_after_the_named_epochs():
@@ -206,6 +190,7 @@ def test_make_optimizer_decays_after_the_named_epochs():
     np.testing.assert_allclose(lrs, [1.0] * 6 + [0.1] * 6 + [0.01] * 6, rtol=1e-6)
 
 
+@pytest.mark.e2e
 def test_cli_default_recipe_with_short_schedule(tmp_path):
     result = cli(*TINY_FLAGS, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -213,6 +198,7 @@ def test_cli_default_recipe_with_short_schedule(tmp_path):
     assert os.path.isfile(tmp_path / "runs" / "digits-kmeans-0" / "results.json")
 
 
+@pytest.mark.e2e
 def test_cli_npz_dataset(tmp_path):
     digits = sources.load_digits()
     rng = np.random.default_rng(0)
@@ -228,6 +214,7 @@ def test_cli_npz_dataset(tmp_path):
     np.testing.assert_allclose(res["noise_rate_actual"], flip.mean())
 
 
+@pytest.mark.e2e
 def test_dry_run_prints_config_and_touches_nothing(tmp_path):
     result = cli("--dry_run", "--epochs=7", "--noise=ccn", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -261,6 +248,7 @@ MOCK_RUNS = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("dataset", sorted(MOCK_RUNS))
 def test_tfds_dataset_runs_end_to_end_under_mock_data(tmp_path, dataset):
     import tensorflow_datasets as tfds
@@ -309,6 +297,7 @@ app.run(train.main, flags_parser=cli.parse_flags)
 """
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("download", [True, False])
 def test_tfds_dataset_missing_offline_is_one_error_paragraph(tmp_path, download):
     # Offline as seen by tfds: every connection refused (a proxy on a closed port).
@@ -329,6 +318,7 @@ def test_tfds_dataset_missing_offline_is_one_error_paragraph(tmp_path, download)
     assert not os.path.exists(tmp_path / "run" / "noisy_labels.npz")  # stopped before noise
 
 
+@pytest.mark.e2e
 def test_run_files_are_not_private(finished_run):
     # Atomic writes go through mkstemp (mode 0600); the final files keep the umask's mode.
     cfg, _ = finished_run
@@ -338,6 +328,7 @@ def test_run_files_are_not_private(finished_run):
         assert os.stat(os.path.join(cfg.run_dir, name)).st_mode & 0o777 == 0o666 & ~umask, name
 
 
+@pytest.mark.e2e
 def test_cli_prints_no_tensorflow_info_lines(tmp_path):
     result = cli("--epochs=1", "--eta_start_epoch=1", "--lr_decay_epochs=", "--verbose=0",
                  "--monitor_every=5", cwd=tmp_path)
@@ -349,6 +340,7 @@ def test_cli_prints_no_tensorflow_info_lines(tmp_path):
     assert not info, info[:3]
 
 
+@pytest.mark.e2e
 def test_unwritable_export_dir_stops_before_training(tmp_path):
     (tmp_path / "afile").write_text("")
     result = cli("--export_dir=afile", "--run_dir=run", *TINY_FLAGS, cwd=tmp_path)
@@ -362,6 +354,7 @@ def test_run_dir_dot_names_the_model_after_the_folder(tmp_path):
     assert cfg.model_name == os.path.basename(os.getcwd())
 
 
+@pytest.mark.e2e
 def test_diverging_loss_stops_with_one_line_and_no_results(tmp_path):
     result = cli("--lr=1e30", "--epochs=2", "--lr_decay_epochs=", "--verbose=0", "--export_dir=",
                  "--run_dir=run", cwd=tmp_path)
