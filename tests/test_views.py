@@ -1,6 +1,6 @@
 """What a run sees of its data (idn_tf/data/views.py): `ArrayData` over pixels in memory and
 `FileData` over a Clothing1M folder of real JPEG files, checked against numpy (the images,
-their statistics, log softmax of a linear classifier written out by hand), sha256 of the
+their statistics, log softmax of a linear classifier written out by hand, through `model.example_log_probs`), sha256 of the
 rows written out here, and the examples each epoch's batches visit."""
 
 import hashlib
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from idn_tf.data import clothing1m, sources, views
+from idn_tf.model import example_log_probs
 
 N, TEST, K = 10, 5, 3
 
@@ -122,10 +123,10 @@ def test_array_data_test_batches_are_the_test_split_in_order(arrays):
                                   arrays.test.labels)
 
 
-def test_array_data_log_probs_and_images(arrays):
+def test_array_data_unaugmented_log_probs_and_images(arrays):
     data = views.ArrayData(arrays)
     net, numpy_log_probs = linear_classifier((4, 4, 3))
-    got = data.log_probs(net, batch_size=3)
+    got = example_log_probs(net, data, batch_size=3)
     assert got.shape == (N, K) and got.dtype == np.float32
     np.testing.assert_allclose(got, numpy_log_probs(arrays.train.images), atol=1e-5)
     np.testing.assert_array_equal(data.images([7, 2, 7]), arrays.train.images[[7, 2, 7]])
@@ -138,7 +139,7 @@ def test_as_examples_wraps_arrays_and_passes_views_through(arrays):
     examples = views.as_examples(arrays.test.images)
     assert isinstance(examples, views.ImageArray)
     net, numpy_log_probs = linear_classifier((4, 4, 3), seed=1)
-    np.testing.assert_allclose(examples.log_probs(net, 2), numpy_log_probs(arrays.test.images),
+    np.testing.assert_allclose(example_log_probs(net, examples, 2), numpy_log_probs(arrays.test.images),
                                atol=1e-5)
     np.testing.assert_array_equal(examples.images(np.array([4, 0])), arrays.test.images[[4, 0]])
 
@@ -258,7 +259,7 @@ def test_file_data_images_are_the_evaluation_crops_of_the_rows(c1m, folder):
     # The grayscale image (noisy row 0) has three equal channels.
     assert np.array_equal(every[0, ..., 0], every[0, ..., 1])
     net, numpy_log_probs = linear_classifier((SIZE, SIZE, 3))
-    np.testing.assert_allclose(data.log_probs(net, batch_size=4), numpy_log_probs(every),
+    np.testing.assert_allclose(example_log_probs(net, data, batch_size=4), numpy_log_probs(every),
                                atol=1e-5)
     test = list(data.test_dataset(batch_size=2))
     assert sum(len(b["label"]) for b in test) == 3
