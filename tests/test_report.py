@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from idn_tf import report
+from idn_tf import methods, report
 
 
 def nan(x):
@@ -144,18 +144,29 @@ def test_results_of_the_method():
 
 def test_results_of_a_baseline():
     config = types.SimpleNamespace(**{**vars(CONFIG), "method": "forward"})
-    t = np.array([[0.75, 0.25], [0.0, 1.0]], np.float32)
-    res = report.baseline_results(config, 0.1, None, stage(0.8, 3.0), t, {"extra_value": 7})
+    res = report.baseline_results(config, 0.1, None, stage(0.8, 3.0), {"extra_value": 7})
     assert res == {
         "dataset": "digits", "noise": "kmeans", "noise_rate": 0.4, "noise_rate_actual": 0.1,
         "seed": 3, "epochs": 5, "method": "forward",
         "ce_test_accuracy": None, "method_test_accuracy": 0.8, "ce_history": None,
         "method_history": {"loss": [3.0]}, "ce_monitor": None, "method_monitor": {"epoch": [3.0]},
-        "transition_matrix": [[0.75, 0.25], [0.0, 1.0]], "extra_value": 7}
-    assert all(type(v) is float for row in res["transition_matrix"] for v in row)
+        "extra_value": 7}
     with_ce = report.baseline_results(config, 0.1, stage(0.5, 4.0), stage(0.8, 3.0))
     assert with_ce["ce_test_accuracy"] == 0.5 and with_ce["ce_history"] == {"loss": [4.0]}
-    assert "transition_matrix" not in with_ce
+    assert "extra_value" not in with_ce
+
+
+def test_forwards_results_hold_the_T_it_trained_with_as_floats(tmp_path):
+    from idn_tf import artifacts, config as config_lib, methods
+    from idn_tf.runfolder import RunFolder
+    t = np.array([[0.75, 0.25], [0.0, 1.0]], np.float32)
+    cfg = config_lib.Config(run_dir=str(tmp_path), method="forward")
+    folder = RunFolder(cfg)
+    artifacts.write_npy(folder.path("transition_matrix.npy"), t)
+    run = methods.Run(cfg, types.SimpleNamespace(num_classes=2), None, 0.1, folder)
+    res = methods.get("forward").results(run, None)
+    assert res == {"transition_matrix": [[0.75, 0.25], [0.0, 1.0]]}
+    assert all(type(v) is float for row in res["transition_matrix"] for v in row)
 
 
 # ---------------------------------------------------------------------------------------
@@ -166,7 +177,7 @@ def test_table_of_a_baseline_hand_written():
     res = {"dataset": "npz", "noise": "none", "method": "forward", "seed": 1, "epochs": 2,
            "noise_rate_actual": 0.25, "ce_test_accuracy": None, "method_test_accuracy": 0.8125}
     # The longest row name is 41 characters; a value is 6.2f and "%", after two spaces.
-    assert report.table(res) == "\n".join([
+    assert report.table(res, methods.get(res['method'])) == "\n".join([
         "npz / none noise / forward / seed 1 / 2 epochs",
         "-" * 50,
         "actual noise rate (wrong training labels)   25.00%",
@@ -179,7 +190,7 @@ def test_table_of_the_method_lists_its_rows_in_order_with_nan_as_n_a():
            "finetuned_test_accuracy": 0.0, "wrong_labels_corrected": 0.123456,
            "right_labels_kept": float("nan"), "eta_auroc": 0.9, "label_issue_precision": 0.5,
            "label_issue_recall": 0.25}
-    lines = report.table(res).splitlines()
+    lines = report.table(res, methods.get(res['method'])).splitlines()
     assert lines[0] == "cifar10 / ccn noise / idn / seed 0 / 150 epochs"
     width = len("wrong training labels corrected by argmax q")  # the longest row name
     assert lines[1] == "-" * (width + 9)
@@ -197,24 +208,38 @@ def test_table_of_the_method_lists_its_rows_in_order_with_nan_as_n_a():
                       " 90.00%", " 50.00%", " 25.00%"]
 
 
-@pytest.mark.parametrize("method, row", [(m, r) for m, r in report.METHOD_ROWS.items()]
-                         + [("ce", None)])
+ROWS = {"idn": "method test accuracy (stage 2)", "forward": "Forward test accuracy",
+        "bootstrap_soft": "Bootstrapping (soft) test accuracy",
+        "bootstrap_hard": "Bootstrapping (hard) test accuracy",
+        "ldmi": "L_DMI test accuracy", "coteaching": "Co-teaching test accuracy",
+        "tanaka": "Tanaka test accuracy (second phase)", "pencil": "PENCIL test accuracy"}
+
+
+@pytest.mark.parametrize("method, row", [(m, r) for m, r in ROWS.items()] + [("ce", None)])
 def test_table_names_each_methods_accuracy(method, row):
     res = {"dataset": "digits", "noise": "ccn", "method": method, "seed": 0, "epochs": 1,
            "noise_rate_actual": 0.2, "ce_test_accuracy": 0.5, "method_test_accuracy": 0.75,
            "finetuned_test_accuracy": 0.8}
-    names = [line[:-9].rstrip() for line in report.table(res).splitlines()[2:]]
+    names = [line[:-9].rstrip() for line in report.table(res, methods.get(res['method'])).splitlines()[2:]]
     name = "method" if method == "idn" else method
     assert names == ["actual noise rate (wrong training labels)", "CE test accuracy (stage 1)",
                      *([row] if row else []), f"{name} + clean fine-tuning test accuracy"]
 
 
 def test_table_shows_the_stateful_baselines_values():
-    res = {"dataset": "digits", "noise": "ccn", "method": "coteaching", "seed": 0, "epochs": 1,
-           "noise_rate_actual": 0.2, "ce_test_accuracy": None, "method_test_accuracy": 0.75,
-           "coteaching_tau": 0.3, "soft_labels_corrected": 0.6, "soft_labels_kept": 0.95}
-    rows = {line[:-9].rstrip(): line[-7:] for line in report.table(res).splitlines()[2:]}
-    assert rows == {"actual noise rate (wrong training labels)": " 20.00%",
-                    "Co-teaching test accuracy": " 75.00%", "Co-teaching forget rate τ": " 30.00%",
-                    "wrong training labels corrected by the soft labels": " 60.00%",
-                    "right training labels kept by the soft labels": " 95.00%"}
+    def rows(method, **values):
+        res = {"dataset": "digits", "noise": "ccn", "method": method, "seed": 0, "epochs": 1,
+               "noise_rate_actual": 0.2, "ce_test_accuracy": None,
+               "method_test_accuracy": 0.75, **values}
+        return {line[:-9].rstrip(): line[-7:]
+                for line in report.table(res, methods.get(method)).splitlines()[2:]}
+    assert rows("coteaching", coteaching_tau=0.3) == {
+        "actual noise rate (wrong training labels)": " 20.00%",
+        "Co-teaching test accuracy": " 75.00%", "Co-teaching forget rate τ": " 30.00%"}
+    soft = dict(soft_labels_corrected=0.6, soft_labels_kept=0.95)
+    for method, row in (("tanaka", "Tanaka test accuracy (second phase)"),
+                        ("pencil", "PENCIL test accuracy")):
+        assert rows(method, **soft) == {
+            "actual noise rate (wrong training labels)": " 20.00%", row: " 75.00%",
+            "wrong training labels corrected by the soft labels": " 60.00%",
+            "right training labels kept by the soft labels": " 95.00%"}
