@@ -231,15 +231,25 @@ def test_other_flags_are_refused_naming_three_changes_and_nothing_is_touched(tmp
 @pytest.mark.parametrize("result", ["stage1.json", "results.json", "tanaka_labels.json",
                                     "label_audit.csv", "backup/stage2/epoch-000001"])
 def test_any_result_or_a_backup_makes_the_folder_a_run(tmp_path, result):
+    # A method's own files (tanaka_labels.json) count as results when the run names them.
+    files = ("tanaka_labels.json",)
     run_dir = tmp_path / "run"
-    artifacts.prepare_run_dir(str(run_dir), {"epochs": 3}, {})
+    artifacts.prepare_run_dir(str(run_dir), {"epochs": 3}, {}, method_files=files)
     os.makedirs(os.path.dirname(run_dir / result), exist_ok=True)
     if result.startswith("backup/"):
         (run_dir / result).mkdir()
     else:
         (run_dir / result).write_text("x")
     with pytest.raises(artifacts.RunDirError, match="--epochs: 3 -> 4"):
-        artifacts.prepare_run_dir(str(run_dir), {"epochs": 4}, {})
+        artifacts.prepare_run_dir(str(run_dir), {"epochs": 4}, {}, method_files=files)
+
+
+def test_a_file_no_method_names_is_not_a_result(tmp_path):
+    run_dir = tmp_path / "run"
+    artifacts.prepare_run_dir(str(run_dir), {"epochs": 3}, {})
+    (run_dir / "tanaka_labels.json").write_text("x")
+    artifacts.prepare_run_dir(str(run_dir), {"epochs": 4}, {})  # taken over
+    assert artifacts.read_json(run_dir / "config.json") == {"epochs": 4}
 
 
 def test_an_empty_backup_folder_is_not_a_result(tmp_path):
@@ -267,16 +277,16 @@ def test_later_stage_flags_continue_the_run_without_the_later_stage(tmp_path):
     run_dir = tmp_path / "run"
     first = {"epochs": 3, "finetune_clean_epochs": 0, "finetune_lr": 0.1}
     artifacts.prepare_run_dir(str(run_dir), first, {})
-    for name in ("stage2.json", "finetune.json", "finetuned.weights.h5"):
+    for name in ("stage1.json", "finetune.json", "finetuned.weights.h5"):
         (run_dir / name).write_text(name)
     (run_dir / "tb" / "finetune").mkdir(parents=True)
     later = ("finetune_clean_epochs", "finetune_lr")
     paths = ("finetune.json", "finetuned.weights.h5", "tb/finetune", "results.json")
     artifacts.prepare_run_dir(str(run_dir), {**first, "finetune_clean_epochs": 2}, {},
                               later_stage_fields=later, later_stage_paths=paths)
-    assert sorted(os.listdir(run_dir)) == ["config.json", "flags.txt", "stage2.json", "tb"]
+    assert sorted(os.listdir(run_dir)) == ["config.json", "flags.txt", "stage1.json", "tb"]
     assert os.listdir(run_dir / "tb") == []
-    assert (run_dir / "stage2.json").read_text() == "stage2.json"
+    assert (run_dir / "stage1.json").read_text() == "stage1.json"
     assert artifacts.read_json(run_dir / "config.json")["finetune_clean_epochs"] == 2
     # A change of an earlier stage's flag as well: refused, nothing deleted.
     before = state(run_dir)
@@ -300,16 +310,18 @@ def test_overwrite_removes_the_previous_artifacts(tmp_path):
 
 
 def test_overwrite_removes_every_artifact_and_folder_a_run_writes(tmp_path):
+    from idn_tf import methods
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    for name in artifacts.RUN_ARTIFACTS:
+    for name in artifacts.RUN_ARTIFACTS + methods.run_files():
         (run_dir / name).write_text("old")
     for name in artifacts.RUN_FOLDERS:
         (run_dir / name / "sub").mkdir(parents=True)
         (run_dir / name / "sub" / "file").write_text("old")
     (run_dir / "config.json").write_text("{not json")  # damaged: overwrite does not read it
     (run_dir / "user_folder").mkdir()
-    artifacts.prepare_run_dir(str(run_dir), {"epochs": 1}, {"epochs": 1}, overwrite=True)
+    artifacts.prepare_run_dir(str(run_dir), {"epochs": 1}, {"epochs": 1}, overwrite=True,
+                              method_files=methods.run_files())
     assert sorted(os.listdir(run_dir)) == ["config.json", "flags.txt", "user_folder"]
     assert artifacts.read_json(run_dir / "config.json") == {"epochs": 1}
 
