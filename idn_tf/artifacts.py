@@ -115,8 +115,9 @@ RUN_SETTINGS = ("config.json", "flags.txt")
 # writing it can be started again with other flags).
 RUN_RECORDS = ("excluded_images.csv",)
 RUN_RESULTS = ("noisy_labels.npz", "psi.npy", "stage1.json", "stage1.weights.h5",
+               "stage1.selected.npz",
                "classifier.weights.h5", "finetune.json", "finetuned.weights.h5",
-               "label_audit.csv", "results.json")
+               "finetune.selected.npz", "label_audit.csv", "results.json")
 # (and each method's own: its stages' <stage>.json and its files, `methods.run_files`)
 RUN_ARTIFACTS = RUN_SETTINGS + RUN_RECORDS + RUN_RESULTS
 RUN_FOLDERS = ("tb", "plots", "backup")  # TensorBoard events, figures, BackupAndRestore

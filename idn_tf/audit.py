@@ -1,8 +1,11 @@
 """The label audit: which observed training labels the method thinks are wrong.
 
-`label_audit.csv` has one row per training example, highest η first (`ranking`):
+`label_audit.csv` has one row per example the method trained on, highest η first
+(`ranking`); the examples held out for validation (--val_fraction) have no η and no row:
 
-    index           the example's row in the training split (and the η, ψ tables)
+    index           the example's row in the source's training split (e.g. the row of
+                    an .npz's train arrays; η.npy and ψ.npy hold the trained rows in
+                    the order of their index)
     observed_label  its observed (possibly noisy) label ỹ_i
     estimated_label argmax_j q_ij: the true label the method estimates (Eq. 8, from the
                     final classifier on the un-augmented image, the final η_i and ψ_i)
@@ -29,15 +32,16 @@ COLUMNS = ("index", "observed_label", "estimated_label", "eta", "psi", "max_q",
            "is_label_issue", "clean_label")
 
 
-def audit_columns(q, eta, psi, labels, clean_labels):
+def audit_columns(q, eta, psi, labels, clean_labels, rows=None):
     """The audit's columns (name -> array [N]), rows in `ranking` order.
 
-    `clean_labels` is -1 where unknown.
+    `clean_labels` is -1 where unknown; `rows` [N]: each example's row number in the
+    source (default 0..N-1).
     """
     order = report.ranking(q, eta, labels)
     estimated = np.argmax(q, axis=1)
     return {
-        "index": order,
+        "index": order if rows is None else np.asarray(rows)[order],
         "observed_label": np.asarray(labels)[order],
         "estimated_label": estimated[order],
         "eta": np.asarray(eta)[order],
@@ -82,9 +86,9 @@ def detection(q, eta, labels, clean_labels):
     }
 
 
-def write(path, q, eta, psi, labels, clean_labels):
+def write(path, q, eta, psi, labels, clean_labels, rows=None):
     """Writes label_audit.csv atomically; returns its columns."""
-    columns = audit_columns(q, eta, psi, labels, clean_labels)
+    columns = audit_columns(q, eta, psi, labels, clean_labels, rows)
     artifacts.write_text(path, csv_text(columns))
     return columns
 
@@ -142,13 +146,18 @@ def rebuild(config):
     try:
         with np.load(paths["noisy_labels.npz"]) as saved:
             labels = saved["labels"]
+            held = saved["validation_rows"] if "validation_rows" in saved.files else []
         eta, psi = np.load(paths["eta.npy"]), np.load(paths["psi.npy"])
     except (OSError, ValueError, KeyError) as e:
         raise artifacts.RunDirError(f"--run_dir={config.run_dir}: cannot read its labels, η "
                                     f"or ψ ({e})") from None
+    if labels.shape != (len(data.train),):
+        raise artifacts.RunDirError(
+            f"{paths['noisy_labels.npz']} has shape {labels.shape} but the data has "
+            f"{len(data.train)} training examples; is this the run's data (--data_dir, --npz_path)?")
+    data, labels = inputs.split_validation(data, labels, np.asarray(held, np.int64))
     n = len(data.train)
-    for name, array, rows in (("noisy_labels.npz", labels, n), ("eta.npy", eta, data.table_size),
-                              ("psi.npy", psi, n)):
+    for name, array, rows in (("eta.npy", eta, data.table_size), ("psi.npy", psi, n)):
         if array.shape != (rows,):
             raise artifacts.RunDirError(
                 f"{paths[name]} has shape {array.shape} but the data has {rows} training examples; "
@@ -165,7 +174,7 @@ def rebuild(config):
     q = posterior.posterior_from_log_probs(log_probs, labels, eta, psi).numpy()
     clean = data.train.clean_labels
     path = os.path.join(config.run_dir, "label_audit.csv")
-    columns = write(path, q, eta, psi, labels, clean)
+    columns = write(path, q, eta, psi, labels, clean, data.rows)
     print(f"wrote {path}: {int(columns['is_label_issue'].sum())} of {len(labels)} labels "
           "flagged (estimated label differs from the observed one)")
     return detection(q, eta, labels, clean)

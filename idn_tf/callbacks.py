@@ -1,4 +1,5 @@
-"""Callbacks: the η-update schedule of stage 2 (PGA) and per-epoch label monitoring."""
+"""Callbacks: the η-update schedule of stage 2 (PGA), per-epoch label monitoring, the
+clean test evaluation, model selection on the validation split, and the exact backup."""
 
 import json
 import os
@@ -69,7 +70,8 @@ class MonitorCallback(keras.callbacks.Callback):
     summary writer in `log_dir`:
 
       accuracy/train_observed  accuracy against the observed `labels`
-      accuracy/test_clean      the epoch's clean test accuracy (logs["val_accuracy"])
+      accuracy/test_clean      the epoch's clean test accuracy (logs["test_accuracy"],
+                               `TestEvaluation`; not written in an epoch without one)
 
     and, for a model with η and ψ tables (`IDNModel`), from the posterior q
     (Eq. 8) of the current classifier, η and ψ:
@@ -125,7 +127,7 @@ class MonitorCallback(keras.callbacks.Callback):
         log_probs = example_log_probs(self.model.classifier, self.examples, self.batch_size)
         scalars = {
             "accuracy/train_observed": float(np.mean(log_probs.argmax(1) == self.labels)),
-            "accuracy/test_clean": float(logs.get("val_accuracy", np.nan)),
+            "accuracy/test_clean": float(logs.get("test_accuracy", np.nan)),
         }
         with self._writer.as_default(step=epoch):
             if hasattr(self.model, "eta"):
@@ -172,6 +174,90 @@ def _captions(indices, labels, estimated, eta, class_names):
                       f"estimated {name(estimated[i])}" for i in indices)
 
 
+class TestEvaluation(keras.callbacks.Callback):
+    """The clean test set, evaluated for the curves only: it decides nothing.
+
+    At the end of every `every`-th epoch and of the last one, evaluates the model on
+    `test_data` (its `test_step`: accuracy against the records' clean labels) and puts
+    `test_accuracy` and `test_loss` into the epoch's logs (NaN in the other epochs, so
+    that every epoch has the keys); with `log_dir` (the chief) they are also written as
+    epoch_accuracy and epoch_loss to a "test" summary folder beside Keras's train/ and
+    validation/ ones. Runs on every worker: evaluation is collective.
+    """
+
+    def __init__(self, test_data, every=1, log_dir=None):
+        super().__init__()
+        self.test_data = test_data
+        self.every = every
+        self.log_dir = log_dir
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        if self.log_dir:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        last = epoch + 1 == self.params.get("epochs")
+        if ((epoch + 1) % self.every and not last) or not np.isfinite(logs.get("loss", 0.0)):
+            logs.update(test_accuracy=float("nan"), test_loss=float("nan"))
+            return
+        result = self.model.evaluate(self.test_data, verbose=0, return_dict=True)
+        logs.update(test_accuracy=float(result["accuracy"]), test_loss=float(result["loss"]))
+        if self._writer is not None:
+            with self._writer.as_default(step=epoch):
+                tf.summary.scalar("epoch_accuracy", logs["test_accuracy"])
+                tf.summary.scalar("epoch_loss", logs["test_loss"])
+            self._writer.flush()
+
+
+class BestEpoch(keras.callbacks.Callback):
+    """Model selection on the validation split: keeps the classifier of the best epoch.
+
+    The best epoch has the highest `val_accuracy` (accuracy against the validation
+    examples' labels: the observed ones of the noisy split); among equal accuracies,
+    the lowest `val_loss`, then the earliest. Epochs with a non-finite loss are
+    skipped. Holds a copy of `model.classifier`'s weights of that epoch (`weights`),
+    its 1-based `epoch` and its logs (`value`); `Backup` saves and restores them, so a
+    kill keeps the best classifier so far. Test accuracy plays no part.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = None
+        self.value = None
+        self.weights = None
+
+    @staticmethod
+    def key(logs):
+        """What is maximised: (val_accuracy, −val_loss)."""
+        return (float(logs["val_accuracy"]), -float(logs.get("val_loss", 0.0)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if (self.model.stop_training or not np.isfinite(logs.get("loss", 0.0))
+                or "val_accuracy" not in logs or not np.isfinite(logs["val_accuracy"])):
+            return
+        if self.value is None or self.key(logs) > self.key(self.value):
+            self.epoch = epoch + 1
+            self.value = {"val_accuracy": float(logs["val_accuracy"]),
+                          "val_loss": float(logs.get("val_loss", np.nan))}
+            self.weights = [np.array(w) for w in self.model.classifier.get_weights()]
+
+    def state(self):
+        return {"epoch": self.epoch, "value": self.value}
+
+    def restore(self, state, weights):
+        self.epoch, self.value = state["epoch"], state["value"]
+        self.weights = weights
+
+
 class Backup(keras.callbacks.BackupAndRestore):
     """Keras's BackupAndRestore made exact and atomic, for resuming a stage after a kill.
 
@@ -186,12 +272,14 @@ class Backup(keras.callbacks.BackupAndRestore):
     On train begin the latest complete epoch is restored and fit continues after it.
     `history` holds the logs of every epoch of the stage, restored ones included
     (Keras's History only sees the epochs run in this process). With `write=False`
-    (a non-chief worker) it restores but never writes.
+    (a non-chief worker) it restores but never writes. A `best` (`BestEpoch`) is saved
+    and restored with it: its classifier weights in best.npz, its epoch in state.json.
     """
 
-    def __init__(self, backup_dir, monitor=None, write=True):
+    def __init__(self, backup_dir, monitor=None, write=True, best=None):
         super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
         self.monitor = monitor
+        self.best = best
         self.write = write
         self.history = {}
 
@@ -221,6 +309,8 @@ class Backup(keras.callbacks.BackupAndRestore):
             with open(os.path.join(folder, "state.json")) as f:
                 state = json.load(f)
             history, monitor = state["history"], state["monitor"]
+            if self.best is not None and state.get("best", {}).get("epoch"):
+                self.best.restore(state["best"], load_weights_list(os.path.join(folder, "best.npz")))
         except (OSError, ValueError, KeyError, TypeError) as e:
             why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise artifacts.RunDirError(f"the backup {folder} is damaged ({why}); delete it to "
@@ -247,6 +337,9 @@ class Backup(keras.callbacks.BackupAndRestore):
             self.model.save_weights(os.path.join(temp, "model.weights.h5"))
             state = {"epoch": self._current_epoch, "history": self.history,
                      "monitor": self.monitor.history if self.monitor is not None else {}}
+            if self.best is not None and self.best.epoch:
+                save_weights_list(os.path.join(temp, "best.npz"), self.best.weights)
+                state["best"] = self.best.state()
             with open(os.path.join(temp, "state.json"), "w") as f:
                 json.dump(state, f)
             artifacts.default_mode(temp)
@@ -263,3 +356,18 @@ class Backup(keras.callbacks.BackupAndRestore):
 
     def on_train_end(self, logs=None):
         """Kept: the caller removes the backup once the stage's results are written."""
+
+
+def weights_arrays(weights):
+    """A model's weights (a list of arrays, `get_weights()`) as .npz arrays, in order."""
+    return {f"w{i:05d}": w for i, w in enumerate(weights)}
+
+
+def save_weights_list(path, weights):
+    np.savez(path, **weights_arrays(weights))
+
+
+def load_weights_list(path):
+    """The list `save_weights_list` saved, for `set_weights`."""
+    with np.load(path) as saved:
+        return [saved[k] for k in sorted(saved.files)]

@@ -43,6 +43,7 @@ FLAGS = flags.FLAGS
 # Flags a comparison sets for each cell itself.
 CELL_FLAGS = ("method", "seed", "run_dir", "model_name")
 STAGE1_FILES = ("stage1.json", "psi.npy", "stage1.weights.h5")
+STAGE1_OPTIONAL = ("stage1.selected.npz",)  # with a validation split
 
 
 class Comparison:
@@ -144,7 +145,9 @@ class Comparison:
             files = [os.path.join(sibling.run_dir, n) for n in STAGE1_FILES]
             if all(os.path.isfile(f) for f in files):
                 print(f"stage 1 shared with {sibling.run_dir}", flush=True)
-                for f in files:
+                files += [f for f in (os.path.join(sibling.run_dir, n) for n in STAGE1_OPTIONAL)
+                          if os.path.isfile(f)]
+                for f in sorted(files, key=lambda f: f.endswith(".json")):  # the json last
                     _copy(f, os.path.join(config.run_dir, os.path.basename(f)))
                 return
 

@@ -18,6 +18,7 @@ import os
 from idn_tf import methods
 from idn_tf.data.clothing1m import CHECKS as IMAGE_CHECKS
 from idn_tf.data.clothing1m import NUM_CLASSES as CLOTHING1M_CLASSES
+from idn_tf.data.holdout import MAX_FRACTION as VAL_FRACTION_MAX
 from idn_tf.data.noise import (KMEANS_CLUSTERS, MLP_EPOCHS, MLP_HIDDEN_UNITS, NOISE_FEATURES,
                                 NOISE_TYPES)
 from idn_tf.data.sources import FILE_SOURCES
@@ -35,7 +36,7 @@ ARCHITECTURES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "r
 # Fields that do not change what a run computes: they may differ between a
 # run and its restart in the same folder.
 NON_SEMANTIC_FIELDS = ("run_dir", "overwrite", "dry_run", "verbose", "jit_compile", "data_dir",
-                       "download", "monitor_every", "export_dir", "model_name", "strategy",
+                       "download", "monitor_every", "test_every", "export_dir", "model_name", "strategy",
                        "deterministic")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # = distribution.STRATEGIES
 
@@ -78,6 +79,7 @@ class Config:
     download: bool = True
     noisy_label_key: str = ""
     seed: int = 0
+    val_fraction: float = 0.1
     subset_fraction: float = 1.0
     skip_bad_images: bool = False
     image_check: str = "header"
@@ -106,6 +108,7 @@ class Config:
     deterministic: bool = False
     run_dir: str = ""
     monitor_every: int = 1
+    test_every: int = 1
     export_dir: str = "saved_models"
     model_name: str = ""
     overwrite: bool = False
@@ -223,6 +226,7 @@ class Config:
             unused.add("npz_path")
         if self.dataset in FILE_SOURCES:
             unused.update(("augment", "crop_padding"))  # their own: resize, crop, flip
+            unused.add("val_fraction")  # they validate on their own clean list
             if not self.skip_bad_images:
                 unused.add("image_check")  # the check then only passes or stops the run
             if not self.finetune_clean_epochs:
@@ -250,7 +254,7 @@ class Config:
 NOISE_FIELDS = ("dataset", "npz_path", "noisy_label_key", "noise", "noise_rate",
                 "kmeans_clusters", "noise_features", "noise_feature_dims", "noise_feature_size",
                 "noise_feature_weights", "mlp_hidden_units", "mlp_epochs", "mlp_target_accuracy",
-                "seed", "subset_fraction", "skip_bad_images", "image_check")
+                "seed", "val_fraction", "subset_fraction", "skip_bad_images", "image_check")
 
 
 def stage1_part(semantic):
@@ -435,6 +439,9 @@ def validate(c):
     _check(c.weight_decay >= 0.0, "weight_decay", f"must be >= 0, got {c.weight_decay}")
     _check(c.strategy in STRATEGIES, "strategy", f"unknown strategy {c.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     _check(c.monitor_every >= 1, "monitor_every", f"must be >= 1, got {c.monitor_every}")
+    _check(c.test_every >= 1, "test_every", f"must be >= 1, got {c.test_every}")
+    _check(0.0 <= c.val_fraction <= VAL_FRACTION_MAX, "val_fraction",
+           f"must be in [0, {VAL_FRACTION_MAX}] (0: no validation split), got {c.val_fraction}")
     _check(c.model_name not in ("", ".", "..") and "/" not in c.model_name and os.sep not in c.model_name,
            "model_name", f"must be a plain folder name, got {c.model_name!r}")
     _check(c.verbose in (0, 1, 2), "verbose", f"must be 0, 1 or 2, got {c.verbose}")

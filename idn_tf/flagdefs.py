@@ -59,6 +59,13 @@ flags.DEFINE_float("mlp_target_accuracy", C.mlp_target_accuracy,
                    "Stop the mlp-noise MLP once this fraction of its labels is correct (0: run "
                    "all --mlp_epochs; the cifar100 recipe: 0.6929, the paper's rate).")
 flags.DEFINE_integer("seed", C.seed, "Seed for noise, initialisation and shuffling.")
+flags.DEFINE_float("val_fraction", C.val_fraction,
+                   "Share of the noisy training split held out as the validation split, "
+                   "stratified by observed label and drawn once per (data, noise, seed): each "
+                   "epoch's accuracy against its observed labels chooses the epoch whose "
+                   "classifier is exported (the test set decides nothing). In [0, 0.5]; 0: "
+                   "none (the paper-row flagfiles: the paper trains on the whole split). "
+                   "Clothing1M: ignored, it validates on its clean validation list.")
 
 # Clothing1M (file datasets): reading, checking and streaming the images.
 flags.DEFINE_float("subset_fraction", C.subset_fraction,
@@ -205,6 +212,10 @@ flags.DEFINE_string("run_dir", C.run_dir, "Output folder; default runs/<dataset>
 flags.DEFINE_integer("monitor_every", C.monitor_every,
                      "Write the label monitoring to TensorBoard (a prediction pass over the "
                      "training images) every this many epochs, and after the last.")
+flags.DEFINE_integer("test_every", C.test_every,
+                     "Evaluate the clean test set (test_accuracy in the logs, TensorBoard's "
+                     "test/ folder, the curves) every this many epochs, and after the last; "
+                     "it decides nothing.")
 flags.DEFINE_string("export_dir", C.export_dir,
                     "SavedModel export folder: the final classifier goes to "
                     "<export_dir>/<model_name>/<next free version>/ ('' : no export).")

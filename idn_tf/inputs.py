@@ -3,7 +3,8 @@
 The data and noise steps of a run (docs/method.md §5): `load_data` reads the
 dataset named by the configuration and checks it before any training;
 `observed_labels` makes the noisy labels once per run folder (noisy_labels.npz) and
-reuses them on restart. `idn_tf.compare` uses the same functions, once per seed.
+reuses them on restart, with the rows held out as the noisy validation split
+(`data.holdout`), and returns the view of the rows the run trains on. `idn_tf.compare` uses the same functions, once per seed.
 """
 
 import json
@@ -13,7 +14,7 @@ import numpy as np
 
 from idn_tf import artifacts, pretrained, runfolder
 from idn_tf.config import check_data_fits
-from idn_tf.data import noise, sources, views
+from idn_tf.data import holdout, noise, sources, views
 from idn_tf.errors import ConfigError
 
 # Clothing1M's --subset_fraction draws its subset with this seed, not --seed: runs that
@@ -93,14 +94,33 @@ def write_excluded(folder, config, data):
 
 def new_noisy_labels(config, data):
     """The observed labels made by --noise: the arrays of noisy_labels.npz (labels, clean
-    labels, the noise's recipe and, for file datasets, the examples' fingerprint)."""
+    labels, the rows held out for validation, the noise's recipe and, for file datasets,
+    the examples' fingerprint)."""
     dataset = getattr(data, "dataset", data)  # what the noise generators read
     noisy = noise.make_noisy_labels(dataset, config.noise, config.noise_rate, config.seed,
                                     **config.noise_options(), verbose=config.verbose > 0)
     fingerprint = data.fingerprint()
     return dict(labels=noisy.labels, clean_labels=dataset.train.clean_labels,
+                validation_rows=validation_rows(config, noisy.labels),
                 recipe=json.dumps(noisy.recipe),
                 **({"examples_sha256": fingerprint} if fingerprint else {}))
+
+
+def validation_rows(config, labels):
+    """The noisy training rows --val_fraction holds out (none for a file source, which
+    validates on its own clean list)."""
+    if config.dataset in sources.FILE_SOURCES:
+        return np.zeros(0, np.int64)
+    return holdout.validation_rows(labels, config.val_fraction, config.seed)
+
+
+def split_validation(data, labels, rows):
+    """(the view of the rows a run trains on, their labels): `rows` of the noisy training
+    split, with their observed labels, become the view's validation split."""
+    if len(rows):
+        print(f"{len(rows)} of the {len(labels)} noisy training examples held out for "
+              f"validation; training on {len(labels) - len(rows)}")
+    return data.hold_out(rows, labels)
 
 
 def _npz_array(path, key, optional=False):
@@ -112,7 +132,11 @@ def _npz_array(path, key, optional=False):
 
 def observed_labels(folder, config, data):
     """Noise step: noisy_labels.npz is made once per run folder and reused on restart.
-    Returns (labels [N], the measured fraction of wrong labels or NaN)."""
+
+    Returns (the view of the training rows, their observed labels [N], the measured
+    fraction of wrong labels among them or NaN); the held-out rows are the view's
+    validation split.
+    """
     dataset = getattr(data, "dataset", data)  # what the noise generators read
     name = "noisy_labels.npz"
     path = folder.path(name)
@@ -129,11 +153,19 @@ def observed_labels(folder, config, data):
                 f"{path} was made for other training images or labels than the data now has "
                 "(e.g. --skip_bad_images left out other images, or another --data_dir): its "
                 "η and ψ rows would not match; choose another --run_dir or pass --overwrite")
+        held = folder.reuse(name, lambda: _npz_array(path, "validation_rows", optional=True))
+        held = np.zeros(0, np.int64) if held is None else held
+        if len(held) and (held.min() < 0 or held.max() >= len(labels)):
+            raise artifacts.RunDirError(f"{path}: its validation rows are not rows of the "
+                                        "training split; choose another --run_dir or pass "
+                                        "--overwrite")
     else:
         runfolder.banner(f"noise: {config.noise}")
         arrays = new_noisy_labels(config, data)
-        labels = arrays["labels"]
+        labels, held = arrays["labels"], arrays["validation_rows"]
         folder.write(artifacts.write_npz, name, **arrays)
+    data, labels = split_validation(data, labels, held)
+    dataset = getattr(data, "dataset", data)
     present = len(np.unique(labels))
     if present < dataset.num_classes:
         print(f"warning: the observed labels use only {present} of the {dataset.num_classes} "
@@ -148,4 +180,4 @@ def observed_labels(folder, config, data):
               "are wrong")
     else:
         print(f"{100 * rate:.2f}% of the training labels are wrong")
-    return labels, rate
+    return data, labels, rate

@@ -30,6 +30,7 @@ ETA_BINS = 50
 
 _TRAIN_COLOR = "tab:orange"
 _TEST_COLOR = "tab:blue"
+_VALIDATION_COLOR = "tab:green"
 _RIGHT_COLOR = "tab:blue"
 _WRONG_COLOR = "tab:red"
 
@@ -59,7 +60,10 @@ def accuracy_curves_figure(stages):
       "epoch": 1-based epoch numbers, [E];
       "train_observed_accuracy": accuracy on the un-augmented training images
         against the observed (noisy) labels, fraction in [0, 1], [E];
-      "test_accuracy": accuracy on the clean test set, fraction in [0, 1], [E].
+      "test_accuracy": accuracy on the clean test set, fraction in [0, 1], [E];
+      optionally "validation_accuracy": accuracy on the validation split against its
+        labels (observed ones for the noisy split);
+      and "validation_epoch", "test_epoch": those curves' own epochs (default "epoch").
     NaN entries (an epoch without that evaluation) are left out and the line joins
     the remaining points, so a metric evaluated every few epochs still draws a line.
     """
@@ -68,11 +72,15 @@ def accuracy_curves_figure(stages):
     fig = _new_figure(ACCURACY_SIZE, layout="constrained")
     axes = fig.subplots(1, len(stages), sharey=True, squeeze=False)[0]
     for ax, (title, curves) in zip(axes, stages.items()):
-        epoch = np.asarray(curves["epoch"])
+        first = np.asarray(curves["epoch"])
         for key, label, color in (
             ("train_observed_accuracy", "train, observed labels", _TRAIN_COLOR),
+            ("validation_accuracy", "validation, its labels", _VALIDATION_COLOR),
             ("test_accuracy", "test, clean labels", _TEST_COLOR),
         ):
+            if key not in curves:
+                continue
+            epoch = np.asarray(curves.get(key.replace("accuracy", "epoch"), first))
             accuracy = np.asarray(curves[key], dtype=np.float64)
             if accuracy.shape != epoch.shape:
                 raise ValueError(f"{title!r}: {key} has shape {accuracy.shape}, epoch {epoch.shape}")
@@ -82,8 +90,8 @@ def accuracy_curves_figure(stages):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if epoch.size:
-            ax.set_xlim(min(1, epoch.min()), max(2, epoch.max()))
+        if first.size:
+            ax.set_xlim(min(1, first.min()), max(2, first.max()))
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
     axes[0].set_ylim(0, 100)
@@ -91,13 +99,22 @@ def accuracy_curves_figure(stages):
     return fig
 
 
-def stage_curves(monitor):
-    """The accuracy curves of a stage from its MonitorCallback history (empty if none), as
-    `accuracy_curves` takes them."""
-    monitor = monitor or {}
-    return {"epoch": monitor.get("epoch", []),
-            "train_observed_accuracy": monitor.get("accuracy/train_observed", []),
-            "test_accuracy": monitor.get("accuracy/test_clean", [])}
+def stage_curves(monitor, history=None):
+    """The accuracy curves of a stage, as `accuracy_curves` takes them: the training
+    accuracy from its MonitorCallback history (empty if none); the validation and test
+    accuracy of every epoch from its logs (`history`), where it has them."""
+    monitor, history = monitor or {}, history or {}
+    curves = {"epoch": monitor.get("epoch", []),
+              "train_observed_accuracy": monitor.get("accuracy/train_observed", []),
+              "test_accuracy": monitor.get("accuracy/test_clean", [])}
+    epochs = list(range(1, len(history.get("loss", [])) + 1))
+    for key, logged in (("validation", "val_accuracy"), ("test", "test_accuracy")):
+        if history.get(logged) and len(history[logged]) == len(epochs):
+            curves.update({f"{key}_epoch": epochs, f"{key}_accuracy": history[logged]})
+    if not curves["epoch"] and epochs:
+        curves["epoch"] = epochs[-1:]  # the panel's range
+        curves["train_observed_accuracy"] = [float("nan")]
+    return curves
 
 
 def accuracy_curves(path, stages):

@@ -57,6 +57,29 @@ def _common(config, noise_rate_actual):
     }
 
 
+def selection(prefix, result):
+    """A stage's three test accuracies and its selected epoch, as results.json keys:
+
+      <prefix>_test_accuracy            the last epoch's (set by the callers)
+      <prefix>_test_accuracy_selected   the classifier of the epoch chosen on the
+                                        validation split (None without one): quote this
+      <prefix>_test_accuracy_best       the highest over the evaluated epochs: optimistic
+                                        (chosen on the test set; the paper's Table 3)
+      <prefix>_validation_accuracy      the selected epoch's validation accuracy
+      selected_epoch / <prefix>_selected_epoch   that epoch (1-based; the method's has
+                                        no prefix)
+    `result` None (the stage did not run): no keys.
+    """
+    if result is None:
+        return {}
+    chosen = result.selection or {}
+    epoch = "selected_epoch" if prefix == "method" else f"{prefix}_selected_epoch"
+    return {f"{prefix}_test_accuracy_selected": chosen.get("test_accuracy"),
+            f"{prefix}_test_accuracy_best": result.best_test_accuracy,
+            f"{prefix}_validation_accuracy": chosen.get("validation_accuracy"),
+            epoch: chosen.get("epoch")}
+
+
 def baseline_results(config, noise_rate_actual, ce, result, extra=None):
     """results.json of a baseline (a method without η): `method_test_accuracy` is the
     baseline's (for ce, stage 1's); `ce` is None when stage 1 did not run; `extra`: the
@@ -65,6 +88,7 @@ def baseline_results(config, noise_rate_actual, ce, result, extra=None):
         **_common(config, noise_rate_actual),
         "ce_test_accuracy": None if ce is None else ce.test_accuracy,
         "method_test_accuracy": result.test_accuracy,
+        **selection("ce", ce), **selection("method", result),
         "ce_history": None if ce is None else ce.history,
         "method_history": result.history,
         "ce_monitor": None if ce is None else ce.monitor,
@@ -80,6 +104,7 @@ def results(config, noise_rate_actual, ce, idn, q, eta, labels, clean_labels):
         **_common(config, noise_rate_actual),
         "ce_test_accuracy": ce.test_accuracy,
         "method_test_accuracy": idn.test_accuracy,
+        **selection("ce", ce), **selection("method", idn),
         "eta_mean": float(np.mean(eta)),
         "eta_above_half": float(np.mean(eta > 0.5)),
         "eta_auroc": eta_auroc(eta, labels, clean_labels),
@@ -99,12 +124,19 @@ def table(res, method):
     def pct(x):
         return "   n/a" if x != x else f"{100 * x:6.2f}%"
 
+    def accuracies(name, prefix):
+        """The last epoch's, then the epoch chosen on validation and the best on test."""
+        epoch = res.get("selected_epoch" if prefix == "method" else f"{prefix}_selected_epoch")
+        return [(name, res.get(f"{prefix}_test_accuracy")),
+                (f"  at epoch {epoch}, chosen on validation", res.get(f"{prefix}_test_accuracy_selected")),
+                ("  at its best epoch on test (optimistic)", res.get(f"{prefix}_test_accuracy_best"))]
+
     rows = [
         ("actual noise rate (wrong training labels)", res["noise_rate_actual"]),
-        ("CE test accuracy (stage 1)", res["ce_test_accuracy"]),
-        *([(method.row, res["method_test_accuracy"])] if method.final_stage() != "stage1" else []),
-        (f"{method.short or method.name} + clean fine-tuning test accuracy",
-         res.get("finetuned_test_accuracy")),
+        *accuracies("CE test accuracy (stage 1)", "ce"),
+        *(accuracies(method.row, "method") if method.final_stage() != "stage1" else []),
+        *accuracies(f"{method.short or method.name} + clean fine-tuning test accuracy",
+                    "finetuned"),
         *((name, res.get(key)) for name, key in method.rows),
         ("wrong training labels corrected by argmax q", res.get("wrong_labels_corrected")),
         ("right training labels kept by argmax q", res.get("right_labels_kept")),

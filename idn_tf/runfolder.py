@@ -21,16 +21,33 @@ from idn_tf import artifacts, distribution
 # Row #10's fine-tuning continues a finished run in its folder: changing only these flags
 # keeps the other stages and redoes the fine-tuning, the report and the export.
 FINETUNE_FIELDS = ("finetune_clean_epochs", "finetune_lr")
-FINETUNE_RESULTS = ("finetune.json", "finetuned.weights.h5", "results.json", "backup/finetune",
-                    "tb/finetune")
+FINETUNE_RESULTS = ("finetune.json", "finetuned.weights.h5", "finetune.selected.npz",
+                    "results.json", "backup/finetune", "tb/finetune")
 
 
 @dataclasses.dataclass(frozen=True)
 class StageResult:
-    """What a stage leaves behind besides its model."""
+    """What a stage leaves behind besides its model.
+
+    selection: the epoch chosen on the validation split (`callbacks.BestEpoch`):
+    {"epoch" (1-based), "validation_accuracy", "test_accuracy" (of that epoch's
+    classifier)}, or None without a validation split; selected_weights: that
+    classifier's weights (only while the stage is in memory: the run folder keeps them
+    in <stage>.selected.npz).
+    """
     test_accuracy: float   # clean test accuracy after the last epoch
     history: dict          # per-epoch logs from keras History
     monitor: dict          # per monitored epoch: callbacks.MonitorCallback.history
+    selection: dict = None
+    selected_weights: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def best_test_accuracy(self):
+        """The highest clean test accuracy of any evaluated epoch: an optimistic figure
+        (choosing it looks at the test set), the paper's Table 3 protocol."""
+        values = np.asarray(self.history.get("test_accuracy", [self.test_accuracy]),
+                            np.float64)
+        return float(np.nanmax(values)) if np.isfinite(values).any() else float("nan")
 
 
 @dataclasses.dataclass
@@ -138,7 +155,10 @@ class RunFolder:
             saved = self.reuse(json_name, lambda: artifacts.read_json(self.path(json_name)))
             result = self.reuse(json_name, lambda: StageResult(
                 saved["test_accuracy"], saved["history"],
-                saved.get("monitor", {}) if optional_monitor else saved["monitor"]))
+                saved.get("monitor", {}) if optional_monitor else saved["monitor"],
+                selection=saved.get("selection")))
+            if result.selection:
+                self.has_selected(name)  # RunDirError if damaged
             return load(result, saved.get("extra", {}))
         # A <name>.json left by an earlier attempt would mark files written now as done.
         self.remove([json_name])
@@ -148,8 +168,14 @@ class RunFolder:
             banner(training)
         trained = train()
         save(trained)
+        if trained.result.selected_weights is not None:
+            from idn_tf import callbacks
+            self.write(artifacts.write_npz, self.selected_name(name),
+                       **callbacks.weights_arrays(trained.result.selected_weights))
         stage = {"test_accuracy": trained.result.test_accuracy,
                  "history": trained.result.history}
+        if trained.result.selection is not None:
+            stage["selection"] = trained.result.selection
         if trained.result.monitor is not None:
             stage["monitor"] = trained.result.monitor
         if trained.extra is not None:
@@ -158,6 +184,26 @@ class RunFolder:
         if self.is_chief:
             shutil.rmtree(self.backup_dir(name), ignore_errors=True)
         return trained
+
+    @staticmethod
+    def selected_name(stage):
+        return f"{stage}.selected.npz"
+
+    def has_selected(self, stage):
+        """Whether <stage>.selected.npz is there; RunDirError if <stage>.json says it
+        should be and it is not (it is written before the json)."""
+        path = self.path(self.selected_name(stage))
+        if not os.path.isfile(path):
+            raise artifacts.RunDirError(f"{path} is missing though {self.path(stage + '.json')} "
+                                        "has a selected epoch; delete that json to retrain the "
+                                        "stage, or pass --overwrite")
+        return True
+
+    def selected_weights(self, stage):
+        """The weights list of `stage`'s selected classifier, from the run folder."""
+        from idn_tf import callbacks
+        name = self.selected_name(stage)
+        return self.reuse(name, lambda: callbacks.load_weights_list(self.path(name)))
 
     def kept(self, name, stage, make, load, save):
         """A value `stage` trains with and must keep across a restart (Forward's T,

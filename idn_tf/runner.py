@@ -31,7 +31,7 @@ def run(config, data=None):
     data = data if data is not None else inputs.load_data(config)
     given = method.preflight(config, data)
     prepare_folder(folder, config, method)
-    labels, rate = inputs.observed_labels(folder, config, data)
+    data, labels, rate = inputs.observed_labels(folder, config, data)  # the training rows' view
     inputs.write_excluded(folder, config, data)  # after the check that its rows are these images
     stage1 = stage_one(folder, config, data, labels, method) if method.needs_stage1(config) else None
     state = methods.Run(config, data, labels, rate, folder, stage1, given)
@@ -43,10 +43,12 @@ def run(config, data=None):
     res = report_run(state, trained, method)
     if tuned is not None:
         res.update(finetuned_test_accuracy=tuned.result.test_accuracy,
-                   finetune_history=tuned.result.history)
+                   finetune_history=tuned.result.history, **report.selection("finetuned", tuned.result))
     previous = previous_export(folder, config, method)
     folder.write(artifacts.write_json, "results.json", res)  # kept if the export fails
-    res["saved_model"] = previous or export(config, (tuned or trained).classifier)
+    final = ("finetune", tuned) if tuned is not None else (method.final_stage(), trained)
+    res["saved_model"] = previous or (config.export_dir and export(
+        config, selected_classifier(folder, config, data, *final)))
     folder.write(artifacts.write_json, "results.json", res)
     print(f"\n{report.table(res, method)}")
     print(f"\nresults in {config.run_dir}/ ({time.time() - start:.0f} s)")
@@ -161,9 +163,11 @@ def report_run(state, trained, method):
     folder, config, data, labels, stage1 = (state.folder, state.config, state.data,
                                             state.labels, state.stage1)
     banner("report: label audit and plots" if method.audits_labels else "report: plots")
-    curves = {} if stage1 is None else {"stage 1: cross-entropy": plots.stage_curves(stage1.result.monitor)}
+    curves = {} if stage1 is None else {"stage 1: cross-entropy": plots.stage_curves(
+        stage1.result.monitor, stage1.result.history)}
     if method.final_stage() != "stage1":
-        curves[method.plot_label or method.name] = plots.stage_curves(trained.result.monitor)
+        curves[method.plot_label or method.name] = plots.stage_curves(trained.result.monitor,
+                                                                      trained.result.history)
     plot_dir = folder.path("plots")
     plots.accuracy_curves(os.path.join(plot_dir, "accuracy.png"), curves)
     ce = None if stage1 is None else stage1.result
@@ -176,20 +180,34 @@ def report_run(state, trained, method):
     n, clean = len(labels), data.train.clean_labels
     eta, psi = trained.model.eta.numpy()[:n], trained.model.psi.numpy()[:n]
     q = stages.posterior_table(trained.classifier, data, labels, eta, psi, config.batch_size)
-    columns = audit.write(folder.path("label_audit.csv"), q, eta, psi, labels, clean)
+    columns = audit.write(folder.path("label_audit.csv"), q, eta, psi, labels, clean, data.rows)
     print(f"{folder.path('label_audit.csv')}: {int(columns['is_label_issue'].sum())} of "
           f"{n} labels flagged (estimated label differs from the observed one)")
-    top, known = columns["index"][:16], (clean >= 0).all()
+    top, known = report.ranking(q, eta, labels)[:16], (clean >= 0).all()
     plots.eta_histogram(os.path.join(plot_dir, "eta_histogram.png"), eta,
                         is_wrong=labels != clean if known else None)
     plots.highest_eta_grid(os.path.join(plot_dir, "highest_eta.png"), data.images(top),
-                           top, labels[top], columns["estimated_label"][:16],
+                           data.rows[top], labels[top], q[top].argmax(1),
                            data.class_names, clean=clean[top] if known else None,
                            eta=eta[top])
     print(f"{plot_dir}/: accuracy.png, eta_histogram.png, highest_eta.png")
     res = report.results(config, state.rate, ce, trained.result, q, eta, labels, clean)
     res.update(audit.detection(q, eta, labels, clean))
     return res
+
+
+def selected_classifier(folder, config, data, stage, trained):
+    """The classifier a run exports: the epoch chosen on the validation split (its
+    weights in memory, or <stage>.selected.npz of a reused stage), else the last."""
+    if trained.result.selection is None:
+        return trained.classifier
+    weights = trained.result.selected_weights
+    if weights is None:
+        weights = folder.selected_weights(stage)
+    from idn_tf import stages
+    classifier = stages.classifier_in_scope(config, data)
+    folder.reuse(folder.selected_name(stage), lambda: classifier.set_weights(weights))
+    return classifier
 
 
 def check_export_dir(config):

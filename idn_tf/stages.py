@@ -81,27 +81,31 @@ def make_optimizer(config, steps_per_epoch):
 
 
 def monitoring(config, data, labels, stage, resuming):
-    """TensorBoard callbacks of one stage, under <run_dir>/tb/<stage>/ (chief only).
+    """The evaluation and TensorBoard callbacks of one stage, in the order they run.
 
-    Keras's TensorBoard writes loss, accuracy, learning rate (and η logs) to
-    train/ and validation/; `MonitorCallback` writes the label monitoring to
-    monitor/. A stage trained again from its first epoch starts a fresh folder, so
-    its curves are not drawn over an earlier attempt's; a resumed stage appends.
-    `labels` None: no MonitorCallback (a stage not trained on the noisy labels).
+    Under <run_dir>/tb/<stage>/ (chief only): Keras's TensorBoard writes loss,
+    accuracy, learning rate (and η logs) to train/ and validation/ (the validation
+    split); `TestEvaluation` the clean test set's to test/ (every --test_every epochs,
+    and on every worker: evaluation is collective); `MonitorCallback` the label
+    monitoring to monitor/. A stage trained again from its first epoch starts a fresh
+    folder, so its curves are not drawn over an earlier attempt's; a resumed stage
+    appends. `labels` None: no MonitorCallback (a stage not trained on the noisy labels).
     Returns (callbacks, the MonitorCallback or None).
     """
+    test = data.test_dataset(config.batch_size)
     if not distribution.is_chief(config.strategy):
-        return [], None
+        return [callbacks.TestEvaluation(test, config.test_every)], None
     log_dir = os.path.join(config.run_dir, "tb", stage)
     if not resuming:
         shutil.rmtree(log_dir, ignore_errors=True)
     board = keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False, profile_batch=0)
+    evaluation = callbacks.TestEvaluation(test, config.test_every, os.path.join(log_dir, "test"))
     if labels is None:
-        return [board], None
+        return [board, evaluation], None
     monitor = callbacks.MonitorCallback(
         os.path.join(log_dir, "monitor"), data, labels, data.train.clean_labels,
         data.class_names, config.batch_size, every=config.monitor_every)
-    return [board, monitor], monitor
+    return [board, evaluation, monitor], monitor
 
 
 def fit(train_model, config, data, labels, stage, extra_callbacks=(), train_data=None):
@@ -111,6 +115,12 @@ def fit(train_model, config, data, labels, stage, extra_callbacks=(), train_data
     `train_data(initial_epoch)` -> (dataset, steps per epoch) when given (then the
     stage is not monitored against `labels`).
 
+    Keras validates on `data.validation_dataset` (the noisy validation split; none:
+    no validation) and `callbacks.BestEpoch` selects the epoch of the best validation
+    accuracy: the result's `selection` and `selected_weights` (the classifier of that
+    epoch; the model keeps the last epoch's weights). The clean test set is evaluated
+    for the curves (`monitoring`) and, once more, for the selected classifier.
+
     The backup (`RunFolder.backup_dir(stage)`) is left in place: the caller removes it
     once the stage's results are safely written, so a kill in between loses nothing.
     A caller that trains twice in one run folder must remove it in between.
@@ -119,9 +129,11 @@ def fit(train_model, config, data, labels, stage, extra_callbacks=(), train_data
     initial_epoch, _ = callbacks.Backup.latest(backup_path)
     if initial_epoch:
         print(f"resuming {stage} after epoch {initial_epoch} from {backup_path}", flush=True)
-    board, monitor = monitoring(config, data, None if train_data else labels, stage,
-                                resuming=initial_epoch > 0)
-    backup = callbacks.Backup(backup_path, monitor=monitor,
+    evaluation, monitor = monitoring(config, data, None if train_data else labels, stage,
+                                     resuming=initial_epoch > 0)
+    validation = data.validation_dataset(config.batch_size)
+    best = callbacks.BestEpoch() if validation is not None else None
+    backup = callbacks.Backup(backup_path, monitor=monitor, best=best,
                               write=distribution.is_chief(config.strategy))
     if train_data is None:
         train_ds = data.train_dataset(labels, config.batch_size, config.seed, config.epochs,
@@ -129,17 +141,18 @@ def fit(train_model, config, data, labels, stage, extra_callbacks=(), train_data
         steps_per_epoch = data.steps_per_epoch(labels, config.batch_size)
     else:
         train_ds, steps_per_epoch = train_data(initial_epoch)
-    test_ds = data.test_dataset(config.batch_size)
     with distribution.get_strategy(config.strategy).scope():
         train_model.compile(optimizer=make_optimizer(config, steps_per_epoch),
                             jit_compile=config.jit_compile)
     # Order matters: PGACallback adds eta_update to the logs before TensorBoard reads
-    # them, and Backup saves the monitor's history after the monitor has run.
+    # them, the test accuracy is in the logs before the monitor reads it, and Backup
+    # saves the monitor's history and the best epoch after they have run.
     train_model.fit(
-        train_ds, validation_data=test_ds, epochs=config.epochs, initial_epoch=initial_epoch,
+        train_ds, validation_data=validation, epochs=config.epochs, initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch, verbose=config.verbose,
         shuffle=False,  # the dataset orders each epoch itself, from (seed, epoch)
-        callbacks=[keras.callbacks.TerminateOnNaN(), *extra_callbacks, *board, backup])
+        callbacks=[keras.callbacks.TerminateOnNaN(), *extra_callbacks, *evaluation,
+                   *([best] if best else []), backup])
     if train_model.stop_training:
         good, _ = callbacks.Backup.latest(backup_path)
         kept = (f"epoch {good}, the last good one, is kept in {backup_path}" if good
@@ -148,8 +161,28 @@ def fit(train_model, config, data, labels, stage, extra_callbacks=(), train_data
                                  "(a smaller --lr or --eta_lr needs --overwrite or another "
                                  "--run_dir)")
     logs = backup.history
-    return StageResult(test_accuracy=logs["val_accuracy"][-1], history=logs,
-                       monitor=None if train_data else monitor.history if monitor else {})
+    selection = None if best is None else select(train_model, best, logs, data, config)
+    return StageResult(test_accuracy=logs["test_accuracy"][-1], history=logs,
+                       monitor=None if train_data else monitor.history if monitor else {},
+                       selection=selection, selected_weights=best.weights if best else None)
+
+
+def select(train_model, best, logs, data, config):
+    """The selection of a stage (`StageResult.selection`): the best epoch, its validation
+    accuracy, and the clean test accuracy of its classifier (from the epoch's logs, or
+    evaluated now where --test_every skipped that epoch)."""
+    if best.epoch is None:
+        return None
+    accuracy = logs["test_accuracy"][best.epoch - 1]
+    if accuracy != accuracy:  # not evaluated that epoch
+        classifier = train_model.classifier
+        last = classifier.get_weights()
+        classifier.set_weights(best.weights)
+        accuracy = float(train_model.evaluate(data.test_dataset(config.batch_size), verbose=0,
+                                              return_dict=True)["accuracy"])
+        classifier.set_weights(last)
+    return {"epoch": best.epoch, "validation_accuracy": best.value["val_accuracy"],
+            "test_accuracy": accuracy}
 
 
 def train_cross_entropy(config, data, labels):

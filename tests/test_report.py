@@ -118,9 +118,18 @@ CONFIG = types.SimpleNamespace(dataset="digits", noise="kmeans", noise_rate=0.4,
                                epochs=5, method="idn")
 
 
-def stage(accuracy, tag):
-    return types.SimpleNamespace(test_accuracy=accuracy, history={"loss": [tag]},
-                                 monitor={"epoch": [tag]})
+def stage(accuracy, tag, selection=None):
+    from idn_tf.runfolder import StageResult
+    return StageResult(accuracy, {"loss": [tag, tag], "test_accuracy": [accuracy + 0.1, accuracy]},
+                       {"epoch": [tag]}, selection=selection)
+
+
+def selection_keys(prefix, best, epoch_key, selection=None):
+    selection = selection or {}
+    return {f"{prefix}_test_accuracy_selected": selection.get("test_accuracy"),
+            f"{prefix}_test_accuracy_best": pytest.approx(best),
+            f"{prefix}_validation_accuracy": selection.get("validation_accuracy"),
+            epoch_key: selection.get("epoch")}
 
 
 def test_results_of_the_method():
@@ -128,17 +137,22 @@ def test_results_of_the_method():
     labels = np.array([0, 1, 1, 0])
     clean = np.array([1, 1, 0, 0])
     q = np.array([[0.2, 0.8], [0.3, 0.7], [0.6, 0.4], [0.9, 0.1]])
-    res = report.results(CONFIG, 0.5, stage(0.6, 1.0), stage(0.7, 2.0), q, eta, labels, clean)
+    chosen = {"epoch": 1, "validation_accuracy": 0.55, "test_accuracy": 0.8}
+    res = report.results(CONFIG, 0.5, stage(0.6, 1.0), stage(0.7, 2.0, chosen), q, eta, labels,
+                         clean)
     assert res == {
         "dataset": "digits", "noise": "kmeans", "noise_rate": 0.4, "noise_rate_actual": 0.5,
         "seed": 3, "epochs": 5, "method": "idn",
         "ce_test_accuracy": 0.6, "method_test_accuracy": 0.7,
+        # the best is the first epoch's (accuracy + 0.1); only the method has a selection
+        **selection_keys("ce", 0.7, "ce_selected_epoch"),
+        **selection_keys("method", 0.8, "selected_epoch", chosen),
         "eta_mean": pytest.approx(1.91 / 4), "eta_above_half": 0.5,  # 0.5 is not above
         # wrong rows 0 (η .9) and 2 (η .51) against right rows 1 (.5) and 3 (0): all four won
         "eta_auroc": 1.0,
         # row 0 corrected to 1, row 2 to 0; row 1 kept, row 3 kept
         "wrong_labels_corrected": 1.0, "right_labels_kept": 1.0,
-        "ce_history": {"loss": [1.0]}, "method_history": {"loss": [2.0]},
+        "ce_history": stage(0.6, 1.0).history, "method_history": stage(0.7, 2.0).history,
         "ce_monitor": {"epoch": [1.0]}, "method_monitor": {"epoch": [2.0]}}
 
 
@@ -149,10 +163,12 @@ def test_results_of_a_baseline():
         "dataset": "digits", "noise": "kmeans", "noise_rate": 0.4, "noise_rate_actual": 0.1,
         "seed": 3, "epochs": 5, "method": "forward",
         "ce_test_accuracy": None, "method_test_accuracy": 0.8, "ce_history": None,
-        "method_history": {"loss": [3.0]}, "ce_monitor": None, "method_monitor": {"epoch": [3.0]},
-        "extra_value": 7}
+        **selection_keys("method", 0.9, "selected_epoch"),
+        "method_history": stage(0.8, 3.0).history, "ce_monitor": None,
+        "method_monitor": {"epoch": [3.0]}, "extra_value": 7}
     with_ce = report.baseline_results(config, 0.1, stage(0.5, 4.0), stage(0.8, 3.0))
-    assert with_ce["ce_test_accuracy"] == 0.5 and with_ce["ce_history"] == {"loss": [4.0]}
+    assert with_ce["ce_test_accuracy"] == 0.5 and with_ce["ce_history"] == stage(0.5, 4.0).history
+    assert with_ce["ce_test_accuracy_best"] == pytest.approx(0.6)
     assert "extra_value" not in with_ce
 
 

@@ -19,6 +19,12 @@ Both expose:
     fingerprint()     what identifies the training rows (None: fixed by the source)
     train_dataset(labels, batch_size, seed, epochs, initial_epoch), steps_per_epoch(...)
     test_dataset(batch_size)
+    validation_dataset(batch_size)  the validation records (observed labels of the held-out
+                      rows; Clothing1M: its clean validation list), or None without any
+    validation_size   number of validation examples (0: none)
+    rows              int64 [N]: each training row's number in the source's training split
+    hold_out(rows, labels)  (the view without the held-out `rows`, their labels removed
+                      from `labels`): the noisy validation split (`holdout`)
     unaugmented(batch_size)  the un-augmented noisy training examples, in index order:
                       a uint8 array [N, H, W, C] or a tf.data dataset of records
                       (`model.example_log_probs` predicts them: ψ, monitoring, the audit)
@@ -30,10 +36,13 @@ Only `FileData` has the clean training set (`clean_train_dataset`) for fine-tuni
 TensorFlow is imported inside the methods, so building a view costs nothing.
 """
 
+import dataclasses
 import hashlib
 import os
 
 import numpy as np
+
+from idn_tf.data.dataset import Split
 
 # ImageNet's per-channel statistics on the [0, 1] scale: the standardisation of file
 # datasets when the backbone is not pretrained (the pretrained one brings its own);
@@ -67,10 +76,17 @@ def as_examples(examples):
 
 
 class ArrayData:
-    """A `sources.Dataset` held in memory; augmentation as `pipeline.augmenter`."""
+    """A `sources.Dataset` held in memory; augmentation as `pipeline.augmenter`.
 
-    def __init__(self, dataset, augment="none", padding=4):
+    `validation`: the held-out `dataset.Split` (its `labels` the observed ones) and
+    `rows` the training rows' numbers in the source, as `hold_out` makes them.
+    """
+
+    def __init__(self, dataset, augment="none", padding=4, validation=None, rows=None):
         self.dataset = dataset
+        self.validation = validation
+        self.validation_size = 0 if validation is None else len(validation)
+        self.rows = np.arange(len(dataset.train), dtype=np.int64) if rows is None else rows
         self.name = dataset.name
         self.num_classes = dataset.num_classes
         self.class_names = dataset.class_names
@@ -109,6 +125,27 @@ class ArrayData:
         return pipeline.eval_dataset(self.dataset.test.images, self.dataset.test.labels,
                                      batch_size)
 
+    def validation_dataset(self, batch_size):
+        if not self.validation_size:
+            return None
+        from idn_tf.data import pipeline
+        return pipeline.eval_dataset(self.validation.images, self.validation.labels, batch_size)
+
+    def hold_out(self, rows, labels):
+        """(the view of the training rows not in `rows`, those rows' `labels`); the
+        held-out rows, with their observed `labels`, become the validation split."""
+        from idn_tf.data import holdout
+        rows = np.asarray(rows, np.int64)
+        if not len(rows):
+            return self, np.asarray(labels)
+        train, labels = self.train, np.asarray(labels)
+        keep = holdout.training_rows(len(train), rows)
+        kept = Split(train.images[keep], train.labels[keep], train.clean_labels[keep])
+        held = Split(train.images[rows], labels[rows], train.clean_labels[rows])
+        view = ArrayData(dataclasses.replace(self.dataset, train=kept), self.augment,
+                         self.padding, validation=held, rows=self.rows[keep])
+        return view, labels[keep]
+
     def unaugmented(self, batch_size):
         return self._examples.unaugmented(batch_size)
 
@@ -143,6 +180,8 @@ class FileData:
         self.input_shape = (image_size, image_size, 3)
         self.mix_clean = mix_clean
         self.table_size = len(data.noisy) + (len(data.clean_train) if mix_clean else 0)
+        self.validation_size = len(data.clean_val)
+        self.rows = np.arange(len(data.noisy), dtype=np.int64)
         self._transform = dict(image_size=image_size, resize=resize, resize_mode=resize_mode)
         self.oversample = oversample
 
@@ -208,6 +247,16 @@ class FileData:
 
     def test_dataset(self, batch_size):
         return self._eval(self.data.clean_test, batch_size)
+
+    def validation_dataset(self, batch_size):
+        """Clothing1M's clean validation list (none held out of the noisy split)."""
+        return self._eval(self.data.clean_val, batch_size) if self.validation_size else None
+
+    def hold_out(self, rows, labels):
+        """Nothing is held out of a file source's noisy split (it has its own)."""
+        if len(rows):
+            raise ValueError("a file source validates on its own list; nothing is held out")
+        return self, np.asarray(labels)
 
     def unaugmented(self, batch_size):
         return self._eval(self.train, batch_size)

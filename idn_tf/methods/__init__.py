@@ -60,8 +60,10 @@ def derived_fields():
 
 
 def run_files():
-    """The run-folder files the registered methods write: their stages' json and own files."""
-    files = [f"{s}.json" for m in _REGISTRY.values() for s in m.stage_names]
+    """The run-folder files the registered methods write: their stages' json and selected
+    classifier (`runfolder.RunFolder.selected_name`), and their own files."""
+    stages = [s for m in _REGISTRY.values() for s in m.stage_names]
+    files = [f"{s}.json" for s in stages] + [f"{s}.selected.npz" for s in stages]
     files += [f for m in _REGISTRY.values() for f in m.files]
     return tuple(dict.fromkeys(files))
 
