@@ -34,6 +34,11 @@ from idn_tf.config import RATE_NOISES, ConfigError, resolve, stage1_part
 flags.DEFINE_list("methods", list(methods.names()),
                   f"Methods to compare: any of {', '.join(methods.names())}.")
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds: one set of noisy labels each.")
+flags.DEFINE_string("sweep", "",
+                    "FLAG=v1,v2,...: one cell per value of this numeric flag (e.g. "
+                    "eta_lr=0.1,0.3,0.5,0.7,1.0), for every method and seed, on the same labels; "
+                    "the value with the best mean validation accuracy is picked, and "
+                    "sweep.png drawn.")
 flags.DEFINE_string("compare_dir", "",
                     "Folder of the comparison (cells, labels, comparison.md/.json); default "
                     "comparisons/<the run folders' name without method and seed>.")
@@ -47,22 +52,43 @@ STAGE1_OPTIONAL = ("stage1.selected.npz",)  # with a validation split
 
 
 class Comparison:
-    """The cells of one comparison: configurations, folders, labels and results."""
+    """The cells of one comparison: configurations, folders, labels and results.
 
-    def __init__(self, explicit, methods, seeds, compare_dir=""):
+    A row of the table is a method, or with a sweep (`sweep`: (flag, values)) a method
+    at one value of the swept flag; a cell is (row, seed). Row names are the cells'
+    folder names without the seed: "idn", or "idn-eta_lr0.3" in a sweep.
+    """
+
+    def __init__(self, explicit, methods, seeds, compare_dir="", sweep=None):
         self.explicit = dict(explicit)
         self.methods = list(methods)
         self.seeds = list(seeds)
+        self.sweep = sweep
         first = resolve({**self.explicit, "seed": self.seeds[0]})
         if first.strategy == "multi_worker":
             raise ConfigError("--strategy=multi_worker: a comparison runs in one process; run "
                               "its cells with python -m idn_tf.train on the cluster instead")
         self.dir = compare_dir or os.path.join("comparisons", first.setting_name())
-        self.configs = {(m, s): self._cell_config(m, s) for s in self.seeds for m in self.methods}
+        # row name -> (method, {swept flag: value} or {}); a method the swept flag does
+        # not concern (e.g. ce in an eta_lr sweep) has one row.
+        self.rows = {}
+        for m in self.methods:
+            swept = sweep and sweep[0] in resolve({**self.explicit, "method": m}).semantic_dict()
+            for v in (sweep[1] if swept else [None]):
+                self.rows[m if v is None else f"{m}-{sweep[0]}{v:g}"] = (
+                    m, {} if v is None else {sweep[0]: v})
+        if sweep and all(not swept for _, swept in self.rows.values()):
+            raise ConfigError(f"--sweep: {sweep[0]} changes nothing the methods "
+                              f"{', '.join(self.methods)} compute")
+        self.configs = {(r, s): self._cell_config(r, s) for s in self.seeds for r in self.rows}
+        if sweep and not self.configs[self.cells()[0]].has_validation():
+            raise ConfigError("--sweep: the value is picked by validation accuracy, so it needs "
+                              "a validation split (--val_fraction > 0)")
 
-    def _cell_config(self, method, seed):
-        name = f"{method}-{seed}"
-        cell = {**self.explicit, "method": method, "seed": seed,
+    def _cell_config(self, row, seed):
+        name = f"{row}-{seed}"
+        method, swept = self.rows[row]
+        cell = {**self.explicit, **swept, "method": method, "seed": seed,
                 "run_dir": os.path.join(self.dir, name),
                 "model_name": f"{os.path.basename(os.path.abspath(self.dir))}-{name}"}
         if "export_dir" not in self.explicit:
@@ -70,14 +96,19 @@ class Comparison:
         try:
             return resolve(cell)
         except ConfigError as e:
-            raise ConfigError(f"{e} (in the {method} cell)") from None
+            raise ConfigError(f"{e} (in the {row} cell)") from None
+
+    def title(self, row):
+        """How the table names a row: the method's title, and the swept value."""
+        method, swept = self.rows[row]
+        return methods.get(method).title + "".join(f", {k} = {v:g}" for k, v in swept.items())
 
     def labels_path(self, seed):
         return os.path.join(self.dir, "labels", f"seed-{seed}.npz")
 
     def cells(self):
-        """(method, seed) in the order they run: seed by seed."""
-        return [(m, s) for s in self.seeds for m in self.methods]
+        """(row, seed) in the order they run: seed by seed."""
+        return [(r, s) for s in self.seeds for r in self.rows]
 
     def finished(self, cell):
         """The cell's results.json content if it finished with this configuration, else None."""
@@ -101,7 +132,7 @@ class Comparison:
         """labels/seed-<k>.npz, made once per seed (with the noise flags that made them,
         checked when it is reused); returns its path."""
         path = self.labels_path(seed)
-        config = self.configs[(self.methods[0], seed)]
+        config = self.configs[(next(iter(self.rows)), seed)]
         settings = json.dumps(config.noise_dict(), sort_keys=True)
         if os.path.isfile(path):
             with np.load(path) as saved:
@@ -166,26 +197,51 @@ def _copy(source, target):
         artifacts.write_bytes(target, f.read())
 
 
+# A cell's figures (comparison.json's cell keys) and the results.json keys of the final
+# classifier's (`report.selection`), without the prefix: "method" or, after the clean
+# fine-tuning, "finetuned".
+FIGURES = {"test_accuracy": "_test_accuracy", "test_accuracy_selected": "_test_accuracy_selected",
+           "test_accuracy_best": "_test_accuracy_best", "validation_accuracy": "_validation_accuracy"}
+
+
+def figures(results):
+    """The figures of a cell's final classifier (after any clean fine-tuning): the last
+    epoch's test accuracy, the selected epoch's (None without validation), the best
+    epoch's (optimistic), the selected epoch's validation accuracy."""
+    prefix = "method" if results.get("finetuned_test_accuracy") is None else "finetuned"
+    return {name: results.get(prefix + key) for name, key in FIGURES.items()}
+
+
 def accuracy(results):
-    """The test accuracy of a cell's final classifier (after any clean fine-tuning)."""
-    tuned = results.get("finetuned_test_accuracy")
-    return results["method_test_accuracy"] if tuned is None else tuned
+    """The test accuracy to quote for a cell: its selected epoch's where it has a
+    validation split, else its last epoch's."""
+    found = figures(results)
+    return found["test_accuracy"] if found["test_accuracy_selected"] is None \
+        else found["test_accuracy_selected"]
 
 
 def summary(comparison, outcomes):
-    """comparison.json's content from the cells' outcomes ({cell: results dict or error})."""
-    cells, by_method = [], {m: [] for m in comparison.methods}
+    """comparison.json's content from the cells' outcomes ({cell: results dict or error}).
+
+    Per row: the last epoch's test accuracy (mean, std, n, test_accuracies) and, under
+    "selected", "best" and "validation", the same of the other figures (`figures`).
+    """
+    cells = []
+    by_row = {r: {name: [] for name in FIGURES} for r in comparison.rows}
     for cell in comparison.cells():
-        method, seed = cell
+        row, seed = cell
         config = comparison.configs[cell]
-        entry = {"method": method, "seed": seed, "run_dir": config.run_dir}
+        entry = {"method": config.method, "row": row, "seed": seed, "run_dir": config.run_dir}
         outcome = outcomes.get(cell)
         if isinstance(outcome, dict):
-            entry.update(status="done", test_accuracy=accuracy(outcome),
+            entry.update(status="done", **figures(outcome),
+                         selected_epoch=outcome.get("selected_epoch"),
                          ce_test_accuracy=outcome.get("ce_test_accuracy"),
                          noise_rate_actual=outcome.get("noise_rate_actual"),
                          labels_sha256=_sha256(os.path.join(config.run_dir, "noisy_labels.npz")))
-            by_method[method].append(entry["test_accuracy"])
+            for name in FIGURES:
+                if entry[name] is not None:
+                    by_row[row][name].append(entry[name])
         elif outcome is not None:
             entry.update(status="failed", error=str(outcome))
         else:
@@ -197,15 +253,39 @@ def summary(comparison, outcomes):
         if c.get("noise_rate_actual") is not None:
             per_seed.setdefault(c["seed"], c["noise_rate_actual"])
     rates = list(per_seed.values())
-    return {
+    result = {
         "dataset": first.dataset, "noise": first.noise,
         "noise_rate": first.noise_rate if first.noise in RATE_NOISES else None,
-        "methods": comparison.methods, "seeds": comparison.seeds,
+        "methods": comparison.methods, "rows": list(comparison.rows), "seeds": comparison.seeds,
         "flags": comparison.explicit,
         "noise_rate_actual": _stats(rates),
-        "summary": {m: {**_stats(v), "test_accuracies": v} for m, v in by_method.items()},
+        "summary": {r: {**_stats(v["test_accuracy"]), "test_accuracies": v["test_accuracy"],
+                        **{key: {**_stats(v[name]), "values": v[name]} for key, name in (
+                            ("selected", "test_accuracy_selected"),
+                            ("best", "test_accuracy_best"),
+                            ("validation", "validation_accuracy"))}}
+                    for r, v in by_row.items()},
         "cells": cells,
     }
+    if comparison.sweep:
+        result["sweep"] = sweep_choice(comparison, result["summary"])
+    return result
+
+
+def sweep_choice(comparison, rows):
+    """Per method, the swept value of the highest mean validation accuracy (the test set
+    is not looked at; ties: the first value), among values with every seed done."""
+    flag, values = comparison.sweep
+    chosen = {}
+    for method in comparison.methods:
+        if method in comparison.rows:  # not swept
+            continue
+        scored = [(rows[r]["validation"]["mean"], -i, v)
+                  for i, (r, (m, swept)) in enumerate(comparison.rows.items())
+                  for v in [swept[flag]] if m == method
+                  and rows[r]["validation"]["n"] == len(comparison.seeds)]
+        chosen[method] = max(scored)[2] if scored else None
+    return {"flag": flag, "values": values, "chosen": chosen}
 
 
 def _stats(values):
@@ -220,52 +300,92 @@ def _sha256(path):
     return hashlib.sha256(_labels(path).astype(np.int64).tobytes()).hexdigest()
 
 
-def markdown(result, command=""):
-    """comparison.md: one row per method, mean ± std test accuracy (%) over the seeds."""
+def markdown(result, comparison, command=""):
+    """comparison.md: one row per method (or swept value): mean ± std test accuracy (%)
+    over the seeds at the epoch chosen on validation, at the last epoch, and at the best
+    epoch on test (optimistic: for the paper's Table 3 protocol only)."""
     title = f"{result['dataset']}, {result['noise']}"
     if result["noise_rate"] is not None:
         title += f" r = {result['noise_rate']:g}"
     seeds = ", ".join(str(s) for s in result["seeds"])
     lines = [f"# {title}: test accuracy (%)", "",
              f"Mean ± std (numpy, ddof 0) over seeds {seeds}; every method of a seed trained on "
-             "the same noisy labels."]
+             "the same noisy labels. Quote the selected column: its epoch was chosen by "
+             "accuracy on the noisy validation split; the best-epoch column looks at the test "
+             "set, so it is optimistic."]
     wrong = result["noise_rate_actual"]
     if wrong["n"]:
         lines.append(f"Wrong training labels: {100 * wrong['mean']:.2f} ± {100 * wrong['std']:.2f} %.")
-    lines += ["", "| method | test accuracy | per seed | seeds done |", "|---|---|---|---|"]
-    # The best mean in bold, among the methods with the most seeds done.
-    most = max(s["n"] for s in result["summary"].values())
-    done = {m: s for m, s in result["summary"].items() if s["n"] == most and most}
+    summaries = result["summary"]
+    quoted = "selected" if any(s["selected"]["n"] for s in summaries.values()) else None
+    lines += ["", "| method | selected on validation | last epoch | best epoch (optimistic) "
+              f"| per seed ({quoted or 'last'}) | seeds done |", "|---|---|---|---|---|---|"]
+    # The best quoted mean in bold, among the rows with the most seeds done.
+    def quoted_stats(s):
+        return s[quoted] if quoted else s
+    most = max(quoted_stats(s)["n"] for s in summaries.values())
+    done = {r: quoted_stats(s) for r, s in summaries.items() if quoted_stats(s)["n"] == most and most}
     best = max((s["mean"] for s in done.values()), default=None)
-    for method in result["methods"]:
-        stats = result["summary"][method]
-        per_seed = {c["seed"]: c for c in result["cells"] if c["method"] == method}
+    for row in result["rows"]:
+        stats = summaries[row]
+        per_seed = {c["seed"]: c for c in result["cells"] if c["row"] == row}
         seeds_text = ", ".join(
-            f"{100 * per_seed[s]['test_accuracy']:.2f}" if per_seed[s]["status"] == "done"
+            f"{100 * accuracy_of(per_seed[s], quoted):.2f}" if per_seed[s]["status"] == "done"
             else per_seed[s]["status"] for s in result["seeds"])
-        if stats["n"]:
-            cell = cell_text(stats)
-            if method in done and stats["mean"] == best and len(done) > 1:
-                cell = f"**{cell}**"
-        else:
-            cell = "–"
-        lines.append(f"| {methods.get(method).title} | {cell} | {seeds_text} | "
+        columns = [cell_text(stats["selected"]), cell_text(stats), cell_text(stats["best"])]
+        if row in done and done[row]["mean"] == best and len(done) > 1:
+            index = 0 if quoted else 1
+            columns[index] = f"**{columns[index]}**"
+        lines.append(f"| {comparison.title(row)} | {' | '.join(columns)} | {seeds_text} | "
                      f"{stats['n']}/{len(result['seeds'])} |")
+    if "sweep" in result:
+        sweep = result["sweep"]
+        lines += ["", f"Sweep of --{sweep['flag']} over {', '.join(f'{v:g}' for v in sweep['values'])}; "
+                  "picked by mean validation accuracy: " + "; ".join(
+                      f"{methods.get(m).title}: {'–' if v is None else f'{v:g}'}"
+                      for m, v in sweep["chosen"].items()) + "."]
     if command:
         lines += ["", f"Command: `{command}`"]
     return "\n".join(lines) + "\n"
 
 
+def accuracy_of(cell, quoted):
+    """A done cell's quoted test accuracy (`markdown`)."""
+    value = cell.get("test_accuracy_selected") if quoted else None
+    return cell["test_accuracy"] if value is None else value
+
+
 def cell_text(stats):
-    """A table cell: mean ± std in percent, two decimals."""
+    """A table cell: mean ± std in percent, two decimals ("–": no value)."""
+    if not stats["n"]:
+        return "–"
     return f"{100 * stats['mean']:.2f} ± {100 * stats['std']:.2f}"
 
 
 def write_reports(comparison, outcomes, command):
     result = summary(comparison, outcomes)
     artifacts.write_json(os.path.join(comparison.dir, "comparison.json"), result)
-    artifacts.write_text(os.path.join(comparison.dir, "comparison.md"), markdown(result, command))
+    artifacts.write_text(os.path.join(comparison.dir, "comparison.md"),
+                         markdown(result, comparison, command))
+    if comparison.sweep:
+        from idn_tf import plots
+        plots.sweep_plot(os.path.join(comparison.dir, "sweep.png"), *comparison.sweep,
+                         sweep_series(comparison, result["summary"]))
     return result
+
+
+def sweep_series(comparison, rows):
+    """`plots.sweep_figure`'s series: per method, (mean, std) of the validation and the
+    selected test accuracy at each swept value."""
+    series = {}
+    for method in comparison.methods:
+        names = [r for r, (m, _) in comparison.rows.items() if m == method]
+        if method in comparison.rows:  # not swept: no curve
+            continue
+        series[methods.get(method).title] = {
+            key: [(rows[r][figure]["mean"], rows[r][figure]["std"]) for r in names]
+            for key, figure in (("validation", "validation"), ("test", "selected"))}
+    return series
 
 
 def run(comparison, overwrite=False, command=""):
@@ -285,8 +405,8 @@ def run(comparison, overwrite=False, command=""):
         config = comparison.configs[cell]
         methods.get(config.method).preflight(config, data)
     for number, cell in enumerate(cells, 1):
-        method, seed = cell
-        head = f"[{number}/{len(cells)}] {method}, seed {seed}"
+        row, seed = cell
+        head = f"[{number}/{len(cells)}] {row}, seed {seed}"
         if outcomes[cell] is not None:
             print(f"{head}: finished ({100 * accuracy(outcomes[cell]):.2f}%), skipped", flush=True)
             continue
@@ -310,8 +430,8 @@ def run(comparison, overwrite=False, command=""):
                   f"({time.time() - cell_start:.0f} s)", flush=True)
         write_reports(comparison, outcomes, command)
     result = write_reports(comparison, outcomes, command)
-    print(f"\n{markdown(result)}\n{comparison.dir}/comparison.md, comparison.json "
-          f"({time.time() - start:.0f} s)")
+    print(f"\n{markdown(result, comparison)}\n{comparison.dir}/comparison.md, comparison.json"
+          f"{', sweep.png' if comparison.sweep else ''} ({time.time() - start:.0f} s)")
     return result
 
 
@@ -336,6 +456,33 @@ def _methods(names):
     return list(names)
 
 
+def _sweep(text, explicit):
+    """--sweep=FLAG=v1,v2,... -> (flag, [values]) or None; ConfigError if FLAG is not a
+    numeric flag a sweep may vary (the cells' own, and the noise's: the labels must stay
+    the same) or a value is not a number of its type."""
+    if not text:
+        return None
+    from idn_tf import config as config_lib
+    flag, sep, values = text.partition("=")
+    defaults = config_lib.field_defaults()
+    if not sep or flag not in defaults:
+        raise ConfigError(f"--sweep: expected FLAG=v1,v2,... with FLAG a flag of idn_tf.train, "
+                          f"got {text!r}")
+    kind = type(defaults[flag])
+    if kind not in (int, float) or flag in (*CELL_FLAGS, *config_lib.NOISE_FIELDS):
+        raise ConfigError(f"--sweep: {flag} cannot be swept (a sweep varies a numeric training "
+                          "flag on the same labels)")
+    if flag in explicit:
+        raise ConfigError(f"--sweep: --{flag} is given too; give its values in --sweep only")
+    try:
+        parsed = [kind(v) if kind is float else int(v, 10) for v in values.split(",")]
+    except ValueError:
+        raise ConfigError(f"--sweep: {flag} takes {kind.__name__} values, got {values!r}") from None
+    if len(set(parsed)) != len(parsed) or not parsed:
+        raise ConfigError(f"--sweep: give distinct values of {flag}, got {values!r}")
+    return flag, parsed
+
+
 def main(argv):
     cli.quiet_logging()
     if len(argv) > 1:
@@ -349,7 +496,7 @@ def main(argv):
         overwrite = explicit.pop("overwrite", False)
         explicit.pop("dry_run", None)
         comparison = Comparison(explicit, _methods(FLAGS.methods), _seeds(FLAGS.seeds),
-                                FLAGS.compare_dir)
+                                FLAGS.compare_dir, sweep=_sweep(FLAGS.sweep, explicit))
         command = "python -m idn_tf.compare " + " ".join(
             a for a in sys.argv[1:] if a not in ("--overwrite", "--dry_run"))
         if FLAGS.dry_run:

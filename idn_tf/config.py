@@ -181,6 +181,10 @@ class Config:
             parts.append(self.noise + (f"{self.noise_rate:g}" if self.noise in RATE_NOISES else ""))
         return "-".join(parts)
 
+    def has_validation(self):
+        """Whether the run validates: a noisy validation split, or a file source's list."""
+        return self.dataset in FILE_SOURCES or self.val_fraction > 0
+
     def method_object(self):
         """The registered `methods.Method` of --method."""
         return methods.get(self.method)

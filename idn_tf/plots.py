@@ -27,6 +27,7 @@ ACCURACY_SIZE = (1200, 450)
 ETA_HISTOGRAM_SIZE = (800, 500)
 HIGHEST_ETA_SIZE = (800, 900)
 ETA_BINS = 50
+SWEEP_SIZE = (800, 500)
 
 _TRAIN_COLOR = "tab:orange"
 _TEST_COLOR = "tab:blue"
@@ -75,7 +76,7 @@ def accuracy_curves_figure(stages):
         first = np.asarray(curves["epoch"])
         for key, label, color in (
             ("train_observed_accuracy", "train, observed labels", _TRAIN_COLOR),
-            ("validation_accuracy", "validation, its labels", _VALIDATION_COLOR),
+            ("validation_accuracy", "validation split", _VALIDATION_COLOR),
             ("test_accuracy", "test, clean labels", _TEST_COLOR),
         ):
             if key not in curves:
@@ -120,6 +121,37 @@ def stage_curves(monitor, history=None):
 def accuracy_curves(path, stages):
     """Draws `accuracy_curves_figure(stages)` into the PNG file `path`."""
     _write_png(path, accuracy_curves_figure(stages))
+
+
+def sweep_figure(flag, values, series):
+    """The paper's Fig. 3 for any flag: accuracy (%) against the swept value.
+
+    series: ordered mapping, method title -> dict of "validation" and "test": lists of
+    (mean, std) per value, fractions in [0, 1] (NaN: no cell done). Validation solid,
+    test dashed, one colour per method, ± std as error bars.
+    """
+    fig = _new_figure(SWEEP_SIZE, layout="constrained")
+    ax = fig.subplots()
+    x = np.asarray(values, np.float64)
+    for i, (title, curves) in enumerate(series.items()):
+        color = f"C{i}"
+        for key, style in (("validation", "-"), ("test", "--")):
+            mean, std = (np.asarray(v, np.float64) for v in zip(*curves[key]))
+            keep = np.isfinite(mean)
+            ax.errorbar(x[keep], 100 * mean[keep], yerr=100 * std[keep], fmt=style + "o",
+                        color=color, capsize=3, label=f"{title}: {key}")
+    ax.set_xlabel(flag)
+    ax.set_ylabel("accuracy (%), selected epoch")
+    if len(x) and (x > 0).all() and x.max() / x.min() >= 100:
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+def sweep_plot(path, flag, values, series):
+    """Draws `sweep_figure(flag, values, series)` into the PNG file `path`."""
+    _write_png(path, sweep_figure(flag, values, series))
 
 
 def eta_histogram_figure(eta, is_wrong=None, bins=ETA_BINS):
