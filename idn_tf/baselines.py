@@ -20,6 +20,7 @@ optimiser, coupled weight decay, metrics and distribution), with its own loss:
 The inference model is the classifier alone, as for the method.
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -67,7 +68,12 @@ def _log_abs_det(matrix):
 
 
 def dmi_loss(log_probs, labels, eps=1e-3):
-    """L_DMI of one batch (a scalar): −log(|det(PᵀỸ / B)| + ε / B^K).
+    """L_DMI of one batch (a scalar): −log(|det(PᵀỸ / B)| + ε / B^K) (`dmi_loss_and_dead`)."""
+    return dmi_loss_and_dead(log_probs, labels, eps)[0]
+
+
+def dmi_loss_and_dead(log_probs, labels, eps=1e-3):
+    """(L_DMI of one batch, whether its gradient is zero): −log(|det(PᵀỸ / B)| + ε / B^K).
 
     P = exp(log_probs) [B, K], Ỹ = onehot(labels) [B, K]. `eps` is the authors' code's
     0.001, which it adds to |det(PᵀỸ)| of the *unnormalised* matrix: the same here,
@@ -98,7 +104,7 @@ def dmi_loss(log_probs, labels, eps=1e-3):
     log_abs_det = _log_abs_det(safe)
     log_abs_det = tf.where(singular, tf.constant(-np.inf, dtype), log_abs_det)
     log_floor = tf.math.log(tf.constant(eps, dtype)) - tf.cast(num_classes, dtype) * tf.math.log(size)
-    return -tf.reduce_logsumexp(tf.stack([log_abs_det, log_floor]))
+    return -tf.reduce_logsumexp(tf.stack([log_abs_det, log_floor])), singular
 
 
 class ForwardModel(model.CrossEntropyModel):
@@ -127,14 +133,27 @@ class BootstrapModel(model.CrossEntropyModel):
 
 
 class DMIModel(model.CrossEntropyModel):
-    """L_DMI: one loss per (global) batch, `dmi_loss`; its metric is that batch loss."""
+    """L_DMI: one loss per (global) batch, `dmi_loss`; its metric is that batch loss.
+
+    Logs `dead_steps` too: the share of the epoch's steps so far whose loss was the
+    constant floor, with zero gradient (a batch without some class, or a matrix singular
+    in floating point).
+    """
 
     def __init__(self, classifier, eps=1e-3, weight_decay=0.0, **kwargs):
         super().__init__(classifier, weight_decay=weight_decay, **kwargs)
         self.eps = float(eps)
+        self.dead_tracker = keras.metrics.Mean(name="dead_steps")
+
+    @property
+    def metrics(self):
+        return super().metrics + [self.dead_tracker]
 
     def batch_loss(self, batch, log_probs, targets):
-        loss = dmi_loss(log_probs, batch["label"], self.eps)
+        loss, dead = dmi_loss_and_dead(log_probs, batch["label"], self.eps)
+        # Counted here, where it is known; the same value on every replica (PᵀỸ is the
+        # global batch's), so the metric's mean over replicas is the step's.
+        self.dead_tracker.update_state(tf.cast(dead, tf.float32))
         replicas = model.replica_count()
         # Every replica computes the global batch's loss; the optimizer sums their
         # gradients, and all_reduce's gradient sums them once more across replicas.

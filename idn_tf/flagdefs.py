@@ -13,6 +13,8 @@ from absl import flags
 
 from idn_tf import config, methods
 from idn_tf.methods.idn import ETA_RULES
+from idn_tf.methods.ldmi import BATCHES as DMI_BATCHES
+from idn_tf.methods.pencil import LR_SCHEDULES as PENCIL_LR_SCHEDULES
 
 # The defaults of every configuration field: `Config`'s own and the methods'.
 C = types.SimpleNamespace(**config.field_defaults())
@@ -144,7 +146,9 @@ flags.DEFINE_string("method", C.method,
                     "optimisation (Tanaka et al. 2018); pencil: PENCIL (Yi & Wu 2019).")
 flags.DEFINE_string("transition_matrix", C.transition_matrix,
                     "--method=forward: a known transition matrix T (row i = P(observed label | "
-                    "class i)), a K x K .npy file or text file (numpy.loadtxt); default: T "
+                    "class i)), a K x K .npy file or text file (numpy.loadtxt); true: the true "
+                    "T, the generating matrix of ccn/symmetric noise, else counted from the "
+                    "clean and observed training labels (needs the clean labels); default: T "
                     "estimated from the stage-1 CE model.")
 flags.DEFINE_float("forward_percentile", C.forward_percentile,
                    "--method=forward: row i of the estimated T comes from the training example "
@@ -162,9 +166,15 @@ flags.DEFINE_float("dmi_lr", C.dmi_lr,
 flags.DEFINE_float("dmi_eps", C.dmi_eps,
                    "--method=ldmi: ε added to |det(PᵀỸ)| of the unnormalised batch matrix "
                    "(Xu et al.'s code: 0.001); keeps the loss finite for a batch missing a class.")
+flags.DEFINE_enum("dmi_batches", C.dmi_batches, DMI_BATCHES,
+                  "--method=ldmi: cover: every training batch holds an example of every observed "
+                  "class (a batch without one has zero L_DMI gradient; needs --batch_size >= K "
+                  "and an in-memory dataset); random: shuffled batches, as stage 1's.")
 
 flags.DEFINE_string("coteaching_tau", C.coteaching_tau,
-                    "--method=coteaching: the final forget rate τ, a number in [0, 1); estimate: "
+                    "--method=coteaching: the final forget rate τ, a number in [0, 1); auto: "
+                    "actual where every clean training label is known (synthetic noise, "
+                    "CIFAR-N), else estimate (the Clothing1M recipe: 0.3846); estimate: "
                     "Σ π_i (1 − T_ii) from the T estimated on the stage-1 CE model "
                     "(--forward_percentile) and the observed class frequencies π; actual: the "
                     "measured fraction of wrong training labels (an oracle; needs the clean "
@@ -197,6 +207,10 @@ flags.DEFINE_integer("pencil_finetune_start", C.pencil_finetune_start,
                      "--method=pencil: first epoch (1-based) of phase 3, the network fine-tuned "
                      "on the learned labels; --epochs + 1: none; 0: Yi & Wu's (201 of 320) "
                      "scaled to --epochs.")
+flags.DEFINE_enum("pencil_lr_schedule", C.pencil_lr_schedule, PENCIL_LR_SCHEDULES,
+                  "--method=pencil: authors: Yi & Wu's code, --lr through phases 1-2, phase 3 "
+                  "restarted at --lr x 0.2/0.06 and divided by 10 after each third of it; "
+                  "recipe: the recipe's step decay (--lr_decay_epochs) through every phase.")
 
 # Row #10: fine-tuning on the clean training set.
 flags.DEFINE_integer("finetune_clean_epochs", C.finetune_clean_epochs,

@@ -33,6 +33,22 @@ def estimate_transition_matrix(probs, percentile=97.0):
     return rows
 
 
+def counted_transition_matrix(clean_labels, labels, num_classes):
+    """T [K, K] counted from clean and observed labels [N]: T_ij = #{clean i, observed j} /
+    #{clean i}, the row-normalised confusion counts (float64). A class with no clean example
+    gets the identity row (nothing is known of how it flips). A loop would do: for each n,
+    counts[clean[n], labels[n]] += 1; then divide every row by its sum."""
+    clean, labels = np.asarray(clean_labels, np.int64), np.asarray(labels, np.int64)
+    if clean.shape != labels.shape or clean.ndim != 1 or (clean < 0).any():
+        raise ValueError("need clean and observed labels [N] of the same length, every clean "
+                         "label known (>= 0)")
+    counts = np.zeros((num_classes, num_classes))
+    np.add.at(counts, (clean, labels), 1.0)
+    totals = counts.sum(axis=1)
+    counts[totals == 0] = np.eye(num_classes)[totals == 0]
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
 def check_transition_matrix(matrix, num_classes, atol=1e-3):
     """`matrix` as float32 [K, K] if it is a transition matrix, else ValueError saying why.
 

@@ -220,6 +220,12 @@ def _encrypted(folder, _):
 
 
 NPZ = ("--dataset=npz", "--npz_path=data.npz")
+# Needs of the baselines' settings, checked against the data before the run folder is made.
+row("transition_matrix=true-without-clean-labels", *NPZ, "--method=forward",
+    "--transition_matrix=true", expect="--transition_matrix=true: the clean labels",
+    setup=_npz(clean_train=None))
+row("dmi_batches=cover-batch-below-the-classes", "--method=ldmi", "--batch_size=5",
+    expect="--batch_size: must be at least the 10 classes for --dmi_batches=cover")
 row("npz-missing", "--dataset=npz", "--npz_path=missing.npz", expect="not found: missing.npz")
 row("npz-is-a-folder", *NPZ, expect="data.npz is a folder",
     setup=lambda folder, _: (folder / "data.npz").mkdir())

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from idn_tf import config as config_lib, methods
@@ -110,18 +111,42 @@ def test_stage_one_is_trained_only_when_the_method_needs_it(tmp_path):
         return methods.get(cfg.method).needs_stage1(cfg)
     needs = {m: needs_stage1(method=m) for m in methods.names()}
     assert needs == {"idn": True, "ce": True, "forward": True, "bootstrap_soft": False,
-                     "bootstrap_hard": False, "ldmi": True, "coteaching": True,
+                     "bootstrap_hard": False, "ldmi": True, "coteaching": False,
                      "tanaka": False, "pencil": False}
     assert not needs_stage1(method="forward", transition_matrix=str(given))
+    assert not needs_stage1(method="forward", transition_matrix="true")
     # Co-teaching trains stage 1 only to estimate τ from it.
-    for tau in ("actual", "0.2", "0"):
+    for tau in ("actual", "0.2", "0", "auto"):
         assert not needs_stage1(method="coteaching", coteaching_tau=tau)
+    assert needs_stage1(method="coteaching", coteaching_tau="estimate")
+
+
+@pytest.mark.parametrize("fields, rule", [
+    # Synthetic noise and CIFAR-N: every clean training label is known, τ is measured.
+    ({"noise": "ccn"}, "actual"),
+    ({"dataset": "cifar10_n"}, "actual"),
+    # An npz's clean labels are optional: τ is estimated from stage 1.
+    ({"dataset": "npz", "npz_path": "x.npz"}, "estimate"),
+    # Clothing1M: the recipe's τ, the dataset's noise rate (Xiao et al. 2015).
+    ({"dataset": "clothing1m", "data_dir": "/data/clothing1m"}, "0.3846"),
+])
+def test_coteaching_tau_auto(fields, rule):
+    cfg = config_lib.resolve({"method": "coteaching", **fields})
+    method = methods.get("coteaching")
+    assert method.tau_rule(cfg) == rule
+    assert method.needs_stage1(cfg) == (rule == "estimate")
+    if rule == "actual":  # τ is the run's measured rate, and says how it was chosen
+        run = methods.Run(cfg, None, np.zeros(4, np.int64), 0.375, None)
+        tau, how = method.forget_rate(run)
+        assert tau == 0.375 and how.startswith("auto -> actual")
 
 
 def test_coteaching_tau_estimate_reads_forward_percentile_and_other_taus_do_not():
     def semantic(**fields):
         return config_lib.resolve({"method": "coteaching", **fields}).semantic_dict()
-    assert semantic(forward_percentile=90) != semantic()
+    assert semantic(coteaching_tau="estimate", forward_percentile=90) != semantic(
+        coteaching_tau="estimate")
+    assert semantic(forward_percentile=90) == semantic()  # auto: measured on digits
     assert semantic(coteaching_tau="0.3", forward_percentile=90) == semantic(coteaching_tau="0.3")
     assert semantic(coteaching_tau="0.3") != semantic(coteaching_tau="0.2")
     # Another method's settings are not part of this one's restart check.
@@ -279,7 +304,7 @@ def test_every_flagfile_is_covered():
 
 # The baselines' flagfiles, on top of a row's: (flags they set, the paper values they must give).
 METHOD_FLAGFILES = {
-    "method_coteaching.cfg": dict(method="coteaching", coteaching_tau="estimate",
+    "method_coteaching.cfg": dict(method="coteaching", coteaching_tau="auto",
                                   coteaching_t_k=10),
     "method_tanaka.cfg": dict(method="tanaka", tanaka_alpha=1.2, tanaka_beta=0.8),
     "method_pencil.cfg": dict(method="pencil", pencil_alpha=0.4, pencil_beta=0.1),

@@ -153,6 +153,57 @@ def test_ldmi_trains_at_its_own_constant_rate(runs):
     np.testing.assert_allclose(rates, 1e-4, rtol=1e-6)
 
 
+def _true_transition(cfg, labels=None):
+    from idn_tf.data import views
+    from idn_tf.methods import forward
+    data = views.from_config(cfg, sources.load(cfg.dataset))
+    if labels is None:
+        labels = noise.make_noisy_labels(data.dataset, cfg.noise, cfg.noise_rate, cfg.seed,
+                                         **cfg.noise_options()).labels
+    return forward.true_transition(methods.Run(cfg, data, labels, None, None)), data, labels
+
+
+def test_forward_true_transition_is_the_generating_ccn_matrix():
+    cfg = config_lib.resolve({**SHORT, "method": "forward", "transition_matrix": "true"})
+    (matrix, how), _, _ = _true_transition(cfg)
+    np.testing.assert_allclose(matrix, _planted_transition(0.4), atol=1e-7)
+    assert "generating matrix of ccn" in how
+
+
+def test_forward_true_transition_of_symmetric_noise():
+    cfg = config_lib.resolve({**SHORT, "noise": "symmetric", "noise_rate": 0.3,
+                              "method": "forward", "transition_matrix": "true"})
+    (matrix, _), _, _ = _true_transition(cfg)
+    expected = np.full((10, 10), 0.3 / 9)
+    np.fill_diagonal(expected, 0.7)
+    np.testing.assert_allclose(matrix, expected, atol=1e-7)
+
+
+def test_forward_true_transition_counts_instance_dependent_noise():
+    cfg = config_lib.resolve({**SHORT, "noise": "kmeans", "method": "forward",
+                              "transition_matrix": "true"})
+    (matrix, how), data, labels = _true_transition(cfg)
+    clean = data.train.clean_labels
+    expected = np.zeros((10, 10))
+    for i in range(10):  # row i: the observed labels of the examples of clean class i
+        for j in range(10):
+            expected[i, j] = np.sum((clean == i) & (labels == j)) / np.sum(clean == i)
+    np.testing.assert_allclose(matrix, expected, atol=1e-6)
+    assert "counted" in how
+
+
+def test_forward_true_transition_needs_the_clean_labels():
+    from idn_tf.errors import ConfigError
+    from idn_tf.methods import forward
+
+    class Unknown:
+        class train:
+            clean_labels = np.array([0, -1, 1])
+    cfg = config_lib.resolve({"method": "forward", "transition_matrix": "true"})
+    with pytest.raises(ConfigError, match="^--transition_matrix=true: the clean labels"):
+        forward.METHOD.preflight(cfg, Unknown)
+
+
 @pytest.mark.parametrize("method, beta, hard", [("bootstrap_soft", 0.7, False),
                                                 ("bootstrap_hard", 0.6, True)])
 def test_bootstrap_models_take_their_own_flags(method, beta, hard):

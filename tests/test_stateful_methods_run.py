@@ -130,7 +130,8 @@ def test_coteaching_given_tau_schedule_and_kept_counts(whole, digits, planted):
     res = read(run_dir, "results.json")
     assert read(run_dir, "coteaching_tau.json") == {"tau": TAU, "how": "given"}
     assert res["coteaching_tau"] == TAU
-    assert read(run_dir, "coteaching.json")["extra"] == {"coteaching_tau": TAU}
+    assert read(run_dir, "coteaching.json")["extra"] == {"coteaching_tau": TAU,
+                                                         "coteaching_tau_source": "given"}
     assert not os.path.exists(run_dir / "stage1.json")  # τ given: no stage 1
     assert res["ce_test_accuracy"] is None
     labels, clean = noisy_npz(run_dir)

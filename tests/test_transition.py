@@ -256,3 +256,13 @@ def test_importing_the_module_does_not_import_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_counted_transition_matrix_hand_worked():
+    # Clean 0 observed as 0, 0, 1 -> row 0 = (2/3, 1/3, 0); clean 1 observed as 2 -> row 1 =
+    # (0, 0, 1); class 2 has no clean example -> the identity row.
+    clean, observed = np.array([0, 0, 0, 1]), np.array([0, 0, 1, 2])
+    np.testing.assert_allclose(transition.counted_transition_matrix(clean, observed, 3),
+                               [[2 / 3, 1 / 3, 0], [0, 0, 1], [0, 0, 1]], rtol=1e-12)
+    with pytest.raises(ValueError, match="every clean"):
+        transition.counted_transition_matrix(np.array([0, -1]), np.array([0, 1]), 2)

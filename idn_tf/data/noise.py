@@ -148,6 +148,27 @@ def _flip_noise(dataset: Dataset, noise: str, noise_rate: float, seed: int,
     return NoisyLabels(labels=labels, recipe=recipe)
 
 
+def generating_matrix(noise: str, noise_rate: float, num_classes: int,
+                      dataset_name: str = "") -> np.ndarray | None:
+    """The transition matrix T [K, K] (T_ij = P(observed j | clean i), float64) that "ccn"
+    and "symmetric" noise draw every label from, or None for the other types (the
+    instance-dependent ones have no single matrix; "none" keeps what the source gives).
+
+    ccn: T_ss = 1 − r and T_s,pair(s) = r for every source class s of `ccn_pairs`, the
+    identity elsewhere; symmetric: 1 − r on the diagonal, r / (K − 1) off it.
+    """
+    if noise == "ccn":
+        matrix = np.eye(num_classes)
+        for source, target in ccn_pairs(dataset_name, num_classes).items():
+            matrix[source, source] -= noise_rate
+            matrix[source, target] += noise_rate
+        return matrix
+    if noise == "symmetric":
+        off = noise_rate / (num_classes - 1)
+        return np.full((num_classes, num_classes), off) + np.eye(num_classes) * (1 - noise_rate - off)
+    return None
+
+
 def noise_rate_actual(labels: np.ndarray, clean_labels: np.ndarray) -> float:
     """Fraction of wrong labels among examples whose clean label is known (>= 0).
 

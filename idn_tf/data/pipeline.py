@@ -53,7 +53,7 @@ def augmenter(kind, image_shape, padding=4):
 
 
 def train_dataset(images, labels, clean_labels, batch_size, seed, augment="none", padding=4,
-                  epochs=1, initial_epoch=0):
+                  epochs=1, initial_epoch=0, order=None):
     """Batches of training records for epochs initial_epoch … epochs − 1, one after another.
 
     Each epoch visits every example once, in an order and with augmentation draws that
@@ -65,6 +65,9 @@ def train_dataset(images, labels, clean_labels, batch_size, seed, augment="none"
 
     Example i's draws in epoch e are seeded by fold_in((seed, e), i): stateless, so
     the same in any order and on any number of parallel calls.
+
+    `order`: a numpy function (0-based epoch) -> the epoch's rows, int64 [M], in place of
+    the shuffle (e.g. `covering.cover_order`); it must be a function of the epoch alone.
     """
     n = len(images)
     table = {k: tf.constant(v) for k, v in records(images, labels, clean_labels).items()}
@@ -72,13 +75,18 @@ def train_dataset(images, labels, clean_labels, batch_size, seed, augment="none"
 
     def epoch_batches(epoch):
         epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
-        order = tf.argsort(tf.random.stateless_uniform([n], seed=epoch_seed))
+        if order is None:
+            rows_of_epoch = tf.argsort(tf.random.stateless_uniform([n], seed=epoch_seed))
+        else:
+            rows_of_epoch = tf.numpy_function(lambda e: np.asarray(order(int(e)), np.int64),
+                                              [epoch], tf.int64, stateful=False)
+            rows_of_epoch.set_shape([None])
 
         def rows(i):
             return {k: tf.gather(v, i) for k, v in table.items()}
 
         if transform is None:  # one gather per batch (per example costs ~7x the time)
-            return (tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+            return (tf.data.Dataset.from_tensor_slices(rows_of_epoch).batch(batch_size)
                     .map(rows, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
 
         def example(i):
@@ -86,7 +94,7 @@ def train_dataset(images, labels, clean_labels, batch_size, seed, augment="none"
             draw = tf.random.experimental.stateless_fold_in(epoch_seed, record["index"])
             return {**record, "image": transform(record["image"], draw)}
 
-        return (tf.data.Dataset.from_tensor_slices(order)
+        return (tf.data.Dataset.from_tensor_slices(rows_of_epoch)
                 .map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                 .batch(batch_size))
 

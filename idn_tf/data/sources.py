@@ -35,6 +35,9 @@ TFDS_SOURCES = ("cifar10", "cifar100", "cifar10_n", "cifar100_n")
 # Too big for memory: read as file lists (clothing1m.py) and streamed (streaming.py).
 FILE_SOURCES = ("clothing1m",)
 SOURCES = ("digits", "npz") + TFDS_SOURCES + FILE_SOURCES
+# The sources whose clean training labels may be unknown (-1): an npz's clean_train is
+# optional, Clothing1M's noisy examples have none. Every other source gives them all.
+UNKNOWN_CLEAN_SOURCES = ("npz",) + FILE_SOURCES
 
 # Fixed, seed-independent split of the digits data, so that indices are stable across runs.
 DIGITS_TEST_FRACTION = 0.2

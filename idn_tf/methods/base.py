@@ -20,8 +20,8 @@ method's object. A method says
   run writes, `artifacts.RUN_RESULTS`).
 
 `Method.train` is the usual case, one stage named after the method: `prepare` what
-the stage needs, `build` the Keras model, `fit` it with `callbacks` under
-`stage_config`, then `finish` (e.g. write the learned soft labels).
+the stage needs, `build` the Keras model, `fit` it on `training_data` with `callbacks`
+under `stage_config`, then `finish` (e.g. write the learned soft labels).
 TensorFlow is imported inside the functions, so that checking a configuration does
 not start it.
 """
@@ -122,6 +122,10 @@ class Method:
     def callbacks(self, run, inputs):
         return []
 
+    def training_data(self, run):
+        """The data view its stage trains on (e.g. with batches of its own making)."""
+        return run.data
+
     def stage_config(self, config):
         """The configuration its stage trains with (e.g. a constant learning rate)."""
         return config
@@ -150,8 +154,8 @@ class Method:
                 print(self.describe(config))
             with stages.model_scope(config):
                 model = self.build(run, inputs)
-            result = stages.fit(model, self.stage_config(config), run.data, run.labels, stage,
-                                self.callbacks(run, inputs))
+            result = stages.fit(model, self.stage_config(config), self.training_data(run),
+                                run.labels, stage, self.callbacks(run, inputs))
             extra = {**self.extra(run, inputs, model), **self.finish(run, model)}
             print(f"{self.name} test accuracy {100 * result.test_accuracy:.2f}%")
             return runfolder.Trained(model.classifier, result, extra=extra, model=model)
