@@ -130,9 +130,20 @@ def _npz_array(path, key, optional=False):
         return saved[key]
 
 
-def observed_labels(folder, config, data):
+def fresh_noisy_labels(folder, config, data):
+    """`new_noisy_labels` when the run folder has none to reuse, else None: made before
+    the run folder is taken, so that labels the validation split cannot divide stop the
+    run with nothing written."""
+    if os.path.isfile(folder.path("noisy_labels.npz")) and not config.overwrite:
+        return None
+    runfolder.banner(f"noise: {config.noise}")
+    return new_noisy_labels(config, data)
+
+
+def observed_labels(folder, config, data, fresh=None):
     """Noise step: noisy_labels.npz is made once per run folder and reused on restart.
 
+    `fresh`: what `fresh_noisy_labels` made (None: reuse the folder's, or make them).
     Returns (the view of the training rows, their observed labels [N], the measured
     fraction of wrong labels among them or NaN); the held-out rows are the view's
     validation split.
@@ -140,7 +151,7 @@ def observed_labels(folder, config, data):
     dataset = getattr(data, "dataset", data)  # what the noise generators read
     name = "noisy_labels.npz"
     path = folder.path(name)
-    if os.path.isfile(path) and not config.overwrite:
+    if fresh is None and os.path.isfile(path) and not config.overwrite:
         runfolder.banner(f"noise: reusing {path}")
         labels = folder.reuse(name, lambda: _npz_array(path, "labels"))
         if len(labels) != len(dataset.train):
@@ -160,8 +171,9 @@ def observed_labels(folder, config, data):
                                         "training split; choose another --run_dir or pass "
                                         "--overwrite")
     else:
-        runfolder.banner(f"noise: {config.noise}")
-        arrays = new_noisy_labels(config, data)
+        if fresh is None:
+            runfolder.banner(f"noise: {config.noise}")
+        arrays = fresh if fresh is not None else new_noisy_labels(config, data)
         labels, held = arrays["labels"], arrays["validation_rows"]
         folder.write(artifacts.write_npz, name, **arrays)
     data, labels = split_validation(data, labels, held)

@@ -30,8 +30,9 @@ def run(config, data=None):
     preflight(config)
     data = data if data is not None else inputs.load_data(config)
     given = method.preflight(config, data)
+    fresh = inputs.fresh_noisy_labels(folder, config, data)
     prepare_folder(folder, config, method)
-    data, labels, rate = inputs.observed_labels(folder, config, data)  # the training rows' view
+    data, labels, rate = inputs.observed_labels(folder, config, data, fresh)  # the training rows' view
     inputs.write_excluded(folder, config, data)  # after the check that its rows are these images
     stage1 = stage_one(folder, config, data, labels, method) if method.needs_stage1(config) else None
     state = methods.Run(config, data, labels, rate, folder, stage1, given)

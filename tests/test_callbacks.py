@@ -1,4 +1,5 @@
-"""Checks of the η schedule and PGACallback."""
+"""Checks of the η schedule and PGACallback, the monitoring, the test evaluation, the
+selection of the best validation epoch and the backup."""
 
 import os
 
@@ -89,8 +90,9 @@ def test_monitor_writes_the_label_statistics_of_the_final_model(tmp_path):
     test = tf.data.Dataset.from_tensor_slices({"image": images, "label": clean}).batch(16)
     monitor = callbacks.MonitorCallback(str(tmp_path), images, labels, clean, ("a", "b", "c"),
                                         batch_size=7, every=2)
-    history = idn.fit(train, validation_data=test, epochs=3, verbose=0,
-                      callbacks=[callbacks.PGACallback(lambda epoch: True), monitor])
+    history = idn.fit(train, epochs=3, verbose=0,
+                      callbacks=[callbacks.PGACallback(lambda epoch: True),
+                                 callbacks.TestEvaluation(test), monitor])
 
     # Epochs 2 (every 2nd) and 3 (the last) are monitored; steps are 0-based.
     events = read_events(str(tmp_path))
@@ -112,7 +114,7 @@ def test_monitor_writes_the_label_statistics_of_the_final_model(tmp_path):
     wrong = labels != clean
     expected = {
         "accuracy/train_observed": np.mean(p.argmax(1) == labels),
-        "accuracy/test_clean": history.history["val_accuracy"][-1],
+        "accuracy/test_clean": np.mean(p.argmax(1) == clean),  # the test set is the images
         "eta/mean": eta.mean(),
         "eta/above_half": np.mean(eta > 0.5),
         "labels/wrong_corrected": np.mean(estimated[wrong] == clean[wrong]),
@@ -182,3 +184,116 @@ def test_backup_keeps_the_last_good_epoch_and_restores_it(tmp_path):
     assert restored.history == {"loss": [1.5], "accuracy": [0.5]}
     backup.on_epoch_end(1, {"loss": 1.0, "accuracy": 0.6})  # the next good epoch replaces it
     assert sorted(os.listdir(tmp_path)) == ["epoch-000002"]
+
+
+# ---------------------------------------------------------------------------------------
+# TestEvaluation and BestEpoch
+
+
+def _tiny(k=3, seed=0):
+    """A CrossEntropyModel around a linear classifier of 2x2 uint8 images."""
+    from idn_tf import model
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((2, 2, 1), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    ce = model.CrossEntropyModel(keras.Model(inputs, keras.layers.Dense(k)(x)))
+    ce.compile(optimizer=keras.optimizers.SGD(0.5))
+    return ce
+
+
+def _records(images, labels, batch=8):
+    import tensorflow as tf
+    return tf.data.Dataset.from_tensor_slices(
+        {"image": images, "label": labels, "index": np.arange(len(labels))}).batch(batch)
+
+
+def _numpy_accuracy(classifier, images, labels):
+    kernel, bias = classifier.get_weights()
+    logits = images.reshape(len(images), -1) / 255.0 @ kernel + bias
+    return float(np.mean(logits.argmax(1) == labels))
+
+
+def test_test_evaluation_logs_every_kth_and_the_last_epoch_against_numpy(tmp_path):
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (40, 2, 2, 1), dtype=np.uint8)
+    labels, test_labels = rng.integers(0, 3, 40), rng.integers(0, 3, 40)
+    ce = _tiny()
+    seen = []
+
+    class Record(keras.callbacks.Callback):  # what the logs hold after the evaluation
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((logs["test_accuracy"],
+                         _numpy_accuracy(self.model.classifier, images, test_labels)))
+
+    evaluation = callbacks.TestEvaluation(_records(images, test_labels), every=2,
+                                          log_dir=str(tmp_path))
+    ce.fit(_records(images, labels), epochs=5, verbose=0, callbacks=[evaluation, Record()])
+    evaluated = [e for e, (logged, _) in enumerate(seen, 1) if logged == logged]
+    assert evaluated == [2, 4, 5]
+    for logged, expected in seen:
+        if logged == logged:
+            assert logged == pytest.approx(expected, abs=1e-6)
+    events = read_events(str(tmp_path))
+    assert sorted(events["epoch_accuracy"]) == [1, 3, 4]  # 0-based steps
+
+
+def _logs(accuracy, loss, train_loss=1.0):
+    return {"loss": train_loss, "val_accuracy": accuracy, "val_loss": loss}
+
+
+def test_best_epoch_is_the_highest_validation_accuracy_then_the_lowest_loss():
+    ce = _tiny()
+    best = callbacks.BestEpoch()
+    best.set_model(ce)
+    kept = {}
+    sequence = [_logs(0.5, 1.0), _logs(0.7, 0.9), _logs(0.7, 0.8), _logs(0.7, 0.85),
+                _logs(0.9, 0.5, train_loss=float("nan")),  # a diverged epoch: skipped
+                _logs(0.6, 0.1)]
+    for epoch, logs in enumerate(sequence):
+        ce.classifier.set_weights([w + epoch for w in _tiny(seed=epoch).classifier.get_weights()])
+        kept[epoch + 1] = ce.classifier.get_weights()
+        best.on_epoch_end(epoch, dict(logs))
+    assert best.epoch == 3 and best.value == {"val_accuracy": 0.7, "val_loss": 0.8}
+    for a, b in zip(best.weights, kept[3]):
+        np.testing.assert_array_equal(a, b)
+    # A copy: training on does not change the kept weights.
+    ce.classifier.set_weights([w * 0 for w in kept[3]])
+    np.testing.assert_array_equal(best.weights[0], kept[3][0])
+
+
+def test_best_epoch_ignores_the_test_accuracy_entirely():
+    ce = _tiny()
+    a, b = callbacks.BestEpoch(), callbacks.BestEpoch()
+    for callback in (a, b):
+        callback.set_model(ce)
+    rng = np.random.default_rng(0)
+    for epoch in range(6):
+        logs = _logs(*rng.random(2))
+        a.on_epoch_end(epoch, {**logs, "test_accuracy": rng.random()})
+        b.on_epoch_end(epoch, {**logs, "test_accuracy": rng.random()})
+    assert a.epoch == b.epoch and a.value == b.value
+
+
+def test_the_backup_keeps_the_best_epoch_across_a_restart(tmp_path):
+    ce = _tiny()
+    best = callbacks.BestEpoch()
+    backup = callbacks.Backup(str(tmp_path), best=best)
+    for callback in (best, backup):
+        callback.set_model(ce)
+    for epoch, logs in enumerate([_logs(0.4, 1.0), _logs(0.8, 0.7), _logs(0.6, 0.5)]):
+        ce.classifier.set_weights([w + epoch for w in ce.classifier.get_weights()])
+        best.on_epoch_end(epoch, logs)
+        backup.on_epoch_end(epoch, logs)
+    chosen = [np.array(w) for w in best.weights]
+    # A new process: fresh callbacks restore the best epoch with the last epoch's state.
+    fresh = _tiny(seed=9)
+    again = callbacks.BestEpoch()
+    restored = callbacks.Backup(str(tmp_path), best=again)
+    for callback in (again, restored):
+        callback.set_model(fresh)
+    restored.on_train_begin()
+    assert again.epoch == 2 and again.value["val_accuracy"] == 0.8
+    for x, y in zip(again.weights, chosen):
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip(fresh.classifier.get_weights(), ce.classifier.get_weights()):
+        np.testing.assert_array_equal(x, y)  # the model itself resumes from the last epoch
