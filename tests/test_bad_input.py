@@ -78,7 +78,7 @@ OUT_OF_RANGE = {
     "batch_size": "0", "lr": "0", "lr_decay_factor": "0", "momentum": "1",
     "weight_decay": "-1", "eta_init": "1.2", "eta_lr": "0", "eta_start_epoch": "0",
     "eta_every": "0", "eta_eps": "0", "eta_min": "0.02",  # above eta_init (0.01)
-    "monitor_every": "0", "verbose": "3", "subset_fraction": "0", "image_size": "0",
+    "monitor_every": "0", "test_every": "0", "val_fraction": "0.6", "verbose": "3", "subset_fraction": "0", "image_size": "0",
     "resize": "8",  # below --image_size (224)
     "finetune_clean_epochs": "-1", "finetune_lr": "0",
     "forward_percentile": "0", "bootstrap_soft_beta": "1.5", "bootstrap_hard_beta": "-0.1",
@@ -96,6 +96,7 @@ for _name in _flags("float"):  # absl parses "inf" and "nan" as floats
 row("seed=2**32", "--seed=4294967296", expect="--seed")
 row("noise_rate=-0.1", "--noise_rate=-0.1", expect="--noise_rate")
 row("lr=-0.1", "--lr=-0.1", expect="--lr")
+row("val_fraction=-0.1", "--val_fraction=-0.1", expect="--val_fraction")
 row("epochs=abc", "--epochs=abc", expect="--epochs")
 row("seed=1.5", "--seed=1.5", expect="--seed")
 row("lr=fast", "--lr=fast", expect="--lr")
@@ -280,6 +281,10 @@ row("npz-images-object", *NPZ, expect="Object arrays cannot be loaded",
 row("npz-no-images", *NPZ, expect="no empty axis",
     setup=_npz(x_train=np.zeros((0, 8, 8), np.uint8), y_train=np.zeros(0, np.int64),
                clean_train=None))
+row("npz-val_fraction-leaves-a-class-without-validation", *NPZ,
+    expect="--val_fraction: 0.1 of the 1 example(s) labelled 2 leaves that class without "
+           "validation examples",
+    setup=_npz(y_train=np.array([0] * 10 + [1] * 9 + [2]), clean_train=None))
 row("npz-train-and-test-image-sizes-differ", *NPZ, expect="but x_test images are",
     setup=_npz(x_test=np.zeros((10, 9, 9), np.uint8)))
 

@@ -58,6 +58,11 @@ def test_every_cell_of_a_seed_trains_on_the_same_labels(comparison):
         for method in ("idn", "forward"):
             np.testing.assert_array_equal(
                 _labels(folder / f"{method}-{seed}" / "noisy_labels.npz"), expected)
+    # ... and holds out the same validation rows.
+    for seed in (3, 7):
+        held = [np.load(folder / f"{m}-{seed}" / "noisy_labels.npz")["validation_rows"]
+                for m in ("idn", "forward")]
+        assert len(held[0]) and np.array_equal(held[0], held[1])
     # Different seeds, different labels.
     assert not np.array_equal(_labels(folder / "idn-3" / "noisy_labels.npz"),
                               _labels(folder / "idn-7" / "noisy_labels.npz"))
@@ -75,16 +80,24 @@ def test_table_cells_are_the_cells_own_results(comparison):
         assert summary["test_accuracies"] == accuracies
         assert summary["mean"] == pytest.approx(mean, abs=1e-12)
         assert summary["std"] == pytest.approx(std, abs=1e-12)
+        selected = [_cell_results(folder, method, s)["method_test_accuracy_selected"]
+                    for s in (3, 7)]
+        best = [_cell_results(folder, method, s)["method_test_accuracy_best"] for s in (3, 7)]
+        assert saved["summary"][method]["selected"]["values"] == selected
+        assert saved["summary"][method]["best"]["values"] == best
         row = next(line for line in table.splitlines()
                    if line.startswith(f"| {methods.get(method).title} |"))
-        assert f"{100 * mean:.2f} ± {100 * std:.2f}" in row
-        assert ", ".join(f"{100 * a:.2f}" for a in accuracies) in row
-        assert row.endswith("| 2/2 |")
+        cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
+        # selected on validation | last epoch | best epoch | per seed (selected) | seeds done
+        assert cells[1:] == [f"{100 * np.mean(v):.2f} ± {100 * np.std(v):.2f}"
+                             for v in (selected, accuracies, best)] + [
+            ", ".join(f"{100 * a:.2f}" for a in selected), "2/2"]
     cells = {(c["method"], c["seed"]): c for c in saved["cells"]}
     assert set(cells) == {(m, s) for m in ("idn", "forward") for s in (3, 7)}
     for (method, seed), cell in cells.items():
         assert cell["status"] == "done"
         assert cell["test_accuracy"] == _cell_results(folder, method, seed)["method_test_accuracy"]
+        assert cell["selected_epoch"] == _cell_results(folder, method, seed)["selected_epoch"]
     for seed in (3, 7):  # one hash of the labels per seed, whatever the method
         assert cells[("idn", seed)]["labels_sha256"] == cells[("forward", seed)]["labels_sha256"]
     # Progress: one line per cell as it starts and as it ends.
@@ -181,6 +194,19 @@ def test_overwrite_starts_the_comparison_again(tmp_path):
     (("--seeds=1,a",), "--seeds: expected comma-separated integers"),
     (("--seeds=1,1",), "--seeds: give one or more distinct seeds"),
     (("--epochs=0",), "--epochs"),
+    (("--val_fraction=0.7",), "--val_fraction: must be in [0, 0.5]"),
+    (("--sweep=bogus=1,2",), "--sweep: expected FLAG=v1,v2,..."),
+    (("--sweep=eta_lr",), "--sweep: expected FLAG=v1,v2,..."),
+    (("--sweep=eta_lr=0.1,fast",), "--sweep: eta_lr takes float values"),
+    (("--sweep=epochs=1.5,2",), "--sweep: epochs takes int values"),
+    (("--sweep=eta_lr=0.1,0.1",), "--sweep: give distinct values"),
+    (("--sweep=arch=1,2",), "--sweep: arch cannot be swept"),
+    (("--sweep=seed=1,2",), "--sweep: seed cannot be swept"),
+    (("--sweep=noise_rate=0.2,0.4",), "--sweep: noise_rate cannot be swept"),
+    (("--sweep=eta_lr=0.1,0.3", "--eta_lr=0.5"), "--sweep: --eta_lr is given too"),
+    (("--sweep=eta_lr=0.1,0.3", "--methods=ce"), "--sweep: eta_lr changes nothing"),
+    (("--sweep=eta_lr=0.1,0.3", "--val_fraction=0"), "--sweep: the value is picked by validation"),
+    (("--sweep=eta_lr=0.1,-1",), "--eta_lr"),
 ])
 def test_bad_flags_are_one_error_line(tmp_path, args, expect):
     result = cli(*args, cwd=tmp_path)
@@ -188,3 +214,30 @@ def test_bad_flags_are_one_error_line(tmp_path, args, expect):
     assert result.returncode == 2 and len(errors) == 1 and expect in errors[0], result.stderr
     assert "Traceback" not in result.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_a_sweep_runs_one_cell_per_value_and_picks_by_validation(tmp_path):
+    result = cli("--methods=idn,ce", "--seeds=0", "--epochs=2", "--lr_decay_epochs=",
+                 "--eta_start_epoch=2", "--eta_every=1", "--verbose=0", "--monitor_every=1000",
+                 "--sweep=eta_lr=0.1,0.9", "--compare_dir=cmp", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = tmp_path / "cmp"
+    # CE does not read eta_lr: one cell; the method one per value, all on one stage 1.
+    assert sorted(p.name for p in folder.glob("*-0")) == ["ce-0", "idn-eta_lr0.1-0",
+                                                         "idn-eta_lr0.9-0"]
+    assert result.stdout.count("stage 1 shared with") == 2
+    for value in (0.1, 0.9):
+        with open(folder / f"idn-eta_lr{value:g}-0" / "config.json") as f:
+            assert json.load(f)["eta_lr"] == value
+    with open(folder / "comparison.json") as f:
+        saved = json.load(f)
+    validation = {v: _cell_results(folder, f"idn-eta_lr{v:g}", 0)["method_validation_accuracy"]
+                  for v in (0.1, 0.9)}
+    # The higher validation accuracy wins, the first value on a tie.
+    assert saved["sweep"]["chosen"] == {"idn": max(validation, key=validation.get), "ce": None}
+    assert saved["rows"] == ["idn-eta_lr0.1", "idn-eta_lr0.9", "ce"]
+    table = (folder / "comparison.md").read_text()
+    assert "| method (IDN), eta_lr = 0.1 |" in table and "| CE |" in table
+    from PIL import Image
+    with Image.open(folder / "sweep.png") as image:
+        assert image.format == "PNG"

@@ -72,3 +72,13 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(resume_runs, stage)
     assert res["method_history"] == res_whole["method_history"]
     assert res["ce_history"] == res_whole["ce_history"]
     assert res["method_monitor"] == res_whole["method_monitor"]
+    # The same epochs are selected and their classifiers kept, the killed stage's included
+    # (its best epoch so far is in the backup: callbacks.BestEpoch).
+    for prefix, key in (("ce", "ce_selected_epoch"), ("method", "selected_epoch")):
+        assert res[key] == res_whole[key] is not None
+        assert res[f"{prefix}_test_accuracy_selected"] == res_whole[f"{prefix}_test_accuracy_selected"]
+    for name in ("stage1.selected.npz", "stage2.selected.npz"):
+        with np.load(os.path.join(run_dir, name)) as a, np.load(os.path.join(uninterrupted, name)) as b:
+            assert a.files == b.files
+            for key in a.files:
+                np.testing.assert_allclose(a[key], b[key], atol=1e-6)

@@ -7,11 +7,12 @@ import re
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
 from idn_tf import artifacts, config as config_lib, train
-from idn_tf.data import sources
+from idn_tf.data import sources, views
 from tb_events import summaries
 
 import cli as cli_lib
@@ -45,10 +46,13 @@ KERAS_TRAIN = {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"}
 KERAS_VALIDATION = {"epoch_loss", "epoch_accuracy", "evaluation_loss_vs_iterations",
                     "evaluation_accuracy_vs_iterations"}
 MONITOR = {("accuracy/train_observed", "scalars"), ("accuracy/test_clean", "scalars")}
+TEST = {("epoch_accuracy", "scalars"), ("epoch_loss", "scalars")}  # callbacks.TestEvaluation
 EXPECTED_TAGS = {
     "stage1/train": {(t, "scalars") for t in KERAS_TRAIN},
     "stage1/validation": {(t, "scalars") for t in KERAS_VALIDATION},
+    "stage1/test": TEST,
     "stage1/monitor": MONITOR,
+    "stage2/test": TEST,
     "stage2/train": {(t, "scalars") for t in KERAS_TRAIN | {
         "epoch_eta_mean", "epoch_eta_above_half", "epoch_eta_update"}},
     "stage2/validation": {(t, "scalars") for t in KERAS_VALIDATION},
@@ -74,7 +78,7 @@ def test_tensorboard_event_files_hold_exactly_the_expected_tags(finished_run):
     # The monitor's scalars are the numbers in results.json.
     monitor = res["method_monitor"]
     assert monitor["epoch"] == [1, 2, 3]
-    assert monitor["accuracy/test_clean"] == pytest.approx(res["method_history"]["val_accuracy"])
+    assert monitor["accuracy/test_clean"] == pytest.approx(res["method_history"]["test_accuracy"])
     assert monitor["labels/eta_auroc"][-1] == pytest.approx(res["eta_auroc"])
     assert monitor["eta/mean"][-1] == pytest.approx(res["eta_mean"])
 
@@ -105,7 +109,8 @@ def test_the_export_is_a_servable_version_folder(finished_run):
 @pytest.mark.e2e
 def test_run_writes_its_artifacts(finished_run):
     cfg, res = finished_run
-    n = len(sources.load_digits().train)
+    with np.load(os.path.join(cfg.run_dir, "noisy_labels.npz")) as noisy:
+        n = len(noisy["labels"]) - len(noisy["validation_rows"])  # the trained rows
     for name in ("flags.txt", "config.json", "noisy_labels.npz", "psi.npy", "eta.npy",
                  "results.json", "stage1.json", "classifier.weights.h5", "label_audit.csv"):
         assert os.path.isfile(os.path.join(cfg.run_dir, name)), name
@@ -117,16 +122,72 @@ def test_run_writes_its_artifacts(finished_run):
         assert 0.0 <= saved[key] <= 1.0, key
     assert (saved["dataset"], saved["noise"], saved["seed"], saved["epochs"]) == ("digits", "kmeans", 0, 3)
     assert len(saved["method_history"]["val_accuracy"]) == 3
+    assert len(saved["method_history"]["test_accuracy"]) == 3
     assert saved["method_history"]["eta_update"] == [0.0, 1.0, 1.0]
     eta, psi = np.load(os.path.join(cfg.run_dir, "eta.npy")), np.load(os.path.join(cfg.run_dir, "psi.npy"))
     assert eta.shape == psi.shape == (n,)
     assert np.all((eta >= 0) & (eta <= 1)) and np.all((psi >= 0) & (psi <= 1))
     assert not np.all(eta == cfg.eta_init), "η never moved although two epochs updated it"
     with np.load(os.path.join(cfg.run_dir, "noisy_labels.npz")) as noisy:
-        wrong = np.mean(noisy["labels"] != noisy["clean_labels"])
+        trained = np.setdiff1d(np.arange(len(noisy["labels"])), noisy["validation_rows"])
+        wrong = np.mean(noisy["labels"][trained] != noisy["clean_labels"][trained])
         assert json.loads(str(noisy["recipe"]))["noise"] == "kmeans"
     np.testing.assert_allclose(saved["noise_rate_actual"], wrong)
     assert 0.25 <= wrong <= 0.35  # the default k-means noise: 25-35% wrong labels
+
+
+@pytest.mark.e2e
+def test_the_validation_rows_are_held_out_of_everything_trained(finished_run):
+    import csv
+    from idn_tf.data import holdout
+    cfg, res = finished_run
+    with np.load(os.path.join(cfg.run_dir, "noisy_labels.npz")) as noisy:
+        labels, held = noisy["labels"], noisy["validation_rows"]
+    # Stratified by the observed label, as drawn from the labels and the seed alone.
+    np.testing.assert_array_equal(held, holdout.validation_rows(labels, cfg.val_fraction, cfg.seed))
+    counts = np.bincount(labels, minlength=10)
+    np.testing.assert_array_equal(np.bincount(labels[held], minlength=10),
+                                  np.floor(cfg.val_fraction * counts + 0.5))
+    trained = np.setdiff1d(np.arange(len(labels)), held)
+    for name in ("eta.npy", "psi.npy"):
+        assert np.load(os.path.join(cfg.run_dir, name)).shape == (len(trained),)
+    with open(os.path.join(cfg.run_dir, "label_audit.csv")) as f:
+        rows = list(csv.DictReader(f))
+    index = np.array([int(r["index"]) for r in rows])
+    np.testing.assert_array_equal(np.sort(index), trained)  # source rows, none held out
+    observed = np.array([int(r["observed_label"]) for r in rows])
+    np.testing.assert_array_equal(observed, labels[index])
+
+
+@pytest.mark.e2e
+def test_the_selected_epoch_is_the_best_validation_epoch_and_is_exported(finished_run):
+    import tensorflow as tf
+    from idn_tf import callbacks as callbacks_lib, stages
+    cfg, res = finished_run
+    for prefix, epoch_key, history in (("ce", "ce_selected_epoch", res["ce_history"]),
+                                       ("method", "selected_epoch", res["method_history"])):
+        val, loss = np.array(history["val_accuracy"]), np.array(history["val_loss"])
+        # Highest validation accuracy, then lowest validation loss, then earliest (a loop).
+        expected = 0
+        for e in range(1, len(val)):
+            if (val[e], -loss[e]) > (val[expected], -loss[expected]):
+                expected = e
+        assert res[epoch_key] == expected + 1, prefix
+        assert res[f"{prefix}_validation_accuracy"] == pytest.approx(val[expected])
+        assert res[f"{prefix}_test_accuracy_selected"] == pytest.approx(
+            history["test_accuracy"][expected])
+        assert res[f"{prefix}_test_accuracy_best"] == pytest.approx(max(history["test_accuracy"]))
+        assert res[f"{prefix}_test_accuracy"] == history["test_accuracy"][-1]
+    # The SavedModel is the selected classifier: the same probabilities on the test images.
+    digits = sources.load_digits()
+    weights = callbacks_lib.load_weights_list(os.path.join(cfg.run_dir, "stage2.selected.npz"))
+    data = views.from_config(cfg, digits)
+    classifier = stages.new_classifier(cfg, data)
+    classifier.set_weights(weights)
+    expected = keras.ops.softmax(classifier(digits.test.images[:50], training=False)).numpy()
+    served = tf.saved_model.load(res["saved_model"]).signatures["serving_default"](
+        images=tf.constant(digits.test.images[:50]))["probabilities"].numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
 
 
 @pytest.mark.e2e
