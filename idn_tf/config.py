@@ -276,6 +276,9 @@ _CIFAR = dict(
     lr_decay_factor=0.1, momentum=0.9, weight_decay=1e-4, eta_init=0.01, eta_start_epoch=35,
     eta_every=5, eta_rule="paper", eta_eps=1e-4, eta_min=0.0, normalize="subtract_mean",
     augment="pad_crop_flip", crop_padding=4,
+    # The paper trains on the whole training split: no validation split (docs/validation.md;
+    # --val_fraction=0.1 holds one out to select epochs without the test set).
+    val_fraction=0.0,
     # A monitored epoch costs a forward pass over the 50,000 training images (a third of an
     # epoch's compute); every 5th epoch still shows the curves and each η update's effect.
     monitor_every=5)

@@ -66,7 +66,7 @@ flags.DEFINE_float("val_fraction", C.val_fraction,
                    "stratified by observed label and drawn once per (data, noise, seed): each "
                    "epoch's accuracy against its observed labels chooses the epoch whose "
                    "classifier is exported (the test set decides nothing). In [0, 0.5]; 0: "
-                   "none (the paper-row flagfiles: the paper trains on the whole split). "
+                   "none (the CIFAR recipes: the paper trains on the whole split). "
                    "Clothing1M: ignored, it validates on its clean validation list.")
 
 # Clothing1M (file datasets): reading, checking and streaming the images.

@@ -1,4 +1,4 @@
-"""The noisy validation split (docs/method.md §5, "Validation and model selection").
+"""The noisy validation split (docs/validation.md).
 
 A share of the noisy training split is held out from training, stratified by the
 *observed* label: a user with real noisy labels has nothing else to validate on, and
