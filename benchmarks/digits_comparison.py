@@ -5,8 +5,10 @@
 
 Runs `python -m idn_tf.compare` once per noise (each in <out>/<noise>/, so a rerun
 skips the finished cells) with the digits recipe, then prints one markdown table:
-methods × noises, mean ± std test accuracy over the seeds, and each column's ordering
-next to the paper's (docs/method.md §6: CIFAR-10 IDN for k-means, CIFAR-10 CCN 0.4 for ccn).
+methods × noises, mean ± std test accuracy over the seeds at the epoch chosen on the noisy
+validation split and at the last epoch (docs/validation.md), and each noise's ordering
+(by the selected figure) next to the paper's (docs/method.md §6: CIFAR-10 IDN for k-means,
+CIFAR-10 CCN 0.4 for ccn). `--sweep=eta_lr=0.1,0.3,...` passes a sweep to the comparison.
 """
 
 import argparse
@@ -35,6 +37,7 @@ def main():
     parser.add_argument("--out", default="benchmark-runs/digits-comparison")
     parser.add_argument("--flag", action="append", default=[],
                         help="extra idn_tf flag for every cell, e.g. --flag=dmi_lr=1e-3")
+    parser.add_argument("--sweep", default="", help="idn_tf.compare's --sweep, e.g. eta_lr=0.1,0.3")
     args = parser.parse_args()
     results = {}
     for noise in args.noises.split(","):
@@ -42,30 +45,45 @@ def main():
         command = [sys.executable, "-m", "idn_tf.compare", "--dataset=digits", *NOISES[noise],
                    f"--methods={args.methods}", f"--seeds={args.seeds}",
                    f"--compare_dir={folder}", "--verbose=0", "--monitor_every=1000",
-                   *(f"--{f}" for f in args.flag)]
+                   *(f"--{f}" for f in args.flag),
+                   *([f"--sweep={args.sweep}"] if args.sweep else [])]
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True)
         with open(os.path.join(folder, "comparison.json")) as f:
             results[noise] = json.load(f)
-    print(table(results, args.methods.split(",")))
+    print(table(results))
 
 
-def table(results, methods):
+def _cell(stats):
+    return "–" if not stats["n"] else f"{100 * stats['mean']:.2f} ± {100 * stats['std']:.2f}"
+
+
+def table(results):
+    """Rows: the comparison's rows (methods, or a sweep's values); per noise, the selected
+    and the last epoch's test accuracy."""
     noises = list(results)
-    lines = ["| method | " + " | ".join(noises) + " |", "|---|" + "---|" * len(noises)]
-    for method in methods:
+    rows = list(results[noises[0]]["rows"])
+    lines = ["| method | " + " | ".join(f"{n}: selected | {n}: last" for n in noises) + " |",
+             "|---|" + "---|---|" * len(noises)]
+    for row in rows:
         cells = []
         for noise in noises:
-            s = results[noise]["summary"][method]
-            cells.append(f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}")
-        lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
+            s = results[noise]["summary"][row]
+            cells += [_cell(s["selected"]), _cell(s)]
+        name = NAMES.get(row, row)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     wrong = [results[n]["noise_rate_actual"] for n in noises]
     lines.append("| (wrong training labels) | " + " | ".join(
-        f"{100 * w['mean']:.2f} ± {100 * w['std']:.2f}" for w in wrong) + " |")
+        f"{100 * w['mean']:.2f} ± {100 * w['std']:.2f} | " for w in wrong) + "|")
+    for noise in noises:
+        if "sweep" in results[noise]:
+            lines.append(f"\n{noise}: picked on validation: {results[noise]['sweep']['chosen']}")
     lines.append("")
     for noise in noises:
-        means = {m: results[noise]["summary"][m]["mean"] for m in methods}
-        ours = " > ".join(NAMES[m] for m in sorted(means, key=means.get, reverse=True))
+        summary = results[noise]["summary"]
+        means = {r: summary[r]["selected"]["mean"] if summary[r]["selected"]["n"]
+                 else summary[r]["mean"] for r in rows}
+        ours = " > ".join(NAMES.get(r, r) for r in sorted(means, key=means.get, reverse=True))
         paper = PAPER.get(noise, {})
         theirs = " > ".join(sorted(paper, key=paper.get, reverse=True))
         lines.append(f"- {noise}: here {ours}; paper (CIFAR-10) {theirs}")

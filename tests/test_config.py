@@ -307,6 +307,7 @@ METHOD_FLAGFILES = {
     "method_coteaching.cfg": dict(method="coteaching", coteaching_tau="auto",
                                   coteaching_t_k=10),
     "method_tanaka.cfg": dict(method="tanaka", tanaka_alpha=1.2, tanaka_beta=0.8),
+    "method_forward.cfg": dict(method="forward", transition_matrix="true"),
     "method_pencil.cfg": dict(method="pencil", pencil_alpha=0.4, pencil_beta=0.1),
 }
 
