@@ -259,3 +259,20 @@ def test_table_shows_the_stateful_baselines_values():
             "actual noise rate (wrong training labels)": " 20.00%", row: " 75.00%",
             "wrong training labels corrected by the soft labels": " 60.00%",
             "right training labels kept by the soft labels": " 95.00%"}
+
+
+def test_table_shows_the_selected_and_best_epochs_under_each_accuracy():
+    res = {"dataset": "digits", "noise": "ccn", "method": "idn", "seed": 0, "epochs": 9,
+           "noise_rate_actual": 0.2, "ce_test_accuracy": 0.5, "ce_test_accuracy_selected": 0.625,
+           "ce_selected_epoch": 4, "ce_test_accuracy_best": 0.75, "method_test_accuracy": 0.8,
+           "method_test_accuracy_selected": None, "selected_epoch": None,
+           "method_test_accuracy_best": 0.875}
+    lines = report.table(res, methods.get("idn")).splitlines()[2:]
+    width = len("actual noise rate (wrong training labels)")
+    assert [(line[:width].rstrip(), line[width + 2:]) for line in lines] == [
+        ("actual noise rate (wrong training labels)", " 20.00%"),
+        ("CE test accuracy (stage 1)", " 50.00%"),
+        ("  at epoch 4, chosen on validation", " 62.50%"),
+        ("  at its best epoch on test (optimistic)", " 75.00%"),
+        ("method test accuracy (stage 2)", " 80.00%"),  # no selection without validation
+        ("  at its best epoch on test (optimistic)", " 87.50%")]
