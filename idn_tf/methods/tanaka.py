@@ -168,14 +168,9 @@ def load_prior(path, num_classes):
     """--tanaka_prior's file (.npy, or text with spaces, commas or one value a line): K
     non-negative numbers summing to 1 (within 1e-3), returned float32 [K] renormalised;
     ConfigError naming the file otherwise."""
+    from idn_tf import artifacts
     try:
-        if path.endswith(".npy"):
-            prior = np.load(path, allow_pickle=False)
-        else:
-            with open(path) as f:
-                text = f.read()
-            prior = np.loadtxt(path, delimiter="," if "," in text else None)
-        prior = np.asarray(prior, np.float64).reshape(-1)
+        prior = np.asarray(artifacts.read_numbers(path), np.float64).reshape(-1)
     except (OSError, ValueError) as e:
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"--tanaka_prior={path}: {why}") from None
