@@ -189,8 +189,21 @@ flags.DEFINE_float("tanaka_beta", C.tanaka_beta,
                    "--method=tanaka: weight β of the prediction entropy (Tanaka et al.: 0.8).")
 flags.DEFINE_integer("tanaka_start_epoch", C.tanaka_start_epoch,
                      "--method=tanaka: first epoch (1-based) at whose end the soft labels become "
-                     "the epoch's mean predictions; 0: Tanaka et al.'s (71 of 200) scaled to "
-                     "--epochs.")
+                     "the mean predictions of the last --tanaka_average_epochs epochs; 0: Tanaka "
+                     "et al.'s (71 of 200) scaled to --epochs.")
+flags.DEFINE_integer("tanaka_average_epochs", C.tanaka_average_epochs,
+                     "--method=tanaka: a soft label is the mean of the example's predictions "
+                     "over this many last epochs (Tanaka et al.'s code: 10; 1: the last epoch's "
+                     "alone); not scaled with --epochs.")
+flags.DEFINE_string("tanaka_prior", C.tanaka_prior,
+                    "--method=tanaka: the class prior p of KL(p ‖ batch mean prediction): "
+                    "uniform (Tanaka et al. on CIFAR), observed (the observed labels' class "
+                    "frequencies over an epoch's rows, --oversample copies counted), or a file "
+                    "of K probabilities (.npy or text).")
+flags.DEFINE_float("tanaka_lr", C.tanaka_lr,
+                   "--method=tanaka: constant learning rate of the first phase; 0: half of "
+                   "--lr (Tanaka et al.'s code trains its first step at half its second's "
+                   "rate, 0.1 and 0.2); --tanaka_lr equal to --lr is the behaviour before.")
 flags.DEFINE_float("pencil_alpha", C.pencil_alpha,
                    "--method=pencil: weight α of the compatibility term −log softmax(y^d)[observed] "
                    "(Yi & Wu's code: 0.4).")

@@ -3,10 +3,12 @@
 
 - `TanakaModel` (Tanaka et al., CVPR 2018, "joint optimisation"): soft labels Y [N, K]
   start as the observed labels; the network trains on
-  KL(y_i ‖ s_i) + α·KL(p ‖ s̄) + β·H(s_i), and at the end of each epoch (from
-  `update_start`) every example's soft label becomes the average of the network's
-  predictions for it over that epoch (`TanakaLabelUpdate`). Its second phase trains a
-  fresh network with cross-entropy on the final soft labels (`SoftTargetModel`).
+  KL(y_i ‖ s_i) + α·KL(p ‖ s̄) + β·H(s_i). At the end of every epoch each example's
+  prediction of that epoch (the mean of its training-step predictions, once per visit)
+  goes into a window of the last W epochs; from the update's start epoch its soft label
+  becomes the mean of its window, as in the authors' code (`TanakaLabelUpdate`; W = 1:
+  the epoch's own predictions). Its second phase trains a fresh network with
+  cross-entropy on the final soft labels (`SoftTargetModel`).
 - `PencilModel` (Yi & Wu, CVPR 2019, "PENCIL"): label logits ỹ [N, K] start as
   `scale`·onehot(observed); in phase 2 the network and the batch's rows of ỹ learn
   together from KL(f ‖ y^d)/K + α·CE(y^d, observed) + β·H(f)/K, y^d = softmax(ỹ),
@@ -83,16 +85,22 @@ def tanaka_terms(log_probs, soft_labels, prior):
 class TanakaModel(model.CrossEntropyModel):
     """Joint optimisation of the network and a soft-label table (module docstring).
 
-    Tables (saved with the weights): `labels_table` [N, K] (the soft labels),
-    `sum_table` [N, K] and `count_table` [N] (this epoch's predictions per example).
+    Tables (saved with the weights, so a resumed stage goes on with the same window):
+    `labels_table` [N, K] (the soft labels), `sum_table` [N, K] and `count_table` [N]
+    (this epoch's predictions per example), `window_table` [N, W, K] (the predictions of
+    the last W epochs, slot e mod W for the 0-based epoch e) and `window_seen` [N, W]
+    (1 where a slot holds a prediction).
     """
 
     def __init__(self, classifier, labels, num_classes, alpha=1.2, beta=0.8, prior=None,
-                 weight_decay=0.0, **kwargs):
+                 average_epochs=10, weight_decay=0.0, **kwargs):
         """`labels`: the observed labels (int [N]) or soft labels to start from ([N, K]);
-        `prior`: the class prior p [K] (default uniform, as the authors on CIFAR)."""
+        `prior`: the class prior p [K] (default uniform, as the authors on CIFAR);
+        `average_epochs`: W, the epochs whose predictions a soft label averages."""
         super().__init__(classifier, weight_decay=weight_decay, **kwargs)
-        n = len(labels)
+        n, window = len(labels), int(average_epochs)
+        if window < 1:
+            raise ValueError(f"average_epochs must be >= 1, got {average_epochs}")
         self.alpha, self.beta = float(alpha), float(beta)
         self.prior = np.full(num_classes, 1.0 / num_classes, np.float32) if prior is None \
             else np.asarray(prior, np.float32)
@@ -100,6 +108,9 @@ class TanakaModel(model.CrossEntropyModel):
                                                 start_labels(labels, num_classes))
         self.sum_table = tables.ExampleTable(self, "prediction_sum", (n, num_classes), 0.0)
         self.count_table = tables.ExampleTable(self, "prediction_count", (n,), 0.0)
+        self.window_table = tables.ExampleTable(self, "prediction_window",
+                                                (n, window, num_classes), 0.0)
+        self.window_seen = tables.ExampleTable(self, "prediction_window_seen", (n, window), 0.0)
 
     def targets(self, batch, log_probs):
         return self.labels_table.gather(tf.cast(batch["index"], tf.int64))
@@ -120,16 +131,28 @@ class TanakaModel(model.CrossEntropyModel):
         self.sum_table.scatter(ids, self.sum_table.gather(ids) + probs)
         self.count_table.scatter(ids, self.count_table.gather(ids) + 1.0)
 
-    def end_epoch(self, update):
-        """End of an epoch: with `update`, each example seen in it gets the average of its
-        predictions as its soft label; the sums start again either way. Dense, once per
-        epoch (outside the training step: every replica's copy is assigned)."""
-        counts = self.count_table.numpy()
-        sums = self.sum_table.numpy()
+    def end_epoch(self, epoch, update):
+        """End of the 0-based `epoch`: each example's prediction of the epoch (the mean of
+        its visits) fills the window's slot epoch mod W; an example the epoch did not
+        visit keeps its latest prediction there (the authors keep the last one they
+        saw). With `update`, every example with a prediction in its window gets the
+        window's mean as its soft label. The sums start again either way. Dense, once
+        per epoch (outside the training step: every replica's copy is assigned)."""
+        counts, sums = self.count_table.numpy(), self.sum_table.numpy()
+        window, seen = self.window_table.numpy(), self.window_seen.numpy()
+        slot, previous = epoch % window.shape[1], (epoch - 1) % window.shape[1]
+        visited = counts > 0
+        window[~visited, slot] = window[~visited, previous]
+        seen[~visited, slot] = seen[~visited, previous]
+        window[visited, slot] = sums[visited] / counts[visited, None]
+        seen[visited, slot] = 1.0
+        self.window_table.assign(window)
+        self.window_seen.assign(seen)
         if update:
-            seen = counts > 0
+            filled = seen.sum(axis=1)
+            rows = filled > 0
             labels = self.labels_table.numpy()
-            labels[seen] = sums[seen] / counts[seen, None]
+            labels[rows] = window[rows].sum(axis=1) / filled[rows, None]
             self.labels_table.assign(labels)
         self.sum_table.assign(np.zeros_like(sums))
         self.count_table.assign(np.zeros_like(counts))
@@ -151,14 +174,16 @@ class SoftTargetModel(model.CrossEntropyModel):
 
 
 class TanakaLabelUpdate(keras.callbacks.Callback):
-    """`TanakaModel.end_epoch` after every epoch; labels change from epoch `start` (1-based)."""
+    """`TanakaModel.end_epoch` after every epoch; labels change from epoch `start` (1-based).
+    Keras numbers a resumed stage's epochs on from its initial epoch, so the window's slots
+    are those of an uninterrupted run."""
 
     def __init__(self, start=1):
         super().__init__()
         self.start = int(start)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.model.end_epoch(update=epoch + 1 >= self.start)
+        self.model.end_epoch(epoch, update=epoch + 1 >= self.start)
 
 
 def pencil_terms(log_probs, label_logits, labels):

@@ -83,7 +83,8 @@ OUT_OF_RANGE = {
     "finetune_clean_epochs": "-1", "finetune_lr": "0",
     "forward_percentile": "0", "bootstrap_soft_beta": "1.5", "bootstrap_hard_beta": "-0.1",
     "dmi_lr": "0", "dmi_eps": "0", "coteaching_t_k": "0", "tanaka_alpha": "-1",
-    "tanaka_beta": "-0.5", "tanaka_start_epoch": "-1", "pencil_alpha": "-0.1",
+    "tanaka_beta": "-0.5", "tanaka_start_epoch": "-1", "tanaka_average_epochs": "0",
+    "tanaka_lr": "-0.1", "pencil_alpha": "-0.1",
     "pencil_beta": "-1", "pencil_lambda": "-600", "pencil_joint_start": "-1",
     "pencil_finetune_start": "-2",
 }
@@ -158,6 +159,18 @@ row("transition_matrix-not-numbers", "--method=forward", "--transition_matrix=t.
     expect="--transition_matrix=t.txt", setup=_matrix("t.txt", text="a b c\n"))
 row("transition_matrix-not-npy", "--method=forward", "--transition_matrix=t.npy",
     expect="--transition_matrix=t.npy", setup=_matrix("t.npy", text="not numpy"))
+
+# --method=tanaka --tanaka_prior=<file>: read and checked before the run folder is made.
+row("tanaka_prior-wrong-length", "--method=tanaka", "--tanaka_prior=p.npy",
+    expect="--tanaka_prior=p.npy: needs 10 class probabilities, got 3",
+    setup=_matrix("p.npy", np.full(3, 1 / 3)))
+row("tanaka_prior-sum", "--method=tanaka", "--tanaka_prior=p.txt",
+    expect="must be non-negative and sum to 1, got sum 0.9",
+    setup=_matrix("p.txt", text=" ".join(["0.09"] * 10) + "\n"))
+row("tanaka_prior-negative", "--method=tanaka", "--tanaka_prior=p.npy",
+    expect="must be non-negative", setup=_matrix("p.npy", np.r_[-0.1, 0.3, np.full(8, 0.1)]))
+row("tanaka_prior-not-numbers", "--method=tanaka", "--tanaka_prior=p.txt",
+    expect="--tanaka_prior=p.txt", setup=_matrix("p.txt", text="a b c\n"))
 
 # ---------------------------------------------------------------------------------------
 # --npz_path: the file, the archive, the arrays

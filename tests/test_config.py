@@ -299,14 +299,28 @@ def test_row_flagfiles(name):
 def test_every_flagfile_is_covered():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "flags", "*.cfg"))}
     assert names == set(ROWS) | set(CLOTHING1M_ROWS) | set(METHOD_FLAGFILES) | {
-        "paper_cifar10.cfg", "paper_cifar100.cfg", "paper_clothing1m.cfg", "default.cfg"}
+        "paper_cifar10.cfg", "paper_cifar100.cfg", "paper_clothing1m.cfg", "default.cfg",
+        "method_tanaka_clothing1m.cfg"}
+
+
+def test_tanaka_clothing1m_flagfile_on_top_of_a_row():
+    cfg = _config_from_flagfile("table3_clothing1m_row7.cfg", *DATA_DIR,
+                                "--flagfile=flags/method_tanaka_clothing1m.cfg")
+    expected = dict(method="tanaka", tanaka_alpha=1.2, tanaka_beta=0.8,
+                    tanaka_prior="observed", tanaka_average_epochs=10)
+    assert {k: getattr(cfg, k) for k in expected} == expected
+    base = _config_from_flagfile("table3_clothing1m_row7.cfg", *DATA_DIR)
+    assert cfg == dataclasses.replace(base, **expected, run_dir=cfg.run_dir,
+                                      model_name=cfg.model_name)
+    assert TANAKA.start(cfg) == 6 and TANAKA.phase1_config(cfg).lr == 2.5e-3
 
 
 # The baselines' flagfiles, on top of a row's: (flags they set, the paper values they must give).
 METHOD_FLAGFILES = {
     "method_coteaching.cfg": dict(method="coteaching", coteaching_tau="auto",
                                   coteaching_t_k=10),
-    "method_tanaka.cfg": dict(method="tanaka", tanaka_alpha=1.2, tanaka_beta=0.8),
+    "method_tanaka.cfg": dict(method="tanaka", tanaka_alpha=1.2, tanaka_beta=0.8,
+                              tanaka_prior="uniform", tanaka_average_epochs=10),
     "method_forward.cfg": dict(method="forward", transition_matrix="true"),
     "method_pencil.cfg": dict(method="pencil", pencil_alpha=0.4, pencil_beta=0.1),
 }

@@ -309,7 +309,7 @@ def test_tanaka_labels_update_once_per_epoch_to_the_epochs_predictions():
     data = examples(n, seed=6)
     order = np.random.default_rng(7).permutation(np.setdiff1d(np.arange(n), [3, 11]))
     assert len(order) == seen
-    m = tanaka_model(weights, data["label"])
+    m = tanaka_model(weights, data["label"], average_epochs=1)   # the last epoch's alone
     recorder, before_update, after_update = (WeightsBeforeEachStep(), TablesAtEpochEnd(),
                                              TablesAtEpochEnd())
     m.fit(batches(data, order, 3), epochs=2, verbose=0,
@@ -345,6 +345,75 @@ def test_tanaka_labels_update_once_per_epoch_to_the_epochs_predictions():
     assert np.abs(predictions[1][order] - onehot[order]).max() > 0.1
     np.testing.assert_array_equal(sums, np.zeros((n, K)))
     np.testing.assert_array_equal(counts, np.zeros(n))
+
+
+def epoch_predictions(recorder, epoch_orders, data, batch_size):
+    """[epochs, n, K] each row's mean prediction per epoch (NaN where an epoch missed the
+    row), from the weights before each step: what the test computes itself."""
+    n = len(data["label"])
+    steps = [order[i:i + batch_size] for order in epoch_orders
+             for i in range(0, len(order), batch_size)]
+    assert len(steps) == len(recorder.weights)
+    per_epoch = len(steps) // len(epoch_orders)
+    total = np.zeros((len(epoch_orders), n, K))
+    visits = np.zeros((len(epoch_orders), n))
+    for step, ((kernel, bias), ids) in enumerate(zip(recorder.weights, steps)):
+        np.add.at(total[step // per_epoch], ids, softmax(features(rows(data, ids)) @ kernel + bias))
+        np.add.at(visits[step // per_epoch], ids, 1)
+    with np.errstate(invalid="ignore"):
+        return total / visits[..., None]
+
+
+def test_tanaka_soft_labels_are_the_mean_of_the_last_window_epochs():
+    """Window W = 3, labels updated from epoch 4 of 6: after epoch e each label is the mean
+    of the row's predictions in epochs e−2..e; a row an epoch misses counts its latest
+    prediction for it (the authors keep the last one seen), a row never seen keeps its
+    label."""
+    n, window, start, epochs, batch_size = 13, 3, 4, 6, 3
+    weights = initial_weights(seed=16)
+    data = examples(n, seed=17)
+    rng = np.random.default_rng(18)
+    orders = [rng.permutation(12) for _ in range(epochs)]       # row 12: never seen
+    orders[4] = np.where(orders[4] == 5, 0, orders[4])          # epoch 5: row 5 missed, row 0 twice
+    m = tanaka_model(weights, data["label"], average_epochs=window)
+    recorder, tables_after = WeightsBeforeEachStep(), TablesAtEpochEnd()
+    ds = tf.data.Dataset.from_tensor_slices(rows(data, np.concatenate(orders))).batch(batch_size)
+    m.fit(ds, epochs=epochs, steps_per_epoch=4, verbose=0,
+          callbacks=[recorder, soft_labels.TanakaLabelUpdate(start=start), tables_after])
+    predictions = epoch_predictions(recorder, orders, data, batch_size)
+    latest = predictions.copy()                                   # carried into missed epochs
+    for e in range(1, epochs):
+        missed = np.isnan(latest[e, :, 0])
+        latest[e, missed] = latest[e - 1, missed]
+    assert np.isnan(latest[:, 12]).all() and not np.isnan(latest[:, :12]).any()
+    assert np.isnan(predictions[4, 5]).all() and not np.isnan(predictions[5, 5]).any()
+    onehot = np.eye(K)[data["label"]]
+    for e in range(epochs):                                       # 0-based epoch
+        labels = tables_after.tables[e][0]
+        if e + 1 < start:
+            np.testing.assert_array_equal(labels, onehot)
+            continue
+        expected = latest[e - window + 1:e + 1, :12].mean(axis=0)
+        np.testing.assert_allclose(labels[:12], expected, rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(labels[12], onehot[12])
+        # Not the epoch's own predictions, nor a mean over every epoch so far.
+        assert np.abs(expected - latest[e, :12]).max() > 1e-2
+        assert np.abs(expected - latest[:e + 1, :12].mean(axis=0)).max() > 1e-3
+    # Row 0's epoch-5 prediction averages its two visits; row 5's is its epoch-4 one.
+    np.testing.assert_allclose(m.window_table.numpy()[5, 4 % window], latest[4, 5], rtol=1e-5)
+
+
+def test_tanaka_window_before_it_fills_averages_the_epochs_so_far():
+    weights = initial_weights(seed=19)
+    data = examples(seed=20)
+    m = tanaka_model(weights, data["label"], average_epochs=10)
+    recorder = WeightsBeforeEachStep()
+    m.fit(batches(data, np.arange(N), 4), epochs=3, verbose=0,
+          callbacks=[recorder, soft_labels.TanakaLabelUpdate(start=3)])
+    predictions = epoch_predictions(recorder, [np.arange(N)] * 3, data, 4)
+    np.testing.assert_allclose(m.labels_table.numpy(), predictions.mean(axis=0), rtol=1e-5,
+                               atol=1e-7)
+    np.testing.assert_allclose(m.labels_table.numpy().sum(axis=1), np.ones(N), rtol=1e-5)
 
 
 def test_tanaka_update_averages_an_epochs_predictions():
@@ -550,8 +619,10 @@ def test_tanaka_tables_survive_save_and_load(tmp_path):
     m.fit(batches(data, BATCH_IDS, 4), epochs=1, verbose=0)          # sums, counts in flight
     labels, sums, counts = (m.labels_table.numpy(), m.sum_table.numpy(),
                             m.count_table.numpy())
+    window, seen = m.window_table.numpy(), m.window_seen.numpy()
     assert np.abs(labels - np.eye(K)[data["label"]]).max() > 0.1
     assert counts.sum() == len(BATCH_IDS) and np.abs(sums).max() > 0.1
+    assert seen.sum() == N and np.abs(window).max() > 0.1
     path = str(tmp_path / "tanaka.weights.h5")
     m.save_weights(path)
     other = tanaka_model(initial_weights(seed=20), np.zeros(N, np.int64))
@@ -559,6 +630,8 @@ def test_tanaka_tables_survive_save_and_load(tmp_path):
     np.testing.assert_array_equal(other.labels_table.numpy(), labels)
     np.testing.assert_array_equal(other.sum_table.numpy(), sums)
     np.testing.assert_array_equal(other.count_table.numpy(), counts)
+    np.testing.assert_array_equal(other.window_table.numpy(), window)
+    np.testing.assert_array_equal(other.window_seen.numpy(), seen)
     for a, b in zip(other.classifier.get_weights(), m.classifier.get_weights()):
         np.testing.assert_array_equal(a, b)
 

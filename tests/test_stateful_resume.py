@@ -31,8 +31,9 @@ def weights(seed):
 
 
 def tanaka(labels):
+    # A 3-epoch window of predictions: its slots wrap around after the stop.
     return (soft_labels.TanakaModel(mirrored.dense_classifier(weights(1)), labels, K,
-                                    weight_decay=1e-3),
+                                    average_epochs=3, weight_decay=1e-3),
             [soft_labels.TanakaLabelUpdate(start=2)])
 
 
