@@ -86,14 +86,15 @@ def write_weights(path, model):
     _atomic_path(path, model.save_weights, ".weights.h5")
 
 
-def read_numbers(path):
+def read_numbers(path, ndmin=1):
     """The numbers of a file a user gives (.npy, or text with spaces or commas between
-    them), as numpy reads them; OSError or ValueError if it cannot."""
+    them), as numpy reads them (a text file's with at least `ndmin` dimensions); OSError
+    or ValueError if it cannot."""
     if path.endswith(".npy"):
         return np.load(path, allow_pickle=False)
     with open(path) as f:
         text = f.read()
-    return np.loadtxt(path, delimiter="," if "," in text else None, ndmin=1)
+    return np.loadtxt(path, delimiter="," if "," in text else None, ndmin=ndmin)
 
 
 def read_json(path):

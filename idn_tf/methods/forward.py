@@ -131,15 +131,10 @@ def load_transition_matrix(path, num_classes):
     None if `path` is empty; ConfigError naming the file if it is not a T [K, K]."""
     if not path:
         return None
-    from idn_tf import transition
+    from idn_tf import artifacts, transition
     try:
-        if path.endswith(".npy"):
-            matrix = np.load(path, allow_pickle=False)
-        else:
-            with open(path) as f:
-                text = f.read()
-            matrix = np.loadtxt(path, delimiter="," if "," in text else None, ndmin=2)
-        return transition.check_transition_matrix(matrix, num_classes)
+        return transition.check_transition_matrix(artifacts.read_numbers(path, ndmin=2),
+                                                  num_classes)
     except (OSError, ValueError) as e:
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"--transition_matrix={path}: {why}") from None
