@@ -77,21 +77,31 @@ def finished_run(digits_run):
 
 @pytest.mark.e2e
 def test_audit_rows_match_a_recomputation_from_the_saved_model(finished_run):
-    import tensorflow as tf
+    import keras
+    from idn_tf import stages
+    from idn_tf.data import views
     cfg, res = finished_run
     run = cfg.run_dir
     rows = read_csv(os.path.join(run, "label_audit.csv"))
-    train_split = sources.load_digits().train
-    n = len(train_split)
-    assert len(rows) == n and sorted(int(r["index"]) for r in rows) == list(range(n))
-    eta, psi = np.load(os.path.join(run, "eta.npy")), np.load(os.path.join(run, "psi.npy"))
+    digits = sources.load_digits()
     with np.load(os.path.join(run, "noisy_labels.npz")) as saved:
-        labels, clean = saved["labels"], saved["clean_labels"]
-    serving = tf.saved_model.load(res["saved_model"]).signatures["serving_default"]
-    all_probs = serving(images=tf.constant(train_split.images))["probabilities"].numpy()
+        all_labels, all_clean, held = saved["labels"], saved["clean_labels"], saved["validation_rows"]
+    # The audit covers the trained rows (not the validation split), indexed as in the source.
+    trained = np.setdiff1d(np.arange(len(all_labels)), held)
+    n = len(trained)
+    assert len(rows) == n and sorted(int(r["index"]) for r in rows) == list(trained)
+    position = {row: i for i, row in enumerate(trained)}  # η, ψ: the trained rows in order
+    labels, clean = all_labels[trained], all_clean[trained]
+    eta, psi = np.load(os.path.join(run, "eta.npy")), np.load(os.path.join(run, "psi.npy"))
+    # The audit's classifier is the last epoch's (classifier.weights.h5), built on the view of
+    # the trained rows (their pixel statistics).
+    data, _ = views.from_config(cfg, digits).hold_out(held, all_labels)
+    classifier = stages.new_classifier(cfg, data)
+    classifier.load_weights(os.path.join(run, "classifier.weights.h5"))
+    all_probs = keras.ops.softmax(classifier(digits.train.images[trained], training=False)).numpy()
 
     # Sorted by η, highest first; equal η by q of the observed label, lowest first.
-    order = np.array([int(r["index"]) for r in rows])
+    order = np.array([position[int(r["index"])] for r in rows])
     u = all_probs * ((1 - eta)[:, None] * np.eye(all_probs.shape[1])[labels]
                      + (eta * psi)[:, None])
     q_observed = (u / u.sum(1, keepdims=True))[np.arange(n), labels]
@@ -101,7 +111,7 @@ def test_audit_rows_match_a_recomputation_from_the_saved_model(finished_run):
     # A few rows: the top of the audit and some random ones, recomputed with numpy from the
     # exported SavedModel's probabilities and Eq. 8 written out as a loop.
     picked = rows[:5] + [rows[i] for i in np.random.default_rng(0).choice(n, 8, replace=False)]
-    ids = np.array([int(r["index"]) for r in picked])
+    ids = np.array([position[int(r["index"])] for r in picked])
     for row, i, p in zip(picked, ids, all_probs[ids]):
         u = np.array([p[j] * ((1 - eta[i]) * (j == labels[i]) + eta[i] * psi[i])
                       for j in range(len(p))], dtype=np.float64)

@@ -181,7 +181,10 @@ def test_the_selected_epoch_is_the_best_validation_epoch_and_is_exported(finishe
     # The SavedModel is the selected classifier: the same probabilities on the test images.
     digits = sources.load_digits()
     weights = callbacks_lib.load_weights_list(os.path.join(cfg.run_dir, "stage2.selected.npz"))
-    data = views.from_config(cfg, digits)
+    with np.load(os.path.join(cfg.run_dir, "noisy_labels.npz")) as noisy:
+        # The trained rows' view: the classifier standardises with their pixel statistics.
+        data, _ = views.from_config(cfg, digits).hold_out(noisy["validation_rows"],
+                                                           noisy["labels"])
     classifier = stages.new_classifier(cfg, data)
     classifier.set_weights(weights)
     expected = keras.ops.softmax(classifier(digits.test.images[:50], training=False)).numpy()
@@ -272,7 +275,10 @@ def test_cli_npz_dataset(tmp_path):
                  "--run_dir=out", *TINY_FLAGS, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     res = artifacts.read_json(tmp_path / "out" / "results.json")
-    np.testing.assert_allclose(res["noise_rate_actual"], flip.mean())
+    with np.load(tmp_path / "out" / "noisy_labels.npz") as saved:
+        np.testing.assert_array_equal(saved["labels"], noisy)  # --noise=none: the file's
+        trained = np.setdiff1d(np.arange(len(noisy)), saved["validation_rows"])
+    np.testing.assert_allclose(res["noise_rate_actual"], flip[trained].mean())
 
 
 @pytest.mark.e2e
