@@ -113,6 +113,13 @@ def test_one_epoch_run_writes_its_results(finished):
                          ("stage1.weights.h5", "ce_test_accuracy")):
         probs = _eval_probs(_classifier(run / weights), test.paths, test.labels)
         assert res[key] == pytest.approx(np.mean(probs.argmax(1) == test.labels), abs=1e-6)
+    # Validation on the clean validation list (nothing held out of the noisy split): one
+    # epoch, so that epoch is selected; its validation accuracy, evaluated independently.
+    assert res["selected_epoch"] == 1 and res["ce_selected_epoch"] == 1
+    val = data.clean_val
+    probs = _eval_probs(_classifier(run / "classifier.weights.h5"), val.paths, val.labels)
+    assert res["method_validation_accuracy"] == pytest.approx(
+        np.mean(probs.argmax(1) == val.labels), abs=1e-6)
     # ψ: the stage-1 classifier's probability of the observed label, on the un-augmented
     # noisy images in index order.
     probs = _eval_probs(_classifier(run / "stage1.weights.h5"), data.noisy.paths,
