@@ -62,7 +62,31 @@ class PGACallback(keras.callbacks.Callback):
             logs["eta_update"] = float(bool(self.model.eta_update_enabled.numpy()))
 
 
-class MonitorCallback(keras.callbacks.Callback):
+class EveryEpochs(keras.callbacks.Callback):
+    """A callback that acts every `every`-th epoch and after the last (`due`), writing
+    summaries to its own file writer in `log_dir` (None: no writer) while fit runs."""
+
+    def __init__(self, log_dir, every):
+        super().__init__()
+        self.log_dir = log_dir
+        self.every = every
+        self._writer = None
+
+    def due(self, epoch):
+        """Whether 0-based `epoch` is an `every`-th one or the last."""
+        return (epoch + 1) % self.every == 0 or epoch + 1 == self.params.get("epochs")
+
+    def on_train_begin(self, logs=None):
+        if self.log_dir:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class MonitorCallback(EveryEpochs):
     """Per-epoch label monitoring for TensorBoard: the data of the paper's Fig. 4 and 5.
 
     At the end of every `every`-th epoch (and of the last one) it predicts the
@@ -95,8 +119,7 @@ class MonitorCallback(keras.callbacks.Callback):
 
     def __init__(self, log_dir, images, labels, clean_labels=None, class_names=None,
                  batch_size=256, every=1, top_k=16):
-        super().__init__()
-        self.log_dir = log_dir
+        super().__init__(log_dir, every)
         self.examples = views.as_examples(images)
         self.labels = np.asarray(labels)
         # -1 marks an unknown clean label (none known: no label-correction scalars).
@@ -104,22 +127,11 @@ class MonitorCallback(keras.callbacks.Callback):
                              else np.asarray(clean_labels))
         self.class_names = class_names
         self.batch_size = batch_size
-        self.every = every
         self.top_k = top_k
         self.history = {}
-        self._writer = None
-
-    def on_train_begin(self, logs=None):
-        self._writer = tf.summary.create_file_writer(self.log_dir)
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
-        last = epoch + 1 == self.params.get("epochs")
-        if (epoch + 1) % self.every and not last:
+        if not self.due(epoch):
             return
         logs = logs or {}
         if self.model.stop_training or not np.isfinite(logs.get("loss", 0.0)):
@@ -174,7 +186,7 @@ def _captions(indices, labels, estimated, eta, class_names):
                       f"estimated {name(estimated[i])}" for i in indices)
 
 
-class TestEvaluation(keras.callbacks.Callback):
+class TestEvaluation(EveryEpochs):
     """The clean test set, evaluated for the curves only: it decides nothing.
 
     At the end of every `every`-th epoch and of the last one, evaluates the model on
@@ -186,26 +198,13 @@ class TestEvaluation(keras.callbacks.Callback):
     """
 
     def __init__(self, test_data, every=1, log_dir=None):
-        super().__init__()
+        super().__init__(log_dir, every)
         self.test_data = test_data
-        self.every = every
-        self.log_dir = log_dir
-        self._writer = None
-
-    def on_train_begin(self, logs=None):
-        if self.log_dir:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        last = epoch + 1 == self.params.get("epochs")
-        if ((epoch + 1) % self.every and not last) or not np.isfinite(logs.get("loss", 0.0)):
+        if not self.due(epoch) or not np.isfinite(logs.get("loss", 0.0)):
             logs.update(test_accuracy=float("nan"), test_loss=float("nan"))
             return
         result = self.model.evaluate(self.test_data, verbose=0, return_dict=True)
