@@ -190,10 +190,17 @@ def test_finetuning_continues_a_finished_run_in_its_folder(finished, tmp_path):
     assert {name: (run / name).stat().st_mtime_ns for name in kept} == kept
     res = json.loads((run / "results.json").read_text())
     assert len(res["finetune_history"]["loss"]) == 2
-    # The fine-tuned classifier is the one exported and its accuracy the one reported.
+    # The fine-tuned classifier's last epoch is the accuracy reported; its epoch chosen on
+    # the clean validation list is the one exported.
     test = clothing1m.load_clothing1m(str(tmp_path / "data"), verbose=False).clean_test
     probs = _eval_probs(_classifier(run / "finetuned.weights.h5"), test.paths, test.labels)
     assert res["finetuned_test_accuracy"] == pytest.approx(
+        np.mean(probs.argmax(1) == test.labels), abs=1e-6)
+    assert res["finetuned_selected_epoch"] in (1, 2)
+    selected = _classifier(run / "finetuned.weights.h5")
+    selected.set_weights(callbacks.load_weights_list(run / "finetune.selected.npz"))
+    probs = _eval_probs(selected, test.paths, test.labels)
+    assert res["finetuned_test_accuracy_selected"] == pytest.approx(
         np.mean(probs.argmax(1) == test.labels), abs=1e-6)
     served = _serve(os.path.join(tmp_path, res["saved_model"]), list(test.paths))
     np.testing.assert_allclose([served[p] for p in test.paths], probs, rtol=1e-5, atol=1e-6)
