@@ -280,10 +280,9 @@ def sweep_choice(comparison, rows):
     for method in comparison.methods:
         if method in comparison.rows:  # not swept
             continue
-        scored = [(rows[r]["validation"]["mean"], -i, v)
+        scored = [(rows[r]["validation"]["mean"], -i, swept[flag])
                   for i, (r, (m, swept)) in enumerate(comparison.rows.items())
-                  for v in [swept[flag]] if m == method
-                  and rows[r]["validation"]["n"] == len(comparison.seeds)]
+                  if m == method and rows[r]["validation"]["n"] == len(comparison.seeds)]
         chosen[method] = max(scored)[2] if scored else None
     return {"flag": flag, "values": values, "chosen": chosen}
 

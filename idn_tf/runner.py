@@ -206,7 +206,9 @@ def selected_classifier(folder, config, data, stage, trained):
     if weights is None:
         weights = folder.selected_weights(stage)
     from idn_tf import stages
-    classifier = stages.classifier_in_scope(config, data)
+    # Outside the strategy's scope: only the chief exports, and under multi_worker a
+    # variable made in the scope would wait for the workers that have finished.
+    classifier = stages.new_classifier(config, data)
     folder.reuse(folder.selected_name(stage), lambda: classifier.set_weights(weights))
     return classifier
 

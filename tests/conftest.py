@@ -82,8 +82,9 @@ def digits_run_copy(digits_run, tmp_path):
 
 # test_methods_run.SHORT and test_stateful_methods_run.SHORT / METHODS in one set of flags
 # (each method's own flags concern only it); the fixtures there check each cell's config.
+# The whole training split trains (no validation split): those tests count its 1,437 rows.
 METHOD_COMPARISON = dict(
-    dataset="digits", noise="ccn", noise_rate=0.4, epochs=4, lr_decay_epochs=(3,),
+    dataset="digits", noise="ccn", noise_rate=0.4, epochs=4, lr_decay_epochs=(3,), val_fraction=0.0,
     eta_start_epoch=2, eta_every=1, verbose=0, monitor_every=1000, dmi_lr=1e-4,
     coteaching_tau="0.3", coteaching_t_k=2, tanaka_start_epoch=2, pencil_joint_start=2,
     pencil_finetune_start=4, pencil_lambda=600.0)
