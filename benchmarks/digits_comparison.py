@@ -82,7 +82,7 @@ def table(results):
     for noise in noises:
         summary = results[noise]["summary"]
         means = {r: summary[r]["selected"]["mean"] if summary[r]["selected"]["n"]
-                 else summary[r]["mean"] for r in rows}
+                 else summary[r]["mean"] if summary[r]["n"] else float("-inf") for r in rows}
         ours = " > ".join(NAMES.get(r, r) for r in sorted(means, key=means.get, reverse=True))
         paper = PAPER.get(noise, {})
         theirs = " > ".join(sorted(paper, key=paper.get, reverse=True))
