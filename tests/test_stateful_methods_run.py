@@ -172,7 +172,7 @@ def test_coteaching_saves_and_evaluates_its_first_network(whole, digits):
     logits = keras.ops.convert_to_numpy(classifier(digits.test.images, training=False))
     accuracy = np.mean(np.argmax(logits, axis=1) == digits.test.labels)
     assert res["method_test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
-    assert res["method_history"]["val_accuracy"][-1] == res["method_test_accuracy"]
+    assert res["method_history"]["test_accuracy"][-1] == res["method_test_accuracy"]
     # The peer's initial weights (another seed) are not the first network's.
     peer = stages.new_classifier(cfg, data, seed=cfg.seed + coteaching_method.PEER_SEED_OFFSET)
     first = stages.new_classifier(cfg, data)
@@ -323,8 +323,8 @@ def test_tanaka_restart_reuses_the_first_phase(whole, tmp_path, capsys):
     # run is not --deterministic, so only nearly).
     before = read(whole["tanaka"], "results.json")
     assert len(res["method_history"]["accuracy"]) == 4
-    np.testing.assert_allclose(res["method_history"]["val_accuracy"],
-                               before["method_history"]["val_accuracy"], atol=0.03)
+    np.testing.assert_allclose(res["method_history"]["test_accuracy"],
+                               before["method_history"]["test_accuracy"], atol=0.03)
     assert res["soft_labels_corrected"] == before["soft_labels_corrected"]
 
 
@@ -448,8 +448,11 @@ def test_compare_runs_the_three_methods(tmp_path):
         rows = [line for line in table.splitlines() if line.startswith(f"| {row_name} |")]
         assert len(rows) == 1, table
         columns = [c.strip().strip("*") for c in rows[0].strip("|").split("|")]
-        accuracy = 100 * res["method_test_accuracy"]
-        assert columns[1:] == [f"{accuracy:.2f} ± 0.00", f"{accuracy:.2f}", "1/1"], rows[0]
+        # selected | last | best | per seed (selected) | seeds done
+        last, selected, best = (100 * res[f"method_test_accuracy{k}"]
+                                for k in ("", "_selected", "_best"))
+        assert columns[1:] == [f"{selected:.2f} ± 0.00", f"{last:.2f} ± 0.00",
+                               f"{best:.2f} ± 0.00", f"{selected:.2f}", "1/1"], rows[0]
     assert read(folder / "tanaka-0", "results.json")["method_history"]["accuracy"]
     # Scaled to 2 epochs: phase 2 after round(2·70/320) = 0 epochs, phase 3 after
     # round(2·200/320) = 1.
