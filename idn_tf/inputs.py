@@ -171,9 +171,7 @@ def observed_labels(folder, config, data, fresh=None):
                                         "training split; choose another --run_dir or pass "
                                         "--overwrite")
     else:
-        if fresh is None:
-            runfolder.banner(f"noise: {config.noise}")
-        arrays = fresh if fresh is not None else new_noisy_labels(config, data)
+        arrays = fresh if fresh is not None else fresh_noisy_labels(folder, config, data)
         labels, held = arrays["labels"], arrays["validation_rows"]
         folder.write(artifacts.write_npz, name, **arrays)
     data, labels = split_validation(data, labels, held)
