@@ -143,6 +143,16 @@ def resnet20_export(tmp_path_factory):  # has the custom layer ZeroPadShortcut
     return exported("resnet20", (16, 16, 3), tmp_path_factory)
 
 
+@pytest.fixture(scope="module")
+def resnet34_export(tmp_path_factory):  # ELR's backbone: projection shortcuts
+    return exported("resnet34", (32, 32, 3), tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def preact_resnet18_export(tmp_path_factory):  # DivideMix's backbone
+    return exported("preact_resnet18", (32, 32, 3), tmp_path_factory)
+
+
 def softmax(logits):
     """Row-wise softmax in float64, the reference for the served probabilities."""
     z = np.exp(logits - logits.max(axis=-1, keepdims=True))
@@ -150,7 +160,8 @@ def softmax(logits):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("export_fixture", ["small_cnn_export", "resnet20_export"])
+@pytest.mark.parametrize("export_fixture", ["small_cnn_export", "resnet20_export",
+                                            "resnet34_export", "preact_resnet18_export"])
 def test_saved_model_serves_like_keras_without_idn_tf(export_fixture, request, tmp_path):
     model, path, images = request.getfixturevalue(export_fixture)
     np.savez(tmp_path / "images.npz", images=images)

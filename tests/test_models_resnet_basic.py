@@ -114,6 +114,7 @@ def test_seeded_initialisers():
     assert not np.allclose(kernels[1], kernels[2])  # each layer its own seed
 
 
+@pytest.mark.e2e  # writes 45-85 MB
 def test_keras_file_round_trip(net, tmp_path):
     arch, model = net
     path = tmp_path / f"{arch}.keras"
