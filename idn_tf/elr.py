@@ -21,7 +21,7 @@ first visit has ⟨p, t⟩ = (1 − β)⟨p, p̂⟩, and Σ_k t_ik = 1 − β^v 
 The clamp bounds ⟨p, t⟩ ≤ max_k p_k ≤ 1 − 1e-4 (t sums to at most 1), so the log stays
 finite; its gradient is 0 on the clamped entries (torch.clamp's, tf.clip_by_value's).
 The regulariser's gradient on the logits is λ·p_k(⟨p, t⟩ − t_k)/(1 − ⟨p, t⟩) on the
-unclamped entries (p ∂⟨p,t⟩/∂z = p ⊙ (t − ⟨p,t⟩), negated by the log's −1/(1−⟨p,t⟩)): it
+unclamped entries (∂⟨p,t⟩/∂z_k = p_k(t_k − ⟨p,t⟩), times the log's −1/(1 − ⟨p,t⟩)): it
 pushes p towards t, more strongly as they agree, which is what keeps an example whose
 target has settled on its early prediction from being pulled to a wrong label by CE.
 """
