@@ -31,7 +31,8 @@ from idn_tf.errors import check as _check
 # Kept here rather than imported so that parsing and checking a configuration
 # never imports TensorFlow (a user error then prints one clean line); a test
 # checks it equals models.ARCHITECTURES.
-ARCHITECTURES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet50")
+ARCHITECTURES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet50",
+                 "preact_resnet18", "resnet34")
 
 # Fields that do not change what a run computes: they may differ between a
 # run and its restart in the same folder.

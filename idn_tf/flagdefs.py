@@ -143,7 +143,8 @@ flags.DEFINE_string("method", C.method,
                     "loss correction (Patrini et al. 2017); bootstrap_soft / bootstrap_hard: "
                     "bootstrapping (Reed et al. 2015); ldmi: L_DMI (Xu et al. 2019) from the "
                     "stage-1 CE model; coteaching: Co-teaching (Han et al. 2018); tanaka: joint "
-                    "optimisation (Tanaka et al. 2018); pencil: PENCIL (Yi & Wu 2019).")
+                    "optimisation (Tanaka et al. 2018); pencil: PENCIL (Yi & Wu 2019); elr: "
+                    "early-learning regularisation (Liu et al. 2020).")
 flags.DEFINE_string("transition_matrix", C.transition_matrix,
                     "--method=forward: a known transition matrix T (row i = P(observed label | "
                     "class i)), a K x K .npy file or text file (numpy.loadtxt); true: the true "
@@ -224,6 +225,12 @@ flags.DEFINE_enum("pencil_lr_schedule", C.pencil_lr_schedule, PENCIL_LR_SCHEDULE
                   "--method=pencil: authors: Yi & Wu's code, --lr through phases 1-2, phase 3 "
                   "restarted at --lr x 0.2/0.06 and divided by 10 after each third of it; "
                   "recipe: the recipe's step decay (--lr_decay_epochs) through every phase.")
+flags.DEFINE_float("elr_beta", C.elr_beta,
+                   "--method=elr: momentum β of the targets, t ← β t + (1 − β) p (Liu et al., "
+                   "CIFAR-10: 0.7; CIFAR-100: 0.9, flags/method_elr_cifar100.cfg).")
+flags.DEFINE_float("elr_lambda", C.elr_lambda,
+                   "--method=elr: weight λ of the regulariser log(1 − <p, t>) (Liu et al., "
+                   "CIFAR-10: 3; CIFAR-100: 7).")
 
 # Row #10: fine-tuning on the clean training set.
 flags.DEFINE_integer("finetune_clean_epochs", C.finetune_clean_epochs,

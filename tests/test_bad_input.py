@@ -86,7 +86,7 @@ OUT_OF_RANGE = {
     "tanaka_beta": "-0.5", "tanaka_start_epoch": "-1", "tanaka_average_epochs": "0",
     "tanaka_lr": "-0.1", "pencil_alpha": "-0.1",
     "pencil_beta": "-1", "pencil_lambda": "-600", "pencil_joint_start": "-1",
-    "pencil_finetune_start": "-2",
+    "pencil_finetune_start": "-2", "elr_beta": "1", "elr_lambda": "-1",
 }
 
 for _name, _value in OUT_OF_RANGE.items():

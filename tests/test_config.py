@@ -65,7 +65,7 @@ def test_method_names_the_run_folder_unless_it_is_the_method():
 
 def test_the_registry_holds_the_nine_methods_and_each_field_once():
     assert methods.names() == ("idn", "ce", "forward", "bootstrap_soft", "bootstrap_hard",
-                               "ldmi", "coteaching", "tanaka", "pencil")
+                               "ldmi", "coteaching", "tanaka", "pencil", "elr")
     owners = [f for m in methods.all_methods() for f in m.fields]
     assert len(owners) == len(set(owners))
     # Every method's own fields are configuration fields with a flag of the same name.
@@ -112,7 +112,7 @@ def test_stage_one_is_trained_only_when_the_method_needs_it(tmp_path):
     needs = {m: needs_stage1(method=m) for m in methods.names()}
     assert needs == {"idn": True, "ce": True, "forward": True, "bootstrap_soft": False,
                      "bootstrap_hard": False, "ldmi": True, "coteaching": False,
-                     "tanaka": False, "pencil": False}
+                     "tanaka": False, "pencil": False, "elr": False}
     assert not needs_stage1(method="forward", transition_matrix=str(given))
     assert not needs_stage1(method="forward", transition_matrix="true")
     # Co-teaching trains stage 1 only to estimate τ from it.
@@ -300,7 +300,7 @@ def test_every_flagfile_is_covered():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "flags", "*.cfg"))}
     assert names == set(ROWS) | set(CLOTHING1M_ROWS) | set(METHOD_FLAGFILES) | {
         "paper_cifar10.cfg", "paper_cifar100.cfg", "paper_clothing1m.cfg", "default.cfg",
-        "method_tanaka_clothing1m.cfg"}
+        "method_tanaka_clothing1m.cfg"} | set(ELR_FLAGFILES)
 
 
 def test_tanaka_clothing1m_flagfile_on_top_of_a_row():
@@ -374,3 +374,29 @@ def test_a_given_forget_rate_is_one_setting_however_it_is_written():
     b = config_lib.resolve({"method": "coteaching", "coteaching_tau": "0.4"})
     assert a.coteaching_tau == b.coteaching_tau == "0.4"
     assert a.semantic_dict() == b.semantic_dict()
+
+
+# ELR's flagfiles set the authors' whole protocol (backbone, optimiser, schedule) besides β, λ.
+ELR_PROTOCOL = dict(method="elr", arch="resnet34", normalize="standardize", batch_size=128,
+                    lr=0.02, momentum=0.9, weight_decay=1e-3, lr_decay_factor=0.01)
+ELR_FLAGFILES = {
+    "method_elr.cfg": ("table2_cifar10_ccn_0.4.cfg", dict(
+        ELR_PROTOCOL, elr_beta=0.7, elr_lambda=3.0, epochs=120, lr_decay_epochs=(40, 80))),
+    "method_elr_cifar100.cfg": ("table1_cifar100_idn.cfg", dict(
+        ELR_PROTOCOL, elr_beta=0.9, elr_lambda=7.0, epochs=150, lr_decay_epochs=(80, 120))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ELR_FLAGFILES))
+def test_elr_flagfiles_on_top_of_a_row(name):
+    row, expected = ELR_FLAGFILES[name]
+    cfg = _config_from_flagfile(row, f"--flagfile=flags/{name}")
+    base = _config_from_flagfile(row)
+    # The row's data, noise, augmentation and split are kept; the rest is the authors'.
+    assert cfg == dataclasses.replace(base, **expected, run_dir=cfg.run_dir,
+                                      model_name=cfg.model_name)
+    assert (cfg.dataset, cfg.augment, cfg.val_fraction) == (base.dataset, "pad_crop_flip", 0.0)
+    with open(os.path.join(ROOT, "flags", name)) as f:
+        header = "".join(line for line in f if line.startswith("#"))
+    assert f"--flagfile=flags/{name}" in header and "Expected test accuracy" in header
+    assert "Expected time" in header and "ResNet-34" in header

@@ -7,13 +7,14 @@ import tensorflow as tf
 
 from idn_tf import config, models
 from idn_tf.data import views
+from idn_tf.models import resnet_basic
 from idn_tf.models.resnet50 import CaffePreprocessing
 from idn_tf.models.resnet_cifar import DEPTHS, ZeroPadShortcut
 
 
 def test_config_lists_the_same_architectures():
     assert config.ARCHITECTURES == models.ARCHITECTURES
-    assert set(DEPTHS) | {"small_cnn", "resnet50"} == set(models.ARCHITECTURES)
+    assert set(DEPTHS) | {"small_cnn", "resnet50"} | set(resnet_basic.BUILDERS) == set(models.ARCHITECTURES)
 
 
 def test_config_knows_resnet50s_smallest_input():

@@ -228,7 +228,8 @@ ROWS = {"idn": "method test accuracy (stage 2)", "forward": "Forward test accura
         "bootstrap_soft": "Bootstrapping (soft) test accuracy",
         "bootstrap_hard": "Bootstrapping (hard) test accuracy",
         "ldmi": "L_DMI test accuracy", "coteaching": "Co-teaching test accuracy",
-        "tanaka": "Tanaka test accuracy (second phase)", "pencil": "PENCIL test accuracy"}
+        "tanaka": "Tanaka test accuracy (second phase)", "pencil": "PENCIL test accuracy",
+        "elr": "ELR test accuracy"}
 
 
 @pytest.mark.parametrize("method, row", [(m, r) for m, r in ROWS.items()] + [("ce", None)])
@@ -254,7 +255,7 @@ def test_table_shows_the_stateful_baselines_values():
         "Co-teaching test accuracy": " 75.00%", "Co-teaching forget rate τ": " 30.00%"}
     soft = dict(soft_labels_corrected=0.6, soft_labels_kept=0.95)
     for method, row in (("tanaka", "Tanaka test accuracy (second phase)"),
-                        ("pencil", "PENCIL test accuracy")):
+                        ("pencil", "PENCIL test accuracy"), ("elr", "ELR test accuracy")):
         assert rows(method, **soft) == {
             "actual noise rate (wrong training labels)": " 20.00%", row: " 75.00%",
             "wrong training labels corrected by the soft labels": " 60.00%",

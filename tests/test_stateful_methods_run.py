@@ -38,6 +38,7 @@ METHODS = {
     # which saturates rows to exact 0/1 in float32 within a step.
     "pencil": dict(method="pencil", pencil_joint_start=2, pencil_finetune_start=4,
                    pencil_lambda=600.0),
+    "elr": dict(method="elr"),
 }
 TAU, T_K = 0.3, 2
 
@@ -365,7 +366,7 @@ def test_pencil_phases_and_learned_labels(whole, planted):
 
 
 KILLS = [("coteaching", "coteaching"), ("tanaka", "tanaka_labels"), ("tanaka", "tanaka"),
-         ("pencil", "pencil")]  # (method, the stage whose epoch-2 backup stops the run)
+         ("pencil", "pencil"), ("elr", "elr")]  # (method, the stage whose epoch-2 backup stops the run)
 
 
 @early.job("resumed", __name__)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from idn_tf import callbacks, coteaching, soft_labels
+from idn_tf import callbacks, coteaching, elr, soft_labels
 
 import mirrored
 
@@ -43,6 +43,11 @@ def pencil(labels):
             [soft_labels.PencilPhase(joint_start=2, finetune_start=5)])
 
 
+def elr_model(labels):
+    return elr.ELRModel(mirrored.dense_classifier(weights(1)), len(labels), K, beta=0.7,
+                        lam=3.0, weight_decay=1e-3), []
+
+
 def co_teaching(labels):
     del labels
     return (coteaching.CoTeachingModel(mirrored.dense_classifier(weights(1)),
@@ -69,8 +74,8 @@ def train(make, backup_dir, epochs):
     return model
 
 
-@pytest.mark.parametrize("make", [tanaka, pencil, co_teaching],
-                         ids=["tanaka", "pencil", "coteaching"])
+@pytest.mark.parametrize("make", [tanaka, pencil, co_teaching, elr_model],
+                         ids=["tanaka", "pencil", "coteaching", "elr"])
 def test_a_stopped_run_resumes_to_the_same_state(make, tmp_path):
     whole = train(make, str(tmp_path / "whole"), EPOCHS)
     stopped = train(make, str(tmp_path / "parts"), STOP)
@@ -85,6 +90,9 @@ def test_a_stopped_run_resumes_to_the_same_state(make, tmp_path):
     if make is pencil:  # the label logits learned in phase 2, both before and after the stop
         table = resumed.label_table.numpy()
         assert np.abs(table - 10.0 * np.eye(K)[dataset()[0]["label"]]).max() > 0.1
+    if make is elr_model:  # every row visited once per epoch from t = 0: Σ_k t_ik = 1 − β^5
+        np.testing.assert_allclose(resumed.targets_table.numpy().sum(axis=1), 1 - 0.7 ** EPOCHS,
+                                   rtol=1e-5)
     if make is tanaka:
         assert not np.allclose(resumed.labels_table.numpy(),
                                np.eye(K)[dataset()[0]["label"]])

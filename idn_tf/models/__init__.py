@@ -9,11 +9,13 @@ pixels a data source yields.
 import keras
 import numpy as np
 
+from idn_tf.models import resnet_basic
 from idn_tf.models.resnet50 import CaffePreprocessing, is_pretrained, resnet50
 from idn_tf.models.resnet_cifar import DEPTHS, resnet_cifar
 from idn_tf.models.small_cnn import small_cnn
 
-ARCHITECTURES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet50")
+ARCHITECTURES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet50",
+                 "preact_resnet18", "resnet34")
 
 
 def preprocessing(inputs, mean, std):
@@ -57,6 +59,8 @@ def build_classifier(arch, input_shape, num_classes, mean, std, seed=None, backb
         logits = small_cnn(x, num_classes, seed=seed)
     elif arch == "resnet50":
         logits = resnet50(x, num_classes, backbone_weights, seed=seed)
+    elif arch in resnet_basic.BUILDERS:
+        logits = resnet_basic.BUILDERS[arch](x, num_classes, seed=seed)
     else:
         logits = resnet_cifar(x, num_classes, DEPTHS[arch], seed=seed)
     return keras.Model(inputs, logits, name=arch)
