@@ -35,13 +35,13 @@ EPS = 1e-4  # the authors' ε (clamps and the L1 normalisation)
 def sop_terms(logits, labels, u, v, eps=EPS):
     """SOP's per-example terms (module docstring) for one batch.
 
-    logits [B, K]; labels int [B] (observed); u [B, 1]; v [B, K].
+    logits [B, K] (float32 or float64: the terms take its dtype); labels int [B]
+    (observed); u [B, 1]; v [B, K].
     Returns (CE [B], MSE [B], q [B, K]): q is the corrected prediction the CE term
     scores, which SOP+'s class-balance term averages (`balance_term`).
     A slow loop would compute, for each i: U = min(u_i², 1) at ỹ_i and 0 elsewhere,
     V_k = min(v_ik², 1) off ỹ_i, then the formulas of the module docstring.
     """
-    logits = tf.cast(logits, tf.float32)
     num_classes = tf.shape(logits)[-1]
     y = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=logits.dtype)
     u_part = tf.clip_by_value(tf.square(tf.cast(u, logits.dtype)) * y, 0.0, 1.0)
