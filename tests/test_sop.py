@@ -359,3 +359,41 @@ def test_the_authors_schedule_replaces_the_step_decay():
     recipe = config_lib.resolve({"method": "sop", "sop_lr_schedule": "recipe"})
     assert SOP.stage_config(recipe).lr_decay_epochs == (10, 20, 30)
     assert not SOP.needs_stage1(c)
+
+
+# --- the flagfiles -------------------------------------------------------------------
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def flagfile_values(name):
+    """{flag: value} of a flagfile's --flag=value lines (nested flagfiles left as they are)."""
+    lines = (ROOT / "flags" / name).read_text().splitlines()
+    return dict(line[2:].split("=", 1) for line in lines if line.startswith("--"))
+
+
+AUTHORS = {"method": "sop", "arch": "resnet34", "epochs": "300", "batch_size": "128",
+           "lr": "0.02", "momentum": "0.9", "weight_decay": "5e-4",
+           "sop_lr_schedule": "authors", "sop_lr_u": "10", "sop_lr_v": "10",
+           "sop_init_std": "1e-8"}
+
+
+@pytest.mark.parametrize("name, values", [
+    ("method_sop.cfg", AUTHORS),
+    ("method_sop_cifar100.cfg", {**AUTHORS, "weight_decay": "1e-3", "sop_lr_u": "1"})])
+def test_flagfiles_hold_the_authors_settings_and_resolve_on_a_row(name, values):
+    from test_config import _config_from_flagfile
+    found = flagfile_values(name)
+    if "flagfile" in found:  # the CIFAR-100 one sets its differences on top of the other
+        found = {**flagfile_values(found.pop("flagfile").split("/")[-1]), **found}
+    assert found == values
+    # On a row's flagfile; --arch=resnet34 comes with the backbones' branch, so here the
+    # other values are given as flags (the row's arch stays).
+    given = [f"--{k}={v}" for k, v in found.items() if k != "arch"]
+    cfg = _config_from_flagfile("table2_cifar10_ccn_0.4.cfg", *given)
+    assert SOP.rates(cfg) == (float(values["sop_lr_u"]), float(values["sop_lr_v"]))
+    assert SOP.stage_config(cfg).lr_decay_epochs == ()
+    # 0.02 in the first epoch, 0.0002 (+ 0.3%: one step short of T_max) in the last.
+    assert cosine_learning_rate(0, cfg.lr, cfg.epochs) == pytest.approx(0.02)
+    assert cosine_learning_rate(cfg.epochs - 1, cfg.lr, cfg.epochs) == pytest.approx(
+        0.0002, rel=3e-3)
