@@ -373,7 +373,7 @@ def flagfile_values(name):
 
 
 AUTHORS = {"method": "sop", "arch": "resnet34", "epochs": "300", "batch_size": "128",
-           "lr": "0.02", "momentum": "0.9", "weight_decay": "5e-4",
+           "lr": "0.02", "momentum": "0.9", "normalize": "standardize", "weight_decay": "5e-4",
            "sop_lr_schedule": "authors", "sop_lr_u": "10", "sop_lr_v": "10",
            "sop_init_std": "1e-8"}
 
