@@ -109,7 +109,8 @@ def test_the_export_serves_without_idn_tf(resumed, tmp_path):
     classifier.load_weights(run_dir / "classifier.weights.h5")
     images = data.dataset.test.images[:16]
     np.savez(tmp_path / "images.npz", images=images)
-    saved = read(run_dir, "results.json")["saved_model"]
+    # results.json names it relative to the run's working directory.
+    saved = str(run_dir.parent / read(run_dir, "results.json")["saved_model"])
     subprocess.run([sys.executable, "-c", LOAD_AND_SERVE, saved, str(tmp_path / "images.npz"),
                     str(tmp_path / "outputs.npz"), "16"], cwd=tmp_path, check=True)
     outputs = np.load(tmp_path / "outputs.npz")
