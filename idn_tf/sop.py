@@ -20,6 +20,10 @@ decay). The bracketed class-balance term is SOP+'s (their `ratio_balance`). Thei
 other SOP+ term, the consistency between two augmentations, is not here (see
 docs/baselines.md: the training batches hold one augmented image).
 
+The paper writes u_i ∈ R^K; only its entry at the observed label enters s_i, and the
+authors store that one number, as here. This is their code's loss rather than the paper's
+equation (the floor, the L1 normalisation, the clips and the detached V are theirs).
+
 `SOPModel` holds u [N, 1] and v [N, K] on `tables.ExampleTable`s; inference uses the
 classifier alone (as theirs: s only enters the training loss).
 """
