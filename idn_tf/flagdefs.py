@@ -15,6 +15,7 @@ from idn_tf import config, methods
 from idn_tf.methods.idn import ETA_RULES
 from idn_tf.methods.ldmi import BATCHES as DMI_BATCHES
 from idn_tf.methods.pencil import LR_SCHEDULES as PENCIL_LR_SCHEDULES
+from idn_tf.methods.sop import LR_SCHEDULES as SOP_LR_SCHEDULES
 
 # The defaults of every configuration field: `Config`'s own and the methods'.
 C = types.SimpleNamespace(**config.field_defaults())
@@ -231,6 +232,21 @@ flags.DEFINE_float("elr_beta", C.elr_beta,
 flags.DEFINE_float("elr_lambda", C.elr_lambda,
                    "--method=elr: weight λ of the regulariser log(1 − <p, t>) (Liu et al., "
                    "CIFAR-10: 3; CIFAR-100: 7).")
+flags.DEFINE_float("sop_lr_u", C.sop_lr_u,
+                   "--method=sop: SGD step size of the per-example u (Liu et al.'s lr_u); 0: "
+                   "their CIFAR-10 10 at batch 128 over 300 epochs, scaled to keep "
+                   "lr_u·--epochs/--batch_size.")
+flags.DEFINE_float("sop_lr_v", C.sop_lr_v,
+                   "--method=sop: SGD step size of the per-example v (Liu et al.'s lr_v); 0: "
+                   "their CIFAR-10 10 at batch 128 over 300 epochs, scaled as --sop_lr_u.")
+flags.DEFINE_float("sop_init_std", C.sop_init_std,
+                   "--method=sop: u and v start from N(0, std²) (Liu et al.'s code: 1e-8).")
+flags.DEFINE_float("sop_balance", C.sop_balance,
+                   "--method=sop: weight λ_b of SOP+'s class-balance term (Liu et al.'s SOP+: "
+                   "0.1); 0: SOP.")
+flags.DEFINE_enum("sop_lr_schedule", C.sop_lr_schedule, SOP_LR_SCHEDULES,
+                  "--method=sop: authors: Liu et al.'s cosine annealing of --lr to --lr/100 "
+                  "over --epochs; recipe: the recipe's step decay (--lr_decay_epochs).")
 
 # Row #10: fine-tuning on the clean training set.
 flags.DEFINE_integer("finetune_clean_epochs", C.finetune_clean_epochs,

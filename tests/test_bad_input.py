@@ -87,6 +87,7 @@ OUT_OF_RANGE = {
     "tanaka_lr": "-0.1", "pencil_alpha": "-0.1",
     "pencil_beta": "-1", "pencil_lambda": "-600", "pencil_joint_start": "-1",
     "pencil_finetune_start": "-2", "elr_beta": "1", "elr_lambda": "-1",
+    "sop_lr_u": "-1", "sop_lr_v": "-10", "sop_init_std": "0", "sop_balance": "-0.1",
 }
 
 for _name, _value in OUT_OF_RANGE.items():

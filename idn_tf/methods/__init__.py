@@ -8,7 +8,7 @@ subclass (`methods.base`), one `register` line below and its flags (`flagdefs`);
 docs/architecture.md walks through one.
 """
 
-from idn_tf.methods import bootstrap, ce, coteaching, elr, forward, idn, ldmi, pencil, tanaka
+from idn_tf.methods import bootstrap, ce, coteaching, elr, forward, idn, ldmi, pencil, sop, tanaka
 from idn_tf.methods.base import Method, Run  # noqa: F401 (the interface)
 
 _REGISTRY = {}
@@ -69,6 +69,6 @@ def run_files():
 
 
 for _method in (idn.METHOD, ce.METHOD, forward.METHOD, bootstrap.SOFT, bootstrap.HARD,
-                ldmi.METHOD, coteaching.METHOD, tanaka.METHOD, pencil.METHOD):
+                ldmi.METHOD, coteaching.METHOD, tanaka.METHOD, pencil.METHOD, elr.METHOD,
+                sop.METHOD):
     register(_method)
-register(elr.METHOD)
