@@ -199,14 +199,6 @@ def test_overwrite_starts_the_comparison_again(tmp_path):
     assert "--overwrite" not in (tmp_path / "cmp" / "comparison.md").read_text()
 
 
-@pytest.fixture(scope="module")
-def zygote(tmp_path_factory):
-    """A cli.Zygote for the commands that only refuse their flags."""
-    process = cli_lib.Zygote(tmp_path_factory.mktemp("zygote") / "log")
-    yield process
-    process.close()
-
-
 FRESH_INTERPRETER = {("--strategy=multi_worker",), ("--seeds=1,a",)}
 
 
