@@ -17,6 +17,8 @@ that they run while the tests before them do: the comparison above, test_compare
 comparison, test_clothing1m_run.py's finished run, and the kill-and-resume sets of
 test_resume.py and test_stateful_methods_run.py (killed.py).
 
+`zygote` (session): a cli.Zygote, for the commands that only refuse their input.
+
 The end-to-end tests are marked `e2e` (setup.cfg); `pytest -m "not e2e"` runs the rest.
 """
 
@@ -122,3 +124,17 @@ def _start_early_runs(request, tmp_path_factory):
     early.start(request.session.items, tmp_path_factory)
     yield
     early.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# Commands that only refuse their input
+
+
+@pytest.fixture(scope="session")
+def zygote(tmp_path_factory):
+    """A cli.Zygote: `python -m idn_tf.train` or `idn_tf.compare` in a fork of a process
+    that has done their imports once, for the commands that stop at a bad input."""
+    import cli as cli_lib
+    process = cli_lib.Zygote(tmp_path_factory.mktemp("zygote") / "log")
+    yield process
+    process.close()

@@ -187,11 +187,15 @@ def test_audit_cli_rejects_damaged_run_files_in_one_line(finished_run, tmp_path)
     result = audit_cli(f"--run_dir={copy}", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "eta.npy has shape (5,)" in result.stderr
+    # The next damage in-process (`audit.rebuild`, what the CLI calls): a user error
+    # (cli.USER_ERRORS: exit 2, no traceback) of one line.
+    import dataclasses
+    from idn_tf import cli
     shutil.copy(os.path.join(cfg.run_dir, "eta.npy"), copy / "eta.npy")
     (copy / "classifier.weights.h5").write_bytes(b"not hdf5")
-    result = audit_cli(f"--run_dir={copy}", cwd=tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert "classifier.weights.h5: cannot load it" in result.stderr
+    with pytest.raises(cli.USER_ERRORS, match="classifier.weights.h5: cannot load it") as error:
+        audit.rebuild(dataclasses.replace(cfg, run_dir=str(copy)))
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.e2e

@@ -33,6 +33,8 @@ import pytest
 
 from idn_tf import flagdefs
 
+import cli as cli_lib
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ("--epochs=1", "--eta_start_epoch=1", "--lr_decay_epochs=", "--verbose=0",
          "--monitor_every=5", "--export_dir=")
@@ -453,53 +455,13 @@ row("c1m-imagenet-offline", *C1M, "--arch=resnet50", "--backbone_weights=imagene
 # A fresh `python -m idn_tf.train` spends ~2 s of CPU importing (scikit-learn, matplotlib)
 # before it can refuse anything. So the rows in REAL_CLI (one or more of each kind) run as
 # exactly that, and the others in a fork of a "zygote" process that has done those imports
-# once: each fork gets the row's folder, environment, argv, stdout and stderr, runs
-# train.py as __main__ (`runpy`, as `-m` does) and exits with its exit code; an uncaught
-# exception prints its traceback, as the interpreter would. The zygote checks that
-# importing the CLI did not import TensorFlow, so that a row sees TensorFlow (and its
-# stderr start-up lines) exactly when the real CLI would.
+# once (cli.Zygote: each fork runs train.py as __main__, as `-m` does, with the row's
+# folder, environment, argv, stdout and stderr).
 
 REAL_CLI = {"dataset=bogus", "epochs=0", "epochs=abc", "positional-argument",
             "npz-text-file", "npz-images-float-with-nan", "run_dir-is-a-file",
             "run_dir-other-epochs", "tf_config-not-json", "c1m-image-corrupt"}
 
-ZYGOTE = r"""
-import json, os, runpy, signal, sys, traceback
-import idn_tf.train  # the CLI's imports, done once
-if "tensorflow" in sys.modules:
-    sys.exit("importing idn_tf.train imported TensorFlow; the zygote would hide its output")
-del sys.modules["idn_tf.train"]  # runpy runs it afresh as __main__, as -m does
-print("ready", flush=True)
-for line in sys.stdin:
-    row = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.chdir(row["cwd"])
-            os.environ.clear()
-            os.environ.update(row["env"])
-            for fd, name, flags in ((0, os.devnull, os.O_RDONLY),
-                                    (1, row["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-                                    (2, row["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
-                os.dup2(os.open(name, flags, 0o644), fd)
-            signal.alarm(row["timeout"])
-            sys.argv = ["-m", *row["args"]]  # runpy puts train.py's path first, as -m does
-            runpy.run_module("idn_tf.train", run_name="__main__", alter_sys=True)
-            code = 0
-        except SystemExit as e:
-            if isinstance(e.code, str):
-                print(e.code, file=sys.stderr)
-            code = e.code if isinstance(e.code, int) else int(e.code is not None)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    print(os.waitstatus_to_exitcode(status), flush=True)
-"""
 
 
 def cli_env(env_changes=()):
@@ -523,33 +485,6 @@ def cli(args, cwd, env_changes=()):
                               timeout=TIMEOUT)
     except subprocess.TimeoutExpired as e:
         return subprocess.CompletedProcess(e.cmd, None, "", f"timed out after {TIMEOUT} s")
-
-
-class Zygote:
-    """A process that has imported idn_tf.train and runs one CLI invocation per fork."""
-
-    def __init__(self, log):
-        self.process = subprocess.Popen([sys.executable, "-c", ZYGOTE], env=cli_env(),
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=open(log, "w"), text=True)
-        if self.process.stdout.readline() != "ready\n":
-            self.process.wait()
-            raise RuntimeError(f"the zygote did not start: {open(log).read()}")
-
-    def cli(self, args, cwd, env_changes, outputs):
-        """As `cli`, with stdout and stderr passed through the files `outputs`."""
-        request = dict(args=list(args), cwd=str(cwd), env=cli_env(env_changes),
-                       stdout=str(outputs / "stdout"), stderr=str(outputs / "stderr"),
-                       timeout=TIMEOUT)
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        returncode = int(self.process.stdout.readline())
-        return subprocess.CompletedProcess(
-            args, returncode, (outputs / "stdout").read_text(), (outputs / "stderr").read_text())
-
-    def close(self):
-        self.process.stdin.close()
-        self.process.wait()
 
 
 def snapshot(folder):
@@ -600,10 +535,12 @@ def outcomes(request, tmp_path_factory):
             result = cli(args, folder, env)
         else:
             if not hasattr(local, "zygote"):
-                local.zygote = Zygote(tmp_path_factory.mktemp("zygote") / "log")
+                local.zygote = cli_lib.Zygote(tmp_path_factory.mktemp("zygote") / "log",
+                                              cli_env())
                 with lock:
                     zygotes.append(local.zygote)
-            result = local.zygote.cli(args, folder, env, case)
+            result = local.zygote.run("idn_tf.train", args, folder, cli_env(env), case,
+                                      TIMEOUT)
         return Outcome(result, before, snapshot(folder))
 
     futures = {}
@@ -663,10 +600,13 @@ def test_rows_of_every_kind_run_as_a_fresh_interpreter():
 
 @pytest.mark.e2e
 def test_overwrite_reuses_a_folder_whose_run_had_other_flags(finished_run, tmp_path):
+    # In-process (`train.run` of SHORT with --epochs=2 --overwrite): the rows above check the
+    # CLI; here what matters is what the run does with the folder.
+    from idn_tf import config, train
     _copy_finished_run(tmp_path, finished_run)
-    result = cli(SHORT + ("--run_dir=run", "--epochs=2", "--overwrite"), tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "run"
+    train.run(config.Config(epochs=2, eta_start_epoch=1, lr_decay_epochs=(), verbose=0,
+                            monitor_every=5, export_dir="", run_dir=str(run), overwrite=True))
     assert json.loads((run / "config.json").read_text())["epochs"] == 2
     results = json.loads((run / "results.json").read_text())
     assert len(results["method_history"]["val_accuracy"]) == 2

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from idn_tf import callbacks, config as config_lib, inputs, stages, train
+from idn_tf import artifacts, callbacks, config as config_lib, inputs, stages, train
 from idn_tf.methods import idn as idn_method
 from idn_tf.data import clothing1m, streaming, views
 
@@ -163,30 +163,42 @@ def test_saved_model_takes_photos_of_any_size_as_the_evaluation_crops_them(finis
     np.testing.assert_allclose([served[p] for p in test.paths], expected, rtol=1e-5, atol=1e-6)
 
 
-def test_audit_cli_rebuilds_the_audit_of_a_clothing1m_run(finished, tmp_path):
+def test_audit_cli_rebuilds_the_audit_of_a_clothing1m_run(finished, tmp_path, monkeypatch):
+    from idn_tf import audit, flagdefs
     folder, _ = finished
     shutil.copytree(folder / "run", tmp_path / "run")
     shutil.copytree(folder / "data", tmp_path / "data")
     before = (tmp_path / "run" / "label_audit.csv").read_bytes()
     (tmp_path / "run" / "label_audit.csv").unlink()
-    result = subprocess.run([sys.executable, "-m", "idn_tf.audit", "--run_dir=run"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # `python -m idn_tf.audit --run_dir=run` in tmp_path, its two steps in this process (the
+    # command itself: test_audit.py): its flags, the others from the run's flags.txt (the
+    # data folder relative to where it runs), then its main.
+    monkeypatch.chdir(tmp_path)
+    try:
+        argv = audit.parse_flags(["idn_tf.audit", "--run_dir=run"])
+        assert audit.main(argv) == 0
+    finally:
+        flagdefs.FLAGS.unparse_flags()
     assert (tmp_path / "run" / "label_audit.csv").read_bytes() == before
 
 
-def test_finetuning_continues_a_finished_run_in_its_folder(finished, tmp_path):
+def test_finetuning_continues_a_finished_run_in_its_folder(finished, tmp_path, capsys):
+    # In-process (`train.run`, as the CLI calls it): what is checked is the run folder's
+    # reuse, which the CLI's flag parsing does not change (the CLI's own paths are the
+    # finished run's here, and its one-line errors test_bad_input.py's).
     folder, _ = finished
     shutil.copytree(folder / "run", tmp_path / "run")
     shutil.copytree(folder / "data", tmp_path / "data")
     run = tmp_path / "run"
     kept = {name: (run / name).stat().st_mtime_ns for name in
             ("stage1.json", "psi.npy", "stage2.json", "eta.npy", "classifier.weights.h5")}
-    base = ["--dataset=clothing1m", "--data_dir=data", "--run_dir=run", "--export_dir=models",
-            "--epochs=1", "--eta_start_epoch=1", *flags(oversample="auto")]
-    result = cli(tmp_path, *base, "--finetune_clean_epochs=2", "--finetune_lr=0.01")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "stage 2: reusing" in result.stdout and "fine-tuning on the clean" in result.stdout
+    base = {"dataset": "clothing1m", "data_dir": str(tmp_path / "data"), "run_dir": str(run),
+            "export_dir": str(tmp_path / "models"), "epochs": 1, "eta_start_epoch": 1,
+            **TINY, "oversample": "auto"}
+    capsys.readouterr()
+    train.run(config_lib.resolve({**base, "finetune_clean_epochs": 2, "finetune_lr": 0.01}))
+    out = capsys.readouterr().out
+    assert "stage 2: reusing" in out and "fine-tuning on the clean" in out
     assert {name: (run / name).stat().st_mtime_ns for name in kept} == kept
     res = json.loads((run / "results.json").read_text())
     assert len(res["finetune_history"]["loss"]) == 2
@@ -210,11 +222,13 @@ def test_finetuning_continues_a_finished_run_in_its_folder(finished, tmp_path):
     assert any(not np.array_equal(a, b) for a, b in zip(stage2, tuned))
 
     # Another fine-tuning lr redoes only the fine-tuning; another η lr is another run.
-    result = cli(tmp_path, *base, "--finetune_clean_epochs=1", "--finetune_lr=0.01")
-    assert result.returncode == 0 and "stage 2: reusing" in result.stdout
+    capsys.readouterr()
+    train.run(config_lib.resolve({**base, "finetune_clean_epochs": 1, "finetune_lr": 0.01}))
+    assert "stage 2: reusing" in capsys.readouterr().out
     assert len(json.loads((run / "results.json").read_text())["finetune_history"]["loss"]) == 1
-    result = cli(tmp_path, *base, "--finetune_clean_epochs=1", "--eta_lr=0.5")
-    assert result.returncode == 2 and "--eta_lr" in result.stderr
+    with pytest.raises(artifacts.RunDirError, match="--eta_lr") as refused:
+        train.run(config_lib.resolve({**base, "finetune_clean_epochs": 1, "eta_lr": 0.5}))
+    assert "\n" not in str(refused.value)  # the CLI's one error line (cli.USER_ERRORS)
 
 
 class _CleanRowsStayZero(keras.callbacks.Callback):
@@ -264,14 +278,17 @@ def test_mixed_batches_are_half_clean_and_clean_eta_stays_exactly_zero(folder, t
     assert np.abs(eta[:n] - 0.01).max() > 1e-3  # the noisy rows did move
 
 
-def test_skip_bad_images_leaves_them_out_and_lists_them(tmp_path):
+def test_skip_bad_images_leaves_them_out_and_lists_them(tmp_path, capsys):
+    # In-process (`train.run`): the CLI adds nothing to what is checked here.
     fake = clothing1m.make_fake_clothing1m(str(tmp_path / "data"), counts=COUNTS, corrupt=True)
     missing = (tmp_path / "data" / "clean_test_key_list.txt").read_text().splitlines()[2]
     (tmp_path / "data" / missing).unlink()
-    result = cli(tmp_path, "--dataset=clothing1m", "--data_dir=data", "--run_dir=run",
-                 "--export_dir=", "--epochs=1", "--skip_bad_images", *flags())
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 images left out" in result.stdout
+    cfg = config_lib.resolve({"dataset": "clothing1m", "data_dir": str(tmp_path / "data"),
+                              "run_dir": str(tmp_path / "run"), "export_dir": "", "epochs": 1,
+                              "skip_bad_images": True, **TINY})
+    capsys.readouterr()
+    train.run(cfg)
+    assert "2 images left out" in capsys.readouterr().out
     with open(tmp_path / "run" / "excluded_images.csv") as f:
         rows = list(csv.DictReader(f))
     root = tmp_path / "data"
@@ -288,10 +305,9 @@ def test_skip_bad_images_leaves_them_out_and_lists_them(tmp_path):
     # another image from row 13 on, so the run folder's η and ψ must not be reused.
     (root / fake.corrupt_key).write_bytes((root / _noisy_key(root, 2)).read_bytes())
     (root / _noisy_key(root, 20)).unlink()
-    result = cli(tmp_path, "--dataset=clothing1m", "--data_dir=data", "--run_dir=run",
-                 "--export_dir=", "--epochs=1", "--skip_bad_images", *flags())
-    assert result.returncode == 2
-    assert "was made for other training images" in result.stderr.strip().splitlines()[-1]
+    with pytest.raises(artifacts.RunDirError, match="was made for other training images") as e:
+        train.run(cfg)
+    assert "\n" not in str(e.value)  # the CLI's one error line (cli.USER_ERRORS)
 
 
 def _noisy_key(root, line):

@@ -14,15 +14,27 @@ from idn_tf.data import noise, sources
 import cli as cli_lib
 import early
 
-pytestmark = pytest.mark.e2e  # every test runs python -m idn_tf.compare
+pytestmark = pytest.mark.e2e  # every test runs python -m idn_tf.compare or compare.run
 
-ARGS = ("--dataset=digits", "--noise=ccn", "--noise_rate=0.4", "--methods=idn,forward",
-        "--seeds=3,7", "--epochs=2", "--lr_decay_epochs=", "--eta_start_epoch=2",
-        "--eta_every=1", "--verbose=0", "--monitor_every=1000")
+# The comparison of most tests here: its flags as fields and on the command line.
+FIELDS = dict(dataset="digits", noise="ccn", noise_rate=0.4, epochs=2, lr_decay_epochs=(),
+              eta_start_epoch=2, eta_every=1, verbose=0, monitor_every=1000)
+METHODS, SEEDS = ["idn", "forward"], [3, 7]
+ARGS = (*(f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+          for k, v in FIELDS.items()),
+        f"--methods={','.join(METHODS)}", f"--seeds={','.join(map(str, SEEDS))}")
 
 
 def cli(*args, cwd):
     return cli_lib.run("idn_tf.compare", *args, cwd=cwd)
+
+
+def compare_here(folder, methods_, seeds, overwrite=False, sweep=None, **fields):
+    """`compare.run` in this process: what `python -m idn_tf.compare` runs for the flags
+    `fields` (besides --methods, --seeds, --compare_dir=folder, --overwrite, --sweep).
+    The tests that run the command itself check its flags and its lines of output."""
+    return compare.run(compare.Comparison(fields, methods_, seeds, str(folder), sweep=sweep),
+                       overwrite=overwrite)
 
 
 @early.job("comparison", __name__)
@@ -116,27 +128,28 @@ def test_cells_of_a_seed_share_stage_one(comparison):
     assert stdout.count("stage 1 shared with") == 2
 
 
-def test_a_rerun_skips_the_finished_cells(comparison):
+def test_a_rerun_skips_the_finished_cells(comparison, tmp_path, capsys):
+    import shutil
     folder, _ = comparison
-    results = sorted(folder.glob("*/results.json"))
+    copy = tmp_path / "cmp"
+    shutil.copytree(folder, copy)  # modification times kept
+    results = sorted(copy.glob("*/results.json"))
     before = {p: p.stat().st_mtime_ns for p in results}
-    result = cli(*ARGS, "--compare_dir=cmp", cwd=folder.parent)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("skipped") == 4
+    capsys.readouterr()
+    compare_here(copy, METHODS, SEEDS, **FIELDS)
+    assert capsys.readouterr().out.count("skipped") == 4
     assert {p: p.stat().st_mtime_ns for p in results} == before
 
 
-def test_a_new_method_adds_its_cells_on_the_same_labels(comparison, tmp_path):
+def test_a_new_method_adds_its_cells_on_the_same_labels(comparison, tmp_path, capsys):
     """A rerun with one more method runs only its cells, on the seeds' existing labels."""
     import shutil
     folder, _ = comparison
     copy = tmp_path / "cmp"
     shutil.copytree(folder, copy)
-    args = [a if not a.startswith("--methods") else "--methods=idn,forward,bootstrap_hard"
-            for a in ARGS]
-    result = cli(*args, "--compare_dir=cmp", "--seeds=3", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("skipped") == 2
+    capsys.readouterr()
+    compare_here(copy, [*METHODS, "bootstrap_hard"], [3], **FIELDS)
+    assert capsys.readouterr().out.count("skipped") == 2
     np.testing.assert_array_equal(_labels(copy / "bootstrap_hard-3" / "noisy_labels.npz"),
                                   _labels(copy / "labels" / "seed-3.npz"))
     with open(copy / "comparison.json") as f:
@@ -156,24 +169,26 @@ def test_labels_made_with_other_noise_flags_are_refused(comparison, tmp_path):
     assert not (tmp_path / "cmp" / "bootstrap_hard-3").exists()
 
 
-def test_a_stage_one_trained_with_other_flags_is_not_shared(tmp_path):
+def test_a_stage_one_trained_with_other_flags_is_not_shared(tmp_path, capsys):
     """A cell of an earlier comparison in the folder (other --epochs) keeps its stage 1 to
     itself: the new cell trains its own, and the old cell is then refused."""
-    common = ("--methods=ce", "--seeds=0", "--lr_decay_epochs=", "--verbose=0",
-              "--monitor_every=1000", "--compare_dir=cmp")
-    first = cli(*common, "--epochs=1", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-2000:]
-    second = cli(*common[1:], "--methods=ldmi,ce", "--epochs=2", cwd=tmp_path)
-    assert "stage 1 shared" not in second.stdout
+    from idn_tf import artifacts
+    common = dict(lr_decay_epochs=(), verbose=0, monitor_every=1000)
+    compare_here(tmp_path / "cmp", ["ce"], [0], epochs=1, **common)
+    capsys.readouterr()
+    with pytest.raises(artifacts.RunDirError, match="ce-0 holds a run with other flags"):
+        compare_here(tmp_path / "cmp", ["ldmi", "ce"], [0], epochs=2, **common)
+    assert "stage 1 shared" not in capsys.readouterr().out
     with open(tmp_path / "cmp" / "ldmi-0" / "stage1.json") as f:
         assert len(json.load(f)["history"]["loss"]) == 2
-    assert second.returncode == 2 and "ce-0 holds a run with other flags" in second.stderr
 
 
 def test_overwrite_starts_the_comparison_again(tmp_path):
     common = ("--methods=bootstrap_hard", "--seeds=0", "--epochs=1", "--lr_decay_epochs=",
               "--verbose=0", "--monitor_every=1000", "--compare_dir=cmp")
-    assert cli(*common, cwd=tmp_path).returncode == 0
+    # The first comparison in this process (`compare.run` of `common`), the second the command.
+    compare_here(tmp_path / "cmp", ["bootstrap_hard"], [0], epochs=1, lr_decay_epochs=(),
+                 verbose=0, monitor_every=1000)
     (tmp_path / "cmp" / "other").mkdir()  # not the comparison's: left alone
     result = cli(*common, "--noise_rate=0.2", "--noise=ccn", "--overwrite", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -182,6 +197,9 @@ def test_overwrite_starts_the_comparison_again(tmp_path):
     with open(tmp_path / "cmp" / "bootstrap_hard-0" / "config.json") as f:
         assert json.load(f)["noise"] == "ccn"
     assert "--overwrite" not in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
+FRESH_INTERPRETER = {("--strategy=multi_worker",), ("--seeds=1,a",)}
 
 
 @pytest.mark.parametrize("args, expect", [
@@ -208,24 +226,31 @@ def test_overwrite_starts_the_comparison_again(tmp_path):
     (("--sweep=eta_lr=0.1,0.3", "--val_fraction=0"), "--sweep: the value is picked by validation"),
     (("--sweep=eta_lr=0.1,-1",), "--eta_lr"),
 ])
-def test_bad_flags_are_one_error_line(tmp_path, args, expect):
-    result = cli(*args, cwd=tmp_path)
+def test_bad_flags_are_one_error_line(tmp_path, args, expect, zygote, tmp_path_factory):
+    # Two of them as a fresh interpreter, the others in a fork of one (cli.Zygote).
+    if args in FRESH_INTERPRETER:
+        result = cli(*args, cwd=tmp_path)
+    else:
+        result = zygote.run("idn_tf.compare", args, tmp_path, cli_lib.env(),
+                            tmp_path_factory.mktemp("outputs"))
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1 and expect in errors[0], result.stderr
     assert "Traceback" not in result.stderr
     assert os.listdir(tmp_path) == []
 
 
-def test_a_sweep_runs_one_cell_per_value_and_picks_by_validation(tmp_path):
-    result = cli("--methods=idn,ce", "--seeds=0", "--epochs=2", "--lr_decay_epochs=",
-                 "--eta_start_epoch=2", "--eta_every=1", "--verbose=0", "--monitor_every=1000",
-                 "--sweep=eta_lr=0.1,0.9", "--compare_dir=cmp", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_a_sweep_runs_one_cell_per_value_and_picks_by_validation(tmp_path, capsys):
+    fields = dict(epochs=2, lr_decay_epochs=(), eta_start_epoch=2, eta_every=1, verbose=0,
+                  monitor_every=1000)
     folder = tmp_path / "cmp"
+    capsys.readouterr()
+    compare_here(folder, ["idn", "ce"], [0], sweep=compare._sweep("eta_lr=0.1,0.9", fields),
+                 **fields)
+    stdout = capsys.readouterr().out
     # CE does not read eta_lr: one cell; the method one per value, all on one stage 1.
     assert sorted(p.name for p in folder.glob("*-0")) == ["ce-0", "idn-eta_lr0.1-0",
                                                          "idn-eta_lr0.9-0"]
-    assert result.stdout.count("stage 1 shared with") == 2
+    assert stdout.count("stage 1 shared with") == 2
     for value in (0.1, 0.9):
         with open(folder / f"idn-eta_lr{value:g}-0" / "config.json") as f:
             assert json.load(f)["eta_lr"] == value

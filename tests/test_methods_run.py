@@ -241,3 +241,28 @@ def test_baseline_flags_are_part_of_the_restart_check(runs):
         train.run(dataclasses.replace(cfg, bootstrap_soft_beta=0.5))
     # Another method's settings (and η's) do not concern it.
     assert dataclasses.replace(cfg, dmi_lr=0.1, eta_lr=0.9).semantic_dict() == cfg.semantic_dict()
+
+
+@pytest.mark.e2e
+def test_the_comparison_table_holds_each_cells_own_results(method_comparison):
+    """The comparison of every method (conftest.py), made without a validation split: one
+    row per method, made of its cell's results, every cell on the seed's labels (a method
+    added to COMPARED_METHODS is checked here too)."""
+    folder = next(iter(method_comparison.values())).parent
+    table = (folder / "comparison.md").read_text()
+    with np.load(folder / "labels" / "seed-0.npz") as saved:
+        labels = saved["labels"]
+    for method, cell in method_comparison.items():
+        res = artifacts.read_json(cell / "results.json")
+        with np.load(cell / "noisy_labels.npz") as saved:
+            np.testing.assert_array_equal(saved["labels"], labels, err_msg=method)
+        rows = [line for line in table.splitlines()
+                if line.startswith(f"| {methods.get(method).title} |")]
+        assert len(rows) == 1, (method, table)
+        columns = [c.strip().strip("*") for c in rows[0].strip("|").split("|")]
+        # selected | last | best | per seed | seeds done; no validation split (val_fraction
+        # 0): nothing selected, the seeds' last epochs listed.
+        assert res["method_test_accuracy_selected"] is None, method
+        last, best = (100 * res[f"method_test_accuracy{k}"] for k in ("", "_best"))
+        assert columns[1:] == ["–", f"{last:.2f} ± 0.00", f"{best:.2f} ± 0.00", f"{last:.2f}",
+                               "1/1"], rows[0]

@@ -224,8 +224,10 @@ def test_caffe_preprocessing_keras_file_round_trip(tmp_path):
     np.testing.assert_array_equal(keras.saving.load_model(tmp_path / "caffe.keras")(images), model(images))
 
 
-@pytest.mark.parametrize("weights, match", [("missing.h5", "not found"), ("weights.npz", r"\.h5"),
-                                            ("junk.h5", "not a weights file")])
+@pytest.mark.parametrize("weights, match", [
+    ("missing.h5", "not found"), ("weights.npz", r"\.h5"),
+    pytest.param("junk.h5", "not a weights file", marks=pytest.mark.e2e),  # builds ResNet-50
+])
 def test_resnet50_bad_weights_path_is_a_clear_error(tmp_path, weights, match):
     (tmp_path / "weights.npz").write_bytes(b"")
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")

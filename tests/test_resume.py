@@ -13,8 +13,8 @@ import killed as killed_lib
 
 pytestmark = pytest.mark.e2e
 
-FLAGS = ["--deterministic", "--epochs=8", "--eta_start_epoch=2", "--eta_every=1",
-         "--lr_decay_epochs=5", "--verbose=2", "--monitor_every=4", "--export_dir=",
+FLAGS = ["--deterministic", "--epochs=6", "--eta_start_epoch=2", "--eta_every=1",
+         "--lr_decay_epochs=4", "--verbose=2", "--monitor_every=4", "--export_dir=",
          "--augment=pad_crop_flip", "--crop_padding=1"]
 STAGES = ["stage1", "stage2"]
 KILL_AFTER = 3  # epochs

@@ -99,6 +99,7 @@ def test_cifar10_n_label_keys():
         assert len({raw[feature].tobytes() for feature in keys.values()}) > 1
 
 
+@pytest.mark.e2e  # tfds's mock data of CIFAR-100 (~5 s)
 def test_cifar100_n_label_key():
     assert tfds_sources.NOISY_LABEL_KEYS["cifar100_n"] == {"noisy": "noise_label"}
     with mock_data(num_examples=NUM_EXAMPLES):
@@ -275,6 +276,7 @@ def write_fake_cifar10_n_labels(manual, num_train):
     np.save(manual / "image_order_c10.npy", order)
 
 
+@pytest.mark.e2e  # tfds builds the fake archive (~5 s each)
 @pytest.mark.parametrize("name, key, offset", [("cifar10", None, 0), ("cifar10_n", None, 3),
                                                ("cifar10_n", "aggregate", 1),
                                                ("cifar10_n", "random3", 6)])

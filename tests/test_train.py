@@ -16,6 +16,7 @@ from idn_tf.data import sources, views
 from tb_events import summaries
 
 import cli as cli_lib
+import early
 
 # A short schedule: η updates in epochs 2 and 3, lr decay after epoch 2.
 TINY = dict(epochs=3, eta_start_epoch=2, eta_every=1, lr_decay_epochs=(2,), verbose=0)
@@ -254,12 +255,30 @@ def test_make_optimizer_decays_after_the_named_epochs():
     np.testing.assert_allclose(lrs, [1.0] * 6 + [0.1] * 6 + [0.01] * 6, rtol=1e-6)
 
 
+# One epoch per stage, exported to the default --export_dir; read by the two tests below.
+CLI_RUN_FLAGS = ("--epochs=1", "--eta_start_epoch=1", "--lr_decay_epochs=", "--verbose=0",
+                 "--monitor_every=5")
+
+
+@early.job("cli_run", __name__)
+def _cli_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_run")
+    return root, cli(*CLI_RUN_FLAGS, cwd=root)
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """(folder, CompletedProcess) of `python -m idn_tf.train` with the default recipe and
+    CLI_RUN_FLAGS in that folder (default --run_dir and --export_dir; started early)."""
+    return early.result("cli_run", tmp_path_factory)
+
+
 @pytest.mark.e2e
-def test_cli_default_recipe_with_short_schedule(tmp_path):
-    result = cli(*TINY_FLAGS, cwd=tmp_path)
+def test_cli_default_recipe_with_short_schedule(cli_run):
+    folder, result = cli_run
     assert result.returncode == 0, result.stderr
     assert "CE test accuracy" in result.stdout and "method test accuracy" in result.stdout
-    assert os.path.isfile(tmp_path / "runs" / "digits-kmeans-0" / "results.json")
+    assert os.path.isfile(folder / "runs" / "digits-kmeans-0" / "results.json")
 
 
 @pytest.mark.e2e
@@ -272,7 +291,8 @@ def test_cli_npz_dataset(tmp_path):
     np.savez(tmp_path / "mine.npz", x_train=digits.train.images[..., 0], y_train=noisy,
              x_test=digits.test.images[..., 0], y_test=digits.test.labels, clean_train=digits.train.labels)
     result = cli("--dataset=npz", f"--npz_path={tmp_path / 'mine.npz'}", "--noise=none",
-                 "--run_dir=out", *TINY_FLAGS, cwd=tmp_path)
+                 "--run_dir=out", "--export_dir=", "--epochs=1", "--eta_start_epoch=1",
+                 "--lr_decay_epochs=", "--verbose=0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     res = artifacts.read_json(tmp_path / "out" / "results.json")
     with np.load(tmp_path / "out" / "noisy_labels.npz") as saved:
@@ -396,11 +416,10 @@ def test_run_files_are_not_private(finished_run):
 
 
 @pytest.mark.e2e
-def test_cli_prints_no_tensorflow_info_lines(tmp_path):
-    result = cli("--epochs=1", "--eta_start_epoch=1", "--lr_decay_epochs=", "--verbose=0",
-                 "--monitor_every=5", cwd=tmp_path)
+def test_cli_prints_no_tensorflow_info_lines(cli_run):
+    folder, result = cli_run
     assert result.returncode == 0, result.stderr
-    assert os.path.isdir(tmp_path / "saved_models" / "digits-kmeans-0" / "1")
+    assert os.path.isdir(folder / "saved_models" / "digits-kmeans-0" / "1")
     # Python-side absl INFO lines (TensorFlow's C++ start-up lines are not ours to silence).
     info = [line for line in (result.stdout + result.stderr).splitlines()
             if re.match(r"I\d{4} .*\.py:\d+\]", line)]
