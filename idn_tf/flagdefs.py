@@ -143,7 +143,8 @@ flags.DEFINE_string("method", C.method,
                     "loss correction (Patrini et al. 2017); bootstrap_soft / bootstrap_hard: "
                     "bootstrapping (Reed et al. 2015); ldmi: L_DMI (Xu et al. 2019) from the "
                     "stage-1 CE model; coteaching: Co-teaching (Han et al. 2018); tanaka: joint "
-                    "optimisation (Tanaka et al. 2018); pencil: PENCIL (Yi & Wu 2019).")
+                    "optimisation (Tanaka et al. 2018); pencil: PENCIL (Yi & Wu 2019); dividemix: "
+                    "DivideMix (Li et al. 2020).")
 flags.DEFINE_string("transition_matrix", C.transition_matrix,
                     "--method=forward: a known transition matrix T (row i = P(observed label | "
                     "class i)), a K x K .npy file or text file (numpy.loadtxt); true: the true "
@@ -224,6 +225,26 @@ flags.DEFINE_enum("pencil_lr_schedule", C.pencil_lr_schedule, PENCIL_LR_SCHEDULE
                   "--method=pencil: authors: Yi & Wu's code, --lr through phases 1-2, phase 3 "
                   "restarted at --lr x 0.2/0.06 and divided by 10 after each third of it; "
                   "recipe: the recipe's step decay (--lr_decay_epochs) through every phase.")
+
+flags.DEFINE_float("dividemix_lambda_u", C.dividemix_lambda_u,
+                   "--method=dividemix: weight λ_u of the unlabelled loss L_u (Li et al.: 0, 25, "
+                   "50 or 150 by noise level; their code's default 25, CIFAR-10 50% symmetric).")
+flags.DEFINE_float("dividemix_p_threshold", C.dividemix_p_threshold,
+                   "--method=dividemix: an example is labelled (clean) when its GMM clean "
+                   "probability w is above this (Li et al.: 0.5).")
+flags.DEFINE_float("dividemix_temperature", C.dividemix_temperature,
+                   "--method=dividemix: sharpening temperature T (Li et al.: 0.5).")
+flags.DEFINE_float("dividemix_alpha", C.dividemix_alpha,
+                   "--method=dividemix: mixup's λ ~ Beta(α, α) (Li et al.: 4).")
+flags.DEFINE_integer("dividemix_warmup_epochs", C.dividemix_warmup_epochs,
+                     "--method=dividemix: epochs of cross-entropy warm-up of both networks; 0: "
+                     "Li et al.'s CIFAR-10 10 of 300 scaled to --epochs (CIFAR-100: 30).")
+flags.DEFINE_integer("dividemix_rampup_epochs", C.dividemix_rampup_epochs,
+                     "--method=dividemix: epochs over which λ_u ramps up linearly after the "
+                     "warm-up; 0: Li et al.'s 16 of 300 scaled to --epochs.")
+flags.DEFINE_boolean("dividemix_confidence_penalty", C.dividemix_confidence_penalty,
+                     "--method=dividemix: add the negative entropy of the predictions to the "
+                     "warm-up loss (Li et al. for asymmetric noise and Clothing1M).")
 
 # Row #10: fine-tuning on the clean training set.
 flags.DEFINE_integer("finetune_clean_epochs", C.finetune_clean_epochs,

@@ -8,7 +8,7 @@ subclass (`methods.base`), one `register` line below and its flags (`flagdefs`);
 docs/architecture.md walks through one.
 """
 
-from idn_tf.methods import bootstrap, ce, coteaching, forward, idn, ldmi, pencil, tanaka
+from idn_tf.methods import bootstrap, ce, coteaching, dividemix, forward, idn, ldmi, pencil, tanaka
 from idn_tf.methods.base import Method, Run  # noqa: F401 (the interface)
 
 _REGISTRY = {}
@@ -71,3 +71,4 @@ def run_files():
 for _method in (idn.METHOD, ce.METHOD, forward.METHOD, bootstrap.SOFT, bootstrap.HARD,
                 ldmi.METHOD, coteaching.METHOD, tanaka.METHOD, pencil.METHOD):
     register(_method)
+register(dividemix.METHOD)
