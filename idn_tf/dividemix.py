@@ -148,6 +148,18 @@ def beta_sample(seed, alpha):
     return g[0] / (g[0] + g[1])
 
 
+def mix_draws(seed, size, alpha):
+    """(λ ~ Beta(α, α), a permutation of range(size)): one step's mixup draws, stateless
+    functions of `seed` [2] (int64)."""
+    lam_seed, perm_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    return beta_sample(lam_seed, alpha), tf.argsort(tf.random.stateless_uniform([size], perm_seed))
+
+
+def step_seed(seed, step, network):
+    """The stateless seed [2] of the mixup draws of network 0 or 1 in optimizer step `step`."""
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64) * 2 + network])
+
+
 # --- The networks ---------------------------------------------------------------------------
 
 
@@ -267,7 +279,7 @@ class DivideMixModel(two_networks.TwoNetworkModel):
             x, u = batch[f"x{k + 1}"], batch[f"u{k + 1}"]
             # Network k trains on the other network's split: its w.
             w = self.clean_tables[1 - k].gather(tf.cast(x["index"], tf.int64))
-            seed = tf.stack([tf.constant(self.seed, tf.int64), step * 2 + k])
+            seed = step_seed(self.seed, step, k)
             lx, lu, penalty, own = self._one_network(k, net, other, x, u, w, seed)
             losses.append(lx + ramp * lu + penalty)
             lx_sum, lu_sum, pen_sum = lx_sum + lx, lu_sum + lu, pen_sum + penalty
@@ -292,9 +304,7 @@ class DivideMixModel(two_networks.TwoNetworkModel):
         inputs = tf.concat([tf.cast(head(v, training=True), tf.float32) for v in
                             (x["image"], x["image2"], u["image"], u["image2"])], 0)
         targets = tf.concat([targets_x, targets_x, targets_u, targets_u], 0)
-        lam_seed, perm_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        lam = beta_sample(lam_seed, self.alpha)
-        permutation = tf.argsort(tf.random.stateless_uniform(tf.shape(inputs)[:1], perm_seed))
+        lam, permutation = mix_draws(seed, tf.shape(inputs)[0], self.alpha)
         mixed, mixed_targets = mixup(inputs, targets, lam, permutation)
         logits = tf.cast(body(mixed, training=True), tf.float32)
         labelled = 2 * tf.shape(x["image"])[0]
