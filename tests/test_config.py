@@ -300,7 +300,7 @@ def test_every_flagfile_is_covered():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "flags", "*.cfg"))}
     assert names == set(ROWS) | set(CLOTHING1M_ROWS) | set(METHOD_FLAGFILES) | {
         "paper_cifar10.cfg", "paper_cifar100.cfg", "paper_clothing1m.cfg", "default.cfg",
-        "method_tanaka_clothing1m.cfg"}
+        "method_tanaka_clothing1m.cfg", "method_dividemix.cfg", "method_dividemix_cifar100.cfg"}
 
 
 def test_tanaka_clothing1m_flagfile_on_top_of_a_row():

@@ -352,3 +352,41 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     assert len(straight) == len(resumed)
     for a, b in zip(straight, resumed):
         np.testing.assert_array_equal(a, b)
+
+
+# --- MirroredStrategy -----------------------------------------------------------------------
+
+MIRRORED = r"""
+from idn_tf import dividemix
+from idn_tf.data import codivide
+
+def weights(seed):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(4, 3)) * 2, rng.normal(size=3) * 0.3]
+
+rng = np.random.default_rng(10)
+images = rng.integers(0, 256, (12, 2, 2, 1)).astype(np.uint8)
+labels = rng.integers(0, 3, 12)
+keras.utils.set_random_seed(0)
+with mirrored.scope():
+    m = dividemix.DivideMixModel(dense_classifier(weights(1)), dense_classifier(weights(2)),
+                                 steps_per_epoch=3, warmup_epochs=1, num_examples=12,
+                                 rampup_epochs=1, seed=11)
+    m.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+feed = codivide.SplitFeed(12, 4, 3, seed=0, warmup_epochs=1)
+history = m.fit(codivide.dataset(images, labels, feed, epochs=3), epochs=3, steps_per_epoch=3,
+                verbose=0, callbacks=[dividemix.CoDivide(feed, images, labels, 4, 1, seed=0)])
+copies = [[np.asarray(c).tolist() for c in mirrored.experimental_local_results(v.value)]
+          for v in m.weights]
+dump({"copies": copies, "loss": history.history["loss"],
+      "tables": [t.numpy().tolist() for t in m.clean_tables]})
+"""
+
+
+def test_mirrored_training_keeps_the_replicas_equal(tmp_path):
+    out = mirrored.run(MIRRORED, {"batch": {"image": [], "label": [], "index": []}}, tmp_path)
+    assert all(np.isfinite(out["loss"]))
+    for copies in out["copies"]:  # every weight, tables included: two equal copies
+        assert len(copies) == 2
+        np.testing.assert_array_equal(copies[0], copies[1])
+    assert any(np.ptp(t) > 0 for t in out["tables"])  # the GMM split was computed

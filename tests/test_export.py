@@ -143,6 +143,19 @@ def resnet20_export(tmp_path_factory):  # has the custom layer ZeroPadShortcut
     return exported("resnet20", (16, 16, 3), tmp_path_factory)
 
 
+@pytest.fixture(scope="module")
+def dividemix_export(tmp_path_factory):  # DivideMix's mean of two networks' softmax
+    from idn_tf import dividemix
+    nets = [classifier("small_cnn", (8, 8, 1), seed=s) for s in (0, 1)]
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(max(BATCH_SIZES), 8, 8, 1)).astype(np.uint8)
+    for net in nets:
+        spread_logits(net, images)
+    model = dividemix.ensemble(*nets)
+    return model, export.export_saved_model(model, tmp_path_factory.mktemp("export"),
+                                            "dividemix"), images
+
+
 def softmax(logits):
     """Row-wise softmax in float64, the reference for the served probabilities."""
     z = np.exp(logits - logits.max(axis=-1, keepdims=True))
@@ -150,7 +163,8 @@ def softmax(logits):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("export_fixture", ["small_cnn_export", "resnet20_export"])
+@pytest.mark.parametrize("export_fixture", ["small_cnn_export", "resnet20_export",
+                                            "dividemix_export"])
 def test_saved_model_serves_like_keras_without_idn_tf(export_fixture, request, tmp_path):
     model, path, images = request.getfixturevalue(export_fixture)
     np.savez(tmp_path / "images.npz", images=images)
