@@ -390,3 +390,57 @@ def test_mirrored_training_keeps_the_replicas_equal(tmp_path):
         assert len(copies) == 2
         np.testing.assert_array_equal(copies[0], copies[1])
     assert any(np.ptp(t) > 0 for t in out["tables"])  # the GMM split was computed
+
+
+# --- Flags and flagfiles --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field, value", [
+    ("dividemix_lambda_u", -1.0), ("dividemix_p_threshold", 1.0), ("dividemix_p_threshold", 0.0),
+    ("dividemix_temperature", 0.0), ("dividemix_alpha", 0.0), ("dividemix_warmup_epochs", -1),
+    ("dividemix_rampup_epochs", -1)])
+def test_bad_dividemix_flags_name_the_flag(field, value):
+    from idn_tf import config as config_lib
+    with pytest.raises(config_lib.ConfigError, match=f"--{field}"):
+        config_lib.resolve({"method": "dividemix", field: value})
+
+
+def test_warmup_and_rampup_scale_the_authors_to_the_run():
+    from idn_tf import config as config_lib
+    from idn_tf.methods import dividemix as method
+    digits = config_lib.resolve({"method": "dividemix"})  # 40 epochs: 10/300 and 16/300
+    assert (method.METHOD.warmup_epochs(digits), method.METHOD.rampup_epochs(digits)) == (1, 2)
+    cifar = config_lib.resolve({"method": "dividemix", "epochs": 300})
+    assert (method.METHOD.warmup_epochs(cifar), method.METHOD.rampup_epochs(cifar)) == (10, 16)
+    with pytest.raises(config_lib.ConfigError, match="--dividemix_warmup_epochs"):
+        config_lib.resolve({"method": "dividemix", "epochs": 5, "dividemix_warmup_epochs": 5})
+
+
+@pytest.mark.parametrize("name, warmup, lambda_u", [("method_dividemix.cfg", 10, 25.0),
+                                                    ("method_dividemix_cifar100.cfg", 30, 150.0)])
+def test_dividemix_flagfiles_set_the_authors_settings(name, warmup, lambda_u, tmp_path):
+    import os
+    from idn_tf import flagdefs
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "flags", "method_dividemix.cfg")).read()
+    assert "--arch=preact_resnet18" in text.splitlines()  # the paper's backbone
+    # Parsed without the --arch line: the backbone comes with its own change.
+    base = tmp_path / "method_dividemix.cfg"
+    base.write_text("\n".join(l for l in text.splitlines() if not l.startswith("--arch=")))
+    top = tmp_path / name
+    if name != "method_dividemix.cfg":
+        top.write_text(open(os.path.join(root, "flags", name)).read().replace(
+            "--flagfile=flags/method_dividemix.cfg", f"--flagfile={base}"))
+    flagdefs.FLAGS.unparse_flags()
+    try:
+        flagdefs.FLAGS(["train", f"--flagfile={root}/flags/table2_cifar10_ccn_0.4.cfg",
+                        f"--flagfile={top}"])
+        cfg = flagdefs.config_from_flags()
+    finally:
+        flagdefs.FLAGS.unparse_flags()
+    assert (cfg.method, cfg.epochs, cfg.lr, tuple(cfg.lr_decay_epochs), cfg.batch_size,
+            cfg.weight_decay, cfg.momentum) == ("dividemix", 300, 0.02, (150,), 64, 5e-4, 0.9)
+    assert (cfg.dividemix_warmup_epochs, cfg.dividemix_rampup_epochs, cfg.dividemix_lambda_u,
+            cfg.dividemix_p_threshold, cfg.dividemix_temperature, cfg.dividemix_alpha) == (
+        warmup, 16, lambda_u, 0.5, 0.5, 4.0)
+    assert (cfg.noise, cfg.noise_rate) == ("ccn", 0.4)  # the row's data and noise are kept
