@@ -65,7 +65,7 @@ def test_method_names_the_run_folder_unless_it_is_the_method():
 
 def test_the_registry_holds_the_nine_methods_and_each_field_once():
     assert methods.names() == ("idn", "ce", "forward", "bootstrap_soft", "bootstrap_hard",
-                               "ldmi", "coteaching", "tanaka", "pencil")
+                               "ldmi", "coteaching", "tanaka", "pencil", "dividemix")
     owners = [f for m in methods.all_methods() for f in m.fields]
     assert len(owners) == len(set(owners))
     # Every method's own fields are configuration fields with a flag of the same name.
@@ -112,7 +112,7 @@ def test_stage_one_is_trained_only_when_the_method_needs_it(tmp_path):
     needs = {m: needs_stage1(method=m) for m in methods.names()}
     assert needs == {"idn": True, "ce": True, "forward": True, "bootstrap_soft": False,
                      "bootstrap_hard": False, "ldmi": True, "coteaching": False,
-                     "tanaka": False, "pencil": False}
+                     "tanaka": False, "pencil": False, "dividemix": False}
     assert not needs_stage1(method="forward", transition_matrix=str(given))
     assert not needs_stage1(method="forward", transition_matrix="true")
     # Co-teaching trains stage 1 only to estimate τ from it.

@@ -20,8 +20,10 @@ method's object. A method says
   run writes, `artifacts.RUN_RESULTS`).
 
 `Method.train` is the usual case, one stage named after the method: `prepare` what
-the stage needs, `build` the Keras model, `fit` it on `training_data` with `callbacks`
-under `stage_config`, then `finish` (e.g. write the learned soft labels).
+the stage needs, `build` the Keras model, `fit` it on `training_data` (or on `batches`
+of its own making) with `callbacks` under `stage_config`, then `finish` (e.g. write the
+learned soft labels). `new_classifier` is the kind of classifier the stage returns (a
+reused stage's weights and the exported epoch's go into one).
 TensorFlow is imported inside the functions, so that checking a configuration does
 not start it.
 """
