@@ -43,7 +43,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from idn_tf import model, two_networks
+from idn_tf import model
 
 
 def forget_rate_schedule(epoch, noise_rate, t_k=10):
@@ -81,7 +81,7 @@ def _kept_total(keep):
     return model.replica_sum(keep), model.replica_count()
 
 
-class CoTeachingModel(two_networks.TwoNetworkModel):
+class CoTeachingModel(model.TwoNetworkModel):
     """Co-teaching of `classifier` and `peer` (module docstring); inference uses `classifier`.
 
     `forget_rate` is a non-trainable float32 scalar weight, the R(t) of the current

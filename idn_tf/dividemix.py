@@ -1,7 +1,7 @@
 """DivideMix (Li, Socher & Hoi, ICLR 2020) as a Keras model: the math, the model, the
 per-epoch co-divide step.
 
-Two networks (`two_networks.TwoNetworkModel`) are warmed up with cross-entropy; then,
+Two networks (`model.TwoNetworkModel`) are warmed up with cross-entropy; then,
 at the start of every epoch, each network's per-example losses on the un-augmented
 training set are fitted with a two-component Gaussian mixture (`clean_probability`):
 w_i, the posterior of the smaller-mean component, is the probability that example i's
@@ -49,7 +49,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from idn_tf import model, tables, two_networks
+from idn_tf import model, tables
 
 # The authors' GaussianMixture settings (Train_cifar.py, eval_train).
 GMM_MAX_ITER = 10
@@ -187,7 +187,7 @@ def split_after_first_layer(network):
             keras.Model(first.output, network.outputs))
 
 
-class DivideMixModel(two_networks.TwoNetworkModel):
+class DivideMixModel(model.TwoNetworkModel):
     """DivideMix of `classifier` (network 1) and `peer` (network 2) (module docstring).
 
     `classifier` is the two networks' `ensemble`; `network` and `peer` are the two.

@@ -11,6 +11,8 @@ replaces the pipeline's stage 1, which trains one network: no stage 1. The warm-
 DivideMix batches yet).
 """
 
+import math
+
 from idn_tf.errors import ConfigError, check
 from idn_tf.methods.base import Method
 
@@ -44,13 +46,14 @@ class DivideMix(Method):
         return config.dividemix_rampup_epochs or scaled_length(config.epochs, *RAMPUP)
 
     def check(self, c):
-        check(c.dividemix_lambda_u >= 0, "dividemix_lambda_u",
-              f"must be >= 0, got {c.dividemix_lambda_u}")
-        check(0 < c.dividemix_p_threshold < 1, "dividemix_p_threshold",
-              f"must be in (0, 1), got {c.dividemix_p_threshold}")
-        check(c.dividemix_temperature > 0, "dividemix_temperature",
-              f"must be > 0, got {c.dividemix_temperature}")
-        check(c.dividemix_alpha > 0, "dividemix_alpha", f"must be > 0, got {c.dividemix_alpha}")
+        def finite(name, ok, why):
+            value = getattr(c, name)
+            check(math.isfinite(value) and ok(value), name, f"{why}, got {value}")
+
+        finite("dividemix_lambda_u", lambda v: v >= 0, "must be >= 0")
+        finite("dividemix_p_threshold", lambda v: 0 < v < 1, "must be in (0, 1)")
+        finite("dividemix_temperature", lambda v: v > 0, "must be > 0")
+        finite("dividemix_alpha", lambda v: v > 0, "must be > 0")
         check(c.dividemix_warmup_epochs >= 0, "dividemix_warmup_epochs",
               f"must be >= 0 (0: the authors' 10 of 300 scaled), got {c.dividemix_warmup_epochs}")
         check(c.dividemix_rampup_epochs >= 0, "dividemix_rampup_epochs",
