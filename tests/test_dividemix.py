@@ -334,7 +334,8 @@ def train(backup_dir, epochs, images, labels):
     m = model(steps=3, warmup=1, rampup=1)
     feed = codivide.SplitFeed(len(labels), 4, 3, seed=0, warmup_epochs=1)
     initial, _ = callbacks.Backup.latest(backup_dir)
-    ds = codivide.dataset(images, labels, feed, augment="none", epochs=4, initial_epoch=initial)
+    ds = codivide.dataset(images, labels, feed, augment="none", epochs=epochs,
+                          initial_epoch=initial)  # as stages.fit: up to the fit's epochs
     m.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     m.fit(ds, epochs=epochs, initial_epoch=initial, steps_per_epoch=3, verbose=0, shuffle=False,
           callbacks=[dividemix.CoDivide(feed, images, labels, 4, 1, seed=0),

@@ -50,8 +50,12 @@ class SplitFeed:
             self._ready.notify_all()
 
     def _wait(self, epoch):
+        # The main thread publishes: if it asks itself (tf.data running inline), waiting
+        # would never end, so it fails at once.
+        main = threading.current_thread() is threading.main_thread()
         with self._ready:
-            if not self._ready.wait_for(lambda: epoch in self._masks, timeout=self.timeout):
+            if not self._ready.wait_for(lambda: epoch in self._masks,
+                                        timeout=0 if main else self.timeout):
                 raise TimeoutError(f"no DivideMix split was published for epoch {epoch + 1}")
             return self._masks.pop(epoch)
 
