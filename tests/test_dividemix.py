@@ -343,6 +343,7 @@ def train(backup_dir, epochs, images, labels):
     return [v.numpy() for v in m.weights] + [v.numpy() for v in m.optimizer.variables]
 
 
+@pytest.mark.e2e  # three short fits, as tests/test_stateful_resume.py
 def test_resumed_training_equals_uninterrupted(tmp_path):
     rng = np.random.default_rng(10)
     images = rng.integers(0, 256, (10, 2, 2, 1)).astype(np.uint8)
