@@ -81,7 +81,7 @@ def _kept_total(keep):
     return model.replica_sum(keep), model.replica_count()
 
 
-class CoTeachingModel(model.CrossEntropyModel):
+class CoTeachingModel(model.TwoNetworkModel):
     """Co-teaching of `classifier` and `peer` (module docstring); inference uses `classifier`.
 
     `forget_rate` is a non-trainable float32 scalar weight, the R(t) of the current
@@ -97,18 +97,10 @@ class CoTeachingModel(model.CrossEntropyModel):
     Evaluation logs loss and accuracy of network 1 (`CrossEntropyModel.test_step`).
     """
 
+    method = "co-teaching"
+
     def __init__(self, classifier, peer, weight_decay=0.0, **kwargs):
-        if peer is classifier:
-            raise ValueError("co-teaching needs two networks: peer is the classifier itself")
-        super().__init__(classifier, weight_decay=weight_decay, **kwargs)
-        self.peer = peer
-        if classifier.built and peer.built:
-            shapes = [tuple(w.shape) for w in classifier.weights]
-            peer_shapes = [tuple(w.shape) for w in peer.weights]
-            if shapes != peer_shapes:
-                raise ValueError("classifier and peer must have the same architecture; their "
-                                 f"weight shapes are {shapes} and {peer_shapes}")
-        self.built = classifier.built and peer.built
+        super().__init__(classifier, peer, weight_decay=weight_decay, **kwargs)
         self.forget_rate = self.add_weight(shape=(), dtype="float32", initializer="zeros",
                                            trainable=False, name="forget_rate")
         self.kept_tracker = keras.metrics.Sum(name="kept")

@@ -146,6 +146,8 @@ flags.DEFINE_string("method", C.method,
                     "stage-1 CE model; coteaching: Co-teaching (Han et al. 2018); tanaka: joint "
                     "optimisation (Tanaka et al. 2018); pencil: PENCIL (Yi & Wu 2019); elr: "
                     "early-learning regularisation (Liu et al. 2020).")
+                    "optimisation (Tanaka et al. 2018); pencil: PENCIL (Yi & Wu 2019); dividemix: "
+                    "DivideMix (Li et al. 2020).")
 flags.DEFINE_string("transition_matrix", C.transition_matrix,
                     "--method=forward: a known transition matrix T (row i = P(observed label | "
                     "class i)), a K x K .npy file or text file (numpy.loadtxt); true: the true "
@@ -247,6 +249,26 @@ flags.DEFINE_float("sop_balance", C.sop_balance,
 flags.DEFINE_enum("sop_lr_schedule", C.sop_lr_schedule, SOP_LR_SCHEDULES,
                   "--method=sop: authors: Liu et al.'s cosine annealing of --lr to --lr/100 "
                   "over --epochs; recipe: the recipe's step decay (--lr_decay_epochs).")
+
+flags.DEFINE_float("dividemix_lambda_u", C.dividemix_lambda_u,
+                   "--method=dividemix: weight λ_u of the unlabelled loss L_u (Li et al.: 0, 25, "
+                   "50 or 150 by noise level; their code's default 25, CIFAR-10 50% symmetric).")
+flags.DEFINE_float("dividemix_p_threshold", C.dividemix_p_threshold,
+                   "--method=dividemix: an example is labelled (clean) when its GMM clean "
+                   "probability w is above this (Li et al.: 0.5).")
+flags.DEFINE_float("dividemix_temperature", C.dividemix_temperature,
+                   "--method=dividemix: sharpening temperature T (Li et al.: 0.5).")
+flags.DEFINE_float("dividemix_alpha", C.dividemix_alpha,
+                   "--method=dividemix: mixup's λ ~ Beta(α, α) (Li et al.: 4).")
+flags.DEFINE_integer("dividemix_warmup_epochs", C.dividemix_warmup_epochs,
+                     "--method=dividemix: epochs of cross-entropy warm-up of both networks; 0: "
+                     "Li et al.'s CIFAR-10 10 of 300 scaled to --epochs (CIFAR-100: 30).")
+flags.DEFINE_integer("dividemix_rampup_epochs", C.dividemix_rampup_epochs,
+                     "--method=dividemix: epochs over which λ_u ramps up linearly after the "
+                     "warm-up; 0: Li et al.'s 16 of 300 scaled to --epochs.")
+flags.DEFINE_boolean("dividemix_confidence_penalty", C.dividemix_confidence_penalty,
+                     "--method=dividemix: add the negative entropy of the predictions to the "
+                     "warm-up loss (Li et al. for asymmetric noise and Clothing1M).")
 
 # Row #10: fine-tuning on the clean training set.
 flags.DEFINE_integer("finetune_clean_epochs", C.finetune_clean_epochs,

@@ -176,6 +176,39 @@ class CrossEntropyModel(keras.Model):
         return logs
 
 
+def check_pair(first, peer, method):
+    """ValueError unless `first` and `peer` are two networks with the same weight shapes
+    (`method` names the caller in the message)."""
+    if peer is first:
+        raise ValueError(f"{method} needs two networks: peer is the classifier itself")
+    if first.built and peer.built:
+        shapes = [tuple(w.shape) for w in first.weights]
+        peer_shapes = [tuple(w.shape) for w in peer.weights]
+        if shapes != peer_shapes:
+            raise ValueError("classifier and peer must have the same architecture; their "
+                             f"weight shapes are {shapes} and {peer_shapes}")
+
+
+class TwoNetworkModel(CrossEntropyModel):
+    """`classifier` and `peer` of the same architecture (`two_networks`).
+
+    `classifier` is what evaluation, selection and export use: by default the first
+    network; a subclass may pass `inference` (a model built on both networks, e.g.
+    DivideMix's average) and keeps the first network as `network`.
+    """
+
+    method = "two-network training"
+
+    def __init__(self, classifier, peer, weight_decay=0.0, inference=None, **kwargs):
+        check_pair(classifier, peer, self.method)
+        super().__init__(classifier if inference is None else inference,
+                         weight_decay=weight_decay, **kwargs)
+        if inference is not None:
+            self.network = classifier
+        self.peer = peer
+        self.built = classifier.built and peer.built
+
+
 class IDNModel(CrossEntropyModel):
     """Stage 2 of the method: classifier update against q, then a sparse η step.
 

@@ -47,7 +47,8 @@ def run(config, data=None):
                    finetune_history=tuned.result.history, **report.selection("finetuned", tuned.result))
     previous = previous_export(folder, config, method)
     folder.write(artifacts.write_json, "results.json", res)  # kept if the export fails
-    final = ("finetune", tuned) if tuned is not None else (method.final_stage(), trained)
+    final = (("finetune", tuned, None) if tuned is not None
+             else (method.final_stage(), trained, method.new_classifier))
     res["saved_model"] = previous or (config.export_dir and export(
         config, selected_classifier(folder, config, data, *final)))
     folder.write(artifacts.write_json, "results.json", res)
@@ -197,9 +198,11 @@ def report_run(state, trained, method):
     return res
 
 
-def selected_classifier(folder, config, data, stage, trained):
+def selected_classifier(folder, config, data, stage, trained, new_classifier=None):
     """The classifier a run exports: the epoch chosen on the validation split (its
-    weights in memory, or <stage>.selected.npz of a reused stage), else the last."""
+    weights in memory, or <stage>.selected.npz of a reused stage), else the last.
+    `new_classifier(config, data)` makes the classifier the weights go into (default
+    `stages.new_classifier`; a method's own, `Method.new_classifier`)."""
     if trained.result.selection is None:
         return trained.classifier
     weights = trained.result.selected_weights
@@ -208,7 +211,7 @@ def selected_classifier(folder, config, data, stage, trained):
     from idn_tf import stages
     # Outside the strategy's scope: only the chief exports, and under multi_worker a
     # variable made in the scope would wait for the workers that have finished.
-    classifier = stages.new_classifier(config, data)
+    classifier = (new_classifier or stages.new_classifier)(config, data)
     folder.reuse(folder.selected_name(stage), lambda: classifier.set_weights(weights))
     return classifier
 

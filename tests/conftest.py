@@ -92,7 +92,7 @@ METHOD_COMPARISON = dict(
     pencil_finetune_start=4, pencil_lambda=600.0)
 # The stateful baselines first, in a fresh process as a `python -m idn_tf.train` run would be.
 COMPARED_METHODS = ("coteaching", "tanaka", "pencil", "ce", "idn", "forward", "ldmi",
-                    "bootstrap_soft", "bootstrap_hard", "elr", "sop")
+                    "bootstrap_soft", "bootstrap_hard", "elr", "sop", "dividemix")
 
 
 @early.job("method_comparison")

@@ -90,6 +90,8 @@ OUT_OF_RANGE = {
     "pencil_beta": "-1", "pencil_lambda": "-600", "pencil_joint_start": "-1",
     "pencil_finetune_start": "-2", "elr_beta": "1", "elr_lambda": "-1",
     "sop_lr_u": "-1", "sop_lr_v": "-10", "sop_init_std": "0", "sop_balance": "-0.1",
+    "dividemix_lambda_u": "-1", "dividemix_p_threshold": "1", "dividemix_temperature": "0",
+    "dividemix_alpha": "0", "dividemix_warmup_epochs": "-1", "dividemix_rampup_epochs": "-1",
 }
 
 for _name, _value in OUT_OF_RANGE.items():

@@ -65,7 +65,8 @@ def test_method_names_the_run_folder_unless_it_is_the_method():
 
 def test_the_registry_holds_the_nine_methods_and_each_field_once():
     assert methods.names() == ("idn", "ce", "forward", "bootstrap_soft", "bootstrap_hard",
-                               "ldmi", "coteaching", "tanaka", "pencil", "elr", "sop")
+                               "ldmi", "coteaching", "tanaka", "pencil", "elr", "sop",
+                               "dividemix")
     owners = [f for m in methods.all_methods() for f in m.fields]
     assert len(owners) == len(set(owners))
     # Every method's own fields are configuration fields with a flag of the same name.
@@ -112,7 +113,8 @@ def test_stage_one_is_trained_only_when_the_method_needs_it(tmp_path):
     needs = {m: needs_stage1(method=m) for m in methods.names()}
     assert needs == {"idn": True, "ce": True, "forward": True, "bootstrap_soft": False,
                      "bootstrap_hard": False, "ldmi": True, "coteaching": False,
-                     "tanaka": False, "pencil": False, "elr": False, "sop": False}
+                     "tanaka": False, "pencil": False, "elr": False, "sop": False,
+                     "dividemix": False}
     assert not needs_stage1(method="forward", transition_matrix=str(given))
     assert not needs_stage1(method="forward", transition_matrix="true")
     # Co-teaching trains stage 1 only to estimate τ from it.
@@ -300,7 +302,8 @@ def test_every_flagfile_is_covered():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "flags", "*.cfg"))}
     assert names == set(ROWS) | set(CLOTHING1M_ROWS) | set(METHOD_FLAGFILES) | {
         "paper_cifar10.cfg", "paper_cifar100.cfg", "paper_clothing1m.cfg", "default.cfg",
-        "method_tanaka_clothing1m.cfg", "method_sop.cfg", "method_sop_cifar100.cfg"} | set(ELR_FLAGFILES)
+        "method_tanaka_clothing1m.cfg", "method_sop.cfg", "method_sop_cifar100.cfg",
+        "method_dividemix.cfg", "method_dividemix_cifar100.cfg"} | set(ELR_FLAGFILES)
 
 
 def test_tanaka_clothing1m_flagfile_on_top_of_a_row():

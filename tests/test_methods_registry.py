@@ -26,10 +26,10 @@ ALLOWED = {PACKAGE / "flagdefs.py"} | set((PACKAGE / "methods").glob("*.py"))
 # The Keras models of the baselines: their own logs may carry their names (PENCIL's
 # "pencil_phase" in a stage's history), a method's name itself they may not.
 MODEL_LAYER = {PACKAGE / name for name in ("baselines.py", "soft_labels.py", "coteaching.py",
-                                                 "elr.py", "sop.py")}
+                                                 "elr.py", "sop.py", "dividemix.py")}
 # The baselines' names (the method's own, idn, and ce are the defaults of the package).
 NAMES = ("tanaka", "pencil", "coteaching", "ldmi", "forward", "bootstrap_soft",
-         "bootstrap_hard", "elr", "sop")
+         "bootstrap_hard", "elr", "sop", "dividemix")
 
 
 def _literals(path):

@@ -39,6 +39,8 @@ METHODS = {
     "pencil": dict(method="pencil", pencil_joint_start=2, pencil_finetune_start=4,
                    pencil_lambda=600.0),
     "elr": dict(method="elr"),
+    # DivideMix's warm-up and ramp-up scaled to 4 epochs: 1 epoch each.
+    "dividemix": dict(method="dividemix"),
 }
 TAU, T_K = 0.3, 2
 
@@ -366,7 +368,7 @@ def test_pencil_phases_and_learned_labels(whole, planted):
 
 
 KILLS = [("coteaching", "coteaching"), ("tanaka", "tanaka_labels"), ("tanaka", "tanaka"),
-         ("pencil", "pencil"), ("elr", "elr")]  # (method, the stage whose epoch-2 backup stops the run)
+         ("pencil", "pencil"), ("elr", "elr"), ("dividemix", "dividemix")]  # (method, the stage whose epoch-2 backup stops the run)
 
 
 @early.job("resumed", __name__)
@@ -416,6 +418,8 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(whole, resumed, met
     if method == "coteaching":
         assert "coteaching: resuming with the forget rate τ = 0.3000" in out
         assert read(run_dir, "coteaching_tau.json") == read(whole_dir, "coteaching_tau.json")
+    elif method == "dividemix":  # the split of the last epoch, recomputed on resume
+        assert read(run_dir, "dividemix.json")["extra"] == read(whole_dir, "dividemix.json")["extra"]
     else:
         soft = np.load(run_dir / "soft_labels.npy")
         np.testing.assert_array_equal(soft, np.load(whole_dir / "soft_labels.npy"))

@@ -8,7 +8,8 @@ subclass (`methods.base`), one `register` line below and its flags (`flagdefs`);
 docs/architecture.md walks through one.
 """
 
-from idn_tf.methods import bootstrap, ce, coteaching, elr, forward, idn, ldmi, pencil, sop, tanaka
+from idn_tf.methods import (bootstrap, ce, coteaching, dividemix, elr, forward, idn, ldmi,
+                            pencil, sop, tanaka)
 from idn_tf.methods.base import Method, Run  # noqa: F401 (the interface)
 
 _REGISTRY = {}
@@ -70,5 +71,5 @@ def run_files():
 
 for _method in (idn.METHOD, ce.METHOD, forward.METHOD, bootstrap.SOFT, bootstrap.HARD,
                 ldmi.METHOD, coteaching.METHOD, tanaka.METHOD, pencil.METHOD, elr.METHOD,
-                sop.METHOD):
+                sop.METHOD, dividemix.METHOD):
     register(_method)

@@ -20,8 +20,10 @@ method's object. A method says
   run writes, `artifacts.RUN_RESULTS`).
 
 `Method.train` is the usual case, one stage named after the method: `prepare` what
-the stage needs, `build` the Keras model, `fit` it on `training_data` with `callbacks`
-under `stage_config`, then `finish` (e.g. write the learned soft labels).
+the stage needs, `build` the Keras model, `fit` it on `training_data` (or on `batches`
+of its own making) with `callbacks` under `stage_config`, then `finish` (e.g. write the
+learned soft labels). `new_classifier` is the kind of classifier the stage returns (a
+reused stage's weights and the exported epoch's go into one).
 TensorFlow is imported inside the functions, so that checking a configuration does
 not start it.
 """
@@ -122,6 +124,24 @@ class Method:
     def callbacks(self, run, inputs):
         return []
 
+    def batches(self, run, inputs):
+        """None (the data view's shuffled batches), or `stages.fit`'s `train_data`: a
+        function initial_epoch -> (dataset, steps per epoch) of batches of its own."""
+        return None
+
+    def new_classifier(self, config, data):
+        """A new classifier of the kind its final stage returns (`stages.new_classifier`;
+        the selected epoch's weights go into it for the export)."""
+        from idn_tf import stages
+        return stages.new_classifier(config, data)
+
+    def final_classifier(self, config, data):
+        """`new_classifier` built in the run's strategy scope (a reused stage's saved
+        weights are loaded into it)."""
+        from idn_tf import distribution
+        with distribution.get_strategy(config.strategy).scope():
+            return self.new_classifier(config, data)
+
     def training_data(self, run):
         """The data view its stage trains on (e.g. with batches of its own making)."""
         return run.data
@@ -155,7 +175,8 @@ class Method:
             with stages.model_scope(config):
                 model = self.build(run, inputs)
             result = stages.fit(model, self.stage_config(config), self.training_data(run),
-                                run.labels, stage, self.callbacks(run, inputs))
+                                run.labels, stage, self.callbacks(run, inputs),
+                                train_data=self.batches(run, inputs))
             extra = {**self.extra(run, inputs, model), **self.finish(run, model)}
             print(f"{self.name} test accuracy {100 * result.test_accuracy:.2f}%")
             return runfolder.Trained(model.classifier, result, extra=extra, model=model)
@@ -165,7 +186,7 @@ class Method:
 
         def load(result, extra):
             classifier = folder.weights_into("classifier.weights.h5",
-                                             stages.classifier_in_scope(config, run.data))
+                                             self.final_classifier(config, run.data))
             return runfolder.Trained(classifier, result, extra=extra)
 
         return folder.stage(stage, stage, ("classifier.weights.h5", *self.stage_files()),

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from idn_tf import two_networks
 from idn_tf.data.sources import UNKNOWN_CLEAN_SOURCES
 from idn_tf.errors import ConfigError, check
 from idn_tf.methods.base import Method
@@ -26,8 +27,8 @@ TAUS = ("auto", "estimate", "actual")
 # The largest estimated or measured forget rate it uses (a given one is used as given):
 # τ near 1 would leave next to no example to train on.
 MAX_FORGET_RATE = 0.95
-# The second network is initialised as `stages.new_classifier` with --seed + this.
-PEER_SEED_OFFSET = 10007
+# The second network's seed offset (`two_networks.networks`), kept here for its callers.
+PEER_SEED_OFFSET = two_networks.PEER_SEED_OFFSET
 
 
 def given_rate(value):
@@ -131,11 +132,9 @@ class CoTeaching(Method):
         return float(tau), how
 
     def build(self, run, inputs):
-        from idn_tf import coteaching, stages
-        config = run.config
-        classifier = stages.new_classifier(config, run.data)
-        peer = stages.new_classifier(config, run.data, seed=config.seed + PEER_SEED_OFFSET)
-        return coteaching.CoTeachingModel(classifier, peer, weight_decay=config.weight_decay)
+        from idn_tf import coteaching
+        classifier, peer = two_networks.networks(run.config, run.data)
+        return coteaching.CoTeachingModel(classifier, peer, weight_decay=run.config.weight_decay)
 
     def callbacks(self, run, inputs):
         from idn_tf import coteaching
