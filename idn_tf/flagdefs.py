@@ -145,9 +145,9 @@ flags.DEFINE_string("method", C.method,
                     "bootstrapping (Reed et al. 2015); ldmi: L_DMI (Xu et al. 2019) from the "
                     "stage-1 CE model; coteaching: Co-teaching (Han et al. 2018); tanaka: joint "
                     "optimisation (Tanaka et al. 2018); pencil: PENCIL (Yi & Wu 2019); elr: "
-                    "early-learning regularisation (Liu et al. 2020).")
-                    "optimisation (Tanaka et al. 2018); pencil: PENCIL (Yi & Wu 2019); dividemix: "
-                    "DivideMix (Li et al. 2020).")
+                    "early-learning regularisation (Liu et al. 2020); sop: sparse "
+                    "over-parameterisation (Liu et al. 2022); dividemix: DivideMix (Li et al. "
+                    "2020).")
 flags.DEFINE_string("transition_matrix", C.transition_matrix,
                     "--method=forward: a known transition matrix T (row i = P(observed label | "
                     "class i)), a K x K .npy file or text file (numpy.loadtxt); true: the true "
