@@ -151,6 +151,9 @@ def resnet34_export(tmp_path_factory):  # ELR's backbone: projection shortcuts
 @pytest.fixture(scope="module")
 def preact_resnet18_export(tmp_path_factory):  # DivideMix's backbone
     return exported("preact_resnet18", (32, 32, 3), tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
 def dividemix_export(tmp_path_factory):  # DivideMix's mean of two networks' softmax
     from idn_tf import dividemix
     nets = [classifier("small_cnn", (8, 8, 1), seed=s) for s in (0, 1)]
@@ -171,7 +174,7 @@ def softmax(logits):
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("export_fixture", ["small_cnn_export", "resnet20_export",
-                                            "resnet34_export", "preact_resnet18_export"])
+                                            "resnet34_export", "preact_resnet18_export",
                                             "dividemix_export"])
 def test_saved_model_serves_like_keras_without_idn_tf(export_fixture, request, tmp_path):
     model, path, images = request.getfixturevalue(export_fixture)
