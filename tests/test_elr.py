@@ -13,6 +13,8 @@ import tensorflow as tf
 from idn_tf import elr
 
 import mirrored
+# The tiny model's weights and examples, as the other per-example-table models' tests.
+from test_soft_labels import examples, initial_weights, rows  # noqa: E402
 
 K, N, LR = 3, 12, 0.1
 BETA, LAM = 0.7, 3.0
@@ -126,21 +128,6 @@ def test_log_stays_finite_at_a_confident_agreeing_prediction():
 # --- the Keras model --------------------------------------------------------------------
 
 
-def initial_weights(seed=0):
-    rng = np.random.default_rng(seed)
-    return [(rng.normal(size=(4, K)) * 2).astype(np.float32).astype(np.float64),
-            (rng.normal(size=K) * 0.3).astype(np.float32).astype(np.float64)]
-
-
-def examples(n=N, seed=1):
-    rng = np.random.default_rng(seed)
-    return {"image": rng.integers(0, 256, size=(n, 2, 2, 1)).astype(np.uint8),
-            "label": rng.integers(0, K, size=n).astype(np.int64),
-            "index": np.arange(n, dtype=np.int64)}
-
-
-def rows(data, ids):
-    return {k: v[np.asarray(ids)] for k, v in data.items()}
 
 
 def features(batch):

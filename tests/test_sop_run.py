@@ -21,6 +21,7 @@ import killed as killed_lib
 import tb_events
 from conftest import METHOD_COMPARISON
 from test_export import LOAD_AND_SERVE
+from test_stateful_methods_run import h5_arrays
 
 pytestmark = pytest.mark.e2e  # the CLI, kill and resume, serving
 
@@ -33,14 +34,6 @@ def read(run_dir, name):
     return artifacts.read_json(os.path.join(run_dir, name))
 
 
-def h5_arrays(path):
-    """Every dataset of an .h5 weights file, by name."""
-    import h5py
-    out = {}
-    with h5py.File(path) as f:
-        f.visititems(lambda name, d: out.__setitem__(name, d[()])
-                     if isinstance(d, h5py.Dataset) else None)
-    return out
 
 
 @pytest.fixture(scope="module")
