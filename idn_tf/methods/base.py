@@ -198,6 +198,12 @@ class Method:
         return ()
 
 
+def without_step_decay(config):
+    """`config` without the recipe's step decay: the constant rate a method's own schedule
+    (a callback setting the rate epoch by epoch) starts from."""
+    return dataclasses.replace(config, lr_decay_epochs=())
+
+
 # The closing table's rows of a method that learns soft labels (`soft_label_rates`).
 SOFT_LABEL_ROWS = (
     ("wrong training labels corrected by the soft labels", "soft_labels_corrected"),

@@ -7,12 +7,10 @@ The learning rate (--pencil_lr_schedule): `authors`, that of the authors' code
 `recipe`, the recipe's step decay through every phase.
 """
 
-import dataclasses
-
 import numpy as np
 
 from idn_tf.errors import check
-from idn_tf.methods.base import SOFT_LABEL_ROWS, Method, soft_label_rates
+from idn_tf.methods.base import SOFT_LABEL_ROWS, Method, soft_label_rates, without_step_decay
 from idn_tf.methods.tanaka import scaled
 
 # The authors' schedule (CIFAR-10), as (epochs before the event, of the total): phase 2
@@ -101,9 +99,7 @@ class Pencil(Method):
 
     def stage_config(self, config):
         # The authors' schedule is set epoch by epoch (`callbacks`) on a constant rate.
-        if config.pencil_lr_schedule == "authors":
-            return dataclasses.replace(config, lr_decay_epochs=())
-        return config
+        return without_step_decay(config) if config.pencil_lr_schedule == "authors" else config
 
     def build(self, run, inputs):
         from idn_tf import soft_labels, stages

@@ -13,12 +13,10 @@ Settings (docs/baselines.md, "sop"), from the authors' code (shengliu66/SOP):
   consistency term needs two augmentations of each image per batch and is not done.
 """
 
-import dataclasses
-
 import numpy as np
 
 from idn_tf.errors import check
-from idn_tf.methods.base import Method
+from idn_tf.methods.base import Method, without_step_decay
 
 # The authors' CIFAR-10 rates of u and v, set for their batch size and epochs.
 LR_U, LR_V, BATCH, EPOCHS = 10.0, 10.0, 128, 300
@@ -72,9 +70,7 @@ class SOP(Method):
 
     def stage_config(self, config):
         # The authors' schedule is set epoch by epoch (`callbacks`) on a constant rate.
-        if config.sop_lr_schedule == "authors":
-            return dataclasses.replace(config, lr_decay_epochs=())
-        return config
+        return without_step_decay(config) if config.sop_lr_schedule == "authors" else config
 
     def build(self, run, inputs):
         from idn_tf import sop, stages
