@@ -21,7 +21,8 @@ from idn_tf.data.clothing1m import NUM_CLASSES as CLOTHING1M_CLASSES
 from idn_tf.data.holdout import MAX_FRACTION as VAL_FRACTION_MAX
 from idn_tf.data.noise import (KMEANS_CLUSTERS, MLP_EPOCHS, MLP_HIDDEN_UNITS, NOISE_FEATURES,
                                 NOISE_TYPES)
-from idn_tf.data.sources import FILE_SOURCES
+from idn_tf.data.folder import TEST_FRACTION
+from idn_tf.data.sources import FILE_SOURCES, NAMED_CLASS_SOURCES, OWN_VALIDATION_SOURCES
 from idn_tf.data.sources import SOURCES as DATASETS
 from idn_tf.data.sources import DataError
 from idn_tf.data.tfds_sources import noisy_label_feature
@@ -46,9 +47,11 @@ AUGMENTATIONS = ("none", "pad_crop_flip")  # kept equal to data.pipeline.AUGMENT
 NORMALIZATIONS = ("standardize", "subtract_mean")
 CLEAN_TRAIN = ("none", "mix")  # what --clean_train does with Clothing1M's 50k clean examples
 RESIZE_MODES = ("square", "shorter_side")  # = data.streaming.RESIZE_MODES (test)
-# Flags that only a file dataset (Clothing1M) reads, with the value that means "off".
+# Flags that only a file dataset (Clothing1M, a class folder) reads, with the value that
+# means "off", and those only Clothing1M reads.
 FILE_DATASET_FIELDS = {"subset_fraction": 1.0, "skip_bad_images": False, "oversample": "none",
                        "clean_train": "none", "finetune_clean_epochs": 0}
+CLOTHING1M_FIELDS = ("subset_fraction", "oversample", "clean_train", "finetune_clean_epochs")
 
 
 # Row #10's fine-tuning flags (`runfolder.FINETUNE_FIELDS`): not stage 1's.
@@ -79,6 +82,8 @@ class Config:
     data_dir: str = ""
     download: bool = True
     noisy_label_key: str = ""
+    class_names: str = ""
+    test_fraction: float = TEST_FRACTION
     seed: int = 0
     val_fraction: float = 0.1
     subset_fraction: float = 1.0
@@ -161,7 +166,7 @@ class Config:
         """<dataset>[-<label set>]-<noise>[<rate>][-<method>]-<seed>: distinct for every
         paper row; the default method (the paper's) leaves its name out.
 
-        File datasets (real noise): <dataset>[-subset<fraction>][-mix][-<method>]-<seed>.
+        Clothing1M (real noise): clothing1m[-subset<fraction>][-mix][-<method>]-<seed>.
         The fine-tuning of row #10 continues row #7's run in the same folder.
         """
         parts = [self.setting_name()] + ([self.method] if self.method != methods.DEFAULT else [])
@@ -169,9 +174,9 @@ class Config:
 
     def setting_name(self):
         """The data and noise part of `run_name` (without method and seed):
-        <dataset>[-<label set>]-<noise>[<rate>], or <dataset>[-subset<fraction>][-mix]."""
+        <dataset>[-<label set>]-<noise>[<rate>], or clothing1m[-subset<fraction>][-mix]."""
         parts = [self.dataset]
-        if self.dataset in FILE_SOURCES:
+        if self.dataset == "clothing1m":
             if self.subset_fraction != 1.0:
                 parts.append(f"subset{self.subset_fraction:g}")
             if self.clean_train == "mix":
@@ -184,7 +189,7 @@ class Config:
 
     def has_validation(self):
         """Whether the run validates: a noisy validation split, or a file source's list."""
-        return self.dataset in FILE_SOURCES or self.val_fraction > 0
+        return self.dataset in OWN_VALIDATION_SOURCES or self.val_fraction > 0
 
     def method_object(self):
         """The registered `methods.Method` of --method."""
@@ -229,9 +234,16 @@ class Config:
             unused.update(("noise_feature_size", "noise_feature_weights"))
         if self.dataset != "npz":
             unused.add("npz_path")
+        if self.dataset not in NAMED_CLASS_SOURCES:
+            unused.add("class_names")
+        if self.dataset != "folder":
+            unused.add("test_fraction")
         if self.dataset in FILE_SOURCES:
             unused.update(("augment", "crop_padding"))  # their own: resize, crop, flip
-            unused.add("val_fraction")  # they validate on their own clean list
+            if self.dataset in OWN_VALIDATION_SOURCES:
+                unused.add("val_fraction")  # they validate on their own clean list
+            else:
+                unused.update(CLOTHING1M_FIELDS)
             if not self.skip_bad_images:
                 unused.add("image_check")  # the check then only passes or stops the run
             if not self.finetune_clean_epochs:
@@ -259,7 +271,8 @@ class Config:
 NOISE_FIELDS = ("dataset", "npz_path", "noisy_label_key", "noise", "noise_rate",
                 "kmeans_clusters", "noise_features", "noise_feature_dims", "noise_feature_size",
                 "noise_feature_weights", "mlp_hidden_units", "mlp_epochs", "mlp_target_accuracy",
-                "seed", "val_fraction", "subset_fraction", "skip_bad_images", "image_check")
+                "seed", "val_fraction", "subset_fraction", "skip_bad_images", "image_check",
+                "class_names", "test_fraction")
 
 
 def stage1_part(semantic):
@@ -311,6 +324,15 @@ RECIPES = {
                        weight_decay=1e-3, eta_init=0.01, eta_lr=0.05, eta_start_epoch=2,
                        eta_every=1, eta_rule="paper", eta_eps=1e-4, eta_min=0.0, noise="none",
                        normalize="subtract_mean", oversample="auto", monitor_every=5),
+    # A class folder of the user's own photos (docs/own_data.md): Clothing1M's recipe, the
+    # paper's for real-world photos with real label noise (ImageNet ResNet-50, 15 epochs, η
+    # from the 2nd epoch), without its oversampling, validated on a held-out 10% of the
+    # folder's own (noisy) labels as digits is.
+    "folder": dict(arch="resnet50", backbone_weights="imagenet", batch_size=32, epochs=15,
+                   lr=5e-3, lr_decay_epochs=(5, 10), lr_decay_factor=0.1, momentum=0.9,
+                   weight_decay=1e-3, eta_init=0.01, eta_lr=0.05, eta_start_epoch=2,
+                   eta_every=1, eta_rule="paper", eta_eps=1e-4, eta_min=0.0, noise="none",
+                   normalize="subtract_mean"),
 }
 
 
@@ -385,10 +407,21 @@ def _check_file_dataset(c):
     _check(c.finetune_clean_epochs >= 0, "finetune_clean_epochs",
            f"must be >= 0 (0: no fine-tuning), got {c.finetune_clean_epochs}")
     _check(c.finetune_lr > 0, "finetune_lr", f"must be positive, got {c.finetune_lr}")
-    if c.dataset not in FILE_SOURCES:
-        for name, off in FILE_DATASET_FIELDS.items():
-            _check(getattr(c, name) == off, name,
-                   f"applies to --dataset={'/'.join(FILE_SOURCES)} only, not {c.dataset}")
+    _check(0.0 < c.test_fraction < 1.0, "test_fraction",
+           f"must be in (0, 1), got {c.test_fraction}")
+    _check(c.dataset == "folder" or c.test_fraction == TEST_FRACTION, "test_fraction",
+           f"applies to --dataset=folder only, not {c.dataset}")
+    _check(not c.class_names or c.dataset in NAMED_CLASS_SOURCES, "class_names",
+           f"applies to --dataset={'/'.join(NAMED_CLASS_SOURCES)} only, not {c.dataset} "
+           "(it names its own classes)")
+    for name, off in FILE_DATASET_FIELDS.items():
+        owners = ("clothing1m",) if name in CLOTHING1M_FIELDS else FILE_SOURCES
+        _check(c.dataset in owners or getattr(c, name) == off, name,
+               f"applies to --dataset={'/'.join(owners)} only, not {c.dataset}")
+    if c.dataset == "folder":
+        _check(bool(c.data_dir), "data_dir", "required with --dataset=folder (the folder "
+               "holding one subfolder of images per class)")
+    if c.dataset != "clothing1m":
         return
     _check(bool(c.data_dir), "data_dir", f"required with --dataset={c.dataset} (the folder "
            "holding noisy_label_kv.txt, the key lists and images/)")

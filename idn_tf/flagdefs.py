@@ -27,10 +27,12 @@ flags.DEFINE_enum("dataset", C.dataset, config.DATASETS,
                   "paper's recipes), cifar10_n / cifar100_n (human noisy labels); the CIFAR "
                   "ones come through tensorflow-datasets (--data_dir); clothing1m (the paper's "
                   "real-noise recipe: a Clothing1M folder given as --data_dir, streamed from "
-                  "disk).")
+                  "disk); folder (your own images: --data_dir/<class name>/<image>, streamed "
+                  "from disk; docs/own_data.md).")
 flags.DEFINE_string("data_dir", C.data_dir,
                     "tensorflow-datasets data folder (default: tfds's, ~/tensorflow_datasets); with "
-                    "--dataset=clothing1m the Clothing1M folder (required).")
+                    "--dataset=clothing1m the Clothing1M folder, with --dataset=folder the "
+                    "folder of class subfolders (required for both).")
 flags.DEFINE_boolean("download", C.download,
                      "Download and prepare a tensorflow-datasets dataset missing from --data_dir "
                      "(offline, tfds retries for ~3.5 minutes before the run stops); "
@@ -38,6 +40,15 @@ flags.DEFINE_boolean("download", C.download,
 flags.DEFINE_string("noisy_label_key", C.noisy_label_key,
                     "CIFAR-N human label set: cifar10_n aggregate|random1|random2|random3|worst "
                     "(recipe: worst), cifar100_n noisy (recipe).")
+flags.DEFINE_string("class_names", C.class_names,
+                    "With --dataset=npz or folder: a text file of class names, one per line "
+                    "(line k + 1 names class k). It sets the number of classes K (a label "
+                    "outside [0, K) stops the run) and the names shown in the audit, plots "
+                    "and TensorBoard. A folder's names default to its sorted subfolders.")
+flags.DEFINE_float("test_fraction", C.test_fraction,
+                   "With --dataset=folder and no <data_dir>/test: share of each class held "
+                   "out as the test split, chosen by a hash of the file path (the same for "
+                   "every --seed and method), in (0, 1).")
 flags.DEFINE_string("npz_path", C.npz_path,
                     "With --dataset=npz: a .npz with x_train, y_train, x_test, y_test "
                     "(uint8 images [N,H,W,C] or [N,H,W]; int labels) and optional clean_train.")
@@ -68,17 +79,18 @@ flags.DEFINE_float("val_fraction", C.val_fraction,
                    "epoch's accuracy against its observed labels chooses the epoch whose "
                    "classifier is exported (the test set decides nothing). In [0, 0.5]; 0: "
                    "none (the CIFAR recipes: the paper trains on the whole split). "
-                   "Clothing1M: ignored, it validates on its clean validation list.")
+                   "Clothing1M: ignored, it validates on its clean validation list (a class "
+                   "folder holds out its own share, as digits).")
 
-# Clothing1M (file datasets): reading, checking and streaming the images.
+# Clothing1M and class folders (file datasets): reading, checking and streaming the images.
 flags.DEFINE_float("subset_fraction", C.subset_fraction,
                    "Clothing1M: train on this fraction of the noisy training list, a fixed "
                    "subset (the same for every --seed); the clean splits stay whole.")
 flags.DEFINE_boolean("skip_bad_images", C.skip_bad_images,
-                     "Clothing1M: leave out missing or damaged images (listed in the run "
+                     "Clothing1M and folder: leave out missing or damaged images (listed in the run "
                      "folder's excluded_images.csv) instead of stopping before training.")
 flags.DEFINE_enum("image_check", C.image_check, config.IMAGE_CHECKS,
-                  "Clothing1M: how each listed image is checked before training: header "
+                  "Clothing1M and folder: how each image is checked before training: header "
                   "(format, end marker; a few KB each), decode (every byte), exists.")
 flags.DEFINE_string("oversample", C.oversample,
                     "Clothing1M: copies of minority noisy classes: none, auto (every class up "
@@ -88,11 +100,11 @@ flags.DEFINE_enum("clean_train", C.clean_train, config.CLEAN_TRAIN,
                   "Clothing1M: mix adds the 50k clean training examples, half of every batch, "
                   "with η fixed at 0 (the paper's row #8).")
 flags.DEFINE_integer("image_size", C.image_size,
-                     "Clothing1M: the classifier's input size (random crop in training, centre "
+                     "Clothing1M and folder: the classifier's input size (random crop in training, centre "
                      "crop in evaluation and serving).")
-flags.DEFINE_integer("resize", C.resize, "Clothing1M: images are resized to this before the crop.")
+flags.DEFINE_integer("resize", C.resize, "Clothing1M and folder: images are resized to this before the crop.")
 flags.DEFINE_enum("resize_mode", C.resize_mode, config.RESIZE_MODES,
-                  "Clothing1M: square (resize x resize, ignoring the aspect ratio) or "
+                  "Clothing1M and folder: square (resize x resize, ignoring the aspect ratio) or "
                   "shorter_side (the shorter side to --resize).")
 
 # Classifier and optimiser (both stages: same backbone and hyper-parameters).

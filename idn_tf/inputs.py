@@ -45,7 +45,7 @@ def load_data(config):
     dataset = sources.load(config.dataset, npz_path=config.npz_path or None,
                            data_dir=config.data_dir or None,
                            noisy_label_key=config.noisy_label_key or None,
-                           download=config.download)
+                           download=config.download, class_names=config.class_names or None)
     print(f"{len(dataset.train)} training and {len(dataset.test)} test images of shape "
           f"{dataset.train.images.shape[1:]}, {dataset.num_classes} classes")
     check_data_fits(config, dataset.train.images.shape[1:])
@@ -53,7 +53,9 @@ def load_data(config):
 
 
 def _load_files(config):
-    """Clothing1M: the folder's lists read and every listed image checked, before training."""
+    """A file source: its images listed and checked, before training."""
+    if config.dataset == "folder":
+        return _load_folder(config)
     from idn_tf.data import clothing1m
     print(f"reading {config.data_dir} and checking its images ({config.image_check} check"
           f"{', skipping bad ones' if config.skip_bad_images else ''})", flush=True)
@@ -72,6 +74,25 @@ def _load_files(config):
     print(f"{len(loaded.noisy)} noisy training, {len(loaded.clean_train)} clean training and "
           f"{data.test_size} clean test images, cropped to {data.input_shape}, "
           f"{data.num_classes} classes"
+          + (f"; {len(loaded.excluded)} images left out" if loaded.excluded else ""))
+    check_data_fits(config, data.input_shape)
+    return data
+
+
+def _load_folder(config):
+    """A class folder: its images listed and checked, the test split drawn, before training."""
+    from idn_tf.data import dataset, folder
+    print(f"reading the class folders of {config.data_dir} and checking their images "
+          f"({config.image_check} check{', skipping bad ones' if config.skip_bad_images else ''})",
+          flush=True)
+    names = dataset.read_class_names(config.class_names) if config.class_names else None
+    loaded = folder.load_folder(
+        config.data_dir, class_names=names, test_fraction=config.test_fraction,
+        labels_are_clean=config.noise != "none", skip_bad_images=config.skip_bad_images,
+        check=config.image_check, verbose=config.verbose > 0)
+    data = views.from_config(config, loaded)
+    print(f"{len(loaded.noisy)} training and {data.test_size} test images, cropped to "
+          f"{data.input_shape}, {data.num_classes} classes"
           + (f"; {len(loaded.excluded)} images left out" if loaded.excluded else ""))
     check_data_fits(config, data.input_shape)
     return data
@@ -96,7 +117,10 @@ def new_noisy_labels(config, data):
     """The observed labels made by --noise: the arrays of noisy_labels.npz (labels, clean
     labels, the rows held out for validation, the noise's recipe and, for file datasets,
     the examples' fingerprint)."""
-    dataset = getattr(data, "dataset", data)  # what the noise generators read
+    # What the noise generators read: the arrays; a file source's images are read into
+    # memory only for the noises that cluster or fit them (kmeans, mlp).
+    dataset = getattr(data, "dataset", None) or data.noise_dataset(
+        pixels=config.noise in noise.FEATURE_NOISES)
     noisy = noise.make_noisy_labels(dataset, config.noise, config.noise_rate, config.seed,
                                     **config.noise_options(), verbose=config.verbose > 0)
     fingerprint = data.fingerprint()
@@ -107,9 +131,9 @@ def new_noisy_labels(config, data):
 
 
 def validation_rows(config, labels):
-    """The noisy training rows --val_fraction holds out (none for a file source, which
+    """The noisy training rows --val_fraction holds out (none for Clothing1M, which
     validates on its own clean list)."""
-    if config.dataset in sources.FILE_SOURCES:
+    if config.dataset in sources.OWN_VALIDATION_SOURCES:
         return np.zeros(0, np.int64)
     return holdout.validation_rows(labels, config.val_fraction, config.seed)
 

@@ -82,6 +82,7 @@ OUT_OF_RANGE = {
     "eta_every": "0", "eta_eps": "0", "eta_min": "0.02",  # above eta_init (0.01)
     "monitor_every": "0", "test_every": "0", "val_fraction": "0.6", "verbose": "3", "subset_fraction": "0", "image_size": "0",
     "resize": "8",  # below --image_size (224)
+    "test_fraction": "1",
     "finetune_clean_epochs": "-1", "finetune_lr": "0",
     "forward_percentile": "0", "bootstrap_soft_beta": "1.5", "bootstrap_hard_beta": "-0.1",
     "dmi_lr": "0", "dmi_eps": "0", "coteaching_t_k": "0", "tanaka_alpha": "-1",
@@ -451,6 +452,59 @@ row("c1m-imagenet-offline", *C1M, "--arch=resnet50", "--backbone_weights=imagene
     env={"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
          "KERAS_HOME": os.path.join(os.path.realpath("/tmp"), "idn_tf-tests-empty-keras-home")})
 
+FOLDER = ("--dataset=folder", "--data_dir=photos", "--arch=small_cnn",
+          "--backbone_weights=none", "--image_size=16", "--resize=20", "--batch_size=8")
+
+
+def _photos(change=None, **options):
+    """Setup writing a small class folder photos/ (tests/image_folders.py), then
+    `change(root)` to it."""
+    def setup(folder, _):
+        import image_folders
+        image_folders.make_image_folder(str(folder / "photos"), per_class=4, **options)
+        if change is not None:
+            change(folder / "photos")
+    return setup
+
+
+def _names(*names):
+    return _write("names.txt", "".join(f"{n}\n" for n in names).encode())
+
+
+def _both(*setups):
+    def setup(folder, finished):
+        for each in setups:
+            each(folder, finished)
+    return setup
+
+
+row("folder-without-data_dir", "--dataset=folder", expect="--data_dir: required")
+row("folder-data_dir-missing", *FOLDER, "--data_dir=nowhere", expect="image folder not found")
+row("folder-no-class-folders", *FOLDER, expect="no class folders",
+    setup=lambda folder, _: (folder / "photos").mkdir())
+row("folder-empty-class-folder", *FOLDER, expect="class folder 'emu' has no images",
+    setup=_photos(lambda root: (root / "emu").mkdir()))
+row("folder-image-corrupt", *FOLDER, expect="damaged image file",
+    setup=_photos(corrupt=("dog", 1)))
+row("folder-not-in-class_names", *FOLDER, "--class_names=names.txt",
+    expect="class folder 'fox' is not in --class_names",
+    setup=_both(_photos(), _names("cat", "dog")))
+row("folder-test-class-not-in-train", *FOLDER, expect="has no folder in",
+    setup=_photos(lambda root: shutil.copytree(root / "test" / "fox", root / "test" / "emu"),
+                  split=True))
+row("class_names-missing", *NPZ, "--class_names=nowhere.txt",
+    expect="class names file not found", setup=_npz())
+row("class_names-repeated", *NPZ, "--class_names=names.txt", expect="'a' is already class 0",
+    setup=_both(_npz(), _names("a", "b", "a")))
+row("npz-label-outside-class_names", *NPZ, "--class_names=names.txt",
+    expect="y_train has label 2, outside [0, 2) of the 2 classes in names.txt",
+    setup=_both(_npz(), _names("ant", "bee")))
+row("npz-stray-label-99", *NPZ, expect="odd labels: 99); fix the labels, or pass --class_names",
+    setup=_npz(y_train=np.where(np.arange(20) == 7, 99, np.arange(20) % 3)))
+row("class_names-on-digits", "--class_names=names.txt", expect="--class_names: applies to",
+    setup=_names("a", "b"))
+row("test_fraction-on-digits", "--test_fraction=0.3", expect="--test_fraction: applies to")
+
 # ---------------------------------------------------------------------------------------
 # Running the rows
 #
@@ -462,7 +516,8 @@ row("c1m-imagenet-offline", *C1M, "--arch=resnet50", "--backbone_weights=imagene
 
 REAL_CLI = {"dataset=bogus", "epochs=0", "epochs=abc", "positional-argument",
             "npz-text-file", "npz-images-float-with-nan", "run_dir-is-a-file",
-            "run_dir-other-epochs", "tf_config-not-json", "c1m-image-corrupt"}
+            "run_dir-other-epochs", "tf_config-not-json", "c1m-image-corrupt",
+            "folder-empty-class-folder", "npz-label-outside-class_names"}
 
 
 

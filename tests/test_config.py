@@ -192,7 +192,8 @@ def test_resolve_rejects_unknown_names():
 
 def test_every_recipe_is_a_valid_config():
     for dataset in config_lib.RECIPES:
-        extra = {"npz": {"npz_path": "x.npz"}, "clothing1m": {"data_dir": "c1m"}}.get(dataset, {})
+        extra = {"npz": {"npz_path": "x.npz"}, "clothing1m": {"data_dir": "c1m"},
+                 "folder": {"data_dir": "photos"}}.get(dataset, {})
         assert config_lib.resolve({"dataset": dataset, **extra}).dataset == dataset
     assert set(config_lib.RECIPES) == set(config_lib.DATASETS)
 

@@ -23,20 +23,17 @@ or PNG (truncated files included). See `load_clothing1m` for the image check.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import hashlib
 import io
 import os
-import stat
 import sys
-import time
-from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from idn_tf.data.dataset import DataError, UNKNOWN_LABEL
+from idn_tf.data.dataset import (UNKNOWN_LABEL, DataError, ExcludedImage,  # noqa: F401
+                                 FileDataset, FileSplit)
+from idn_tf.data.imagefiles import CHECKS, JPEG_PNG, key_scores, scan  # noqa: F401 (CHECKS: config)
 
 CLASS_NAMES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker",
                "Jacket", "Downcoat", "Suit", "Shawl", "Dress", "Vest", "Underwear")
@@ -50,67 +47,11 @@ CLEAN_LISTS = {"clean_train": "clean_train_key_list.txt",
                "clean_test": "clean_test_key_list.txt"}
 LISTS = {"noisy": NOISY_LIST, **CLEAN_LISTS}  # split -> its key list, in scan order
 
-CHECKS = ("header", "decode", "exists")
-_FORMATS = ("JPEG", "PNG")
-_CHUNK = 4096  # images checked per batch of thread-pool work (bounds the pending futures)
-_PROGRESS_EVERY = 20_000  # images between progress lines (~50 lines for Clothing1M)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: arrays have no truth value
-class FileSplit:
-    """One split as files: row i is image `paths[i]`.
-
-    Attributes
-    ----------
-    paths : np.ndarray
-        str [N] absolute image paths (numpy unicode, ~4 bytes per character).
-    labels : np.ndarray
-        int64 [N] observed labels: noisy labels for the noisy split, clean ones otherwise.
-    clean_labels : np.ndarray
-        int64 [N] human-checked labels, -1 where unknown.
-    index : np.ndarray
-        int64 [N] row of the example in the η and ψ tables: 0..N-1 in list order.
-    """
-
-    paths: np.ndarray
-    labels: np.ndarray
-    clean_labels: np.ndarray
-    index: np.ndarray
-
-    def __post_init__(self):
-        n = len(self.paths)
-        if self.paths.dtype.kind != "U" or self.paths.shape != (n,):
-            raise ValueError(f"paths must be a str array [N], got {self.paths.dtype} "
-                             f"{self.paths.shape}")
-        for name in ("labels", "clean_labels", "index"):
-            array = getattr(self, name)
-            if array.dtype != np.int64 or array.shape != (n,):
-                raise ValueError(f"{name} must be int64 [{n}], got {array.dtype} {array.shape}")
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-
-class ExcludedImage(NamedTuple):
-    """A listed image left out by `skip_bad_images` (one per listing line)."""
-    path: str       # absolute image path
-    listed_at: str  # "<key list file>, line <n>"
-    reason: str     # e.g. "image file not found", "damaged image file (PIL: ...)"
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
-class Clothing1M:
+class Clothing1M(FileDataset):
     """The loaded folder: the noisy training set and the three clean splits."""
-    noisy: FileSplit
-    clean_train: FileSplit
-    clean_val: FileSplit
-    clean_test: FileSplit
     class_names: tuple[str, ...] = CLASS_NAMES
-    excluded: tuple[ExcludedImage, ...] = ()
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
+    name: str = "clothing1m"
 
 
 def load_clothing1m(data_dir: str, subset_fraction: float = 1.0, subset_seed: int = 0,
@@ -167,9 +108,10 @@ def load_clothing1m(data_dir: str, subset_fraction: float = 1.0, subset_seed: in
                     for row in subset_rows(ordered, subset_fraction, subset_seed)}
         kv_name = NOISY_KV if split == "noisy" else CLEAN_KV
         rows[split] = _labelled(files[name], keys, kv[kv_name], kv_name, root, kv[CLEAN_KV])
-    bad = _scan([(path, files[LISTS[split]], line) for split, (paths, lines, _, _) in rows.items()
+    bad = scan([(path, files[LISTS[split]], line) for split, (paths, lines, _, _) in rows.items()
                  for path, line in zip(paths, lines)],
-                check, num_threads, skip_bad_images, verbose)
+               check, num_threads, skip_bad_images, verbose, source="clothing1m",
+               formats=JPEG_PNG)
 
     excluded = []
     splits = {}
@@ -196,9 +138,7 @@ def subset_rows(keys: list[str], fraction: float, seed: int) -> np.ndarray:
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"subset_fraction must be in (0, 1], got {fraction}")
-    scores = np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{key}".encode(),
-                                                      digest_size=8).digest(), "big")
-                       for key in keys], dtype=np.uint64)
+    scores = key_scores(keys, seed)
     count = max(1, int(round(fraction * len(keys))))
     return np.sort(np.argsort(scores, kind="stable")[:count]).astype(np.int64)
 
@@ -267,124 +207,6 @@ def _labelled(list_path, keys, kv, kv_name, root, clean_kv):
     lines = np.fromiter(keys.values(), dtype=np.int64, count=len(keys))
     clean_labels = np.array([clean_kv.get(key, UNKNOWN_LABEL) for key in keys], dtype=np.int64)
     return paths, lines, labels, clean_labels
-
-
-# ---------------------------------------------------------------------------------------
-# image check
-
-
-def _scan(listings, check, num_threads, skip_bad_images, verbose) -> dict[str, str]:
-    """Checks each distinct image of `listings` [(path, list file, line)] -> {path: reason}.
-
-    Without `skip_bad_images`, the first bad image in listing order raises a DataError
-    (after at most one _CHUNK of further checks), naming the list file and line.
-    """
-    first = {}  # path -> (list file, line) of its first listing, in listing order
-    for path, list_path, line in listings:
-        first.setdefault(path, (list_path, line))
-    paths = list(first)
-    bad = {}
-    progress = _Progress(len(paths), verbose)
-    if num_threads is None:
-        num_threads = min(32, 4 * (os.cpu_count() or 1))
-    with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
-        for start in range(0, len(paths), _CHUNK):
-            chunk = paths[start:start + _CHUNK]
-            for path, reason in zip(chunk, pool.map(_CHECKERS[check], chunk)):
-                if reason is None:
-                    continue
-                if not skip_bad_images:
-                    list_path, line = first[path]
-                    raise DataError(f"{list_path}, line {line}: {reason}: {path} (pass "
-                                    f"skip_bad_images to leave bad images out)")
-                bad[path] = reason
-            progress.update(start + len(chunk), len(bad))
-    return bad
-
-
-def _check_exists(path: str) -> str | None:
-    """None if `path` is a non-empty file, else the reason."""
-    try:
-        status = os.stat(path)
-    except FileNotFoundError:
-        return "image file not found"
-    except OSError as error:
-        return f"cannot read image file ({error.strerror})"
-    if not stat.S_ISREG(status.st_mode):
-        return "not a regular file"
-    return "empty image file" if status.st_size == 0 else None
-
-
-def _check_header(path: str) -> str | None:
-    return _check_image(path, decode=False)
-
-
-def _check_decode(path: str) -> str | None:
-    return _check_image(path, decode=True)
-
-
-def _check_image(path: str, decode: bool) -> str | None:
-    """None if `path` is a readable JPEG or PNG, else the reason (see load_clothing1m)."""
-    reason = _check_exists(path)
-    if reason is not None:
-        return reason
-    try:
-        with open(path, "rb") as file:
-            with Image.open(file, formats=_FORMATS) as image:
-                image_format = image.format
-                if decode:
-                    _decode_small(image)
-                else:
-                    image.verify()  # PNG: chunk CRCs up to IEND; JPEG: nothing
-            if image_format == "JPEG" and not decode and not _ends_with_eoi(file):
-                # Truncated, or harmless bytes after the marker: decoding tells them apart.
-                file.seek(0)
-                with Image.open(file, formats=_FORMATS) as image:
-                    _decode_small(image)
-    except UnidentifiedImageError:
-        return "not a JPEG or PNG image"
-    # A damaged file fails in many ways inside PIL (OSError, SyntaxError, ValueError,
-    # struct.error, DecompressionBombError, ...): any failure means the image is unusable.
-    except Exception as error:  # pylint: disable=broad-except
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return f"damaged image file (PIL: {message})"
-    return None
-
-
-def _decode_small(image) -> None:
-    """Decodes all of `image`'s data; JPEGs at 1/8 scale (DCT scaling skips most work)."""
-    if image.format == "JPEG":
-        image.draft(None, (1, 1))  # the smallest scale libjpeg offers (1/8)
-    image.load()
-
-
-def _ends_with_eoi(file) -> bool:
-    """Whether a JPEG file ends with its end-of-image marker (FF D9), padding aside."""
-    file.seek(0, os.SEEK_END)
-    file.seek(max(0, file.tell() - 1024))
-    return file.read().rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
-
-
-_CHECKERS = {"header": _check_header, "decode": _check_decode, "exists": _check_exists}
-
-
-class _Progress:
-    """Textual progress of the image check on stderr (no terminal control: log-friendly)."""
-
-    def __init__(self, total: int, verbose: bool):
-        self._total, self._verbose = total, verbose
-        self._start, self._printed = time.monotonic(), 0
-
-    def update(self, done: int, bad: int) -> None:
-        if not self._verbose or (done - self._printed < _PROGRESS_EVERY and done < self._total):
-            return
-        self._printed = done
-        seconds = max(time.monotonic() - self._start, 1e-9)
-        rate = done / seconds
-        left = (self._total - done) / rate if rate else 0.0
-        print(f"clothing1m: checked {done:,}/{self._total:,} images "
-              f"({100 * done / max(self._total, 1):.0f}%), {bad:,} bad, {rate:,.0f}/s, "
-              f"{seconds:.0f} s elapsed, ~{left:.0f} s left", file=sys.stderr, flush=True)
 
 
 def _print_summary(data: Clothing1M) -> None:

@@ -1,12 +1,17 @@
-"""The records every data source returns: a `Dataset` of a training and a test `Split`.
+"""The records every data source returns.
 
-Apart from the sources (sources.py, tfds_sources.py, clothing1m.py) so that each can
-import them without importing another source.
+In-memory sources (sources.py, tfds_sources.py) return a `Dataset` of a training and a
+test `Split`; file sources (clothing1m.py, folder.py) return a `FileDataset` of
+`FileSplit`s, image paths streamed from disk during training.
+
+Apart from the sources so that each can import them without importing another source.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -67,3 +72,99 @@ class Dataset:
     def __post_init__(self):
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: arrays have no truth value
+class FileSplit:
+    """One split as files: row i is image `paths[i]`.
+
+    Attributes
+    ----------
+    paths : np.ndarray
+        str [N] absolute image paths (numpy unicode, ~4 bytes per character).
+    labels : np.ndarray
+        int64 [N] observed labels: noisy labels for the noisy split, clean ones otherwise.
+    clean_labels : np.ndarray
+        int64 [N] human-checked labels, -1 where unknown.
+    index : np.ndarray
+        int64 [N] row of the example in the η and ψ tables: 0..N-1 in list order.
+    """
+
+    paths: np.ndarray
+    labels: np.ndarray
+    clean_labels: np.ndarray
+    index: np.ndarray
+
+    def __post_init__(self):
+        n = len(self.paths)
+        if self.paths.dtype.kind != "U" or self.paths.shape != (n,):
+            raise ValueError(f"paths must be a str array [N], got {self.paths.dtype} "
+                             f"{self.paths.shape}")
+        for name in ("labels", "clean_labels", "index"):
+            array = getattr(self, name)
+            if array.dtype != np.int64 or array.shape != (n,):
+                raise ValueError(f"{name} must be int64 [{n}], got {array.dtype} {array.shape}")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+class ExcludedImage(NamedTuple):
+    """A listed image left out by `skip_bad_images` (one per listing line)."""
+    path: str       # absolute image path
+    listed_at: str  # "<key list file>, line <n>"
+    reason: str     # e.g. "image file not found", "damaged image file (PIL: ...)"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FileDataset:
+    """A file source: the noisy training split and the clean splits, as image files.
+
+    `clean_train` and `clean_val` may be empty (a class folder has neither; Clothing1M has
+    both). `excluded`: the images `skip_bad_images` left out.
+    """
+    noisy: FileSplit
+    clean_train: FileSplit
+    clean_val: FileSplit
+    clean_test: FileSplit
+    class_names: tuple[str, ...]
+    excluded: tuple[ExcludedImage, ...] = ()
+    name: str = "files"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def empty_file_split() -> FileSplit:
+    """A split with no files."""
+    return FileSplit(np.array([], "U1"), *[np.zeros(0, np.int64)] * 3)
+
+
+def read_class_names(path: str) -> tuple[str, ...]:
+    """The class names of a --class_names file: one name per line, class k on line k + 1.
+
+    Surrounding whitespace is stripped and blank lines at the end are ignored; a blank
+    line in between, a repeated name or fewer than 2 names is a DataError.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"class names file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = [line.strip() for line in file.read().splitlines()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read the class names ({error})") from None
+    while lines and not lines[-1]:
+        lines.pop()
+    seen = {}
+    for number, name in enumerate(lines, 1):
+        if not name:
+            raise DataError(f"{path}, line {number}: blank; one class name per line, class k "
+                            "on line k + 1")
+        if name in seen:
+            raise DataError(f"{path}, line {number}: {name!r} is already class {seen[name]} "
+                            f"(line {seen[name] + 1})")
+        seen[name] = number - 1
+    if len(lines) < 2:
+        raise DataError(f"{path}: {len(lines)} class name(s); need at least 2")
+    return tuple(lines)

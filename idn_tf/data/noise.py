@@ -31,6 +31,7 @@ from idn_tf.data.features import NOISE_FEATURES, features_for_noise  # noqa: F40
 from idn_tf.data.dataset import Dataset, DataError
 
 NOISE_TYPES = ("none", "kmeans", "mlp", "ccn", "symmetric")
+FEATURE_NOISES = ("kmeans", "mlp")  # the noises computed from image features
 
 # CIFAR-10 class ids: 0 airplane, 1 automobile, 2 bird, 3 cat, 4 deer, 5 dog, 6 frog,
 # 7 horse, 8 ship, 9 truck.

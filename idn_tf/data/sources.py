@@ -13,13 +13,13 @@ Sources here:
 The records themselves (`Split`, `Dataset`, `DataError`) live in dataset.py, which
 every source imports.
 
-``clothing1m`` (`FILE_SOURCES`) is not loaded here: it is a list of image files
-(clothing1m.py), streamed from disk during training (streaming.py, views.py).
+``clothing1m`` and ``folder`` (`FILE_SOURCES`) are not loaded here: they are lists of
+image files (clothing1m.py, folder.py), streamed from disk during training (streaming.py,
+views.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import zipfile
 import zlib
@@ -29,11 +29,17 @@ import sklearn.datasets
 import sklearn.model_selection
 
 # The records every source returns (re-exported: `sources.Dataset`, `sources.DataError` …).
-from idn_tf.data.dataset import UNKNOWN_LABEL, DataError, Dataset, Split  # noqa: F401
+from idn_tf.data.dataset import (UNKNOWN_LABEL, DataError, Dataset, Split,  # noqa: F401
+                                 read_class_names)
 
 TFDS_SOURCES = ("cifar10", "cifar100", "cifar10_n", "cifar100_n")
 # Too big for memory: read as file lists (clothing1m.py) and streamed (streaming.py).
-FILE_SOURCES = ("clothing1m",)
+FILE_SOURCES = ("clothing1m", "folder")
+# The sources with their own clean validation list: nothing is held out of their noisy
+# training split (--val_fraction does not apply).
+OWN_VALIDATION_SOURCES = ("clothing1m",)
+# The sources whose classes a --class_names file may name.
+NAMED_CLASS_SOURCES = ("npz", "folder")
 SOURCES = ("digits", "npz") + TFDS_SOURCES + FILE_SOURCES
 # The sources whose clean training labels may be unknown (-1): an npz's clean_train is
 # optional, Clothing1M's noisy examples have none. Every other source gives them all.
@@ -52,10 +58,11 @@ _NPZ_OPTIONAL = ("clean_train",)
 
 
 def load(name: str, npz_path: str | None = None, data_dir: str | None = None,
-         noisy_label_key: str | None = None, download: bool = True) -> Dataset:
+         noisy_label_key: str | None = None, download: bool = True,
+         class_names: str | None = None) -> Dataset:
     """Loads the source called `name` (one of `SOURCES`).
 
-    "npz" needs `npz_path`. The tensorflow-datasets sources (`TFDS_SOURCES`) take `data_dir`
+    "npz" needs `npz_path`; `class_names` (npz only here) is a --class_names file. The tensorflow-datasets sources (`TFDS_SOURCES`) take `data_dir`
     (None = tfds's default), `noisy_label_key` (CIFAR-N only; None = its default) and
     `download` (whether to download data that is not in data_dir); see tfds_sources.load_tfds.
     """
@@ -67,7 +74,11 @@ def load(name: str, npz_path: str | None = None, data_dir: str | None = None,
                                       noisy_label_key=noisy_label_key, download=download)
     if name in FILE_SOURCES:
         raise DataError(f"dataset {name!r} does not fit in memory; read it with "
-                        "idn_tf.data.clothing1m.load_clothing1m (file lists)")
+                        "idn_tf.data.clothing1m.load_clothing1m or idn_tf.data.folder."
+                        "load_folder (file lists)")
+    if class_names is not None and name != "npz":
+        raise DataError(f"dataset {name!r} names its own classes; class_names applies to "
+                        f"{', '.join(NAMED_CLASS_SOURCES)}")
     if noisy_label_key is not None:
         raise DataError(f"dataset {name!r} has no human noisy labels (noisy_label_key="
                         f"{noisy_label_key!r}); they come with cifar10_n and cifar100_n")
@@ -76,7 +87,7 @@ def load(name: str, npz_path: str | None = None, data_dir: str | None = None,
     if name == "npz":
         if npz_path is None:
             raise DataError("dataset 'npz' needs the path of an .npz file")
-        return load_npz(npz_path)
+        return load_npz(npz_path, class_names)
     raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(SOURCES)}")
 
 
@@ -123,14 +134,18 @@ def load_digits() -> Dataset:
 # npz
 
 
-def load_npz(path: str) -> Dataset:
+def load_npz(path: str, class_names: str | None = None) -> Dataset:
     """The user's arrays from one ``.npz`` archive.
 
     Required arrays: ``x_train`` and ``x_test`` (uint8 [N, H, W, C], or [N, H, W], which gets
     a channel axis), ``y_train`` (observed training labels) and ``y_test`` (clean test
     labels), integer [N] or [N, 1]. Optional: ``clean_train`` (true training labels, -1
-    where unknown). The number of classes K is the largest label + 1; class names are
-    "0" … "K-1".
+    where unknown).
+
+    `class_names`: a file of class names, one per line (`read_class_names`): K is their
+    number and every label must lie in [0, K). Without it K is the largest label + 1 and
+    the names are "0" … "K-1"; labels that leave most of 0..K-1 unused (a stray 99 among
+    0-9) are then taken for a mistake (`check_label_range`).
 
     Raises
     ------
@@ -151,14 +166,41 @@ def load_npz(path: str) -> Dataset:
     else:
         clean_train = np.full(len(x_train), UNKNOWN_LABEL, dtype=np.int64)
 
-    num_classes = int(max(y_train.max(), y_test.max(), clean_train.max())) + 1
-    if num_classes < 2:
-        raise DataError(f"{path}: labels name only {num_classes} class; need at least 2")
+    arrays = {"y_train": y_train, "y_test": y_test, "clean_train": clean_train}
+    if class_names is not None:
+        names = read_class_names(class_names)
+        for key, labels in arrays.items():
+            if labels.max() >= len(names):
+                raise DataError(f"{path}: {key} has label {labels.max()}, outside [0, "
+                                f"{len(names)}) of the {len(names)} classes in {class_names}")
+    else:
+        num_classes = int(max(labels.max() for labels in arrays.values())) + 1
+        if num_classes < 2:
+            raise DataError(f"{path}: labels name only {num_classes} class; need at least 2")
+        check_label_range(np.concatenate(list(arrays.values())), path)
+        names = tuple(str(c) for c in range(num_classes))
     return Dataset(
         name="npz",
         train=Split(images=x_train, labels=y_train, clean_labels=clean_train),
         test=Split(images=x_test, labels=y_test, clean_labels=y_test),
-        num_classes=num_classes, class_names=tuple(str(c) for c in range(num_classes)))
+        num_classes=len(names), class_names=names)
+
+
+def check_label_range(labels: np.ndarray, path: str) -> None:
+    """DataError when the labels (>= 0 counted; -1 = unknown) use fewer than half of the
+    classes 0..max their largest label implies: a stray label such as 99 among 0-9 would
+    otherwise make a model of mostly empty classes. The message names the labels beyond
+    the number of classes used (the likely strays) and suggests --class_names."""
+    used = np.unique(labels[labels >= 0])
+    implied = int(used.max()) + 1
+    if 2 * len(used) >= implied:
+        return
+    stray = used[used >= len(used)]
+    shown = ", ".join(str(v) for v in stray[:5]) + (", …" if len(stray) > 5 else "")
+    raise DataError(f"{path}: the labels use only {len(used)} of the {implied} classes "
+                    f"0..{implied - 1} their largest label implies (odd labels: {shown}); "
+                    "fix the labels, or pass --class_names=FILE (one class name per line) to "
+                    "set the classes")
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:

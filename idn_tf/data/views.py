@@ -4,8 +4,8 @@ The stages, the monitoring, the report and the audit see a dataset only through 
 two classes with the same attributes and methods:
 
 - `ArrayData` wraps a `sources.Dataset` (digits, npz, CIFAR): images are numpy arrays.
-- `FileData` wraps a `clothing1m.Clothing1M`: paths and labels; `streaming` reads,
-  decodes, resizes and crops the images on the fly, every epoch.
+- `FileData` wraps a `dataset.FileDataset` (Clothing1M, a class folder): paths and
+  labels; `streaming` reads, decodes, resizes and crops the images on the fly, every epoch.
 
 Both expose:
 
@@ -42,7 +42,7 @@ import os
 
 import numpy as np
 
-from idn_tf.data.dataset import Split
+from idn_tf.data.dataset import FileSplit, Split
 
 # ImageNet's per-channel statistics on the [0, 1] scale: the standardisation of file
 # datasets when the backbone is not pretrained (the pretrained one brings its own);
@@ -154,11 +154,12 @@ class ArrayData:
 
 
 class FileData:
-    """A `clothing1m.Clothing1M` folder, streamed from disk (`streaming`).
+    """A file source (`dataset.FileDataset`: Clothing1M, a class folder), streamed from
+    disk (`streaming`).
 
     Parameters
     ----------
-    data : clothing1m.Clothing1M
+    data : dataset.FileDataset
     image_size, resize, resize_mode : the streaming transform (module docstring there).
     oversample : None, "auto" or per-class multipliers (`streaming.oversample_indices`).
     mix_clean : bool
@@ -166,13 +167,18 @@ class FileData:
         table rows N..N+C-1 with η fixed at 0 (the paper's row #8).
     root : str, optional
         The folder the paths are in (`fingerprint` uses paths relative to it).
+    rows : int64 [N], optional
+        The training rows' numbers in the source (`hold_out` makes them; default 0..N-1).
+
+    The validation split is `data.clean_val`: Clothing1M's clean list, or the rows of a
+    class folder's training split that `hold_out` held out, with their observed labels.
     """
 
     def __init__(self, data, image_size=224, resize=256, resize_mode="square",
-                 oversample=None, mix_clean=False, root=None):
+                 oversample=None, mix_clean=False, root=None, rows=None):
         self.data = data
         self.root = root
-        self.name = "clothing1m"
+        self.name = data.name
         self.num_classes = data.num_classes
         self.class_names = data.class_names
         self.train = data.noisy
@@ -181,9 +187,22 @@ class FileData:
         self.mix_clean = mix_clean
         self.table_size = len(data.noisy) + (len(data.clean_train) if mix_clean else 0)
         self.validation_size = len(data.clean_val)
-        self.rows = np.arange(len(data.noisy), dtype=np.int64)
+        self.rows = np.arange(len(data.noisy), dtype=np.int64) if rows is None else rows
         self._transform = dict(image_size=image_size, resize=resize, resize_mode=resize_mode)
         self.oversample = oversample
+        self._options = dict(image_size=image_size, resize=resize, resize_mode=resize_mode,
+                             oversample=oversample, mix_clean=mix_clean, root=root)
+
+    def noise_dataset(self, pixels=False):
+        """What the noise generators read (`noise.make_noisy_labels`): name, num_classes
+        and the training split, its un-augmented images read into memory if `pixels`
+        (the noises that cluster or fit images), else none."""
+        import types
+        n = len(self.train)
+        images = self.images(np.arange(n)) if pixels else np.zeros((n, 1, 1, 1), np.uint8)
+        return types.SimpleNamespace(name=self.name, num_classes=self.num_classes,
+                                     train=Split(images, self.train.labels,
+                                                 self.train.clean_labels))
 
     def fingerprint(self):
         """sha256 of the noisy examples' keys (paths relative to the folder) and labels in
@@ -249,14 +268,28 @@ class FileData:
         return self._eval(self.data.clean_test, batch_size)
 
     def validation_dataset(self, batch_size):
-        """Clothing1M's clean validation list (none held out of the noisy split)."""
+        """Clothing1M's clean validation list, or the rows `hold_out` held out."""
         return self._eval(self.data.clean_val, batch_size) if self.validation_size else None
 
     def hold_out(self, rows, labels):
-        """Nothing is held out of a file source's noisy split (it has its own)."""
-        if len(rows):
-            raise ValueError("a file source validates on its own list; nothing is held out")
-        return self, np.asarray(labels)
+        """(the view of the training rows not in `rows`, those rows' `labels`): the held-out
+        rows, with their observed `labels`, become the validation split. Clothing1M holds
+        nothing out (it has its own list)."""
+        from idn_tf.data import holdout
+        rows, labels = np.asarray(rows, np.int64), np.asarray(labels)
+        if not len(rows):
+            return self, labels
+        if len(self.data.clean_val):
+            raise ValueError("this file source validates on its own list; nothing is held out")
+        train = self.train
+        keep = holdout.training_rows(len(train), rows)
+        kept = FileSplit(train.paths[keep], train.labels[keep], train.clean_labels[keep],
+                         np.arange(len(keep), dtype=np.int64))
+        held = FileSplit(train.paths[rows], labels[rows], train.clean_labels[rows],
+                         np.arange(len(rows), dtype=np.int64))
+        view = FileData(dataclasses.replace(self.data, noisy=kept, clean_val=held),
+                        rows=self.rows[keep], **self._options)
+        return view, labels[keep]
 
     def unaugmented(self, batch_size):
         return self._eval(self.train, batch_size)
@@ -266,11 +299,11 @@ class FileData:
         if len(rows) == 0:
             return np.zeros((0,) + self.input_shape, np.uint8)
         return np.concatenate([batch["image"].numpy()
-                               for batch in self._eval(self.train, len(rows), rows)])
+                               for batch in self._eval(self.train, 256, rows)])
 
 
 def from_config(config, loaded):
-    """The view of `loaded` (a sources.Dataset or a clothing1m.Clothing1M) for `config`."""
+    """The view of `loaded` (a sources.Dataset or a dataset.FileDataset) for `config`."""
     if hasattr(loaded, "noisy"):
         return FileData(loaded, image_size=config.image_size, resize=config.resize,
                         resize_mode=config.resize_mode, oversample=config.oversample_mode(),
