@@ -250,8 +250,9 @@ def summary(comparison, outcomes):
     first = comparison.configs[comparison.cells()[0]]
     per_seed = {}  # one actual noise rate per seed (all its cells share the labels)
     for c in cells:
-        if c.get("noise_rate_actual") is not None:
-            per_seed.setdefault(c["seed"], c["noise_rate_actual"])
+        rate = c.get("noise_rate_actual")
+        if rate is not None and rate == rate:  # NaN: the clean labels are unknown
+            per_seed.setdefault(c["seed"], rate)
     rates = list(per_seed.values())
     result = {
         "dataset": first.dataset, "noise": first.noise,
