@@ -155,3 +155,23 @@ def test_npz_stray_label_names_the_odd_labels():
                                                 r".*odd labels: 99\)"):
         sources.check_label_range(labels, "x.npz")
     sources.check_label_range(np.array([0, 2, 3, -1]), "x.npz")  # 3 of 4 used: fine
+
+
+def test_bmp_and_gif_are_images_and_a_truncated_gif_is_bad(tmp_path):
+    import tensorflow as tf
+    image_folders.make_image_folder(str(tmp_path), per_class=3, hidden=False)
+    rng = np.random.default_rng(0)
+    for name, fmt in (("a.BMP", "BMP"), ("b.gif", "GIF")):
+        (tmp_path / "cat" / name).write_bytes(
+            image_folders.image_bytes(rng, (90, 90, 90), (20, 30), "RGB", fmt))
+    data = _load(tmp_path)
+    listed = {os.path.basename(p) for p in [*data.noisy.paths, *data.clean_test.paths]}
+    assert {"a.BMP", "b.gif"} <= listed
+    for name in ("a.BMP", "b.gif"):  # what training will decode them to
+        image = tf.io.decode_image((tmp_path / "cat" / name).read_bytes(), channels=3,
+                                   expand_animations=False)
+        assert image.shape == (20, 30, 3)
+    gif = (tmp_path / "cat" / "b.gif").read_bytes()
+    (tmp_path / "cat" / "b.gif").write_bytes(gif[:len(gif) // 3])
+    with pytest.raises(dataset.DataError, match="b.gif"):
+        _load(tmp_path)

@@ -46,12 +46,12 @@ def scan(listings, check, num_threads=None, skip_bad_images=False, verbose=True,
     `check` is one of `CHECKS`: "header" (default): PIL parses the header (the format must
     be one of `formats`), PNG chunk CRCs are verified, and a JPEG must end with its
     end-of-image marker; when it does not (truncated, or trailing bytes after the marker)
-    the image is decoded to decide; BMP and GIF images are decoded. Reads a few KB per JPEG; misses damage inside the
-    compressed data. "decode": decodes every image (JPEGs at 1/8 scale, which libjpeg does
-    cheaply); reads every byte. "exists": only that each path is a non-empty file.
-    `num_threads` None = min(32, 4 * CPUs): the check waits on the disk (PIL decodes
-    outside the GIL), so more threads than CPUs help. Progress lines on stderr start with
-    `source`.
+    the image is decoded to decide; BMP and GIF images are decoded. Reads a few KB per
+    JPEG; misses damage inside the compressed data. "decode": decodes every image (JPEGs
+    at 1/8 scale, which libjpeg does cheaply); reads every byte. "exists": only that each
+    path is a non-empty file. `num_threads` None = min(32, 4 * CPUs): the check waits on
+    the disk (PIL decodes outside the GIL), so more threads than CPUs help. Progress lines
+    on stderr start with `source`.
 
     Without `skip_bad_images`, the first bad image in listing order raises a DataError
     (after at most one _CHUNK of further checks), naming the list file and line.

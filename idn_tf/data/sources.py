@@ -62,9 +62,10 @@ def load(name: str, npz_path: str | None = None, data_dir: str | None = None,
          class_names: str | None = None) -> Dataset:
     """Loads the source called `name` (one of `SOURCES`).
 
-    "npz" needs `npz_path`; `class_names` (npz only here) is a --class_names file. The tensorflow-datasets sources (`TFDS_SOURCES`) take `data_dir`
-    (None = tfds's default), `noisy_label_key` (CIFAR-N only; None = its default) and
-    `download` (whether to download data that is not in data_dir); see tfds_sources.load_tfds.
+    "npz" needs `npz_path`, and may take `class_names` (a --class_names file). The
+    tensorflow-datasets sources (`TFDS_SOURCES`) take `data_dir` (None = tfds's default),
+    `noisy_label_key` (CIFAR-N only; None = its default) and `download` (whether to download
+    data that is not in data_dir); see tfds_sources.load_tfds.
     """
     if name in TFDS_SOURCES:
         # Imported here: loading through it brings in tensorflow_datasets and TensorFlow,
