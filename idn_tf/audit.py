@@ -6,15 +6,21 @@
     index           the example's row in the source's training split (e.g. the row of
                     an .npz's train arrays; η.npy and ψ.npy hold the trained rows in
                     the order of their index)
+    path            file sources only (a class folder, Clothing1M): the image file,
+                    relative to --data_dir
     observed_label  its observed (possibly noisy) label ỹ_i
     estimated_label argmax_j q_ij: the true label the method estimates (Eq. 8, from the
                     final classifier on the un-augmented image, the final η_i and ψ_i)
+    observed_class, estimated_class   the two labels' class names
     eta, psi        η_i and ψ_i
     max_q           max_j q_ij, the posterior's confidence in estimated_label
     is_label_issue  1 when estimated_label != observed_label
     clean_label     the true label where known (synthetic noise, CIFAR-N), else empty
 
-`python -m idn_tf.audit --run_dir=runs/<name>` rebuilds it from a finished run
+`label_issues.html` shows the same ranking as a static page (label_report.py), with
+thumbnails in `label_issues_files/`; `write_reports` writes both.
+
+`python -m idn_tf.audit --run_dir=runs/<name>` rebuilds them from a finished run
 (its flags.txt, noisy_labels.npz, psi.npy, eta.npy and classifier.weights.h5).
 """
 
@@ -28,36 +34,48 @@ from sklearn.metrics import precision_score, recall_score
 from idn_tf import artifacts, report
 from idn_tf.report import ranking  # noqa: F401 (the audit's row order, also used here)
 
-COLUMNS = ("index", "observed_label", "estimated_label", "eta", "psi", "max_q",
-           "is_label_issue", "clean_label")
+# The columns in file order; "path" only for file sources.
+COLUMNS = ("index", "path", "observed_label", "estimated_label", "observed_class",
+           "estimated_class", "eta", "psi", "max_q", "is_label_issue", "clean_label")
 
 
-def audit_columns(q, eta, psi, labels, clean_labels, rows=None):
-    """The audit's columns (name -> array [N]), rows in `ranking` order.
+def audit_columns(q, eta, psi, labels, clean_labels, rows=None, class_names=None, paths=None):
+    """The audit's columns (name -> array [N]), rows in `ranking` order, plus "order":
+    the examples' positions 0..N-1 in that order (not written).
 
     `clean_labels` is -1 where unknown; `rows` [N]: each example's row number in the
-    source (default 0..N-1).
+    source (default 0..N-1); `class_names`: K names (default "0" … "K-1"); `paths` [N]:
+    the examples' files (file sources), or None.
     """
     order = report.ranking(q, eta, labels)
     estimated = np.argmax(q, axis=1)
-    return {
+    names = np.array([str(c) for c in range(q.shape[1])] if class_names is None
+                     else list(class_names), dtype=object)
+    columns = {
+        "order": order,
         "index": order if rows is None else np.asarray(rows)[order],
         "observed_label": np.asarray(labels)[order],
         "estimated_label": estimated[order],
+        "observed_class": names[np.asarray(labels)[order]],
+        "estimated_class": names[estimated[order]],
         "eta": np.asarray(eta)[order],
         "psi": np.asarray(psi)[order],
         "max_q": np.max(q, axis=1)[order],
         "is_label_issue": (estimated != labels)[order].astype(np.int64),
         "clean_label": np.asarray(clean_labels)[order],
     }
+    if paths is not None:
+        columns["path"] = np.asarray(paths)[order]
+    return columns
 
 
 def csv_text(columns):
     """The CSV file's text; floats with 9 significant digits (float32 round-trips)."""
+    names = [name for name in COLUMNS if name in columns]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for row in zip(*(columns[name] for name in COLUMNS)):
+    writer.writerow(names)
+    for row in zip(*(columns[name] for name in names)):
         *values, clean = row
         cells = [f"{v:.9g}" if isinstance(v, np.floating) else str(v) for v in values]
         writer.writerow(cells + [str(clean) if clean >= 0 else ""])
@@ -86,10 +104,21 @@ def detection(q, eta, labels, clean_labels):
     }
 
 
-def write(path, q, eta, psi, labels, clean_labels, rows=None):
+def write(path, q, eta, psi, labels, clean_labels, rows=None, class_names=None, paths=None):
     """Writes label_audit.csv atomically; returns its columns."""
-    columns = audit_columns(q, eta, psi, labels, clean_labels, rows)
+    columns = audit_columns(q, eta, psi, labels, clean_labels, rows, class_names, paths)
     artifacts.write_text(path, csv_text(columns))
+    return columns
+
+
+def write_reports(run_dir, q, eta, psi, labels, data):
+    """label_audit.csv and label_issues.html (with its thumbnails) of the examples of the
+    data view `data` in `run_dir`; returns the audit's columns."""
+    from idn_tf import label_report
+    paths = data.relative_paths()
+    columns = write(os.path.join(run_dir, "label_audit.csv"), q, eta, psi, labels,
+                    data.train.clean_labels, data.rows, data.class_names, paths)
+    label_report.write(run_dir, columns, q, data)
     return columns
 
 
@@ -173,10 +202,10 @@ def rebuild(config):
     log_probs = model.example_log_probs(classifier, data, config.batch_size)
     q = posterior.posterior_from_log_probs(log_probs, labels, eta, psi).numpy()
     clean = data.train.clean_labels
-    path = os.path.join(config.run_dir, "label_audit.csv")
-    columns = write(path, q, eta, psi, labels, clean, data.rows)
-    print(f"wrote {path}: {int(columns['is_label_issue'].sum())} of {len(labels)} labels "
-          "flagged (estimated label differs from the observed one)")
+    columns = write_reports(config.run_dir, q, eta, psi, labels, data)
+    print(f"wrote {os.path.join(config.run_dir, 'label_audit.csv')} and label_issues.html: "
+          f"{int(columns['is_label_issue'].sum())} of {len(labels)} labels flagged (estimated "
+          "label differs from the observed one)")
     return detection(q, eta, labels, clean)
 
 

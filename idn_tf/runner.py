@@ -182,9 +182,10 @@ def report_run(state, trained, method):
     n, clean = len(labels), data.train.clean_labels
     eta, psi = trained.model.eta.numpy()[:n], trained.model.psi.numpy()[:n]
     q = stages.posterior_table(trained.classifier, data, labels, eta, psi, config.batch_size)
-    columns = audit.write(folder.path("label_audit.csv"), q, eta, psi, labels, clean, data.rows)
+    columns = audit.write_reports(folder.dir, q, eta, psi, labels, data)
     print(f"{folder.path('label_audit.csv')}: {int(columns['is_label_issue'].sum())} of "
-          f"{n} labels flagged (estimated label differs from the observed one)")
+          f"{n} labels flagged (estimated label differs from the observed one); "
+          f"{folder.path('label_issues.html')}: the most suspect per class")
     top, known = report.ranking(q, eta, labels)[:16], (clean >= 0).all()
     plots.eta_histogram(os.path.join(plot_dir, "eta_histogram.png"), eta,
                         is_wrong=labels != clean if known else None)

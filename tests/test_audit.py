@@ -29,14 +29,17 @@ def test_columns_sorted_by_eta_then_by_q_of_the_observed_label():
     psi = np.array([0.7, 0.2, 0.6, 0.9, 0.5, 0.4], dtype=np.float32)
     labels = np.array([0, 0, 1, 1, 0, 1])
     clean = np.array([0, 1, -1, 1, 1, 1])
-    rows = read_csv(audit.csv_text(audit.audit_columns(q, eta, psi, labels, clean)))
-    assert list(rows[0]) == list(audit.COLUMNS)
+    rows = read_csv(audit.csv_text(audit.audit_columns(q, eta, psi, labels, clean,
+                                                       class_names=("ant", "b,ee"))))
+    assert list(rows[0]) == [c for c in audit.COLUMNS if c != "path"]  # arrays: no files
     # η 1.0 (rows 4, 5: equal q of the observed label 0.7, so index order), 0.9 (row 1), the
     # tie at 0.5 by q of the observed label (row 2: 0.4, row 0: 0.9), then 0.1 (row 3).
     assert [int(r["index"]) for r in rows] == [4, 5, 1, 2, 0, 3]
     assert [int(r["observed_label"]) for r in rows] == [0, 1, 0, 1, 0, 1]
     assert [int(r["estimated_label"]) for r in rows] == [0, 1, 1, 0, 0, 1]
     assert [int(r["is_label_issue"]) for r in rows] == [0, 0, 1, 1, 0, 0]
+    assert [r["observed_class"] for r in rows] == ["ant", "b,ee", "ant", "b,ee", "ant", "b,ee"]
+    assert [r["estimated_class"] for r in rows] == ["ant", "b,ee", "b,ee", "ant", "ant", "b,ee"]
     assert [r["clean_label"] for r in rows] == ["1", "1", "1", "", "0", "1"]  # unknown -> empty
     np.testing.assert_allclose([float(r["max_q"]) for r in rows], [0.7, 0.7, 0.8, 0.6, 0.9, 0.7])
     np.testing.assert_allclose([float(r["eta"]) for r in rows], [1, 1, 0.9, 0.5, 0.5, 0.1], rtol=1e-6)
@@ -148,9 +151,13 @@ def test_audit_cli_rebuilds_the_same_file(digits_run_copy, tmp_path):
     path = os.path.join(cfg.run_dir, "label_audit.csv")
     original = open(path).read()
     os.remove(path)
+    page = os.path.join(cfg.run_dir, "label_issues.html")
+    original_page = open(page).read()
+    os.remove(page)
     result = audit_cli(f"--run_dir={cfg.run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert open(path).read() == original
+    assert open(page).read() == original_page  # the HTML report is rebuilt too
     assert "eta_auroc" in result.stdout
 
 

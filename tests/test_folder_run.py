@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from idn_tf import config as config_lib, inputs, stages, train
+from idn_tf import config as config_lib, inputs, label_report, stages
 from idn_tf.data import folder as folder_lib, noise, streaming, views
 
 import cli as cli_lib
 import early
 import image_folders
+import test_label_report
 
 pytestmark = pytest.mark.e2e  # runs of python -m idn_tf.train and stage trainings
 
@@ -107,9 +108,15 @@ def test_run_trains_audits_and_plots_with_file_paths_and_class_names(finished):
         i = int(r["index"])
         assert int(r["observed_label"]) == labels[i]
         assert r["clean_label"] == ""  # unknown: the folder's labels are the observed ones
-        if "path" in r:  # the file's relative path and the class names
-            assert r["path"] == os.path.relpath(data.noisy.paths[i], root / "photos")
-            assert r["observed_class"] == CLASSES[labels[i]]
+        assert r["path"] == os.path.relpath(data.noisy.paths[i], root / "photos")
+    for r in rows:
+        assert "path" in r and r["observed_class"] == CLASSES[int(r["observed_label"])]
+    # The HTML report: its rows are the CSV's top rows per class, its images and links exist.
+    page = test_label_report.parse(run / "label_issues.html")
+    test_label_report._check_against_csv(str(run), page, len(CLASSES),
+                                         per_class=label_report.PER_CLASS)
+    for shown in page.sections.values():
+        assert all(os.path.isfile(os.path.join(run, r["href"])) for r in shown)
     for name in ("accuracy.png", "eta_histogram.png", "highest_eta.png"):
         assert (run / "plots" / name).stat().st_size > 1000
     res = json.loads((run / "results.json").read_text())

@@ -17,6 +17,8 @@ Both expose:
                       Clothing1M's --clean_train=mix, the clean training examples (N..N+C-1)
     pixel_statistics(), table_psi(psi), initial_eta(eta_init)
     fingerprint()     what identifies the training rows (None: fixed by the source)
+    relative_paths()  str [N]: the training rows' files relative to the data folder, or
+                      None for arrays (the audit's path column)
     train_dataset(labels, batch_size, seed, epochs, initial_epoch), steps_per_epoch(...)
     test_dataset(batch_size)
     validation_dataset(batch_size)  the validation records (observed labels of the held-out
@@ -99,6 +101,10 @@ class ArrayData:
 
     def fingerprint(self):
         """None: the rows of an in-memory source are fixed by the source itself."""
+        return None
+
+    def relative_paths(self):
+        """None: the examples are arrays, not files."""
         return None
 
     def pixel_statistics(self):
@@ -209,10 +215,16 @@ class FileData:
         index order: which image row i is. A restart must not reuse η and ψ rows for other
         images; the same folder moved elsewhere keeps its fingerprint."""
         digest = hashlib.sha256()
-        for path, label in zip(self.train.paths, self.train.labels):
-            key = os.path.relpath(path, self.root) if self.root else path
+        for key, label in zip(self.relative_paths(), self.train.labels):
             digest.update(f"{key}\t{label}\n".encode())
         return digest.hexdigest()
+
+    def relative_paths(self):
+        """str [N]: the training rows' image files, relative to the data folder."""
+        if not self.root:
+            return self.train.paths.copy()
+        return np.array([os.path.relpath(p, self.root).replace(os.sep, "/")
+                         for p in self.train.paths], dtype=str)
 
     def pixel_statistics(self):
         return np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)

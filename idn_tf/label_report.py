@@ -1,0 +1,157 @@
+"""label_issues.html: the label audit as a page to act on, one section per class.
+
+A static, self-contained page (inline CSS, no script, no server) in the run folder:
+
+- a summary table: per observed class, its training examples, how many are flagged
+  (estimated class ≠ observed class) and their share;
+- per observed class, its `PER_CLASS` most suspect examples in label_audit.csv's order
+  (`report.ranking`: highest η first), each with a thumbnail, the example's index, its
+  file (file sources: a link to the original, relative to the run folder), the observed
+  and estimated class, η, ψ and the posterior's `TOP_POSTERIOR` largest classes.
+
+Thumbnails are PNGs of the un-augmented images the classifier saw, in
+`label_issues_files/<index>.png`, referenced by relative path; small images are enlarged
+by a whole factor (nearest neighbour) to at least `THUMBNAIL_MIN` pixels. Everything is
+written atomically, the page last; thumbnails of an earlier report that the new page
+does not show are removed.
+"""
+
+import html
+import io
+import os
+
+import numpy as np
+from PIL import Image
+
+from idn_tf import artifacts
+
+HTML_NAME = "label_issues.html"
+FILES_DIR = "label_issues_files"
+PER_CLASS = 24
+TOP_POSTERIOR = 3
+THUMBNAIL_MIN = 64
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin-bottom: 1.5em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: middle; }
+th { background: #f2f2f2; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; }
+tr.flagged td.estimated { color: #b00; font-weight: bold; }
+img { image-rendering: pixelated; max-width: 128px; max-height: 128px; }
+"""
+
+
+def shown_rows(columns, per_class=PER_CLASS):
+    """{observed label: positions (in the audit's row order) of its first `per_class`
+    rows}, for every class with examples, in label order."""
+    observed = np.asarray(columns["observed_label"])
+    return {int(label): np.flatnonzero(observed == label)[:per_class]
+            for label in np.unique(observed)}
+
+
+def class_summary(columns, num_classes):
+    """[(label, examples, flagged)] for every class 0..K-1 (observed labels)."""
+    observed = np.asarray(columns["observed_label"])
+    flagged = np.asarray(columns["is_label_issue"]).astype(bool)
+    examples = np.bincount(observed, minlength=num_classes)
+    flags = np.bincount(observed[flagged], minlength=num_classes)
+    return [(k, int(examples[k]), int(flags[k])) for k in range(num_classes)]
+
+
+def thumbnail_png(image):
+    """PNG bytes of a uint8 [H, W, 1 or 3] image, enlarged by a whole factor (nearest
+    neighbour) until its longer side is at least THUMBNAIL_MIN."""
+    image = np.asarray(image)
+    factor = max(1, -(-THUMBNAIL_MIN // max(image.shape[:2])))
+    picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    if factor > 1:
+        picture = picture.resize((picture.width * factor, picture.height * factor),
+                                 Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def write(run_dir, columns, q, data, per_class=PER_CLASS):
+    """Writes label_issues.html and its thumbnails into `run_dir` from the audit's
+    `columns` (audit.audit_columns), the posterior `q` [N, K] (example order) and the
+    data view `data` (images, class names, the data folder of file sources)."""
+    shown = shown_rows(columns, per_class)
+    positions = np.concatenate([rows for rows in shown.values()]) if shown else np.zeros(0, int)
+    examples = np.asarray(columns["order"])[positions]  # rows of the view, for its images
+    files_dir = os.path.join(run_dir, FILES_DIR)
+    os.makedirs(files_dir, exist_ok=True)
+    names = {}
+    for position, image in zip(positions, data.images(examples)):
+        name = f"{columns['index'][position]}.png"
+        artifacts.write_bytes(os.path.join(files_dir, name), thumbnail_png(image))
+        names[int(position)] = name
+    page = page_html(columns, q, data, shown, names, run_dir)
+    artifacts.write_text(os.path.join(run_dir, HTML_NAME), page)
+    for stale in set(os.listdir(files_dir)) - set(names.values()):
+        if stale.endswith(".png"):
+            os.remove(os.path.join(files_dir, stale))
+
+
+def page_html(columns, q, data, shown, thumbnails, run_dir):
+    """The page's text (module docstring); `thumbnails`: audit row position -> file name."""
+    class_names = list(data.class_names)
+    root = getattr(data, "root", None)
+    n, flagged = len(columns["index"]), int(np.sum(columns["is_label_issue"]))
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>Label issues: {_e(os.path.basename(os.path.abspath(run_dir)))}</title>",
+           f"<style>{_STYLE}</style></head><body>",
+           "<h1>Label issues</h1>",
+           f"<p>{n} training examples of {_e(data.name)}; {flagged} flagged (the estimated "
+           "class differs from the observed one). Each class lists its most suspect "
+           "examples, highest η first, as in label_audit.csv.</p>",
+           "<h2>Per class</h2>",
+           '<table class="summary"><thead><tr><th>class</th><th>examples</th>'
+           "<th>flagged</th><th>flagged share</th></tr></thead><tbody>"]
+    for label, count, flags in class_summary(columns, len(class_names)):
+        share = f"{100 * flags / count:.1f}%" if count else "–"
+        link = (f'<a href="#class-{label}">{_e(class_names[label])}</a>' if count
+                else _e(class_names[label]))
+        out.append(f'<tr data-class="{label}"><td>{link}</td><td class="number">{count}</td>'
+                   f'<td class="number">{flags}</td><td class="number">{share}</td></tr>')
+    out.append("</tbody></table>")
+    has_paths = "path" in columns
+    for label, positions in shown.items():
+        out.append(f'<h2 id="class-{label}">{_e(class_names[label])}</h2>')
+        out.append('<table class="issues"><thead><tr><th>image</th><th>index</th>'
+                   + ("<th>file</th>" if has_paths else "")
+                   + "<th>observed</th><th>estimated</th><th>η</th><th>ψ</th>"
+                   "<th>posterior q</th></tr></thead><tbody>")
+        for position in positions:
+            out.append(_row(columns, q, position, thumbnails.get(int(position)), class_names,
+                            root, run_dir, has_paths))
+        out.append("</tbody></table>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _row(columns, q, position, thumbnail, class_names, root, run_dir, has_paths):
+    index = int(columns["index"][position])
+    example = int(columns["order"][position])
+    top = np.argsort(-q[example], kind="stable")[:TOP_POSTERIOR]
+    posterior = " · ".join(f"{_e(class_names[k])} {q[example, k]:.2f}" for k in top)
+    flagged = " flagged" if columns["is_label_issue"][position] else ""
+    cells = [f'<img src="{FILES_DIR}/{thumbnail}" alt="example {index}">' if thumbnail else "",
+             f'<span class="index">{index}</span>']
+    if has_paths:
+        path = str(columns["path"][position])
+        target = os.path.relpath(os.path.join(root, path), run_dir) if root else path
+        cells.append(f'<a class="path" href="{_e(target.replace(os.sep, "/"))}">{_e(path)}</a>')
+    cells += [f'<span class="observed">{_e(columns["observed_class"][position])}</span>',
+              _e(columns["estimated_class"][position]),
+              f'{columns["eta"][position]:.4f}', f'{columns["psi"][position]:.4f}', posterior]
+    classes = ["thumb", "", "file"] if has_paths else ["thumb", ""]
+    classes += ["", "estimated", "number eta", "number psi", "posterior"]
+    tds = "".join(f'<td class="{c}">{v}</td>' if c else f"<td>{v}</td>"
+                  for c, v in zip(classes, cells))
+    return f'<tr class="example{flagged}" data-index="{index}">{tds}</tr>'
+
+
+def _e(text):
+    return html.escape(str(text), quote=True)
