@@ -16,9 +16,11 @@ reader are exercised too. Both need the tfds download code to work, which in tfd
 means importlib_resources installed (tensorflow/datasets#11212).
 """
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
 from unittest import mock
 
 import numpy as np
@@ -35,8 +37,13 @@ NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "cifar10_n": 10, "cifar100_n": 10
 CIFAR_N_BUILDERS = {"cifar10_n": "Cifar10N", "cifar100_n": "Cifar100N"}
 
 
+@contextlib.contextmanager
 def mock_data(**kwargs):
-    return tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, **kwargs)
+    """tfds's mock data, which stands in for the download too: the download host's probe
+    is not asked."""
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, **kwargs), \
+            mock.patch.object(tfds_sources, "host_reachable", return_value=None):
+        yield
 
 
 def raw_records(name, split):
@@ -187,47 +194,118 @@ def assert_one_paragraph(message, name, data_dir):
         assert word in message, word
 
 
+@pytest.fixture
+def download_faked(monkeypatch):
+    """The download host counts as reachable: for tests that fake tfds's download itself."""
+    monkeypatch.setattr(tfds_sources, "host_reachable", lambda url, timeout=None: None)
+
+
 @pytest.mark.parametrize("name", sources.TFDS_SOURCES)
 def test_offline_download_fails_with_data_error(name, tmp_path, offline):
+    with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare",
+                           side_effect=AssertionError("download_and_prepare called")):
+        with pytest.raises(DataError) as error:
+            sources.load(name, data_dir=str(tmp_path))
+    message = str(error.value)
+    assert_one_paragraph(message, name, tmp_path)
+    assert f"{tfds_sources._ARCHIVE_URL} cannot be reached" in message  # the probe's verdict
+    assert tfds_sources.ARCHIVES[name] in message
+    for file in tfds_sources.MANUAL_FILES.get(name, ()):
+        assert message.count(file) == 2, file  # in the list of files, and as missing
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100_n"])
+def test_a_failed_tfds_download_is_the_same_data_error(name, tmp_path, offline, download_faked):
+    """The probe passes (say the host answered) but tfds's download then fails."""
     with pytest.raises(DataError) as error:
         sources.load(name, data_dir=str(tmp_path))
     message = str(error.value)
     assert_one_paragraph(message, name, tmp_path)
     assert isinstance(error.value.__cause__, requests.exceptions.ConnectionError)
-    assert "ProxyError: " in message and tfds_sources.ARCHIVES[name] in message
-    for file in tfds_sources.MANUAL_FILES.get(name, ()):
-        assert message.count(file) == 2, file  # in the list of files, and as missing
+    assert "ProxyError: " in message
 
 
-def test_no_download_fails_at_once(tmp_path):
-    with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare",
-                           side_effect=AssertionError("download_and_prepare called")):
-        with pytest.raises(DataError) as error:
-            sources.load("cifar100", data_dir=str(tmp_path), download=False)
-    assert_one_paragraph(str(error.value), "cifar100", tmp_path)
-    assert "downloading is turned off" in str(error.value)
-    assert error.value.__cause__ is None
+def test_an_archive_at_hand_needs_no_probe(tmp_path, monkeypatch):
+    monkeypatch.setattr(tfds_sources, "host_reachable",
+                        mock.Mock(side_effect=AssertionError("probed")))
+    manual = tmp_path / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    assert not tfds_sources._archive_at_hand("cifar10", str(tmp_path), str(manual))
+    (manual / "cifar-10-binary.tar.gz").write_bytes(b"")
+    assert tfds_sources._archive_at_hand("cifar10", str(tmp_path), str(manual))
+    # tfds's download cache names a finished download after its URL.
+    (tmp_path / "downloads" / "cs.toronto.edu_kriz_cifar-100-binaryABC.tar.gz").write_bytes(b"")
+    assert tfds_sources._archive_at_hand("cifar100_n", str(tmp_path), str(manual))
 
 
-@pytest.mark.parametrize("present, missing", [
-    ((), tfds_sources.MANUAL_FILES["cifar10_n"]),
-    (("side_info_cifar10N.csv",), ("CIFAR-10_human_annotations.csv", "image_order_c10.npy")),
-])
-def test_cifar10_n_without_label_files(present, missing, tmp_path, offline):
-    """The CIFAR archive is there (a fake one); tfds's own check of the manual files fails."""
-    extracted = write_fake_cifar10(tmp_path / "extracted", num_train=10)
-    manual = tmp_path / "data" / "downloads" / "manual"
-    for file in present:
-        manual.mkdir(parents=True, exist_ok=True)
-        (manual / file).write_text("")
-    with mock.patch.object(tfds.download.DownloadManager, "download_and_extract",
-                           return_value=str(extracted)):
-        with pytest.raises(DataError) as error:
-            sources.load("cifar10_n", data_dir=str(tmp_path / "data"))
-    message = str(error.value)
-    assert_one_paragraph(message, "cifar10_n", tmp_path / "data")
-    assert f"(missing now: {', '.join(missing)})" in message
-    assert "CIFAR-10_human_ordered.npy" in message
+class _Server:
+    """A local HTTP server answering every GET with `status`, in a thread."""
+
+    def __init__(self, status):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the stdlib's name)
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/~kriz/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _closed_port():
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # closed again when the socket is
+
+
+@pytest.mark.parametrize("status", [200, 404, 503])
+def test_a_host_that_answers_is_reachable_whatever_its_status(status, monkeypatch):
+    for variable in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    server = _Server(status)
+    try:
+        assert tfds_sources.host_reachable(server.url, timeout=5) is None
+    finally:
+        server.close()
+
+
+def test_a_closed_port_or_a_dead_proxy_is_unreachable(monkeypatch):
+    for variable in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy",
+                     "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    reason = tfds_sources.host_reachable(f"http://127.0.0.1:{_closed_port()}/", timeout=5)
+    assert reason and "refused" in reason.lower()
+    server = _Server(200)  # reachable directly, not through a proxy that is down
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{_closed_port()}")
+        assert tfds_sources.host_reachable(server.url.replace("127.0.0.1", "localhost"),
+                                           timeout=5) is not None
+    finally:
+        server.close()
+
+
+def test_a_host_that_does_not_answer_in_time_is_unreachable():
+    import socket
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        start = time.monotonic()
+        reason = tfds_sources.host_reachable(f"http://127.0.0.1:{silent.getsockname()[1]}/",
+                                             timeout=1)
+        assert time.monotonic() - start < 5
+    assert reason and ("timed out" in reason or "no answer" in reason)
 
 
 # ---------------------------------------------------------------------------------------
@@ -280,7 +358,7 @@ def write_fake_cifar10_n_labels(manual, num_train):
 @pytest.mark.parametrize("name, key, offset", [("cifar10", None, 0), ("cifar10_n", None, 3),
                                                ("cifar10_n", "aggregate", 1),
                                                ("cifar10_n", "random3", 6)])
-def test_load_data_prepared_by_tfds(name, key, offset, tmp_path, offline):
+def test_load_data_prepared_by_tfds(name, key, offset, tmp_path, offline, download_faked):
     """tfds prepares (and shuffles into its own order) a fake archive; rows come back in
     the archive's order, with the human labels of the right images."""
     n = 17

@@ -14,8 +14,10 @@ label for CIFAR-100). cifar10_n/cifar100_n: the training ``labels`` are one set 
 
 Missing data. A dataset that is not prepared in the data_dir is downloaded and prepared (unless
 ``download=False``); when that fails, e.g. offline or without the CIFAR-N files that must be
-put in by hand, a `DataError` says what is missing and how to provide it. Offline, tfds retries
-the download about ten times with backoff (about 3.5 minutes) before it gives up.
+put in by hand, a `DataError` says what is missing and how to provide it. Before a download,
+`host_reachable` asks the download host for a page (through the environment's proxy, as tfds
+would, within `PROBE_TIMEOUT` seconds): offline, the run stops there, in seconds, instead of
+after tfds's ten retries with backoff (about 3.5 minutes).
 
 tensorflow_datasets (and with it TensorFlow) is imported inside the functions, so that the
 constants here cost nothing to import (flags use them).
@@ -23,7 +25,11 @@ constants here cost nothing to import (flags use them).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import urllib.error
+import urllib.request
 
 import numpy as np
 
@@ -57,6 +63,8 @@ _ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/"
 _CIFAR_N_URL = "https://github.com/UCSC-REAL/cifar-10-100n"
 
 _READ_BATCH = 10_000  # examples per tf.data batch while reading a split into numpy
+# Seconds the download host has to answer `host_reachable` (the name lookup included).
+PROBE_TIMEOUT = 5.0
 
 
 def noisy_label_feature(name: str, noisy_label_key: str | None) -> str:
@@ -127,6 +135,20 @@ def load_tfds(name: str, data_dir: str | None = None, noisy_label_key: str | Non
         num_classes=label.num_classes, class_names=tuple(label.names))
 
 
+@contextlib.contextmanager
+def _no_tfds_warnings():
+    """absl logging at ERROR inside: `is_prepared` warns that a dataset not yet prepared
+    has an empty version folder (one tfds made itself), a second stderr line beside the
+    run's own message, which says what is missing."""
+    from absl import logging  # pylint: disable=import-outside-toplevel
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(min(verbosity, logging.ERROR))  # absl: lower is quieter
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+
+
 def _prepare(builder, name: str, download: bool) -> None:
     """Downloads and prepares `builder`'s data unless it is there; DataError if that fails.
 
@@ -134,12 +156,18 @@ def _prepare(builder, name: str, download: bool) -> None:
     """
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
-    if builder.is_prepared():
-        return
+    with _no_tfds_warnings():
+        if builder.is_prepared():
+            return
     root = os.fspath(builder.data_dir_root)
     manual_dir = os.path.join(root, "downloads", "manual")
     if not download:
         raise DataError(_missing_message(name, root, manual_dir, "downloading is turned off"))
+    if not _archive_at_hand(name, root, manual_dir):
+        unreachable = host_reachable(_ARCHIVE_URL)
+        if unreachable is not None:
+            raise DataError(_missing_message(name, root, manual_dir,
+                                             f"{_ARCHIVE_URL} cannot be reached: {unreachable}"))
     try:
         # manual_dir is tfds's default, given explicitly so that the message names the folder used.
         builder.download_and_prepare(
@@ -156,6 +184,47 @@ def _prepare(builder, name: str, download: bool) -> None:
         lines = str(error).strip().splitlines()
         reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
         raise DataError(_missing_message(name, root, manual_dir, reason)) from error
+
+
+def host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """None if `url`'s host answers a GET within `timeout` seconds, else the reason.
+
+    The request goes through the proxy of the environment (HTTPS_PROXY, HTTP_PROXY,
+    NO_PROXY), as tfds's downloads do. Any HTTP answer, an error status included, means
+    the host is reachable; a refused or failed connection, a failed name lookup, a proxy
+    that refuses the tunnel, or no answer in time means it is not. The request runs in a
+    thread so that a name lookup that hangs counts against the timeout too.
+    """
+    outcome = []
+
+    def probe():
+        try:
+            # A new opener reads the proxy variables now (urlopen's is built once).
+            opener = urllib.request.build_opener()
+            with opener.open(urllib.request.Request(url, method="GET"), timeout=timeout):
+                pass
+            outcome.append(None)
+        except urllib.error.HTTPError:
+            outcome.append(None)  # the host answered, if only with an error status
+        except Exception as error:  # pylint: disable=broad-except
+            reason = getattr(error, "reason", error)  # URLError wraps the socket error
+            outcome.append(str(reason).strip() or type(reason).__name__)
+
+    thread = threading.Thread(target=probe, name="tfds-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
+
+
+def _archive_at_hand(name: str, root: str, manual_dir: str) -> bool:
+    """Whether the CIFAR archive needs no download: in the manual folder, or already in
+    tfds's download cache (<data_dir>/downloads, file names holding the archive's stem)."""
+    archive = ARCHIVES[name]
+    if os.path.isfile(os.path.join(manual_dir, archive)):
+        return True
+    stem = archive.split(".")[0]
+    downloads = os.path.join(root, "downloads")
+    return os.path.isdir(downloads) and any(stem in entry for entry in os.listdir(downloads))
 
 
 def _missing_message(name: str, root: str, manual_dir: str, reason: str) -> str:
