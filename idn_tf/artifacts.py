@@ -128,10 +128,11 @@ RUN_RECORDS = ("excluded_images.csv",)
 RUN_RESULTS = ("noisy_labels.npz", "psi.npy", "stage1.json", "stage1.weights.h5",
                "stage1.selected.npz",
                "classifier.weights.h5", "finetune.json", "finetuned.weights.h5",
-               "finetune.selected.npz", "label_audit.csv", "results.json")
+               "finetune.selected.npz", "label_audit.csv", "label_issues.html", "results.json")
 # (and each method's own: its stages' <stage>.json and its files, `methods.run_files`)
 RUN_ARTIFACTS = RUN_SETTINGS + RUN_RECORDS + RUN_RESULTS
-RUN_FOLDERS = ("tb", "plots", "backup")  # TensorBoard events, figures, BackupAndRestore
+# TensorBoard events, figures, BackupAndRestore, label_issues.html's thumbnails
+RUN_FOLDERS = ("tb", "plots", "backup", "label_issues_files")
 
 
 def _saved_config(path):

@@ -19,6 +19,7 @@ does not show are removed.
 import html
 import io
 import os
+import urllib.parse
 
 import numpy as np
 from PIL import Image
@@ -142,7 +143,9 @@ def _row(columns, q, position, thumbnail, class_names, root, run_dir, has_paths)
     if has_paths:
         path = str(columns["path"][position])
         target = os.path.relpath(os.path.join(root, path), run_dir) if root else path
-        cells.append(f'<a class="path" href="{_e(target.replace(os.sep, "/"))}">{_e(path)}</a>')
+        # A URL, not a file name: "#", "?", "%" or a space in a name would cut the link.
+        href = urllib.parse.quote(target.replace(os.sep, "/"))
+        cells.append(f'<a class="path" href="{_e(href)}">{_e(path)}</a>')
     cells += [f'<span class="observed">{_e(columns["observed_class"][position])}</span>',
               _e(columns["estimated_class"][position]),
               f'{columns["eta"][position]:.4f}', f'{columns["psi"][position]:.4f}', posterior]

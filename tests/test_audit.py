@@ -4,6 +4,7 @@ finished run recomputed from its exported SavedModel, η and ψ, and `python -m 
 import csv
 import io
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -141,6 +142,27 @@ def test_results_hold_the_detection_scores(finished_run):
     assert saved["label_issue_recall"] == pytest.approx((wrong & flagged).sum() / wrong.sum())
 
 
+@pytest.mark.e2e
+def test_the_html_report_of_a_digits_run_is_the_audit_per_class(finished_run):
+    import test_label_report
+    from PIL import Image
+    from idn_tf import label_report
+    cfg, _ = finished_run
+    page = test_label_report.parse(os.path.join(cfg.run_dir, "label_issues.html"))
+    rows = test_label_report._check_against_csv(cfg.run_dir, page, 10,
+                                                per_class=label_report.PER_CLASS)
+    names = sources.load_digits().class_names
+    assert [page.summary[k][0] for k in range(10)] == list(names)
+    assert all(r["observed_class"] == names[int(r["observed_label"])] for r in rows)
+    assert "path" not in rows[0]  # arrays: no files
+    # The thumbnails: the 8x8 grey digits, 8 times larger, one per row shown.
+    shown = [r for section in page.sections.values() for r in section]
+    assert len(shown) == 10 * label_report.PER_CLASS  # every class has more examples
+    assert len(os.listdir(os.path.join(cfg.run_dir, label_report.FILES_DIR))) == len(shown)
+    with Image.open(os.path.join(cfg.run_dir, shown[0]["img"])) as thumb:
+        assert (thumb.mode, thumb.size) == ("L", (64, 64))
+
+
 def audit_cli(*args, cwd):
     return cli_lib.run("idn_tf.audit", *args, cwd=cwd, timeout=300)
 
@@ -154,10 +176,15 @@ def test_audit_cli_rebuilds_the_same_file(digits_run_copy, tmp_path):
     page = os.path.join(cfg.run_dir, "label_issues.html")
     original_page = open(page).read()
     os.remove(page)
+    thumbs = os.path.join(cfg.run_dir, "label_issues_files")
+    original_thumbs = {f: open(os.path.join(thumbs, f), "rb").read() for f in os.listdir(thumbs)}
+    shutil.rmtree(thumbs)
     result = audit_cli(f"--run_dir={cfg.run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert open(path).read() == original
     assert open(page).read() == original_page  # the HTML report is rebuilt too
+    assert {f: open(os.path.join(thumbs, f), "rb").read()
+            for f in os.listdir(thumbs)} == original_thumbs  # and its thumbnails
     assert "eta_auroc" in result.stdout
 
 
@@ -185,7 +212,6 @@ def test_audit_cli_on_an_unfinished_run_names_the_missing_file(tmp_path):
 
 @pytest.mark.e2e
 def test_audit_cli_rejects_damaged_run_files_in_one_line(finished_run, tmp_path):
-    import shutil
     cfg, _ = finished_run
     copy = tmp_path / "copy"
     shutil.copytree(cfg.run_dir, copy)

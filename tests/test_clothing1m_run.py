@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from idn_tf import artifacts, callbacks, config as config_lib, inputs, stages, train
+from idn_tf import artifacts, callbacks, config as config_lib, inputs, label_report, stages, train
 from idn_tf.methods import idn as idn_method
 from idn_tf.data import clothing1m, streaming, views
 
 import early
+import test_label_report
 
 pytestmark = pytest.mark.e2e  # runs of python -m idn_tf.train and stage trainings
 
@@ -169,7 +170,10 @@ def test_audit_cli_rebuilds_the_audit_of_a_clothing1m_run(finished, tmp_path, mo
     shutil.copytree(folder / "run", tmp_path / "run")
     shutil.copytree(folder / "data", tmp_path / "data")
     before = (tmp_path / "run" / "label_audit.csv").read_bytes()
+    page_before = (tmp_path / "run" / "label_issues.html").read_bytes()
     (tmp_path / "run" / "label_audit.csv").unlink()
+    (tmp_path / "run" / "label_issues.html").unlink()
+    shutil.rmtree(tmp_path / "run" / "label_issues_files")
     # `python -m idn_tf.audit --run_dir=run` in tmp_path, its two steps in this process (the
     # command itself: test_audit.py): its flags, the others from the run's flags.txt (the
     # data folder relative to where it runs), then its main.
@@ -180,6 +184,24 @@ def test_audit_cli_rebuilds_the_audit_of_a_clothing1m_run(finished, tmp_path, mo
     finally:
         flagdefs.FLAGS.unparse_flags()
     assert (tmp_path / "run" / "label_audit.csv").read_bytes() == before
+    assert (tmp_path / "run" / "label_issues.html").read_bytes() == page_before
+    # The audit names each example's file (relative to the data folder) and its classes;
+    # the page's rows are the audit's top rows per class, its thumbnails and links exist.
+    with open(tmp_path / "run" / "label_audit.csv") as f:
+        rows = list(csv.DictReader(f))
+    data = clothing1m.load_clothing1m(str(tmp_path / "data"), verbose=False)
+    for r in rows:
+        i = int(r["index"])
+        assert r["path"] == os.path.relpath(data.noisy.paths[i], tmp_path / "data")
+        assert r["observed_class"] == clothing1m.CLASS_NAMES[int(r["observed_label"])]
+        assert r["estimated_class"] == clothing1m.CLASS_NAMES[int(r["estimated_label"])]
+    page = test_label_report.parse(tmp_path / "run" / "label_issues.html")
+    test_label_report._check_against_csv(str(tmp_path / "run"), page, 14,
+                                         per_class=label_report.PER_CLASS)
+    for shown in page.sections.values():
+        for row in shown:
+            target = test_label_report.linked_file(str(tmp_path / "run"), row["href"])
+            assert os.path.samefile(target, data.noisy.paths[int(row["attrs"]["data-index"])])
 
 
 def test_finetuning_continues_a_finished_run_in_its_folder(finished, tmp_path, capsys):

@@ -116,7 +116,8 @@ def test_run_trains_audits_and_plots_with_file_paths_and_class_names(finished):
     test_label_report._check_against_csv(str(run), page, len(CLASSES),
                                          per_class=label_report.PER_CLASS)
     for shown in page.sections.values():
-        assert all(os.path.isfile(os.path.join(run, r["href"])) for r in shown)
+        assert all(os.path.isfile(test_label_report.linked_file(str(run), r["href"]))
+                   for r in shown)
     for name in ("accuracy.png", "eta_histogram.png", "highest_eta.png"):
         assert (run / "plots" / name).stat().st_size > 1000
     res = json.loads((run / "results.json").read_text())

@@ -4,11 +4,12 @@ label_audit.csv, numpy counts and the images themselves, for arrays and for file
 import csv
 import html.parser
 import os
+import urllib.parse
 
 import numpy as np
 from PIL import Image
 
-from idn_tf import audit, label_report
+from idn_tf import artifacts, audit, label_report
 from idn_tf.data import folder, sources, views
 
 import image_folders
@@ -72,6 +73,12 @@ def parse(path):
     page.close()
     assert page.stack == []
     return page
+
+
+def linked_file(run_dir, href):
+    """The file a relative link of the page points at (a URL: percent-encoded)."""
+    assert not os.path.isabs(href) and "#" not in href and "?" not in href, href
+    return os.path.join(run_dir, urllib.parse.unquote(href))
 
 
 def _random_audit(n, k, seed=0):
@@ -150,6 +157,10 @@ def test_only_the_top_rows_per_class_are_shown_and_stale_thumbnails_go(tmp_path)
 
 def test_file_report_carries_relative_paths_and_links_to_the_files(tmp_path):
     written = image_folders.make_image_folder(str(tmp_path / "photos"), per_class=5)
+    # A name a URL must encode: the link must still reach the file.
+    odd = "cat/odd name #1 %41?.png"
+    os.rename(tmp_path / "photos" / "cat" / "img000.png", tmp_path / "photos" / odd)
+    written[odd] = written.pop("cat/img000.png")
     loaded = folder.load_folder(str(tmp_path / "photos"), verbose=False)
     data = views.FileData(loaded, image_size=16, resize=20, root=str(tmp_path / "photos"))
     n, k = len(loaded.noisy), loaded.num_classes
@@ -168,8 +179,18 @@ def test_file_report_carries_relative_paths_and_links_to_the_files(tmp_path):
         assert r["observed_class"] == r["path"].split("/")[0]
     page = parse(run_dir / "label_issues.html")
     _check_against_csv(str(run_dir), page, k, per_class=label_report.PER_CLASS)
+    assert odd in {r["path"] for r in rows}
+    links = {}
     for shown in page.sections.values():
         for row in shown:
-            assert os.path.isfile(os.path.join(run_dir, row["href"]))
-            assert row["cells"][2] == os.path.relpath(os.path.join(run_dir, row["href"]),
-                                                      tmp_path / "photos")
+            target = linked_file(str(run_dir), row["href"])
+            assert os.path.isfile(target)
+            assert row["cells"][2] == os.path.relpath(target, tmp_path / "photos")
+            links[row["cells"][2]] = target
+    assert odd in links  # shown: every class has fewer examples than PER_CLASS
+
+
+def test_the_run_folder_knows_the_report_files():
+    # --overwrite deletes them with the rest of a run's results.
+    assert label_report.HTML_NAME in artifacts.RUN_RESULTS
+    assert label_report.FILES_DIR in artifacts.RUN_FOLDERS

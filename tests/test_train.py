@@ -115,8 +115,10 @@ def test_run_writes_its_artifacts(finished_run):
     with np.load(os.path.join(cfg.run_dir, "noisy_labels.npz")) as noisy:
         n = len(noisy["labels"]) - len(noisy["validation_rows"])  # the trained rows
     for name in ("flags.txt", "config.json", "noisy_labels.npz", "psi.npy", "eta.npy",
-                 "results.json", "stage1.json", "classifier.weights.h5", "label_audit.csv"):
+                 "results.json", "stage1.json", "classifier.weights.h5", "label_audit.csv",
+                 "label_issues.html"):
         assert os.path.isfile(os.path.join(cfg.run_dir, name)), name
+    assert os.listdir(os.path.join(cfg.run_dir, "label_issues_files"))  # its thumbnails
     assert not [f for f in os.listdir(cfg.run_dir) if f.startswith(".tmp-")]
     saved = artifacts.read_json(os.path.join(cfg.run_dir, "results.json"))
     assert saved == json.loads(json.dumps(res, allow_nan=True))

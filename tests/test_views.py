@@ -216,6 +216,16 @@ def test_file_data_fingerprint_is_the_rows_keys_and_labels(c1m, folder, tmp_path
     assert file_data(relabelled, folder).fingerprint() != _fingerprint_by_hand(folder)
 
 
+def test_relative_paths_are_the_noisy_list_keys_in_index_order(arrays, c1m, folder):
+    keys = (folder / "noisy_train_key_list.txt").read_text().split()
+    relative = file_data(c1m, folder).relative_paths()
+    assert relative.tolist() == keys
+    assert all(os.path.isfile(folder / key) for key in relative)
+    # Without a data folder: the paths as the source gave them.
+    assert views.FileData(c1m).relative_paths().tolist() == list(c1m.noisy.paths)
+    assert views.ArrayData(arrays).relative_paths() is None  # arrays have no files
+
+
 def test_file_data_steps_per_epoch(c1m, folder):
     labels = c1m.noisy.labels
     counts = np.bincount(labels)
