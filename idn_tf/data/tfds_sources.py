@@ -26,6 +26,7 @@ constants here cost nothing to import (flags use them).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import urllib.error
@@ -217,14 +218,32 @@ def host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
 
 
 def _archive_at_hand(name: str, root: str, manual_dir: str) -> bool:
-    """Whether the CIFAR archive needs no download: in the manual folder, or already in
-    tfds's download cache (<data_dir>/downloads, file names holding the archive's stem)."""
-    archive = ARCHIVES[name]
-    if os.path.isfile(os.path.join(manual_dir, archive)):
+    """Whether tfds will take dataset `name`'s CIFAR archive from disk instead of downloading it.
+
+    tfds's download manager looks for <manual_dir>/<archive> (the name tfds registers for
+    the URL, `ARCHIVES`), then in its download cache, <root>/downloads/<name>/ and (where
+    older tfds versions put it) <root>/downloads/: a file there counts as downloaded when a
+    "<file>.INFO" JSON file beside it lists the URL under "urls". A cached copy that tfds then
+    rejects (a checksum that does not match) makes tfds download after all, unprobed: the
+    slow failure the probe avoids, not a wrong result.
+    """
+    if os.path.isfile(os.path.join(manual_dir, ARCHIVES[name])):
         return True
-    stem = archive.split(".")[0]
-    downloads = os.path.join(root, "downloads")
-    return os.path.isdir(downloads) and any(stem in entry for entry in os.listdir(downloads))
+    url = _ARCHIVE_URL + ARCHIVES[name]
+    for folder in (os.path.join(root, "downloads", name), os.path.join(root, "downloads")):
+        if not os.path.isdir(folder):
+            continue
+        for file in os.listdir(folder):
+            if not file.endswith(".INFO"):
+                continue
+            try:
+                with open(os.path.join(folder, file), encoding="utf-8") as f:
+                    urls = json.load(f).get("urls", [])
+            except (OSError, ValueError, AttributeError):
+                continue  # unreadable, or not tfds's: no cached copy
+            if url in urls and os.path.isfile(os.path.join(folder, file[:-len(".INFO")])):
+                return True
+    return False
 
 
 def _missing_message(name: str, root: str, manual_dir: str, reason: str) -> str:
