@@ -318,11 +318,16 @@ def test_an_archive_at_hand_needs_no_probe(layout, at_hand, tmp_path):
     assert tfds_sources._archive_at_hand("cifar100_n", str(tmp_path), str(manual)) is at_hand
 
 
-class _Server:
-    """A local HTTP server answering every GET with `status`, in a thread."""
+TLS_PEM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "localhost_tls.pem")
 
-    def __init__(self, status):
+
+class _Server:
+    """A local HTTP server answering every GET with `status`, in a thread; with `tls`, HTTPS
+    with the self-signed certificate of TLS_PEM."""
+
+    def __init__(self, status, tls=False):
         import http.server
+        import ssl
         import threading
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -334,7 +339,12 @@ class _Server:
                 pass
 
         self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/~kriz/"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(TLS_PEM)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_port}/~kriz/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
@@ -374,6 +384,30 @@ def test_a_closed_port_or_a_dead_proxy_is_unreachable(monkeypatch):
                                            timeout=5) is not None
     finally:
         server.close()
+
+
+def test_the_certificates_are_the_ones_tfds_trusts(monkeypatch):
+    """As tfds's download (requests): a certificate trusted through REQUESTS_CA_BUNDLE (as
+    set up behind a proxy that inspects TLS) is fine, an untrusted one is not."""
+    for variable in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy",
+                     "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    server = _Server(200, tls=True)
+    try:
+        untrusted = tfds_sources.host_reachable(server.url, timeout=5)
+        assert untrusted.startswith("SSLError: ") and "CERTIFICATE_VERIFY_FAILED" in untrusted
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", TLS_PEM)
+        assert tfds_sources.host_reachable(server.url, timeout=5) is None
+        assert requests.get(server.url, timeout=5).status_code == 200  # and so would tfds
+    finally:
+        server.close()
+
+
+def test_a_bug_in_the_probe_is_not_taken_for_offline(monkeypatch):
+    monkeypatch.setattr(requests, "get", mock.Mock(side_effect=TypeError("a bug")))
+    with pytest.raises(TypeError, match="a bug"):
+        tfds_sources.host_reachable("https://www.cs.toronto.edu/~kriz/", timeout=5)
 
 
 def test_a_host_that_does_not_answer_in_time_is_unreachable():
