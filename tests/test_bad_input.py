@@ -506,6 +506,19 @@ row("class_names-on-digits", "--class_names=names.txt", expect="--class_names: a
 row("test_fraction-on-digits", "--test_fraction=0.3", expect="--test_fraction: applies to")
 
 # ---------------------------------------------------------------------------------------
+# A tfds dataset not prepared in --data_dir (a folder that does not exist yet), offline
+# behind a proxy that refuses, tfds's retries as they are: the probe of the download host
+# stops the run before tfds starts, so not even tfds/ is made (test_train.py runs the same
+# as a fresh interpreter and bounds its time).
+
+row("cifar10-offline", "--dataset=cifar10", "--data_dir=tfds",
+    expect="dataset cifar10 is not prepared in tfds and could not be prepared here "
+           "(https://www.cs.toronto.edu/~kriz/ cannot be reached: ProxyError: ",
+    env={"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+         "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
+         "NO_PROXY": None, "no_proxy": None})
+
+# ---------------------------------------------------------------------------------------
 # Running the rows
 #
 # A fresh `python -m idn_tf.train` spends ~2 s of CPU importing (scikit-learn, matplotlib)

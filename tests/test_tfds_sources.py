@@ -17,9 +17,11 @@ means importlib_resources installed (tensorflow/datasets#11212).
 """
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from unittest import mock
 
@@ -27,7 +29,7 @@ import numpy as np
 import pytest
 import requests
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core.download import checksums, downloader
+from tensorflow_datasets.core.download import checksums, downloader, resource
 
 from idn_tf.data import sources, tfds_sources
 from idn_tf.data.sources import DataError
@@ -225,24 +227,107 @@ def test_a_failed_tfds_download_is_the_same_data_error(name, tmp_path, offline, 
     assert "ProxyError: " in message
 
 
-def test_an_archive_at_hand_needs_no_probe(tmp_path, monkeypatch):
-    monkeypatch.setattr(tfds_sources, "host_reachable",
-                        mock.Mock(side_effect=AssertionError("probed")))
-    manual = tmp_path / "downloads" / "manual"
-    manual.mkdir(parents=True)
-    assert not tfds_sources._archive_at_hand("cifar10", str(tmp_path), str(manual))
-    (manual / "cifar-10-binary.tar.gz").write_bytes(b"")
-    assert tfds_sources._archive_at_hand("cifar10", str(tmp_path), str(manual))
-    # tfds's download cache names a finished download after its URL.
-    (tmp_path / "downloads" / "cs.toronto.edu_kriz_cifar-100-binaryABC.tar.gz").write_bytes(b"")
-    assert tfds_sources._archive_at_hand("cifar100_n", str(tmp_path), str(manual))
+def test_no_download_fails_at_once(tmp_path):
+    with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare",
+                           side_effect=AssertionError("download_and_prepare called")), \
+            mock.patch.object(tfds_sources, "host_reachable",
+                              side_effect=AssertionError("host_reachable called")):
+        with pytest.raises(DataError) as error:
+            sources.load("cifar100", data_dir=str(tmp_path), download=False)
+    assert_one_paragraph(str(error.value), "cifar100", tmp_path)
+    assert "downloading is turned off" in str(error.value)
+    assert error.value.__cause__ is None
+
+
+@pytest.mark.parametrize("present, missing", [
+    ((), tfds_sources.MANUAL_FILES["cifar10_n"]),
+    (("side_info_cifar10N.csv",), ("CIFAR-10_human_annotations.csv", "image_order_c10.npy")),
+])
+def test_cifar10_n_without_label_files(present, missing, tmp_path, offline,
+                                       download_faked):
+    """The CIFAR archive is there (a fake one); tfds's own check of the manual files fails."""
+    extracted = write_fake_cifar10(tmp_path / "extracted", num_train=10)
+    manual = tmp_path / "data" / "downloads" / "manual"
+    for file in present:
+        manual.mkdir(parents=True, exist_ok=True)
+        (manual / file).write_text("")
+    with mock.patch.object(tfds.download.DownloadManager, "download_and_extract",
+                           return_value=str(extracted)):
+        with pytest.raises(DataError) as error:
+            sources.load("cifar10_n", data_dir=str(tmp_path / "data"))
+    message = str(error.value)
+    assert_one_paragraph(message, "cifar10_n", tmp_path / "data")
+    assert f"(missing now: {', '.join(missing)})" in message
+    assert "CIFAR-10_human_ordered.npy" in message
+
+
+def write_cached(folder, file, urls=None, info=None):
+    """A file and its tfds INFO file (JSON {"urls": urls}, or the text `info`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / file).write_bytes(b"archive")
+    (folder / f"{file}.INFO").write_text(json.dumps({"urls": urls}) if info is None else info)
+
+
+CIFAR100_URL = tfds_sources._ARCHIVE_URL + "cifar-100-binary.tar.gz"
+
+
+@pytest.mark.parametrize("layout, at_hand", [
+    ("nothing", False),
+    ("manual", True),
+    ("cached", True),  # tfds 4.9: downloads/<dataset>/<url and checksum>.tar.gz + .INFO
+    ("cached-legacy", True),  # older tfds: downloads/<file> + .INFO
+    ("cached-for-another-dataset", False),  # cifar100's download: tfds looks elsewhere
+    ("cached-without-info", False),  # tfds: no INFO file, not cached
+    ("info-without-the-file", False),
+    ("info-of-another-url", False),
+    ("info-not-json", False),
+    ("info-a-list", False),
+    ("temporary-download-folder", False),  # what a failed download leaves
+    ("extracted-only", False),  # tfds downloads the archive before it extracts
+])
+def test_an_archive_at_hand_needs_no_probe(layout, at_hand, tmp_path):
+    downloads = tmp_path / "downloads"
+    manual = downloads / "manual"
+    file = "cs.toronto.edu_kriz_cifar-100-binaryABC.tar.gz"
+    if layout == "manual":
+        manual.mkdir(parents=True)
+        (manual / "cifar-100-binary.tar.gz").write_bytes(b"archive")
+    elif layout == "cached":
+        write_cached(downloads / "cifar100_n", file, [CIFAR100_URL])
+    elif layout == "cached-legacy":
+        write_cached(downloads, file, ["https://elsewhere.example/a", CIFAR100_URL])
+    elif layout == "cached-for-another-dataset":
+        write_cached(downloads / "cifar100", file, [CIFAR100_URL])
+    elif layout == "cached-without-info":
+        write_cached(downloads / "cifar100_n", file, [CIFAR100_URL])
+        (downloads / "cifar100_n" / f"{file}.INFO").unlink()
+    elif layout == "info-without-the-file":
+        write_cached(downloads / "cifar100_n", file, [CIFAR100_URL])
+        (downloads / "cifar100_n" / file).unlink()
+    elif layout == "info-of-another-url":
+        write_cached(downloads, file, [tfds_sources._ARCHIVE_URL + "cifar-10-binary.tar.gz"])
+    elif layout == "info-not-json":
+        write_cached(downloads, file, info="{not json")
+    elif layout == "info-a-list":
+        write_cached(downloads, file, info=json.dumps([CIFAR100_URL]))
+    elif layout == "temporary-download-folder":
+        (downloads / "cifar100_n" / f"{file}.tmp.0123abcd").mkdir(parents=True)
+    elif layout == "extracted-only":
+        (downloads / "extracted" / "TAR_GZ.cs.toronto.edu_kriz_cifar-100-binary").mkdir(
+            parents=True)
+    assert tfds_sources._archive_at_hand("cifar100_n", str(tmp_path), str(manual)) is at_hand
+
+
+TLS_PEM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "localhost_tls.pem")
 
 
 class _Server:
-    """A local HTTP server answering every GET with `status`, in a thread."""
+    """A local HTTP server answering every GET with `status`, in a thread; with `tls`, HTTPS
+    with the self-signed certificate of TLS_PEM."""
 
-    def __init__(self, status):
+    def __init__(self, status, tls=False):
         import http.server
+        import ssl
         import threading
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -254,7 +339,12 @@ class _Server:
                 pass
 
         self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/~kriz/"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(TLS_PEM)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_port}/~kriz/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
@@ -294,6 +384,30 @@ def test_a_closed_port_or_a_dead_proxy_is_unreachable(monkeypatch):
                                            timeout=5) is not None
     finally:
         server.close()
+
+
+def test_the_certificates_are_the_ones_tfds_trusts(monkeypatch):
+    """As tfds's download (requests): a certificate trusted through REQUESTS_CA_BUNDLE (as
+    set up behind a proxy that inspects TLS) is fine, an untrusted one is not."""
+    for variable in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy",
+                     "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    server = _Server(200, tls=True)
+    try:
+        untrusted = tfds_sources.host_reachable(server.url, timeout=5)
+        assert untrusted.startswith("SSLError: ") and "CERTIFICATE_VERIFY_FAILED" in untrusted
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", TLS_PEM)
+        assert tfds_sources.host_reachable(server.url, timeout=5) is None
+        assert requests.get(server.url, timeout=5).status_code == 200  # and so would tfds
+    finally:
+        server.close()
+
+
+def test_a_bug_in_the_probe_is_not_taken_for_offline(monkeypatch):
+    monkeypatch.setattr(requests, "get", mock.Mock(side_effect=TypeError("a bug")))
+    with pytest.raises(TypeError, match="a bug"):
+        tfds_sources.host_reachable("https://www.cs.toronto.edu/~kriz/", timeout=5)
 
 
 def test_a_host_that_does_not_answer_in_time_is_unreachable():
@@ -384,6 +498,49 @@ def test_load_data_prepared_by_tfds(name, key, offset, tmp_path, offline, downlo
         np.testing.assert_array_equal(loaded.test.images[:, 0, 0, 0], [100, 101, 102])
         np.testing.assert_array_equal(loaded.test.labels, [5, 6, 7])
         np.testing.assert_array_equal(loaded.test.clean_labels, [5, 6, 7])
+
+
+# ---------------------------------------------------------------------------------------
+# an archive tfds downloaded before, in its download cache
+
+
+def write_archive(path, extracted):
+    """The folder `extracted` (see write_fake_cifar10) as a .tar.gz at `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as archive:
+        archive.add(extracted / "cifar-10-batches-bin", arcname="cifar-10-batches-bin")
+    return path
+
+
+def cache_like_tfds(name, data_dir, archive_path):
+    """Puts `archive_path`'s bytes where tfds's download manager caches the CIFAR archive
+    for dataset `name` (with its INFO file), as a finished download leaves it."""
+    url = tfds_sources._ARCHIVE_URL + tfds_sources.ARCHIVES[name]
+    builder = tfds.builder(name, data_dir=str(data_dir))
+    manager = builder._make_download_manager(download_dir=None,
+                                             download_config=tfds.download.DownloadConfig())
+    url_info = checksums.get_all_url_infos()[url]
+    path = manager._get_dl_path(resource.Resource(url=url), url_info.checksum)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(archive_path.read_bytes())
+    resource.write_info_file(url=url, path=path, dataset_name=name,
+                             original_fname=tfds_sources.ARCHIVES[name], url_info=url_info)
+    return path
+
+
+@pytest.mark.e2e  # tfds prepares the fake archive (~5 s)
+def test_an_archive_in_the_download_cache_is_used_offline(tmp_path, offline):
+    """An earlier download (e.g. of a cifar10_n whose label files were missing then): no
+    probe, no network; tfds prepares the data from its cache."""
+    data_dir = tmp_path / "tfds"
+    archive = write_archive(tmp_path / "cifar-10-binary.tar.gz",
+                            write_fake_cifar10(tmp_path / "extracted", num_train=10))
+    cached = cache_like_tfds("cifar10", data_dir, archive)
+    assert os.path.dirname(cached) != str(data_dir / "downloads")  # tfds 4.9: a subfolder
+    with mock.patch.object(tfds_sources, "host_reachable",
+                           side_effect=AssertionError("host_reachable called")):
+        dataset = sources.load("cifar10", data_dir=str(data_dir))
+    np.testing.assert_array_equal(dataset.train.images[:, 0, 0, 0], np.arange(10))
 
 
 # ---------------------------------------------------------------------------------------

@@ -15,9 +15,10 @@ label for CIFAR-100). cifar10_n/cifar100_n: the training ``labels`` are one set 
 Missing data. A dataset that is not prepared in the data_dir is downloaded and prepared (unless
 ``download=False``); when that fails, e.g. offline or without the CIFAR-N files that must be
 put in by hand, a `DataError` says what is missing and how to provide it. Before a download,
-`host_reachable` asks the download host for a page (through the environment's proxy, as tfds
-would, within `PROBE_TIMEOUT` seconds): offline, the run stops there, in seconds, instead of
-after tfds's ten retries with backoff (about 3.5 minutes).
+`host_reachable` asks the download host for a page (as tfds downloads, with requests: the same
+proxy and certificates; within `PROBE_TIMEOUT` seconds): offline, the run stops there, in
+seconds, instead of after tfds's ten retries with backoff (about 3.5 minutes). An archive that
+tfds will take from disk (downloads/manual/ or its download cache) needs no probe.
 
 tensorflow_datasets (and with it TensorFlow) is imported inside the functions, so that the
 constants here cost nothing to import (flags use them).
@@ -26,10 +27,9 @@ constants here cost nothing to import (flags use them).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
-import urllib.error
-import urllib.request
 
 import numpy as np
 
@@ -178,53 +178,81 @@ def _prepare(builder, name: str, download: bool) -> None:
         raise
     except Exception as error:  # pylint: disable=broad-except
         # The single boundary to tfds's download and generation code, which fails in many
-        # ways: requests.ConnectionError offline, AssertionError for an empty manual folder,
-        # tf.errors.NotFoundError for one missing manual file, NonMatchingChecksumError for a
-        # bad archive. All mean "the data is not here"; the original stays as __cause__.
-        lines = str(error).strip().splitlines()
-        reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-        raise DataError(_missing_message(name, root, manual_dir, reason)) from error
+        # ways: requests.ConnectionError when the download fails although the probe passed
+        # (or was skipped for a cached copy that tfds rejected), AssertionError for an empty
+        # manual folder, tf.errors.NotFoundError for one missing manual file,
+        # NonMatchingChecksumError for a bad archive. All mean "the data is not here"; the original stays as __cause__.
+        raise DataError(_missing_message(name, root, manual_dir, _reason(error))) from error
 
 
 def host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
     """None if `url`'s host answers a GET within `timeout` seconds, else the reason.
 
-    The request goes through the proxy of the environment (HTTPS_PROXY, HTTP_PROXY,
-    NO_PROXY), as tfds's downloads do. Any HTTP answer, an error status included, means
-    the host is reachable; a refused or failed connection, a failed name lookup, a proxy
-    that refuses the tunnel, or no answer in time means it is not. The request runs in a
-    thread so that a name lookup that hangs counts against the timeout too.
+    The request is made as tfds's downloads are, with `requests` (stream=True, the body is
+    not read): so the same proxy (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY) and the same
+    certificates (requests' bundle, or REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, as behind a proxy
+    that inspects TLS) decide. Any HTTP answer, an error status included, means the host is
+    reachable; a refused or failed connection, a failed name lookup, a proxy that refuses
+    the tunnel, a certificate tfds would reject too, or no answer in time means it is not,
+    and the reason is that requests error as one line, "ErrorType: message". The request
+    runs in a thread so that a name lookup that hangs counts against the timeout too.
     """
+    import requests  # pylint: disable=import-outside-toplevel
+
     outcome = []
 
     def probe():
         try:
-            # A new opener reads the proxy variables now (urlopen's is built once).
-            opener = urllib.request.build_opener()
-            with opener.open(urllib.request.Request(url, method="GET"), timeout=timeout):
-                pass
+            requests.get(url, timeout=timeout, stream=True, allow_redirects=False).close()
             outcome.append(None)
-        except urllib.error.HTTPError:
-            outcome.append(None)  # the host answered, if only with an error status
+        except requests.RequestException as error:
+            outcome.append(_reason(error))
         except Exception as error:  # pylint: disable=broad-except
-            reason = getattr(error, "reason", error)  # URLError wraps the socket error
-            outcome.append(str(reason).strip() or type(reason).__name__)
+            outcome.append(error)  # not the network's answer (a bug): raised below
 
     thread = threading.Thread(target=probe, name="tfds-probe", daemon=True)
     thread.start()
     thread.join(timeout + 1.0)
-    return outcome[0] if outcome else f"no answer within {timeout:g} s"
+    if not outcome:
+        return f"no answer within {timeout:g} s"
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _reason(error: BaseException) -> str:
+    """`error` as one line: its type and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _archive_at_hand(name: str, root: str, manual_dir: str) -> bool:
-    """Whether the CIFAR archive needs no download: in the manual folder, or already in
-    tfds's download cache (<data_dir>/downloads, file names holding the archive's stem)."""
-    archive = ARCHIVES[name]
-    if os.path.isfile(os.path.join(manual_dir, archive)):
+    """Whether tfds will take dataset `name`'s CIFAR archive from disk instead of downloading it.
+
+    tfds's download manager looks for <manual_dir>/<archive> (the name tfds registers for
+    the URL, `ARCHIVES`), then in its download cache, <root>/downloads/<name>/ and (where
+    older tfds versions put it) <root>/downloads/: a file there counts as downloaded when a
+    "<file>.INFO" JSON file beside it lists the URL under "urls". A cached copy that tfds then
+    rejects (a checksum that does not match) makes tfds download after all, unprobed: the
+    slow failure the probe avoids, not a wrong result.
+    """
+    if os.path.isfile(os.path.join(manual_dir, ARCHIVES[name])):
         return True
-    stem = archive.split(".")[0]
-    downloads = os.path.join(root, "downloads")
-    return os.path.isdir(downloads) and any(stem in entry for entry in os.listdir(downloads))
+    url = _ARCHIVE_URL + ARCHIVES[name]
+    for folder in (os.path.join(root, "downloads", name), os.path.join(root, "downloads")):
+        if not os.path.isdir(folder):
+            continue
+        for file in os.listdir(folder):
+            if not file.endswith(".INFO"):
+                continue
+            try:
+                with open(os.path.join(folder, file), encoding="utf-8") as f:
+                    urls = json.load(f).get("urls", [])
+            except (OSError, ValueError, AttributeError):
+                continue  # unreadable, or not tfds's: no cached copy
+            if url in urls and os.path.isfile(os.path.join(folder, file[:-len(".INFO")])):
+                return True
+    return False
 
 
 def _missing_message(name: str, root: str, manual_dir: str, reason: str) -> str:
