@@ -47,7 +47,8 @@ DETECTORS = {
     "audit_order": "η, ties by lowest q of the observed label (label_audit.csv order)",
     "eta_times_q": "η · (1 − q of the observed label) (ours)",
     "one_minus_q": "1 − q of the observed label (ours)",
-    "one_minus_psi": "1 − ψ (stage 1, in-sample)",
+    "one_minus_psi": "1 − ψ (stage 1's last epoch, in-sample)",
+    "one_minus_p_selected": "1 − p(observed) of stage 1's epoch chosen on validation (ours)",
     "cleanlab": "cleanlab: 1 − label quality, K-fold",
 }
 METRICS = ("auroc", "precision_at_n_wrong", "flagged_precision", "flagged_recall",
@@ -225,21 +226,24 @@ def fold_probabilities(run_dir, out_dir):
     np.save(os.path.join(out_dir, "pred_probs.npy"), probs)
 
 
-def observed_posterior(run_dir):
-    """q_i of the observed label [N] (Eq. 8) from the run's final classifier, η and ψ, as
-    `python -m idn_tf.audit` rebuilds it; and argmax q."""
-    from idn_tf import inputs, stages
+def run_predictions(run_dir):
+    """From the run's saved classifiers: q [N, K] (Eq. 8, the final classifier with the
+    final η and ψ, as `python -m idn_tf.audit` rebuilds it) and the probability of the
+    observed label [N] by stage 1's classifier of the epoch chosen on validation."""
+    from idn_tf import callbacks, inputs, model, stages
     config = run_config(run_dir, "idn", run_dir)
     data = inputs.load_data(config)
     with np.load(os.path.join(run_dir, "noisy_labels.npz")) as saved:
         labels, held = saved["labels"], saved["validation_rows"]
     data, labels = inputs.split_validation(data, labels, held)
-    eta, psi = np.load(os.path.join(run_dir, "eta.npy"))[:len(labels)], \
-        np.load(os.path.join(run_dir, "psi.npy"))
+    eta = np.load(os.path.join(run_dir, "eta.npy"))[:len(labels)]
+    psi = np.load(os.path.join(run_dir, "psi.npy"))
     classifier = stages.new_classifier(config, data)
     classifier.load_weights(os.path.join(run_dir, "classifier.weights.h5"))
     q = stages.posterior_table(classifier, data, labels, eta, psi, config.batch_size)
-    return q[np.arange(len(labels)), labels], q
+    classifier.set_weights(callbacks.load_weights_list(os.path.join(run_dir, "stage1.selected.npz")))
+    log_probs = model.example_log_probs(classifier, data, config.batch_size)
+    return q, np.exp(log_probs[np.arange(len(labels)), labels])
 
 
 def cleanlab_detect(labels, pred_probs):
@@ -271,12 +275,14 @@ def cell(folder, noise, seed):
     is_wrong = labels != clean
     eta = np.load(os.path.join(run_dir, "eta.npy"))[:len(labels)]
     psi = np.load(os.path.join(run_dir, "psi.npy"))
-    q_observed, q = observed_posterior(run_dir)
+    q, p_selected = run_predictions(run_dir)
+    q_observed = q[np.arange(len(labels)), labels]
     flagged_q = np.argmax(q, axis=1) != labels
     with open(os.path.join(run_dir, "label_audit.csv")) as f:
         audit_flags = sum(int(row["is_label_issue"]) for row in csv.DictReader(f))
     assert audit_flags == flagged_q.sum(), "the rebuilt q disagrees with label_audit.csv"
     score = scores(eta, psi, q_observed, labels, report.ranking(q, eta, labels))
+    score["one_minus_p_selected"] = 1.0 - p_selected
     score["cleanlab"], flagged_cl, cl_seconds = cleanlab_detect(
         labels, np.load(os.path.join(clean_dir, "pred_probs.npy")))
     flags = {"eta": flagged_q, "audit_order": flagged_q, "cleanlab": flagged_cl}
