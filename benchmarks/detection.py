@@ -41,10 +41,19 @@ FOLD_SEED = 0
 # Flags every training here gets on top of the digits recipe (as the other digits benchmarks).
 COMMON_FLAGS = ["--verbose=0", "--monitor_every=1000"]
 
-# Detector -> (what it ranks by, which flagged set it reports); the table's rows in order.
+# Options of ours, each a second run of the method with one flag changed, on the paper run's
+# noisy labels (its noisy_labels.npz copied in): the row's name, its title, the flags. Both
+# come from docs/method.md §7.1 (η = 0 locks a wrong label in as trusted; Eq. 11 is the exact
+# gradient only at ψ = 1), not from this benchmark's figures.
+VARIANTS = {
+    "eta_min": ("η, --eta_min=1e-3 (ours)", ["--eta_min=1e-3"]),
+    "eta_exact": ("η, --eta_rule=exact (ours)", ["--eta_rule=exact"]),
+}
+# Detector -> its title; the table's rows in order.
 DETECTORS = {
     "eta": "η (paper's score)",
     "audit_order": "η, ties by lowest q of the observed label (label_audit.csv order)",
+    **{name: title for name, (title, _) in VARIANTS.items()},
     "eta_times_q": "η · (1 − q of the observed label) (ours)",
     "one_minus_q": "1 − q of the observed label (ours)",
     "one_minus_psi": "1 − ψ (stage 1's last epoch, in-sample)",
@@ -257,6 +266,29 @@ def cleanlab_detect(labels, pred_probs):
     return 1.0 - quality, flagged, time.perf_counter() - start
 
 
+def method_command(noise, seed, run_dir, extra=()):
+    return [sys.executable, "-m", "idn_tf.train", "--dataset=digits", *NOISES[noise],
+            f"--seed={seed}", f"--run_dir={run_dir}", *COMMON_FLAGS, *extra]
+
+
+def variant(folder, noise, seed, name, extra, labels):
+    """(η, the argmax-q flags, the wall time) of the method run with `extra` flags, on
+    the labels of the paper run in <folder>/idn."""
+    import shutil
+    run_dir = os.path.join(folder, f"idn-{name}")
+    os.makedirs(run_dir, exist_ok=True)
+    given = os.path.join(folder, "idn", "noisy_labels.npz")
+    if not os.path.isfile(os.path.join(run_dir, "noisy_labels.npz")):
+        shutil.copyfile(given, os.path.join(run_dir, "noisy_labels.npz"))
+    cost = timed(method_command(noise, seed, run_dir, extra),
+                 os.path.join(folder, f"idn-{name}_wall_seconds.json"))
+    same, _, _ = trained_rows(run_dir)
+    assert np.array_equal(same, labels), f"{run_dir} trained on other labels"
+    q, _ = run_predictions(run_dir)
+    eta = np.load(os.path.join(run_dir, "eta.npy"))[:len(labels)]
+    return eta, np.argmax(q, axis=1) != labels, cost
+
+
 def cell(folder, noise, seed):
     """Trains (or reuses) one noise × seed and returns its detectors' metrics."""
     import csv
@@ -264,8 +296,7 @@ def cell(folder, noise, seed):
     from idn_tf import report
     run_dir = os.path.join(folder, "idn")
     os.makedirs(run_dir, exist_ok=True)
-    method_cost = timed([sys.executable, "-m", "idn_tf.train", "--dataset=digits", *NOISES[noise],
-                         f"--seed={seed}", f"--run_dir={run_dir}", *COMMON_FLAGS],
+    method_cost = timed(method_command(noise, seed, run_dir),
                         os.path.join(folder, "idn_wall_seconds.json"))
     clean_dir = os.path.join(folder, "cleanlab")
     os.makedirs(clean_dir, exist_ok=True)
@@ -287,6 +318,8 @@ def cell(folder, noise, seed):
         labels, np.load(os.path.join(clean_dir, "pred_probs.npy")))
     flags = {"eta": flagged_q, "audit_order": flagged_q, "cleanlab": flagged_cl}
     costs = {"cleanlab": fold_cost + cl_seconds}
+    for name, (_, extra) in VARIANTS.items():
+        score[name], flags[name], costs[name] = variant(folder, noise, seed, name, extra, labels)
     detectors = {name: evaluate(score[name], flags.get(name), is_wrong,
                                 costs.get(name, method_cost)) for name in DETECTORS}
     return {"n": int(len(labels)), "n_wrong": int(is_wrong.sum()),

@@ -101,7 +101,7 @@ def test_scores_hand_worked(det):
     np.testing.assert_allclose(s["one_minus_q"], [0.75, 0.2, 0.0])
     np.testing.assert_allclose(s["one_minus_psi"], [0.8, 0.1, 0.0])
     np.testing.assert_allclose(s["audit_order"], [0.0, -1.0, -2.0])
-    assert set(s) | {"cleanlab", "one_minus_p_selected"} == set(det.DETECTORS)
+    assert set(s) | {"cleanlab", "one_minus_p_selected", *det.VARIANTS} == set(det.DETECTORS)
 
 
 def test_evaluate(det):
