@@ -1,7 +1,7 @@
 """Benchmark: the method's label-error detection against cleanlab's, on digits (issue 19).
 
     pip install -e '.[bench]'                    # cleanlab, for this benchmark only
-    python benchmarks/detection.py               # 5 seeds × {k-means IDN, CCN 0.4}, ~1 h on 2 cores
+    python benchmarks/detection.py               # 5 seeds × {k-means IDN, CCN 0.4}, ~70 min on 2 cores
     python benchmarks/detection.py --seeds=0 --noises=ccn0.4 --out=/tmp/det
 
 For each noise and seed, in <out>/<noise>/seed<s>/:
@@ -15,14 +15,19 @@ For each noise and seed, in <out>/<noise>/seed<s>/:
    stratified by the observed label (scikit-learn's StratifiedKFold, shuffled with seed 0);
    every fold validates on the run's noisy validation split, as stage 1 does, and its
    probabilities are the last epoch's classifier's, as ψ is. One process per cell
-   (`--folds=<run_dir>`), timed like the method's run.
-3. The detectors, scored on the trained rows (the held-out validation rows have no η) against
+   (`--folds=<run_dir>`), timed like the method's run (`cleanlab_wall_seconds.json`).
+3. `idn-<variant>/`: the method again with one flag of ours changed (`VARIANTS`), on the
+   same noisy labels (noisy_labels.npz copied in).
+4. The detectors (`DETECTORS`: the paper's η, scores of ours built from the run's q, ψ and
+   stage-1 classifier, the variants' η, cleanlab), scored on the trained rows (the held-out
+   validation rows have no η) against
    the clean labels: AUROC (wrong label = positive), precision at the number of wrong labels,
    precision and recall of each detector's flagged set, and the training cost.
 
 Prints a markdown table (detectors × noises, mean ± std over the seeds) and writes every
-per-seed number to <out>/detection.json. A rerun skips the trainings already done.
-The metric functions at the top import neither cleanlab nor TensorFlow.
+per-seed number to <out>/detection.json. A rerun skips the trainings already done (a
+training counts as done once its *_wall_seconds.json is written).
+The metric functions at the top import neither cleanlab nor TensorFlow (tests/test_detection_bench.py).
 """
 
 import argparse
