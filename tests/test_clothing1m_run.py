@@ -21,9 +21,10 @@ import tensorflow as tf
 
 from idn_tf import artifacts, callbacks, config as config_lib, inputs, label_report, stages, train
 from idn_tf.methods import idn as idn_method
-from idn_tf.data import clothing1m, streaming, views
+from idn_tf.data import clothing1m, views
 
 import early
+import file_runs
 import test_label_report
 
 pytestmark = pytest.mark.e2e  # runs of python -m idn_tf.train and stage trainings
@@ -82,13 +83,6 @@ def _classifier(weights):
 _EMPTY = clothing1m.FileSplit(np.array([], "U1"), *[np.array([], np.int64)] * 3)
 
 
-def _eval_probs(classifier, paths, labels):
-    """softmax of the classifier on the evaluation crops of `paths` (file order)."""
-    batches = streaming.eval_dataset(paths, labels, 5, image_size=16, resize=20)
-    return np.concatenate([tf.nn.softmax(classifier(b["image"], training=False)).numpy()
-                           for b in batches])
-
-
 def test_one_epoch_run_writes_its_results(finished):
     folder, result = finished
     run = folder / "run"
@@ -112,43 +106,21 @@ def test_one_epoch_run_writes_its_results(finished):
     test = data.clean_test
     for weights, key in (("classifier.weights.h5", "method_test_accuracy"),
                          ("stage1.weights.h5", "ce_test_accuracy")):
-        probs = _eval_probs(_classifier(run / weights), test.paths, test.labels)
+        probs = file_runs.eval_probs(_classifier(run / weights), test.paths, test.labels)
         assert res[key] == pytest.approx(np.mean(probs.argmax(1) == test.labels), abs=1e-6)
     # Validation on the clean validation list (nothing held out of the noisy split): one
     # epoch, so that epoch is selected; its validation accuracy, evaluated independently.
     assert res["selected_epoch"] == 1 and res["ce_selected_epoch"] == 1
     val = data.clean_val
-    probs = _eval_probs(_classifier(run / "classifier.weights.h5"), val.paths, val.labels)
+    probs = file_runs.eval_probs(_classifier(run / "classifier.weights.h5"), val.paths, val.labels)
     assert res["method_validation_accuracy"] == pytest.approx(
         np.mean(probs.argmax(1) == val.labels), abs=1e-6)
     # ψ: the stage-1 classifier's probability of the observed label, on the un-augmented
     # noisy images in index order.
-    probs = _eval_probs(_classifier(run / "stage1.weights.h5"), data.noisy.paths,
+    probs = file_runs.eval_probs(_classifier(run / "stage1.weights.h5"), data.noisy.paths,
                         data.noisy.labels)
     np.testing.assert_allclose(np.load(run / "psi.npy"),
                                probs[np.arange(n), data.noisy.labels], rtol=1e-5, atol=1e-7)
-
-
-SERVE = r"""
-import json, sys
-import numpy as np
-import tensorflow as tf
-model = tf.saved_model.load(sys.argv[1])
-serve = model.signatures["serving_default"]
-out = {}
-for path in sys.argv[2:]:
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3)[None]
-    out[path] = serve(images=image)["probabilities"].numpy()[0].tolist()
-assert "idn_tf" not in sys.modules
-print(json.dumps(out))
-"""
-
-
-def _serve(saved_model, paths):
-    result = subprocess.run([sys.executable, "-c", SERVE, saved_model, *paths],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_saved_model_takes_photos_of_any_size_as_the_evaluation_crops_them(finished):
@@ -159,8 +131,8 @@ def test_saved_model_takes_photos_of_any_size_as_the_evaluation_crops_them(finis
     test = clothing1m.load_clothing1m(str(folder / "data"), verbose=False).clean_test
     sizes = {tf.io.decode_image(tf.io.read_file(p)).shape[:2] for p in test.paths}
     assert len(sizes) > 1  # several photo sizes
-    served = _serve(os.path.join(folder, saved), list(test.paths))
-    expected = _eval_probs(_classifier(run / "classifier.weights.h5"), test.paths, test.labels)
+    served = file_runs.serve(os.path.join(folder, saved), list(test.paths))
+    expected = file_runs.eval_probs(_classifier(run / "classifier.weights.h5"), test.paths, test.labels)
     np.testing.assert_allclose([served[p] for p in test.paths], expected, rtol=1e-5, atol=1e-6)
 
 
@@ -227,16 +199,16 @@ def test_finetuning_continues_a_finished_run_in_its_folder(finished, tmp_path, c
     # The fine-tuned classifier's last epoch is the accuracy reported; its epoch chosen on
     # the clean validation list is the one exported.
     test = clothing1m.load_clothing1m(str(tmp_path / "data"), verbose=False).clean_test
-    probs = _eval_probs(_classifier(run / "finetuned.weights.h5"), test.paths, test.labels)
+    probs = file_runs.eval_probs(_classifier(run / "finetuned.weights.h5"), test.paths, test.labels)
     assert res["finetuned_test_accuracy"] == pytest.approx(
         np.mean(probs.argmax(1) == test.labels), abs=1e-6)
     assert res["finetuned_selected_epoch"] in (1, 2)
     selected = _classifier(run / "finetuned.weights.h5")
     selected.set_weights(callbacks.load_weights_list(run / "finetune.selected.npz"))
-    probs = _eval_probs(selected, test.paths, test.labels)
+    probs = file_runs.eval_probs(selected, test.paths, test.labels)
     assert res["finetuned_test_accuracy_selected"] == pytest.approx(
         np.mean(probs.argmax(1) == test.labels), abs=1e-6)
-    served = _serve(os.path.join(tmp_path, res["saved_model"]), list(test.paths))
+    served = file_runs.serve(os.path.join(tmp_path, res["saved_model"]), list(test.paths))
     np.testing.assert_allclose([served[p] for p in test.paths], probs, rtol=1e-5, atol=1e-6)
     # It trained: the fine-tuned weights differ from the stage-2 weights they started from.
     stage2 = _classifier(run / "classifier.weights.h5").get_weights()

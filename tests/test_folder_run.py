@@ -11,18 +11,17 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from idn_tf import config as config_lib, inputs, label_report, stages, train
+from idn_tf import config as config_lib, inputs, label_report, stages
 from idn_tf.data import folder as folder_lib, noise, streaming, views
 
 import cli as cli_lib
 import early
+import file_runs
 import image_folders
 import test_label_report
 
@@ -82,12 +81,6 @@ def _loaded_empty():
     return dataset.FileDataset(empty, empty, empty, empty, CLASSES, name="folder")
 
 
-def _eval_probs(classifier, paths, labels):
-    batches = streaming.eval_dataset(paths, labels, 5, image_size=16, resize=20)
-    return np.concatenate([tf.nn.softmax(classifier(b["image"], training=False)).numpy()
-                           for b in batches])
-
-
 def test_run_trains_audits_and_plots_with_file_paths_and_class_names(finished):
     root, result = finished
     run = root / "run"
@@ -122,30 +115,15 @@ def test_run_trains_audits_and_plots_with_file_paths_and_class_names(finished):
         assert (run / "plots" / name).stat().st_size > 1000
     res = json.loads((run / "results.json").read_text())
     test = data.clean_test
-    probs = _eval_probs(_classifier(run / "classifier.weights.h5"), test.paths, test.labels)
+    probs = file_runs.eval_probs(_classifier(run / "classifier.weights.h5"), test.paths, test.labels)
     assert res["method_test_accuracy"] == pytest.approx(np.mean(probs.argmax(1) == test.labels),
                                                         abs=1e-6)
     # Validation on the held-out rows' observed labels (the last epoch's, from its weights).
-    probs = _eval_probs(_classifier(run / "classifier.weights.h5"), data.noisy.paths[held],
+    probs = file_runs.eval_probs(_classifier(run / "classifier.weights.h5"), data.noisy.paths[held],
                         labels[held])
     assert res["method_history"]["val_accuracy"][-1] == pytest.approx(
         np.mean(probs.argmax(1) == labels[held]), abs=1e-6)
     assert res["selected_epoch"] in (1, 2)
-
-
-SERVE = r"""
-import json, sys
-import numpy as np
-import tensorflow as tf
-model = tf.saved_model.load(sys.argv[1])
-serve = model.signatures["serving_default"]
-out = {}
-for path in sys.argv[2:]:
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)[None]
-    out[path] = serve(images=image)["probabilities"].numpy()[0].tolist()
-assert "idn_tf" not in sys.modules
-print(json.dumps(out))
-"""
 
 
 def test_saved_model_serves_photos_of_two_sizes_without_idn_tf(finished):
@@ -158,17 +136,14 @@ def test_saved_model_serves_photos_of_two_sizes_without_idn_tf(finished):
         by_size.setdefault(tuple(shape), (path, label))
     assert len(by_size) >= 2
     paths = [p for p, _ in by_size.values()]
-    result = subprocess.run([sys.executable, "-c", SERVE, os.path.join(root, res["saved_model"]),
-                             *paths], capture_output=True, text=True, timeout=300,
-                            cwd=str(root), env={**cli_lib.env(), "PYTHONPATH": ""})
-    assert result.returncode == 0, result.stderr[-3000:]
-    served = json.loads(result.stdout.strip().splitlines()[-1])
-    expected = _eval_probs(_classifier(root / "run" / "classifier.weights.h5"), paths,
+    served = file_runs.serve(os.path.join(root, res["saved_model"]), paths, cwd=str(root),
+                             env={**cli_lib.env(), "PYTHONPATH": ""})
+    expected = file_runs.eval_probs(_classifier(root / "run" / "classifier.weights.h5"), paths,
                            [l for _, l in by_size.values()])
     np.testing.assert_allclose([served[p] for p in paths], expected, rtol=1e-5, atol=1e-6)
 
 
-def test_restart_reuses_every_stage(finished, tmp_path, capsys, monkeypatch):
+def test_restart_reuses_every_stage(finished, tmp_path):
     root, _ = finished
     shutil.copytree(root / "run", tmp_path / "run")
     shutil.copytree(root / "photos", tmp_path / "photos")
@@ -177,16 +152,10 @@ def test_restart_reuses_every_stage(finished, tmp_path, capsys, monkeypatch):
     kept = {name: (run / name).stat().st_mtime_ns for name in
             ("noisy_labels.npz", "stage1.json", "psi.npy", "stage2.json", "eta.npy",
              "classifier.weights.h5")}
-    # In-process (`train.run`, as the CLI calls it): what is checked is the run folder's
-    # reuse; the CLI's own flag parsing is the finished run's.
-    monkeypatch.chdir(tmp_path)  # the paths as the finished run's command gave them
-    capsys.readouterr()
-    train.run(config_lib.resolve({
-        "dataset": "folder", "data_dir": "photos", "run_dir": "run", "export_dir": "models",
-        "skip_bad_images": True, **TINY, "verbose": 1}))
-    out = capsys.readouterr().out
+    result = cli_lib.run("idn_tf.train", *RUN, *flags(verbose=1), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
     for stage in ("noise: reusing", "stage 1: reusing", "stage 2: reusing", "export: reusing"):
-        assert stage in out, stage
+        assert stage in result.stdout, stage
     assert {name: (run / name).stat().st_mtime_ns for name in kept} == kept
 
 
