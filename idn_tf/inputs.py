@@ -53,9 +53,20 @@ def load_data(config):
 
 
 def _load_files(config):
-    """A file source: its images listed and checked, before training."""
-    if config.dataset == "folder":
-        return _load_folder(config)
+    """A file source: its images listed and checked (Clothing1M's lists or a class folder),
+    before training."""
+    read = _read_class_folder if config.dataset == "folder" else _read_clothing1m
+    loaded, splits = read(config)
+    data = views.from_config(config, loaded)
+    print(f"{splits} {data.test_size} {'test' if config.dataset == 'folder' else 'clean test'} "
+          f"images, cropped to {data.input_shape}, {data.num_classes} classes"
+          + (f"; {len(loaded.excluded)} images left out" if loaded.excluded else ""))
+    check_data_fits(config, data.input_shape)
+    return data
+
+
+def _read_clothing1m(config):
+    """(the checked Clothing1M folder, its training splits' sizes for the summary line)."""
     from idn_tf.data import clothing1m
     print(f"reading {config.data_dir} and checking its images ({config.image_check} check"
           f"{', skipping bad ones' if config.skip_bad_images else ''})", flush=True)
@@ -70,17 +81,13 @@ def _load_files(config):
     for split in ("noisy", "clean_test"):
         if not len(getattr(loaded, split)):
             raise sources.DataError(f"{config.data_dir}: no images left in {clothing1m.LISTS[split]}")
-    data = views.from_config(config, loaded)
-    print(f"{len(loaded.noisy)} noisy training, {len(loaded.clean_train)} clean training and "
-          f"{data.test_size} clean test images, cropped to {data.input_shape}, "
-          f"{data.num_classes} classes"
-          + (f"; {len(loaded.excluded)} images left out" if loaded.excluded else ""))
-    check_data_fits(config, data.input_shape)
-    return data
+    return loaded, (f"{len(loaded.noisy)} noisy training, {len(loaded.clean_train)} clean "
+                    "training and")
 
 
-def _load_folder(config):
-    """A class folder: its images listed and checked, the test split drawn, before training."""
+def _read_class_folder(config):
+    """(the checked class folder with its test split drawn, its training size for the
+    summary line)."""
     from idn_tf.data import dataset, folder
     print(f"reading the class folders of {config.data_dir} and checking their images "
           f"({config.image_check} check{', skipping bad ones' if config.skip_bad_images else ''})",
@@ -90,12 +97,7 @@ def _load_folder(config):
         config.data_dir, class_names=names, test_fraction=config.test_fraction,
         labels_are_clean=config.noise != "none", skip_bad_images=config.skip_bad_images,
         check=config.image_check, verbose=config.verbose > 0)
-    data = views.from_config(config, loaded)
-    print(f"{len(loaded.noisy)} training and {data.test_size} test images, cropped to "
-          f"{data.input_shape}, {data.num_classes} classes"
-          + (f"; {len(loaded.excluded)} images left out" if loaded.excluded else ""))
-    check_data_fits(config, data.input_shape)
-    return data
+    return loaded, f"{len(loaded.noisy)} training and"
 
 
 def write_excluded(folder, config, data):

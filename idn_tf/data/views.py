@@ -196,8 +196,9 @@ class FileData:
         self.rows = np.arange(len(data.noisy), dtype=np.int64) if rows is None else rows
         self._transform = dict(image_size=image_size, resize=resize, resize_mode=resize_mode)
         self.oversample = oversample
-        self._options = dict(image_size=image_size, resize=resize, resize_mode=resize_mode,
-                             oversample=oversample, mix_clean=mix_clean, root=root)
+        # What `hold_out` builds its view with (besides the data and rows).
+        self._options = dict(self._transform, oversample=oversample, mix_clean=mix_clean,
+                             root=root)
 
     def noise_dataset(self, pixels=False):
         """What the noise generators read (`noise.make_noisy_labels`): name, num_classes
