@@ -131,8 +131,7 @@ class CoTeachingModel(model.TwoNetworkModel):
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
         # The optimizer sums the replicas' gradients, so each adds its share of the decay.
-        grads = model.coupled_l2(grads, variables, self.weight_decay / replicas)
-        self.optimizer.apply(grads, variables)
+        model.apply_update(self.optimizer, grads, variables, self.weight_decay / replicas, loss)
         self.loss_tracker.update_state(tf.concat([loss1, loss2], 0),
                                        sample_weight=tf.concat([picked2, picked1], 0))
         self.accuracy_tracker.update_state(labels, logits1)

@@ -247,8 +247,7 @@ class DivideMixModel(model.TwoNetworkModel):
             scaled = loss / replicas
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
-        grads = model.coupled_l2(grads, variables, self.weight_decay / replicas)
-        self.optimizer.apply(grads, variables)
+        model.apply_update(self.optimizer, grads, variables, self.weight_decay / replicas, loss)
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(batch["x1"]["label"], logits1)
         for tracker, value in zip((self.lx_tracker, self.lu_tracker, self.penalty_tracker,

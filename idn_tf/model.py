@@ -31,6 +31,24 @@ def coupled_l2(grads, variables, weight_decay):
     return [g + weight_decay * tf.cast(v, g.dtype) for g, v in zip(grads, variables)]
 
 
+def apply_update(optimizer, grads, variables, weight_decay, after):
+    """One optimizer step of every train_step: `coupled_l2` of `weight_decay`, then
+    `optimizer.apply`, run only once the tensors `after` (the step's loss) exist.
+
+    Why `after`: tf.function orders each read of a variable before the step's write
+    of it by a control edge, and Grappler's dependency optimizer removes some of those
+    edges when the written value does not depend on the read. DivideMix's co-guess
+    reads the other network in eval mode for targets only, so that network's update
+    could run first and the guess saw the updated weights: about one run in ten, on
+    2 CPU cores (tests/test_step_ordering.py finds such pairs in the optimized graph).
+    The loss depends on every read of the step, so ordering the update after it
+    restores the program order whatever Grappler removes.
+    """
+    grads = coupled_l2(grads, variables, weight_decay)
+    with tf.control_dependencies(tf.nest.flatten(after)):
+        optimizer.apply(grads, variables)
+
+
 def _multi_worker(strategy):
     """Whether `strategy` spans several workers (MultiWorkerMirroredStrategy with a cluster)."""
     extended = getattr(strategy, "extended", None)
@@ -135,8 +153,7 @@ class CrossEntropyModel(keras.Model):
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
         # The optimizer sums the replicas' gradients, so each adds its share of the decay.
-        grads = coupled_l2(grads, variables, self.weight_decay / replicas)
-        self.optimizer.apply(grads, variables)
+        apply_update(self.optimizer, grads, variables, self.weight_decay / replicas, loss)
         self.after_update(batch, targets, log_probs)
         self.loss_tracker.update_state(tracked)
         self.accuracy_tracker.update_state(batch["label"], log_probs)

@@ -235,8 +235,7 @@ class PencilModel(model.CrossEntropyModel):
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables + [rows])
         grads, row_grads = grads[:-1], grads[-1]
-        grads = model.coupled_l2(grads, variables, self.weight_decay / replicas)
-        self.optimizer.apply(grads, variables)
+        model.apply_update(self.optimizer, grads, variables, self.weight_decay / replicas, loss)
         # The rows' gradient is that of the global batch's mean loss (a row lives on one
         # replica); phases 1 and 3 write the rows back unchanged (under a strategy every
         # replica must take part in every write).

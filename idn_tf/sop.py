@@ -111,8 +111,7 @@ class SOPModel(model.CrossEntropyModel):
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables + [u, v])
         grads, u_grad, v_grad = grads[:-2], grads[-2], grads[-1]
-        grads = model.coupled_l2(grads, variables, self.weight_decay / replicas)
-        self.optimizer.apply(grads, variables)
+        model.apply_update(self.optimizer, grads, variables, self.weight_decay / replicas, loss)
         # A row lives on one replica: its gradient is that of the global batch's mean loss.
         self.u_table.scatter(ids, u - self.lr_u * u_grad)
         self.v_table.scatter(ids, v - self.lr_v * v_grad)
