@@ -28,6 +28,7 @@ from idn_tf.data.sources import DataError
 from idn_tf.data.tfds_sources import noisy_label_feature
 from idn_tf.errors import ConfigError  # noqa: F401 (raised by every check here)
 from idn_tf.errors import check as _check
+from idn_tf.precision import POLICIES as PRECISIONS
 
 # Kept here rather than imported so that parsing and checking a configuration
 # never imports TensorFlow (a user error then prints one clean line); a test
@@ -110,6 +111,7 @@ class Config:
     finetune_clean_epochs: int = 0
     finetune_lr: float = 5e-4
     jit_compile: bool = False
+    precision: str = "float32"
     strategy: str = "auto"
     deterministic: bool = False
     run_dir: str = ""
@@ -480,6 +482,8 @@ def validate(c):
     _check(0.0 < c.lr_decay_factor <= 1.0, "lr_decay_factor", f"must be in (0, 1], got {c.lr_decay_factor}")
     _check(0.0 <= c.momentum < 1.0, "momentum", f"must be in [0, 1), got {c.momentum}")
     _check(c.weight_decay >= 0.0, "weight_decay", f"must be >= 0, got {c.weight_decay}")
+    _check(c.precision in PRECISIONS, "precision",
+           f"unknown precision {c.precision!r}; choose one of {', '.join(PRECISIONS)}")
     _check(c.strategy in STRATEGIES, "strategy", f"unknown strategy {c.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     _check(c.monitor_every >= 1, "monitor_every", f"must be >= 1, got {c.monitor_every}")
     _check(c.test_every >= 1, "test_every", f"must be >= 1, got {c.test_every}")

@@ -129,7 +129,7 @@ class CoTeachingModel(model.TwoNetworkModel):
             update2 = tf.reduce_sum(tf.where(picked1 > 0, loss2, 0.0)) / total
             loss = update1 + update2
         variables = self.trainable_variables
-        grads = tape.gradient(loss, variables)
+        grads, _ = model.gradients(tape, self.optimizer, loss, variables)
         # The optimizer sums the replicas' gradients, so each adds its share of the decay.
         model.apply_update(self.optimizer, grads, variables, self.weight_decay / replicas, loss)
         self.loss_tracker.update_state(tf.concat([loss1, loss2], 0),

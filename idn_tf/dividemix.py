@@ -246,7 +246,7 @@ class DivideMixModel(model.TwoNetworkModel):
             loss = tf.add_n(losses)
             scaled = loss / replicas
         variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
+        grads, _ = model.gradients(tape, self.optimizer, scaled, variables)
         model.apply_update(self.optimizer, grads, variables, self.weight_decay / replicas, loss)
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(batch["x1"]["label"], logits1)

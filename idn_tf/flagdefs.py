@@ -129,6 +129,10 @@ flags.DEFINE_float("lr_decay_factor", C.lr_decay_factor, "Learning-rate decay fa
 flags.DEFINE_float("momentum", C.momentum, "SGD momentum.")
 flags.DEFINE_float("weight_decay", C.weight_decay, "Coupled L2 weight decay (PyTorch-style SGD) on all weights.")
 flags.DEFINE_boolean("jit_compile", C.jit_compile, "Compile train steps with XLA.")
+flags.DEFINE_enum("precision", C.precision, config.PRECISIONS,
+                  "Dtype policy of the classifiers: float32, mixed_float16 (GPUs with float16 "
+                  "tensor cores; loss scaling) or mixed_bfloat16 (TPUs, recent GPUs and CPUs). "
+                  "Logits, q, η and the tables stay float32 (docs/precision.md).")
 flags.DEFINE_enum("strategy", C.strategy, config.STRATEGIES,
                   "tf.distribute strategy: auto (mirrored when several GPUs are visible, else "
                   "one device), one_device, mirrored (all local GPUs, or CPUs if none), "

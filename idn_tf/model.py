@@ -16,24 +16,40 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from idn_tf import posterior, tables
+from idn_tf import posterior, precision, tables
 from idn_tf.data import views
 
 
-def coupled_l2(grads, variables, weight_decay):
-    """PyTorch-style SGD weight decay: g ← g + wd·w on every weight (docs/method.md §3).
+def coupled_l2(grads, variables, weight_decay, scale=1.0):
+    """PyTorch-style SGD weight decay: g ← g + wd·w on every weight (docs/method.md §3);
+    g ← g + scale·wd·w for gradients of a loss multiplied by `scale` (loss scaling).
 
     Keras's `weight_decay=` optimizer argument is decoupled (AdamW-style) and
     is not the same thing, hence this explicit form.
     """
     if not weight_decay:
         return grads
-    return [g + weight_decay * tf.cast(v, g.dtype) for g, v in zip(grads, variables)]
+    return [g + weight_decay * tf.cast(scale, g.dtype) * tf.cast(v, g.dtype)
+            for g, v in zip(grads, variables)]
+
+
+def gradients(tape, optimizer, loss, variables, rows=()):
+    """(the gradients of `variables`, for `apply_update`; those of the table `rows`):
+    of `loss` times the optimizer's loss scale (1 but under --precision=mixed_float16,
+    `precision`) for the variables, of `loss` itself for the rows, which the step
+    updates on its own."""
+    scale = precision.loss_scale(optimizer)
+    variables, rows = list(variables), list(rows)
+    grads = tape.gradient(loss, variables + rows, output_gradients=scale)
+    return grads[:len(variables)], [g / scale for g in grads[len(variables):]]
 
 
 def apply_update(optimizer, grads, variables, weight_decay, after):
     """One optimizer step of every train_step: `coupled_l2` of `weight_decay`, then
     `optimizer.apply`, run only once the tensors `after` (the step's loss) exist.
+
+    `grads` are those of the scaled loss, as `gradients` takes them: under loss scaling (--precision=mixed_float16, `precision.wrap`) the decay is added
+    at the same scale, and the optimizer divides the sum back.
 
     Why `after`: tf.function orders each read of a variable before the step's write
     of it by a control edge, and Grappler's dependency optimizer removes some of those
@@ -44,7 +60,8 @@ def apply_update(optimizer, grads, variables, weight_decay, after):
     The loss depends on every read of the step, so ordering the update after it
     restores the program order whatever Grappler removes.
     """
-    grads = coupled_l2(grads, variables, weight_decay)
+    if weight_decay:
+        grads = coupled_l2(grads, variables, weight_decay, precision.loss_scale(optimizer))
     with tf.control_dependencies(tf.nest.flatten(after)):
         optimizer.apply(grads, variables)
 
@@ -151,7 +168,7 @@ class CrossEntropyModel(keras.Model):
             targets = tf.stop_gradient(self.targets(batch, log_probs))
             loss, tracked, replicas = self.batch_loss(batch, log_probs, targets)
         variables = self.trainable_variables
-        grads = tape.gradient(loss, variables)
+        grads, _ = gradients(tape, self.optimizer, loss, variables)
         # The optimizer sums the replicas' gradients, so each adds its share of the decay.
         apply_update(self.optimizer, grads, variables, self.weight_decay / replicas, loss)
         self.after_update(batch, targets, log_probs)

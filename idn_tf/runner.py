@@ -13,7 +13,8 @@ TensorFlow is imported only once the flags and the data have been checked.
 import os
 import time
 
-from idn_tf import artifacts, audit, distribution, inputs, methods, plots, report, runfolder
+from idn_tf import (artifacts, audit, distribution, inputs, methods, plots, precision, report,
+                    runfolder)
 from idn_tf.runfolder import FINETUNE_FIELDS, FINETUNE_RESULTS, RunFolder, banner
 
 
@@ -34,24 +35,27 @@ def run(config, data=None):
     prepare_folder(folder, config, method)
     data, labels, rate = inputs.observed_labels(folder, config, data, fresh)  # the training rows' view
     inputs.write_excluded(folder, config, data)  # after the check that its rows are these images
-    stage1 = stage_one(folder, config, data, labels, method) if method.needs_stage1(config) else None
-    state = methods.Run(config, data, labels, rate, folder, stage1, given)
-    trained = method.train(state)
-    tuned = finetune(folder, config, data, trained.classifier)
-    if not folder.is_chief:
-        print(f"\nworker done ({time.time() - start:.0f} s); the chief writes the results")
-        return None
-    res = report_run(state, trained, method)
-    if tuned is not None:
-        res.update(finetuned_test_accuracy=tuned.result.test_accuracy,
-                   finetune_history=tuned.result.history, **report.selection("finetuned", tuned.result))
-    previous = previous_export(folder, config, method)
-    folder.write(artifacts.write_json, "results.json", res)  # kept if the export fails
-    final = (("finetune", tuned, None) if tuned is not None
-             else (method.final_stage(), trained, method.new_classifier))
-    res["saved_model"] = previous or (config.export_dir and export(
-        config, selected_classifier(folder, config, data, *final)))
-    folder.write(artifacts.write_json, "results.json", res)
+    # The classifiers train and export under --precision; the noise above is float32.
+    with precision.policy(config.precision):
+        stage1 = stage_one(folder, config, data, labels, method) if method.needs_stage1(config) else None
+        state = methods.Run(config, data, labels, rate, folder, stage1, given)
+        trained = method.train(state)
+        tuned = finetune(folder, config, data, trained.classifier)
+        if not folder.is_chief:
+            print(f"\nworker done ({time.time() - start:.0f} s); the chief writes the results")
+            return None
+        res = report_run(state, trained, method)
+        if tuned is not None:
+            res.update(finetuned_test_accuracy=tuned.result.test_accuracy,
+                       finetune_history=tuned.result.history,
+                       **report.selection("finetuned", tuned.result))
+        previous = previous_export(folder, config, method)
+        folder.write(artifacts.write_json, "results.json", res)  # kept if the export fails
+        final = (("finetune", tuned, None) if tuned is not None
+                 else (method.final_stage(), trained, method.new_classifier))
+        res["saved_model"] = previous or (config.export_dir and export(
+            config, selected_classifier(folder, config, data, *final)))
+        folder.write(artifacts.write_json, "results.json", res)
     print(f"\n{report.table(res, method)}")
     print(f"\nresults in {config.run_dir}/ ({time.time() - start:.0f} s)")
     return res

@@ -233,8 +233,7 @@ class PencilModel(model.CrossEntropyModel):
             per_example = tf.where(phase == 1, ce, tf.where(phase == 2, joint, classification))
             loss, replicas = model.global_batch_mean(per_example)
         variables = self.trainable_variables
-        grads = tape.gradient(loss, variables + [rows])
-        grads, row_grads = grads[:-1], grads[-1]
+        grads, (row_grads,) = model.gradients(tape, self.optimizer, loss, variables, [rows])
         model.apply_update(self.optimizer, grads, variables, self.weight_decay / replicas, loss)
         # The rows' gradient is that of the global batch's mean loss (a row lives on one
         # replica); phases 1 and 3 write the rows back unchanged (under a strategy every

@@ -109,8 +109,7 @@ class SOPModel(model.CrossEntropyModel):
                 loss = loss + balance / replicas
                 per_example = per_example + balance
         variables = self.trainable_variables
-        grads = tape.gradient(loss, variables + [u, v])
-        grads, u_grad, v_grad = grads[:-2], grads[-2], grads[-1]
+        grads, (u_grad, v_grad) = model.gradients(tape, self.optimizer, loss, variables, [u, v])
         model.apply_update(self.optimizer, grads, variables, self.weight_decay / replicas, loss)
         # A row lives on one replica: its gradient is that of the global batch's mean loss.
         self.u_table.scatter(ids, u - self.lr_u * u_grad)

@@ -17,7 +17,7 @@ import shutil
 import keras
 import numpy as np
 
-from idn_tf import callbacks, distribution, model, posterior, runfolder, transition
+from idn_tf import callbacks, distribution, model, posterior, precision, runfolder, transition
 from idn_tf.errors import ConfigError
 from idn_tf.models import build_classifier
 from idn_tf.models.resnet50 import BackboneError
@@ -74,10 +74,10 @@ def make_optimizer(config, steps_per_epoch):
 
     Keras's momentum is v ← μv − lr·g, w ← w + v: the same as PyTorch's while
     lr is constant; just after a decay it still carries velocity gathered at
-    the old lr.
+    the old lr. Under --precision=mixed_float16 it is wrapped for loss scaling.
     """
-    return keras.optimizers.SGD(learning_rate=learning_rate(config, steps_per_epoch),
-                                momentum=config.momentum)
+    return precision.wrap(keras.optimizers.SGD(learning_rate=learning_rate(config, steps_per_epoch),
+                                               momentum=config.momentum), config.precision)
 
 
 def monitoring(config, data, labels, stage, resuming):

@@ -79,7 +79,7 @@ def resnet50(x, num_classes, weights="none", seed=None):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = True
     return keras.layers.Dense(
-        num_classes, name="logits",
+        num_classes, name="logits", dtype="float32",  # precision.py
         kernel_initializer=keras.initializers.GlorotUniform(seed))(net(x))
 
 

@@ -59,7 +59,7 @@ class _Layers:
     def logits(self, x, num_classes):
         x = keras.layers.GlobalAveragePooling2D()(x)
         return keras.layers.Dense(
-            num_classes, name="logits",
+            num_classes, name="logits", dtype="float32",  # precision.py
             kernel_initializer=keras.initializers.GlorotUniform(self._next_seed()))(x)
 
 

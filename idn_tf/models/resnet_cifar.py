@@ -86,6 +86,6 @@ def resnet_cifar(x, num_classes, depth, seed=None):
     x = keras.layers.GlobalAveragePooling2D()(x)
     offset = next(offsets)
     return keras.layers.Dense(
-        num_classes, name="logits",
+        num_classes, name="logits", dtype="float32",  # precision.py
         kernel_initializer=keras.initializers.GlorotUniform(None if seed is None else seed + offset),
     )(x)

@@ -21,4 +21,5 @@ def small_cnn(x, num_classes, seed=None):
     x = keras.layers.Conv2D(64, 3, padding="same", activation="relu", kernel_initializer=init(2))(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(128, activation="relu", kernel_initializer=init(3))(x)
-    return keras.layers.Dense(num_classes, kernel_initializer=init(4), name="logits")(x)
+    return keras.layers.Dense(num_classes, kernel_initializer=init(4), name="logits",
+                              dtype="float32")(x)  # float32 logits under any policy (precision.py)
