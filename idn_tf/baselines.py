@@ -50,16 +50,29 @@ def bootstrap_targets(log_probs, labels, beta, hard):
     return beta * observed + (1.0 - beta) * own
 
 
+def log_abs_det(matrix):
+    """log|det M| of a square M [K, K] as Σ_i log|R_ii| of its QR decomposition M = QR
+    (|det Q| = 1). −inf where an R_ii is exactly 0 (e.g. a zero column); a matrix that
+    is singular only in exact arithmetic may give a tiny R_ii instead, where slogdet's LU
+    may give 0.
+
+    Not `tf.linalg.slogdet`: XLA has no kernel for its LogMatrixDeterminant op, and QR
+    compiles (--jit_compile, docs/baselines.md).
+    """
+    r = tf.linalg.qr(matrix).r
+    return tf.reduce_sum(tf.math.log(tf.abs(tf.linalg.diag_part(r))))
+
+
 @tf.custom_gradient
 def _log_abs_det(matrix):
-    """log|det M|, with the gradient M^{-T} taken as the transposed pseudo-inverse.
+    """`log_abs_det`, with the gradient M^{-T} taken as the transposed pseudo-inverse.
 
-    slogdet's own gradient inverts M and raises ("Input is not invertible") when its
-    LU meets a zero pivot, which a nearly singular M can give even where slogdet's value
+    The inverse (slogdet's own gradient) raises ("Input is not invertible") when its
+    LU meets a zero pivot, which a nearly singular M can give even where the value
     is finite; the pseudo-inverse equals the inverse for an invertible M and stays
     finite (singular values below its cut-off count as 0) for a nearly singular one.
     """
-    _, value = tf.linalg.slogdet(matrix)
+    value = log_abs_det(matrix)
 
     def grad(upstream):
         return upstream * tf.linalg.matrix_transpose(tf.linalg.pinv(matrix))
@@ -93,18 +106,18 @@ def dmi_loss_and_dead(log_probs, labels, eps=1e-3):
     joint, counts = model.replica_sum(joint), model.replica_sum(counts)
     size = tf.reduce_sum(counts)
     joint = joint / size
-    # slogdet's gradient inverts the matrix, which fails for a singular one (a class
+    # The gradient inverts the matrix, which fails for a singular one (a class
     # missing from the batch, or an exactly singular matrix in floating point, e.g.
     # after the training diverged): take it of the identity instead; the loss is then
     # the constant floor.
-    _, forward_only = tf.linalg.slogdet(tf.stop_gradient(joint))
+    forward_only = log_abs_det(tf.stop_gradient(joint))
     singular = tf.logical_or(tf.reduce_any(counts == 0),
                              tf.logical_not(tf.math.is_finite(forward_only)))
     safe = tf.where(singular, tf.eye(num_classes, dtype=dtype), joint)
-    log_abs_det = _log_abs_det(safe)
-    log_abs_det = tf.where(singular, tf.constant(-np.inf, dtype), log_abs_det)
+    log_det = _log_abs_det(safe)
+    log_det = tf.where(singular, tf.constant(-np.inf, dtype), log_det)
     log_floor = tf.math.log(tf.constant(eps, dtype)) - tf.cast(num_classes, dtype) * tf.math.log(size)
-    return -tf.reduce_logsumexp(tf.stack([log_abs_det, log_floor])), singular
+    return -tf.reduce_logsumexp(tf.stack([log_det, log_floor])), singular
 
 
 class ForwardModel(model.CrossEntropyModel):

@@ -80,6 +80,34 @@ def check(strategy_name, environ=os.environ):
         parse_tf_config(environ.get("TF_CONFIG", ""))
 
 
+def xla_plan(jit_compile, strategy_name, replicas, deterministic=False):
+    """(whether the train steps are XLA-compiled, the run's one start-up note or None).
+
+    Every method's step compiles on one replica (docs/run_folder.md, "XLA"). Two cases
+    cannot, and the run then trains without XLA and says so up front:
+
+    - several replicas (`replicas`: the strategy's `num_replicas_in_sync`, all workers'):
+      Keras's `jit_compile=True` compiles the whole distributed step, `strategy.run` over
+      every replica, as one XLA cluster, and a cluster runs on one device, so the first
+      step fails with "Trying to access resource … located in device …:1 from device
+      …:0" (plain Keras as well). Compiling each replica's step alone is refused by
+      tf.distribute too: the losses' cross-replica sums (`model.replica_sum`) and the
+      optimizer's all-reduce cannot sit inside a nested tf.function.
+    - `deterministic` (TensorFlow op determinism): Keras turns `jit_compile=True` off
+      itself (`model_supports_jit`), with only a Python warning.
+    """
+    if not jit_compile:
+        return False, None
+    if replicas > 1:
+        return False, (f"note: --jit_compile is off: {replicas} replicas (--strategy="
+                       f"{strategy_name}) and Keras compiles all of them as one XLA cluster, "
+                       "which runs on one device; training without XLA")
+    if deterministic:
+        return False, ("note: --jit_compile is off: Keras does not XLA-compile under "
+                       "--deterministic (TensorFlow op determinism); training without XLA")
+    return True, None
+
+
 @functools.lru_cache(maxsize=None)
 def get_strategy(strategy_name):
     """The tf.distribute strategy of `--strategy`, made once per process (TensorFlow

@@ -34,7 +34,7 @@ Train_clothing1M.py, dataloader_cifar.py) leaves room or cannot be followed here
   preprocessing), as the authors mix normalised tensors: the classifiers take uint8,
   which would round the mixed pixels, and normalisation is affine, so mixing before or
   after it is the same.
-- λ ~ Beta(α, α) and the permutation are stateless draws of (seed, step, network), so a
+- λ ~ Beta(α, α) (`beta_sample`) and the permutation are stateless draws of (seed, step, network), so a
   resumed run draws the same; the GMM's random_state is (seed, epoch, network) (the
   authors leave it unseeded). Under a tf.distribute strategy each replica mixes within
   its share of the batch and the prior penalty uses its share's mean prediction; the
@@ -142,10 +142,25 @@ def linear_rampup(current, warmup_epochs, lambda_u, rampup_epochs=16):
     return lambda_u * ramp
 
 
+BETA_BISECTIONS = 32  # λ within 2⁻³² of the inverse CDF's value: below float32's spacing
+
+
 def beta_sample(seed, alpha):
-    """λ ~ Beta(α, α) from a stateless seed [2]: G₁/(G₁ + G₂), G ~ Gamma(α)."""
-    g = tf.random.stateless_gamma([2], seed=seed, alpha=alpha)
-    return g[0] / (g[0] + g[1])
+    """λ ~ Beta(α, α) from a stateless seed [2], by inversion: u ~ U(0, 1) and λ the
+    solution of I_λ(α, α) = u (the regularised incomplete beta function, Beta's CDF),
+    found by bisecting [0, 1] BETA_BISECTIONS times.
+
+    Not G₁/(G₁ + G₂) with G ~ Gamma(α): XLA has no kernel for the stateless gamma
+    sampler (--jit_compile), and betainc compiles.
+    """
+    u = tf.random.stateless_uniform([], seed=seed, dtype=tf.float32)
+    a = tf.constant(alpha, tf.float32)
+    low, high = tf.constant(0.0), tf.constant(1.0)
+    for _ in range(BETA_BISECTIONS):
+        middle = (low + high) / 2
+        below = tf.math.betainc(a, a, middle) < u
+        low, high = tf.where(below, middle, low), tf.where(below, high, middle)
+    return (low + high) / 2
 
 
 def mix_draws(seed, size, alpha):

@@ -10,6 +10,7 @@ method (its stages, models, inputs and results) is asked of its `methods.Method`
 TensorFlow is imported only once the flags and the data have been checked.
 """
 
+import dataclasses
 import os
 import time
 
@@ -33,6 +34,7 @@ def run(config, data=None):
     given = method.preflight(config, data)
     fresh = inputs.fresh_noisy_labels(folder, config, data)
     prepare_folder(folder, config, method)
+    config = xla_config(config)  # flags.txt keeps the --jit_compile asked for
     data, labels, rate = inputs.observed_labels(folder, config, data, fresh)  # the training rows' view
     inputs.write_excluded(folder, config, data)  # after the check that its rows are these images
     # The classifiers train and export under --precision; the noise above is float32.
@@ -68,6 +70,19 @@ def preflight(config):
     if config.strategy == "multi_worker":
         distribution.get_strategy(config.strategy)
     inputs.fetch_backbone_weights(config)
+
+
+def xla_config(config):
+    """`config` with --jit_compile as the run can use it (`distribution.xla_plan`): off,
+    with one line saying so, with several replicas or --deterministic."""
+    if not config.jit_compile:
+        return config
+    replicas = distribution.get_strategy(config.strategy).num_replicas_in_sync
+    use, note = distribution.xla_plan(config.jit_compile, config.strategy, replicas,
+                                      config.deterministic)
+    if note:
+        print(note, flush=True)
+    return config if use else dataclasses.replace(config, jit_compile=False)
 
 
 def prepare_folder(folder, config, method):

@@ -127,6 +127,22 @@ def dmi_batch(seed=10, b=12, k=3, missing=None):
     return z, rng.permutation(labels)
 
 
+@pytest.mark.parametrize("jit_compile", [False, pytest.param(True, marks=pytest.mark.e2e)])
+def test_log_abs_det_matches_numpy_eagerly_and_under_xla(jit_compile):
+    rng = np.random.default_rng(3)
+    matrices = [rng.random((10, 10)) / 10,                    # det ~ e^-27, like PᵀỸ / B
+                rng.normal(size=(4, 4)),                      # negative determinants too
+                np.diag([2.0, 0.5, 1e-3]),
+                np.array([[1.0, 0.0], [2.0, 0.0]])]           # singular: −inf, as numpy's
+    fn = tf.function(baselines.log_abs_det, jit_compile=jit_compile)
+    for m in matrices:
+        expected = np.linalg.slogdet(m)[1]
+        np.testing.assert_allclose(fn(tf.constant(m, tf.float64)).numpy(), expected, rtol=1e-10)
+        if np.isfinite(expected):
+            np.testing.assert_allclose(fn(tf.constant(m, tf.float32)).numpy(), expected,
+                                       rtol=1e-5)
+
+
 @pytest.mark.parametrize("eps", [1e-3, 5.0])
 def test_dmi_loss_matches_numpy_and_authors_form(eps):
     z, labels = dmi_batch()
@@ -251,13 +267,15 @@ def make_model(method, classifier):
     return baselines.DMIModel(classifier, weight_decay=0.0)
 
 
-@pytest.mark.parametrize("run_eagerly", [False, True])
+@pytest.mark.parametrize("mode", ["graph", "eager", pytest.param("xla", marks=pytest.mark.e2e)])
 @pytest.mark.parametrize("method", ["forward", "bootstrap_soft", "bootstrap_hard", "ldmi"])
-def test_train_step_matches_numpy(method, run_eagerly):
+def test_train_step_matches_numpy(method, mode):
     weights = initial_weights()
     batch = train_batch()
     m = make_model(method, tiny_classifier(weights))
-    m.compile(optimizer=keras.optimizers.SGD(learning_rate=LR), run_eagerly=run_eagerly)
+    m.compile(optimizer=keras.optimizers.SGD(learning_rate=LR), run_eagerly=mode == "eager",
+              jit_compile=mode == "xla")
+    assert m.jit_compile == (mode == "xla")  # Keras kept it (`model_supports_jit`)
     expected_w, expected_loss = numpy_sgd_step(method, weights, batch)
     # The batch is informative: the model's guesses differ from the labels somewhere, and
     # the step differs from plain cross-entropy's.

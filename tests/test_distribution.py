@@ -210,3 +210,62 @@ def test_workers_that_see_different_run_folders_stop_in_one_line(tmp_path):
         assert p.returncode == 2 and "Traceback" not in err, err[-2000:]
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and "different things in their run folders" in errors[0], err
+
+
+@pytest.mark.parametrize("strategy", distribution.STRATEGIES)
+def test_xla_is_used_on_one_replica_under_every_strategy(strategy):
+    assert distribution.xla_plan(True, strategy, 1) == (True, None)
+    assert distribution.xla_plan(False, strategy, 1) == (False, None)
+    assert distribution.xla_plan(False, strategy, 4) == (False, None)  # not asked: no note
+
+
+@pytest.mark.parametrize("strategy, replicas", [("mirrored", 2), ("auto", 8), ("multi_worker", 2)])
+def test_xla_with_several_replicas_is_off_with_one_line_naming_them(strategy, replicas):
+    use, note = distribution.xla_plan(True, strategy, replicas)
+    assert use is False
+    assert note.startswith("note: --jit_compile is off") and "\n" not in note
+    assert f"{replicas} replicas" in note and f"--strategy={strategy}" in note
+
+
+def test_xla_under_op_determinism_is_off_with_one_line():
+    use, note = distribution.xla_plan(True, "one_device", 1, deterministic=True)
+    assert use is False and "--deterministic" in note and "\n" not in note
+    assert distribution.xla_plan(False, "one_device", 1, deterministic=True) == (False, None)
+
+
+KERAS_XLA = r"""
+def fit(strategy):
+    with strategy.scope():
+        net = dense_classifier([np.zeros((4, 3)), np.zeros(3)])
+        net.compile(optimizer="sgd", jit_compile=True,
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    try:
+        net.fit(data().map(lambda b: (b["image"], b["label"])), verbose=0)
+    except tf.errors.InvalidArgumentError as e:
+        return net.jit_compile, str(e)
+    return net.jit_compile, None
+
+
+mirrored_xla, mirrored_error = fit(mirrored)
+tf.config.experimental.enable_op_determinism()
+import warnings
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # "Model doesn't support `jit_compile=True`"
+    deterministic_xla, deterministic_error = fit(tf.distribute.get_strategy())
+dump({"replicas": mirrored.num_replicas_in_sync, "mirrored": [mirrored_xla, mirrored_error],
+      "deterministic": [deterministic_xla, deterministic_error]})
+"""
+
+
+@pytest.mark.e2e
+def test_keras_itself_refuses_xla_where_xla_plan_turns_it_off(tmp_path):
+    """Plain Keras, no idn_tf code, in a process with 2 logical CPUs: `jit_compile=True`
+    under MirroredStrategy fails at the first step; under op determinism Keras turns it
+    off (and the step runs). When a Keras release changes either, `xla_plan` can follow."""
+    import mirrored
+    batch = {"image": np.arange(32).reshape(8, 2, 2, 1), "label": np.arange(8) % 3,
+             "index": np.arange(8)}
+    got = mirrored.run(KERAS_XLA, {"batch": {k: v.tolist() for k, v in batch.items()}}, tmp_path)
+    assert got["replicas"] == 2
+    assert got["mirrored"][0] is True and "Trying to access resource" in got["mirrored"][1]
+    assert got["deterministic"] == [False, None]

@@ -108,8 +108,9 @@ def test_sharpen_by_hand():
 
 def test_mix_draws_are_beta_and_a_permutation():
     lams, first = [], None
+    draws = tf.function(lambda seed: dividemix.mix_draws(seed, 12, ALPHA))  # traced once
     for i in range(2000):
-        lam, perm = dividemix.mix_draws(tf.constant([3, i], tf.int64), 12, ALPHA)
+        lam, perm = draws(tf.constant([3, i], tf.int64))
         lams.append(float(lam))
         assert sorted(perm.numpy().tolist()) == list(range(12))
     lams = np.array(lams)
@@ -118,6 +119,25 @@ def test_mix_draws_are_beta_and_a_permutation():
     assert abs(lams.var() - 1 / 36) < 0.003
     again, _ = dividemix.mix_draws(tf.constant([3, 5], tf.int64), 12, ALPHA)
     assert float(again) == lams[5]  # stateless: the same seed, the same λ
+
+
+@pytest.mark.parametrize("jit_compile", [False, pytest.param(True, marks=pytest.mark.e2e)])
+@pytest.mark.parametrize("alpha", [ALPHA, 0.5])
+def test_beta_sample_inverts_the_beta_cdf(alpha, jit_compile):
+    """λ = F⁻¹(u) of Beta(α, α) (scipy's), u the seed's stateless uniform draw. (Under
+    XLA that draw is another number for the same seed: XLA's stateless generator is not
+    TensorFlow's kernel; docs/run_folder.md.)"""
+    from scipy import stats
+
+    def draws(seed):
+        return (tf.random.stateless_uniform([], seed=seed, dtype=tf.float32),
+                dividemix.beta_sample(seed, alpha))
+
+    draws = tf.function(draws, jit_compile=jit_compile)
+    for i in range(20):
+        u, lam = (t.numpy() for t in draws(tf.constant([7, i], tf.int64)))
+        np.testing.assert_allclose(lam, stats.beta.ppf(np.float64(u), alpha, alpha),
+                                   rtol=1e-5, atol=1e-6)
 
 
 # --- Losses ---------------------------------------------------------------------------------
