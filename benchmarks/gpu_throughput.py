@@ -213,11 +213,14 @@ def measure_fits(arch, settings, num_images, precisions, xla_modes, epochs):
             for xla in xla_modes:
                 run = runs[fit, precision, xla] = Configuration(fit, precision, xla, settings,
                                                                 num_images)
+                start = time.perf_counter()
                 try:
                     run.build(arch)
                     run.train(images, labels, epochs + 1)
                 except Exception as error:  # reported in the table, the others go on
                     run.error = na(error)
+                print(f"{describe((fit, precision, xla))}: {cell(run)} images/s "
+                      f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     return runs
 
 
