@@ -111,6 +111,13 @@ def format_duration(seconds):
     return f"{seconds / 86400:.1f} days"
 
 
+def format_rate(images_per_second):
+    """images/s with 3 significant figures at most, no exponent: '11388', '47.3', '1.52'."""
+    if images_per_second >= 100:
+        return f"{images_per_second:.0f}"
+    return f"{images_per_second:.3g}"
+
+
 def precisions_for(device_kind):
     """The precision policies measured on a device kind ("GPU" or "CPU"), float32 first."""
     if device_kind == "GPU":
@@ -264,7 +271,7 @@ def machine_line():
 
 
 def cell(run):
-    return run.error if run.error is not None else f"{run.rate():.0f}"
+    return run.error if run.error is not None else format_rate(run.rate())
 
 
 def print_fit_table(runs, precisions, xla_modes):
@@ -356,10 +363,10 @@ def main(argv=None):
     for name, rate, feeds in rows:
         if feeds == args.arch and best_key is not None:
             ratio = headroom(rate, best_rate)
-            print(f"| {name} | {rate:.0f} | {feeds} | {best_rate:.0f} ({describe(best_key)}) | "
+            print(f"| {name} | {format_rate(rate)} | {feeds} | {format_rate(best_rate)} ({describe(best_key)}) | "
                   f"{ratio:.1f}× | {'yes' if ratio >= 1 else 'no'} |")
         else:
-            print(f"| {name} | {rate:.0f} | {feeds} | – (run --arch {feeds}) | – | – |")
+            print(f"| {name} | {format_rate(rate)} | {feeds} | – (run --arch {feeds}) | – | – |")
     gpu_ratio = headroom(file_rate, args.gpu_images_per_second)
     print(f"file pipeline / a GPU's ResNet-50 rate ({args.gpu_images_per_second:.0f} images/s, "
           f"assumed): {gpu_ratio:.2f}× on {os.cpu_count()} CPUs: "
@@ -381,7 +388,8 @@ def main(argv=None):
             continue
         rates = [r.rate() for r in picked]
         seconds = projected_seconds(paper["images_per_epoch"], paper["epochs"], rates)
-        print(f"| {label} | {rates[0]:.0f} | {rates[1]:.0f} | {format_duration(seconds)} |")
+        print(f"| {label} | {format_rate(rates[0])} | {format_rate(rates[1])} | "
+              f"{format_duration(seconds)} |")
     print(f"\n{time.perf_counter() - start:.0f} s")
 
 

@@ -44,6 +44,12 @@ def test_format_duration(bench):
     assert bench.format_duration(200_000) == "2.3 days"
 
 
+def test_format_rate(bench):
+    assert bench.format_rate(11388.4) == "11388"
+    assert bench.format_rate(47.34) == "47.3"
+    assert bench.format_rate(1.523) == "1.52"
+
+
 def test_precisions_for(bench):
     assert bench.precisions_for("GPU") == ("float32", "mixed_float16")
     assert bench.precisions_for("CPU") == ("float32", "mixed_bfloat16", "mixed_float16")
