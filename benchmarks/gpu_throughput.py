@@ -296,6 +296,50 @@ def describe(key):
     return f"{fit}, {precision}, XLA {'on' if xla else 'off'}"
 
 
+def print_pipeline_table(runs, arch, cifar_rate, file_rate, gpu_rate):
+    """Each pipeline against the fastest step of the network it feeds, if measured, and the
+    file pipeline against `gpu_rate` (a GPU's ResNet-50 images/s)."""
+    best_rate, best_key = fastest(runs)
+    print()
+    print("| pipeline alone | images/s | feeds | fastest step measured (images/s) | "
+          "pipeline / step | keeps up |")
+    print("|---|---|---|---|---|---|")
+    rows = [("CIFAR (in memory, pad 4 + crop + flip, batch 256)", cifar_rate, "resnet32"),
+            ("file (JPEG decode, resize 256, crop 224 + flip, batch 32)", file_rate, "resnet50")]
+    for name, rate, feeds in rows:
+        if feeds == arch and best_key is not None:
+            ratio = headroom(rate, best_rate)
+            print(f"| {name} | {format_rate(rate)} | {feeds} | {format_rate(best_rate)} "
+                  f"({describe(best_key)}) | {ratio:.1f}× | {'yes' if ratio >= 1 else 'no'} |")
+        else:
+            print(f"| {name} | {format_rate(rate)} | {feeds} | – (run --arch {feeds}) "
+                  "| – | – |")
+    gpu_ratio = headroom(file_rate, gpu_rate)
+    print(f"file pipeline / a GPU's ResNet-50 rate ({gpu_rate:.0f} images/s, assumed): "
+          f"{gpu_ratio:.2f}× on {os.cpu_count()} CPUs: "
+          f"{'keeps up' if gpu_ratio >= 1 else 'the bottleneck'}")
+
+
+def print_projection(runs, arch):
+    """The paper run's wall time at float32 / XLA off and at each fit's fastest rate."""
+    paper = PAPER_RUNS[arch]
+    print()
+    print(f"| projected run: {paper['name']} | stage 1 (CE) images/s | stage 2 (IDN) images/s "
+          "| wall time |")
+    print("|---|---|---|---|")
+    choices = [("float32, XLA off", lambda f: runs.get((f, "float32", False))),
+               ("fastest measured", lambda f: runs.get(fastest(runs, f)[1]))]
+    for label, pick in choices:
+        picked = [pick(f) for f in FITS]
+        if any(r is None or r.error is not None for r in picked):
+            print(f"| {label} | – | – | n/a (not measured) |")
+            continue
+        rates = [r.rate() for r in picked]
+        seconds = projected_seconds(paper["images_per_epoch"], paper["epochs"], rates)
+        print(f"| {label} | {format_rate(rates[0])} | {format_rate(rates[1])} | "
+              f"{format_duration(seconds)} |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="resnet32", choices=tuple(ARCHS))
@@ -304,7 +348,7 @@ def main(argv=None):
     parser.add_argument("--num_images", type=int, help="images per timed epoch (default: "
                         "40 batches on a GPU, 4 on a CPU)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="timed epochs per configuration and per pipeline (default 3, --quick 1)")
+                        help="timed epochs per configuration and pipeline (default 3; --quick 1)")
     parser.add_argument("--xla", choices=("off", "on", "off,on"),
                         help="XLA modes to measure (default off,on; --quick: off)")
     parser.add_argument("--precisions", help="comma-separated policies (default: float32 and "
@@ -353,43 +397,8 @@ def main(argv=None):
     print()
     print_fit_table(runs, precisions, xla_modes)
 
-    best_rate, best_key = fastest(runs)
-    print()
-    print("| pipeline alone | images/s | feeds | fastest step measured (images/s) | "
-          "pipeline / step | keeps up |")
-    print("|---|---|---|---|---|---|")
-    rows = [("CIFAR (in memory, pad 4 + crop + flip, batch 256)", cifar_rate, "resnet32"),
-            ("file (JPEG decode, resize 256, crop 224 + flip, batch 32)", file_rate, "resnet50")]
-    for name, rate, feeds in rows:
-        if feeds == args.arch and best_key is not None:
-            ratio = headroom(rate, best_rate)
-            print(f"| {name} | {format_rate(rate)} | {feeds} | {format_rate(best_rate)} ({describe(best_key)}) | "
-                  f"{ratio:.1f}× | {'yes' if ratio >= 1 else 'no'} |")
-        else:
-            print(f"| {name} | {format_rate(rate)} | {feeds} | – (run --arch {feeds}) | – | – |")
-    gpu_ratio = headroom(file_rate, args.gpu_images_per_second)
-    print(f"file pipeline / a GPU's ResNet-50 rate ({args.gpu_images_per_second:.0f} images/s, "
-          f"assumed): {gpu_ratio:.2f}× on {os.cpu_count()} CPUs: "
-          f"{'keeps up' if gpu_ratio >= 1 else 'the bottleneck'}")
-
-    paper = PAPER_RUNS[args.arch]
-    print()
-    print(f"| projected run: {paper['name']} | stage 1 (CE) images/s | stage 2 (IDN) images/s "
-          "| wall time |")
-    print("|---|---|---|---|")
-    default = (precisions[0], False)
-    choices = [("float32, XLA off", lambda f: runs.get((f, *default))),
-               ("fastest measured", lambda f: runs[fastest(runs, f)[1]]
-                if fastest(runs, f)[1] else None)]
-    for label, pick in choices:
-        picked = [pick(f) for f in FITS]
-        if any(r is None or r.error is not None for r in picked):
-            print(f"| {label} | – | – | n/a (not measured) |")
-            continue
-        rates = [r.rate() for r in picked]
-        seconds = projected_seconds(paper["images_per_epoch"], paper["epochs"], rates)
-        print(f"| {label} | {format_rate(rates[0])} | {format_rate(rates[1])} | "
-              f"{format_duration(seconds)} |")
+    print_pipeline_table(runs, args.arch, cifar_rate, file_rate, args.gpu_images_per_second)
+    print_projection(runs, args.arch)
     print(f"\n{time.perf_counter() - start:.0f} s")
 
 

@@ -92,7 +92,8 @@ def test_quick_run_prints_every_table():
     _number(cifar[1]), _number(cifar[3]), _number(cifar[4])
     assert cifar[5] in ("yes", "no")
     _number(_cells(pipelines[1])[1])
-    assert re.search(r"file pipeline / a GPU's ResNet-50 rate .*: \d+\.\d+× on \d+ CPUs", result.stdout)
+    assert re.search(r"file pipeline / a GPU's ResNet-50 rate .*: \d+\.\d+× on \d+ CPUs",
+                     result.stdout)
 
     projected = [line for line in lines if line.startswith(("| float32, XLA off", "| fastest"))]
     assert len(projected) == 2
