@@ -39,7 +39,6 @@ passes are left out.
 """
 
 import argparse
-import contextlib
 import math
 import os
 import platform
@@ -55,7 +54,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from idn_tf import callbacks, model  # noqa: E402
+from idn_tf import callbacks, model, precision  # noqa: E402
 from idn_tf.data import pipeline  # noqa: E402
 from idn_tf.models import build_classifier  # noqa: E402
 
@@ -136,20 +135,6 @@ def na(error):
 # Measuring
 
 
-@contextlib.contextmanager
-def precision_policy(name):
-    """Keras' global dtype policy set to `name` while models are built, restored after.
-
-    A stand-in for `idn_tf.precision.policy` (issue 20 point 1) until it lands.
-    """
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
 class Configuration:
     """One fit (CE or IDN) × precision × XLA: a compiled model and its epochs' times."""
 
@@ -161,7 +146,7 @@ class Configuration:
     def build(self, arch):
         """The model under its precision policy, compiled with or without XLA."""
         side = self.settings["image_size"]
-        with precision_policy(self.precision):
+        with precision.policy(self.precision):
             classifier = build_classifier(arch, (side, side, 3), self.settings["num_classes"],
                                           [0.5] * 3, [0.25] * 3, seed=0)
             if self.fit == "CE":
@@ -172,8 +157,9 @@ class Configuration:
                     classifier, psi=np.full(self.num_images, 0.5, np.float32), eta_lr=0.5,
                     weight_decay=1e-4)
                 self.callbacks = [callbacks.PGACallback(callbacks.pga_schedule(1, 1))]
-            self.model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-                               jit_compile=self.xla)
+            # As a run's optimizer (stages.py): loss-scaled under mixed_float16.
+            optimizer = precision.wrap(keras.optimizers.SGD(0.05, momentum=0.9), self.precision)
+            self.model.compile(optimizer=optimizer, jit_compile=self.xla)
 
     def train(self, images, labels, epochs):
         """Trains `epochs` epochs of (images, labels) in one `fit`, as a run does; keeps the
@@ -216,17 +202,17 @@ def measure_fits(arch, settings, num_images, precisions, xla_modes, epochs):
     labels = rng.integers(0, settings["num_classes"], size=num_images)
     runs = {}
     for fit in FITS:
-        for precision in precisions:
+        for policy in precisions:
             for xla in xla_modes:
-                run = runs[fit, precision, xla] = Configuration(fit, precision, xla, settings,
-                                                                num_images)
+                run = runs[fit, policy, xla] = Configuration(fit, policy, xla, settings,
+                                                             num_images)
                 start = time.perf_counter()
                 try:
                     run.build(arch)
                     run.train(images, labels, epochs + 1)
                 except Exception as error:  # reported in the table, the others go on
                     run.error = na(error)
-                print(f"{describe((fit, precision, xla))}: {cell(run)} images/s "
+                print(f"{describe((fit, policy, xla))}: {cell(run)} images/s "
                       f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     return runs
 
@@ -279,9 +265,9 @@ def print_fit_table(runs, precisions, xla_modes):
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for fit in FITS:
-        for precision in precisions:
-            cells = [cell(runs[fit, precision, x]) for x in xla_modes]
-            print(f"| {fit} | {precision} | " + " | ".join(cells) + " |")
+        for policy in precisions:
+            cells = [cell(runs[fit, policy, x]) for x in xla_modes]
+            print(f"| {fit} | {policy} | " + " | ".join(cells) + " |")
 
 
 def fastest(runs, fit=None):
