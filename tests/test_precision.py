@@ -1,11 +1,11 @@
 """--precision: the policy reaches the classifiers, what must stay float32 does, and loss
 scaling changes no step's arithmetic (docs/precision.md).
 
-The loss-scaling checks compare a step taken through a LossScaleOptimizer with the same
-step through the plain optimizer, whose steps test_model.py, test_soft_labels.py and
-test_sop.py check against numpy: scaling by a power of two and dividing back is exact,
-so the two must agree, and any gradient left scaled (the decay, a table's rows) would be
-off by the scale (2¹⁵).
+The loss-scaling checks compare a step of every method's train_step taken through a
+LossScaleOptimizer with the same step through the plain optimizer, whose steps the
+methods' own tests check against numpy (test_model.py, test_soft_labels.py, test_sop.py,
+…): scaling by a power of two and dividing back is exact, so the two must agree, and any
+gradient left scaled (the decay, a table's rows) would be off by the scale (2¹⁵).
 """
 
 import keras
@@ -17,6 +17,7 @@ from idn_tf import config as config_lib, export, model, precision, soft_labels, 
 from idn_tf.models import build_classifier
 
 import mirrored
+import test_step_ordering as ordering
 
 K, N = 3, 10
 HALF = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
@@ -122,24 +123,32 @@ MODELS = {
                                               weight_decay=0.05),
     "sop": lambda: sop.SOPModel(mirrored.dense_classifier(weights(1)), N, K, lr_u=5.0, lr_v=5.0,
                                 init_std=0.3, weight_decay=0.05, seed=3),
+    # The other train_steps, as tests/test_step_ordering.py builds them.
+    **{name: ordering.MODELS[name] for name in ("idn", "tanaka", "elr", "coteaching")},
+    "dividemix": lambda: ordering.dividemix_model(warming_up=False),
 }
+# What a step moves: the networks' kernel and bias, and each method's own tables.
+MOVED = {"ce": 2, "pencil": 3, "sop": 4, "idn": 3, "tanaka": 4, "elr": 3, "coteaching": 4,
+         "dividemix": 4}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_a_loss_scaled_step_equals_the_plain_step(name):
+    data = ordering.dividemix_batch() if name == "dividemix" else batch()
     runs = []
     for optimizer in (keras.optimizers.SGD(0.1, momentum=0.9), scaled_optimizer()):
         keras.utils.set_random_seed(0)
         m = MODELS[name]()
         if name == "pencil":
             m.phase.assign(2)  # the joint phase: the label rows get their gradient step
+        if name == "idn":
+            m.eta_update_enabled.assign(True)
         m.compile(optimizer=optimizer)
         initial = [w.numpy() for w in m.weights]
-        m.fit(tf.data.Dataset.from_tensors(batch()).repeat(3), epochs=1, verbose=0)
+        m.fit(tf.data.Dataset.from_tensors(data).repeat(3), epochs=1, verbose=0)
         runs.append([w.numpy() for w in m.weights])
-    # The kernel and bias moved, and PENCIL's label rows, SOP's u and v.
     moved = sum(not np.allclose(a, b) for a, b in zip(runs[0], initial))
-    assert moved == {"ce": 2, "pencil": 3, "sop": 4}[name]
+    assert moved == MOVED[name]
     for plain, scaled in zip(*runs):
         np.testing.assert_allclose(scaled, plain, rtol=2e-6, atol=1e-7)
 
