@@ -34,9 +34,9 @@ Train_clothing1M.py, dataloader_cifar.py) leaves room or cannot be followed here
   preprocessing), as the authors mix normalised tensors: the classifiers take uint8,
   which would round the mixed pixels, and normalisation is affine, so mixing before or
   after it is the same.
-- λ ~ Beta(α, α) (`beta_sample`) and the permutation are stateless draws of (seed, step, network), so a
-  resumed run draws the same; the GMM's random_state is (seed, epoch, network) (the
-  authors leave it unseeded). Under a tf.distribute strategy each replica mixes within
+- λ ~ Beta(α, α) (`beta_sample`) and the permutation are stateless draws of (seed, step,
+  network), so a resumed run draws the same; the GMM's random_state is (seed, epoch,
+  network) (the authors leave it unseeded). Under a tf.distribute strategy each replica mixes within
   its share of the batch and the prior penalty uses its share's mean prediction; the
   loss is each replica's divided by the number of replicas (the mean of their losses).
 - The 90%-noise averaging of the losses over the last 5 epochs is not implemented (only

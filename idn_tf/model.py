@@ -48,8 +48,9 @@ def apply_update(optimizer, grads, variables, weight_decay, after):
     """One optimizer step of every train_step: `coupled_l2` of `weight_decay`, then
     `optimizer.apply`, run only once the tensors `after` (the step's loss) exist.
 
-    `grads` are those of the scaled loss, as `gradients` takes them: under loss scaling (--precision=mixed_float16, `precision.wrap`) the decay is added
-    at the same scale, and the optimizer divides the sum back.
+    `grads` are those of the scaled loss, as `gradients` takes them: under loss scaling
+    (--precision=mixed_float16, `precision.wrap`) the decay is added at the same scale,
+    and the optimizer divides the sum back.
 
     Why `after`: tf.function orders each read of a variable before the step's write
     of it by a control edge, and Grappler's dependency optimizer removes some of those
