@@ -73,9 +73,9 @@ class Comparison:
         # not concern (e.g. ce in an eta_lr sweep) has one row.
         self.rows = {}
         for m in self.methods:
-            swept = sweep and sweep[0] in resolve({**self.explicit, "method": m}).semantic_dict()
+            swept = sweep and _concerns(sweep, {**self.explicit, "method": m})
             for v in (sweep[1] if swept else [None]):
-                self.rows[m if v is None else f"{m}-{sweep[0]}{v:g}"] = (
+                self.rows[m if v is None else f"{m}-{sweep[0]}{value_text(v)}"] = (
                     m, {} if v is None else {sweep[0]: v})
         if sweep and all(not swept for _, swept in self.rows.values()):
             raise ConfigError(f"--sweep: {sweep[0]} changes nothing the methods "
@@ -101,7 +101,8 @@ class Comparison:
     def title(self, row):
         """How the table names a row: the method's title, and the swept value."""
         method, swept = self.rows[row]
-        return methods.get(method).title + "".join(f", {k} = {v:g}" for k, v in swept.items())
+        return methods.get(method).title + "".join(f", {k} = {value_text(v)}"
+                                                   for k, v in swept.items())
 
     def labels_path(self, seed):
         return os.path.join(self.dir, "labels", f"seed-{seed}.npz")
@@ -161,26 +162,51 @@ class Comparison:
         if not _needs_stage1(config) or os.path.isfile(os.path.join(config.run_dir, "stage1.json")):
             return
         wanted = json.loads(json.dumps(config.stage1_dict()))
-        for other in self.cells():
-            sibling = self.configs[other]
-            if other == cell or other[1] != cell[1] or not _needs_stage1(sibling):
-                continue
+        labels = _labels(labels_path).tobytes()
+        for folder in self.siblings(cell):
             # What the sibling's folder holds, by its own config.json (an earlier
-            # comparison in this folder may have had other flags).
+            # comparison in this folder may have had other flags) and its labels.
             try:
-                saved = artifacts.read_json(os.path.join(sibling.run_dir, "config.json"))
-            except (OSError, ValueError):
+                saved = artifacts.read_json(os.path.join(folder, "config.json"))
+                same_labels = _labels(os.path.join(folder, "noisy_labels.npz")).tobytes() == labels
+            except (OSError, ValueError, KeyError):
                 continue
-            if not isinstance(saved, dict) or stage1_part(saved) != wanted:
+            if not isinstance(saved, dict) or stage1_part(saved) != wanted or not same_labels:
                 continue
-            files = [os.path.join(sibling.run_dir, n) for n in STAGE1_FILES]
+            files = [os.path.join(folder, n) for n in STAGE1_FILES]
             if all(os.path.isfile(f) for f in files):
-                print(f"stage 1 shared with {sibling.run_dir}", flush=True)
-                files += [f for f in (os.path.join(sibling.run_dir, n) for n in STAGE1_OPTIONAL)
+                print(f"stage 1 shared with {folder}", flush=True)
+                files += [f for f in (os.path.join(folder, n) for n in STAGE1_OPTIONAL)
                           if os.path.isfile(f)]
                 for f in sorted(files, key=lambda f: f.endswith(".json")):  # the json last
                     _copy(f, os.path.join(config.run_dir, os.path.basename(f)))
                 return
+
+    def siblings(self, cell):
+        """The folders a cell may take stage 1 from: the other cells of its seed that train
+        one, then any other run folder in the comparison's folder (e.g. of an earlier
+        comparison there with other --methods or --sweep); `seed_cell` checks each."""
+        config = self.configs[cell]
+        own = [self.configs[o].run_dir for o in self.cells()
+               if o != cell and o[1] == cell[1] and _needs_stage1(self.configs[o])]
+        others = sorted(os.path.join(self.dir, name) for name in os.listdir(self.dir)
+                        if os.path.isfile(os.path.join(self.dir, name, "config.json")))
+        mine = {os.path.abspath(p) for p in [config.run_dir, *own]}
+        return own + [f for f in others if os.path.abspath(f) not in mine]
+
+
+def _concerns(sweep, explicit):
+    """Whether a swept flag changes what the configuration `explicit` computes: a field of
+    its semantic dict, or one whose values change it (--preset sets other fields)."""
+    flag, values = sweep
+    base = resolve(explicit)
+    if flag in base.semantic_dict():
+        return True
+    try:
+        return any(resolve({**explicit, flag: v}).semantic_dict() != base.semantic_dict()
+                   for v in values)
+    except ConfigError:  # a value the cell refuses: its own cell says why
+        return True
 
 
 def _needs_stage1(config):
@@ -340,9 +366,9 @@ def markdown(result, comparison, command=""):
                      f"{stats['n']}/{len(result['seeds'])} |")
     if "sweep" in result:
         sweep = result["sweep"]
-        lines += ["", f"Sweep of --{sweep['flag']} over {', '.join(f'{v:g}' for v in sweep['values'])}; "
+        lines += ["", f"Sweep of --{sweep['flag']} over {', '.join(value_text(v) for v in sweep['values'])}; "
                   "picked by mean validation accuracy: " + "; ".join(
-                      f"{methods.get(m).title}: {'–' if v is None else f'{v:g}'}"
+                      f"{methods.get(m).title}: {'–' if v is None else value_text(v)}"
                       for m, v in sweep["chosen"].items()) + "."]
     if command:
         lines += ["", f"Command: `{command}`"]
@@ -456,10 +482,20 @@ def _methods(names):
     return list(names)
 
 
+def value_text(value):
+    """How a swept value is written in row names and tables: 0.3, 10, crossval."""
+    return value if isinstance(value, str) else f"{value:g}"
+
+
+def _choices(flag):
+    """The values of an enum flag of idn_tf.train, or None for another kind of flag."""
+    return getattr(FLAGS[flag].parser, "enum_values", None) if flag in FLAGS else None
+
+
 def _sweep(text, explicit):
     """--sweep=FLAG=v1,v2,... -> (flag, [values]) or None; ConfigError if FLAG is not a
-    numeric flag a sweep may vary (the cells' own, and the noise's: the labels must stay
-    the same) or a value is not a number of its type."""
+    numeric or a choice flag a sweep may vary (the cells' own, and the noise's: the
+    labels must stay the same) or a value is not one of its type or choices."""
     if not text:
         return None
     from idn_tf import config as config_lib
@@ -468,16 +504,24 @@ def _sweep(text, explicit):
     if not sep or flag not in defaults:
         raise ConfigError(f"--sweep: expected FLAG=v1,v2,... with FLAG a flag of idn_tf.train, "
                           f"got {text!r}")
-    kind = type(defaults[flag])
-    if kind not in (int, float) or flag in (*CELL_FLAGS, *config_lib.NOISE_FIELDS):
-        raise ConfigError(f"--sweep: {flag} cannot be swept (a sweep varies a numeric training "
-                          "flag on the same labels)")
+    kind, choices = type(defaults[flag]), _choices(flag)
+    if (kind not in (int, float) and not choices) or flag in (
+            *CELL_FLAGS, *config_lib.NOISE_FIELDS):
+        raise ConfigError(f"--sweep: {flag} cannot be swept (a sweep varies a numeric or a "
+                          "choice training flag on the same labels)")
     if flag in explicit:
         raise ConfigError(f"--sweep: --{flag} is given too; give its values in --sweep only")
-    try:
-        parsed = [kind(v) if kind is float else int(v, 10) for v in values.split(",")]
-    except ValueError:
-        raise ConfigError(f"--sweep: {flag} takes {kind.__name__} values, got {values!r}") from None
+    if choices:
+        parsed = values.split(",")
+        bad = [v for v in parsed if v not in choices]
+        if bad:
+            raise ConfigError(f"--sweep: {flag} takes one of {', '.join(choices)}, got "
+                              f"{bad[0]!r}")
+    else:
+        try:
+            parsed = [kind(v) if kind is float else int(v, 10) for v in values.split(",")]
+        except ValueError:
+            raise ConfigError(f"--sweep: {flag} takes {kind.__name__} values, got {values!r}") from None
     if len(set(parsed)) != len(parsed) or not parsed:
         raise ConfigError(f"--sweep: give distinct values of {flag}, got {values!r}")
     return flag, parsed

@@ -40,7 +40,7 @@ ARCHITECTURES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "r
 # run and its restart in the same folder.
 NON_SEMANTIC_FIELDS = ("run_dir", "overwrite", "dry_run", "verbose", "jit_compile", "data_dir",
                        "download", "monitor_every", "test_every", "export_dir", "model_name", "strategy",
-                       "deterministic")
+                       "deterministic", "preset")  # a preset's values are the fields it sets
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # = distribution.STRATEGIES
 
 RATE_NOISES = ("ccn", "symmetric")  # the noise types that use --noise_rate
@@ -96,6 +96,7 @@ class Config:
     resize: int = 256
     resize_mode: str = "square"
     method: str = methods.DEFAULT
+    preset: str = "none"
     arch: str = "small_cnn"
     backbone_weights: str = "none"
     normalize: str = "standardize"
@@ -338,6 +339,17 @@ RECIPES = {
 }
 
 
+# Named settings of the method (--preset), applied over the dataset's recipe and under the
+# flags given explicitly. idn_plus is ours (docs/method.md §7.6): the options chosen on noisy
+# validation accuracy on digits (BENCHMARKS.md); flags/idn_plus.cfg writes it out (a test
+# checks they agree).
+PRESETS = {
+    "none": {},
+    "idn_plus": {"psi_source": "crossval", "q_ensemble": 0.7},
+}
+PRESET_NAMES = tuple(PRESETS)
+
+
 def field_names():
     """Every configuration field: `Config`'s own and the registered methods' (flags)."""
     return tuple(field_defaults())
@@ -350,16 +362,19 @@ def field_defaults():
 
 
 def resolve(explicit):
-    """The run's Config: defaults < the dataset's recipe < `explicit` (field -> value).
+    """The run's Config: defaults < the dataset's recipe < the --preset's values <
+    `explicit` (field -> value).
 
-    Raises ConfigError for an unknown dataset or field, or a bad value.
+    Raises ConfigError for an unknown dataset, preset or field, or a bad value.
     """
     unknown = sorted(set(explicit) - set(field_names()))
     if unknown:
         raise ConfigError(f"--{unknown[0]}: not a configuration field")
     dataset = explicit.get("dataset", Config.dataset)
     _check(dataset in RECIPES, "dataset", f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    return Config(**{**RECIPES[dataset], **explicit})
+    preset = explicit.get("preset", Config.preset)
+    _check(preset in PRESETS, "preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return Config(**{**RECIPES[dataset], **PRESETS[preset], **explicit})
 
 
 # Smallest image side each backbone accepts (keras.applications.ResNet50: 32). A copy of
@@ -466,6 +481,7 @@ def validate(c):
     _check(c.mlp_hidden_units >= 1, "mlp_hidden_units", f"must be >= 1, got {c.mlp_hidden_units}")
     _check(c.mlp_epochs >= 1, "mlp_epochs", f"must be >= 1, got {c.mlp_epochs}")
     _check(0.0 <= c.mlp_target_accuracy <= 1.0, "mlp_target_accuracy", f"must be in [0, 1] (0: no target), got {c.mlp_target_accuracy}")
+    _check(c.preset in PRESETS, "preset", f"unknown preset {c.preset!r}; choose one of {', '.join(PRESETS)}")
     _check_file_dataset(c)
     _check_method(c)
     _check(c.arch in ARCHITECTURES, "arch", f"unknown architecture {c.arch!r}; choose one of {', '.join(ARCHITECTURES)}")

@@ -28,7 +28,7 @@ target has settled on its early prediction from being pulled to a wrong label by
 
 import tensorflow as tf
 
-from idn_tf import model, tables
+from idn_tf import model, posterior, tables
 
 # The authors' clamp of the softmax (loss.py: torch.clamp(y_pred, 1e-4, 1.0 - 1e-4)).
 CLAMP = 1e-4
@@ -46,9 +46,8 @@ def target_update(targets, probs, beta):
     momentum β in [0, 1). Returns the new rows [B, K], without gradient to `probs`.
     """
     probs = tf.stop_gradient(probs)
-    normalised = probs / tf.reduce_sum(probs, axis=-1, keepdims=True)
-    targets = tf.cast(targets, probs.dtype)
-    return beta * targets + (1.0 - beta) * normalised
+    return posterior.ensemble_update(targets, probs / tf.reduce_sum(probs, axis=-1, keepdims=True),
+                                     beta)
 
 
 def elr_loss(log_probs, labels, targets, lam, clamp=CLAMP):

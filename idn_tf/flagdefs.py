@@ -12,7 +12,7 @@ import types
 from absl import flags
 
 from idn_tf import config, methods
-from idn_tf.methods.idn import ETA_RULES
+from idn_tf.methods.idn import ETA_RULES, PSI_SOURCES, STAGE2_LR_DECAYS
 from idn_tf.methods.ldmi import BATCHES as DMI_BATCHES
 from idn_tf.methods.pencil import LR_SCHEDULES as PENCIL_LR_SCHEDULES
 from idn_tf.methods.sop import LR_SCHEDULES as SOP_LR_SCHEDULES
@@ -151,6 +151,23 @@ flags.DEFINE_enum("eta_rule", C.eta_rule, ETA_RULES,
 flags.DEFINE_float("eta_eps", C.eta_eps, "ε in the denominator of the paper's rule (Eq. 11).")
 flags.DEFINE_float("eta_min", C.eta_min,
                    "Lower end of the η projection; 0 is the paper's [0, 1], > 0 avoids η = 0 being absorbing.")
+# Our options for stage 2 (docs/method.md §7.6); each default is the paper's setting.
+flags.DEFINE_enum("psi_source", C.psi_source, PSI_SOURCES,
+                  "Where stage 2's ψ comes from: final (the paper: stage 1's last epoch), "
+                  "selected (stage 1's epoch chosen on the validation split) or crossval "
+                  "(out-of-sample, from --psi_folds CE classifiers each trained without one fold).")
+flags.DEFINE_integer("psi_folds", C.psi_folds, "Folds of --psi_source=crossval (>= 2).")
+flags.DEFINE_float("q_ensemble", C.q_ensemble,
+                   "β of the temporal ensemble Eq. 8 takes its predictions from: 0 (the paper) "
+                   "uses the batch's p; β in (0, 1) an exponential moving average of each "
+                   "example's predictions, as ELR's targets.")
+flags.DEFINE_enum("stage2_lr_decay", C.stage2_lr_decay, STAGE2_LR_DECAYS,
+                  "Stage 2's learning-rate steps: recipe (the paper: --lr_decay_epochs) or late "
+                  "(constant --lr until the last of them, then one step).")
+flags.DEFINE_enum("preset", C.preset, config.PRESET_NAMES,
+                  "A named set of the method's settings, applied over the dataset's recipe and "
+                  "under the flags given: none, or idn_plus (ours, chosen on noisy validation "
+                  "on digits; docs/method.md §7.6, flags/idn_plus.cfg).")
 
 # Which method trains the final classifier, and the baselines' own settings (docs/baselines.md).
 # A string checked by `config.validate` against the registry (a method registered later,

@@ -254,6 +254,12 @@ class IDNModel(CrossEntropyModel):
     updates the η of its batch; the update reads and writes only the batch's
     rows (O(B) whatever N is).
 
+    With `q_ensemble` β > 0 (docs/method.md §7.6; the paper: 0) a third table,
+    `ensemble_table` [N, K] (starting at 0), holds each example's exponential moving
+    average of its training-mode predictions (`posterior.ensemble_update`), and Eq. 8
+    takes that average in place of the batch's p: the step moves the batch's rows
+    first, then computes q from them, as ELR's targets are.
+
     Logs, besides loss and accuracy (against observed labels): `eta_mean` and
     `eta_above_half`, the mean of η_i and of 1{η_i > 0.5} over the examples
     seen so far in the epoch (after their update). With every example once
@@ -262,10 +268,13 @@ class IDNModel(CrossEntropyModel):
     """
 
     def __init__(self, classifier, psi, eta_init=0.01, eta_lr=0.5, eta_rule="paper",
-                 eta_eps=1e-4, eta_min=0.0, weight_decay=0.0, **kwargs):
+                 eta_eps=1e-4, eta_min=0.0, weight_decay=0.0, q_ensemble=0.0, **kwargs):
         super().__init__(classifier, weight_decay=weight_decay, **kwargs)
         if eta_rule not in posterior.ETA_RULES:
             raise ValueError(f"eta_rule must be one of {posterior.ETA_RULES}, got {eta_rule!r}")
+        if not 0.0 <= q_ensemble < 1.0:
+            raise ValueError(f"q_ensemble must be in [0, 1), got {q_ensemble}")
+        self.q_ensemble = float(q_ensemble)
         self.eta_lr = float(eta_lr)
         self.eta_rule = eta_rule
         self.eta_eps = float(eta_eps)
@@ -276,6 +285,11 @@ class IDNModel(CrossEntropyModel):
         self.psi_table = tables.ExampleTable(self, "psi", (num_examples,), 1.0)
         self.psi_table.assign(psi)
         self.eta, self.psi = self.eta_table.variable, self.psi_table.variable
+        self.ensemble_table = None
+        if self.q_ensemble:  # a weight only when used: the paper's runs keep their weights
+            num_classes = int(classifier.output_shape[-1])
+            self.ensemble_table = tables.ExampleTable(self, "q_ensemble",
+                                                      (num_examples, num_classes), 0.0)
         self.eta_update_enabled = self.add_weight(
             shape=(), dtype="bool", initializer="zeros", trainable=False,
             name="eta_update_enabled")
@@ -299,9 +313,18 @@ class IDNModel(CrossEntropyModel):
             eta = tf.where(batch["is_clean"], tf.zeros_like(eta), eta)
         return ids, eta, self.psi_table.gather(ids)
 
+    def _ensemble_rows(self, batch, log_probs):
+        """The batch's rows of the ensemble table after this visit [B, K]."""
+        ids = tf.cast(batch["index"], tf.int64)
+        return posterior.ensemble_update(self.ensemble_table.gather(ids), tf.exp(log_probs),
+                                         self.q_ensemble)
+
     def targets(self, batch, log_probs):
-        """Predicting step (Eq. 8): q from log p and the batch's η, ψ."""
+        """Predicting step (Eq. 8): q from log p (or the batch's updated ensemble) and
+        the batch's η, ψ."""
         _, eta, psi = self._rows(batch)
+        if self.ensemble_table is not None:
+            log_probs = tf.math.log(self._ensemble_rows(batch, log_probs))
         return posterior.posterior_from_log_probs(log_probs, batch["label"], eta, psi)
 
     def after_update(self, batch, targets, log_probs):
@@ -312,6 +335,8 @@ class IDNModel(CrossEntropyModel):
         the write could not hold the replicas' synchronisation in the table's scatter.
         """
         ids, eta, psi = self._rows(batch)
+        if self.ensemble_table is not None:  # the rows `targets` used, stored
+            self.ensemble_table.scatter(ids, self._ensemble_rows(batch, log_probs))
         new_eta = posterior.eta_step(
             targets, batch["label"], eta, psi, self.eta_lr,
             rule=self.eta_rule, eps=self.eta_eps, eta_min=self.eta_min)

@@ -124,7 +124,8 @@ def accuracy_curves(path, stages):
 
 
 def sweep_figure(flag, values, series):
-    """The paper's Fig. 3 for any flag: accuracy (%) against the swept value.
+    """The paper's Fig. 3 for any flag: accuracy (%) against the swept value (numbers,
+    or the choices of a choice flag, evenly spaced).
 
     series: ordered mapping, method title -> dict of "validation" and "test": lists of
     (mean, std) per value, fractions in [0, 1] (NaN: no cell done). Validation solid,
@@ -132,7 +133,8 @@ def sweep_figure(flag, values, series):
     """
     fig = _new_figure(SWEEP_SIZE, layout="constrained")
     ax = fig.subplots()
-    x = np.asarray(values, np.float64)
+    numeric = all(not isinstance(v, str) for v in values)
+    x = np.asarray(values if numeric else range(len(values)), np.float64)
     for i, (title, curves) in enumerate(series.items()):
         color = f"C{i}"
         for key, style in (("validation", "-"), ("test", "--")):
@@ -142,7 +144,9 @@ def sweep_figure(flag, values, series):
                         color=color, capsize=3, label=f"{title}: {key}")
     ax.set_xlabel(flag)
     ax.set_ylabel("accuracy (%), selected epoch")
-    if len(x) and (x > 0).all() and x.max() / x.min() >= 100:
+    if not numeric:  # a choice flag: one tick per value
+        ax.set_xticks(x, [str(v) for v in values])
+    elif len(x) and (x > 0).all() and x.max() / x.min() >= 100:
         ax.set_xscale("log")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")

@@ -126,3 +126,16 @@ def eta_objective(q, labels, eta, psi):
     q = tf.convert_to_tensor(q)
     log_lik = _log_noise_likelihood(labels, eta, psi, tf.shape(q)[-1], q.dtype)
     return tf.reduce_sum(tf.math.multiply_no_nan(log_lik, q), axis=-1)
+
+
+def ensemble_update(ensemble, probs, beta):
+    """One visit's exponential moving average of an example's predictions:
+    e ← β·e + (1 − β)·p (rows [B, K]; β in [0, 1); no gradient to `probs`).
+
+    The temporal ensemble of ELR's targets (Liu et al., NeurIPS 2020) and of the method's
+    --q_ensemble (docs/method.md §7.6). From e = 0, v visits give Σ_k e_k = 1 − β^v: a
+    scale Eq. 8 does not see (q is normalised over the classes), so the first visits need
+    no bias correction there.
+    """
+    probs = tf.stop_gradient(tf.convert_to_tensor(probs))
+    return beta * tf.cast(ensemble, probs.dtype) + (1.0 - beta) * probs

@@ -185,16 +185,53 @@ def select(train_model, best, logs, data, config):
             "test_accuracy": accuracy}
 
 
-def train_cross_entropy(config, data, labels):
+def train_cross_entropy(config, data, labels, stage="stage1"):
     """Stage 1: plain CE on the observed `labels`. Returns (classifier, StageResult).
 
     With clean examples mixed in (`views.FileData`, row #8) they are half of every
-    batch here too, so the CE baseline sees the same data as the method.
+    batch here too, so the CE baseline sees the same data as the method. `stage` names
+    its backup and TensorBoard folders (a fold of `crossval_psi` is trained so too).
     """
     with model_scope(config):
         classifier = new_classifier(config, data)
         ce = model.CrossEntropyModel(classifier, weight_decay=config.weight_decay)
-    return classifier, fit(ce, config, data, labels, "stage1")
+    return classifier, fit(ce, config, data, labels, stage)
+
+
+def fold_stage(k):
+    """The stage name of fold `k` (1-based) of `crossval_psi`: its backup and TensorBoard
+    folders."""
+    return f"psi_fold{k}"
+
+
+def crossval_psi(config, data, labels, folds):
+    """Out-of-sample ψ (--psi_source=crossval, docs/method.md §7.6): float32 [N].
+
+    The N training rows are split into `folds` folds stratified by the observed label
+    (`holdout.fold_rows`, seeded by --seed). For each fold a classifier is trained as
+    stage 1 is (the same recipe, initial weights and validation split) on the other
+    folds' rows, and ψ_i of the fold's rows is its last epoch's probability of their
+    observed label (`estimate_psi`): no ψ_i comes from a network that saw ỹ_i.
+    A fold resumes from its backup (`fold_stage`); the caller removes the backups.
+    """
+    from idn_tf.data import holdout
+    psi = np.zeros(len(labels), np.float32)
+    for k, rows in enumerate(holdout.fold_rows(labels, folds, config.seed), 1):
+        runfolder.banner(f"ψ fold {k} of {folds}: cross-entropy on {len(labels) - len(rows)} "
+                         f"rows, ψ of the other {len(rows)}")
+        view, fit_labels = data.without(rows, labels)
+        classifier, _ = train_cross_entropy(config, view, fit_labels, stage=fold_stage(k))
+        held, held_labels = data.without(np.setdiff1d(np.arange(len(labels)), rows), labels)
+        psi[rows] = estimate_psi(classifier, held, held_labels, config.batch_size)
+    return psi
+
+
+def selected_psi(config, data, labels, weights):
+    """ψ (`estimate_psi`) of stage 1's classifier with `weights` (the epoch chosen on the
+    validation split: --psi_source=selected, docs/method.md §7.6)."""
+    classifier = new_classifier(config, data)
+    classifier.set_weights(weights)
+    return estimate_psi(classifier, data, labels, config.batch_size)
 
 
 def estimate_transition(classifier, examples, batch_size, percentile):

@@ -52,3 +52,30 @@ def training_rows(n, validation):
     keep = np.ones(n, bool)
     keep[np.asarray(validation, np.int64)] = False
     return np.flatnonzero(keep).astype(np.int64)
+
+
+# The K-fold split's stream (--psi_source=crossval), again its own.
+FOLD_STREAM = 0xF01D_5EED
+
+
+def fold_rows(labels, folds, seed):
+    """K disjoint folds of the training rows, stratified by the observed label: a list of
+    `folds` sorted int64 arrays that together hold every row of `labels` once.
+
+    The examples labelled c are shuffled (numpy's generator seeded with (`seed`,
+    `FOLD_STREAM`)) and dealt to the folds in turn, starting each class at the fold
+    after the one the previous class ended on, so the folds' sizes differ by at most
+    one. DataError when a fold would be empty (fewer rows than folds).
+    """
+    labels = np.asarray(labels, np.int64)
+    if folds < 2 or len(labels) < folds:
+        raise DataError(f"--psi_folds: {folds} folds of {len(labels)} training examples; "
+                        "give 2 or more, and at most one per example")
+    rng = np.random.default_rng([seed, FOLD_STREAM])
+    assigned = np.empty(len(labels), np.int64)
+    start = 0
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        assigned[members] = (start + np.arange(len(members))) % folds
+        start = (start + len(members)) % folds
+    return [np.flatnonzero(assigned == k).astype(np.int64) for k in range(folds)]

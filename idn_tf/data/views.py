@@ -140,16 +140,24 @@ class ArrayData:
     def hold_out(self, rows, labels):
         """(the view of the training rows not in `rows`, those rows' `labels`); the
         held-out rows, with their observed `labels`, become the validation split."""
-        from idn_tf.data import holdout
         rows = np.asarray(rows, np.int64)
         if not len(rows):
             return self, np.asarray(labels)
         train, labels = self.train, np.asarray(labels)
+        held = Split(train.images[rows], labels[rows], train.clean_labels[rows])
+        return self.without(rows, labels, validation=held)
+
+    def without(self, rows, labels, validation=None):
+        """(the view of the training rows not in `rows`, their `labels`), validating on
+        `validation` (a `dataset.Split`; default: this view's validation split). A fold
+        of --psi_source=crossval trains on it."""
+        from idn_tf.data import holdout
+        train, labels = self.train, np.asarray(labels)
         keep = holdout.training_rows(len(train), rows)
         kept = Split(train.images[keep], train.labels[keep], train.clean_labels[keep])
-        held = Split(train.images[rows], labels[rows], train.clean_labels[rows])
         view = ArrayData(dataclasses.replace(self.dataset, train=kept), self.augment,
-                         self.padding, validation=held, rows=self.rows[keep])
+                         self.padding, rows=self.rows[keep],
+                         validation=self.validation if validation is None else validation)
         return view, labels[keep]
 
     def unaugmented(self, batch_size):
@@ -288,19 +296,26 @@ class FileData:
         """(the view of the training rows not in `rows`, those rows' `labels`): the held-out
         rows, with their observed `labels`, become the validation split. Clothing1M holds
         nothing out (it has its own list)."""
-        from idn_tf.data import holdout
         rows, labels = np.asarray(rows, np.int64), np.asarray(labels)
         if not len(rows):
             return self, labels
         if len(self.data.clean_val):
             raise ValueError("this file source validates on its own list; nothing is held out")
         train = self.train
+        held = FileSplit(train.paths[rows], labels[rows], train.clean_labels[rows],
+                         np.arange(len(rows), dtype=np.int64))
+        return self.without(rows, labels, validation=held)
+
+    def without(self, rows, labels, validation=None):
+        """(the view of the training rows not in `rows`, their `labels`), validating on
+        `validation` (a `dataset.FileSplit`; default: this view's validation split)."""
+        from idn_tf.data import holdout
+        train, labels = self.train, np.asarray(labels)
         keep = holdout.training_rows(len(train), rows)
         kept = FileSplit(train.paths[keep], train.labels[keep], train.clean_labels[keep],
                          np.arange(len(keep), dtype=np.int64))
-        held = FileSplit(train.paths[rows], labels[rows], train.clean_labels[rows],
-                         np.arange(len(rows), dtype=np.int64))
-        view = FileData(dataclasses.replace(self.data, noisy=kept, clean_val=held),
+        clean_val = self.data.clean_val if validation is None else validation
+        view = FileData(dataclasses.replace(self.data, noisy=kept, clean_val=clean_val),
                         rows=self.rows[keep], **self._options)
         return view, labels[keep]
 

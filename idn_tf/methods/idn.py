@@ -8,6 +8,7 @@ score of a wrong label.
 """
 
 import hashlib
+import os
 
 from idn_tf.errors import check
 from idn_tf.methods.base import Method
@@ -15,6 +16,14 @@ from idn_tf.methods.base import Method
 # Kept here rather than imported so that checking a configuration never imports
 # TensorFlow; a test checks they equal posterior.ETA_RULES.
 ETA_RULES = ("paper", "exact")
+# Where stage 2's ψ comes from (docs/method.md §7.6): stage 1's last epoch (the paper), its
+# epoch chosen on the validation split, or K-fold out-of-sample CE classifiers.
+PSI_SOURCES = ("final", "selected", "crossval")
+# Stage 2's learning-rate steps: the recipe's, or only its last one (constant until then).
+STAGE2_LR_DECAYS = ("recipe", "late")
+# Our options (docs/method.md §7.6), and their paper settings: at those they are left out
+# of the configuration a run folder records, so runs made before they existed still match.
+OPTIONS = {"psi_source": "final", "psi_folds": 4, "q_ensemble": 0.0, "stage2_lr_decay": "recipe"}
 
 
 class IDN(Method):
@@ -25,11 +34,11 @@ class IDN(Method):
     short = "method"
     mixes_clean = True
     audits_labels = True
-    files = ("eta.npy",)
+    files = ("eta.npy", "psi_folds.npy", "psi_folds.json")
     # The digits recipe's values (docs/method.md §3 has the paper's): α₁ = 0.3 was chosen
     # by benchmark on digits (BENCHMARKS.md); the paper's CIFAR values are 0.5 / 0.7.
     fields = {"eta_init": 0.01, "eta_lr": 0.3, "eta_start_epoch": 3, "eta_every": 2,
-              "eta_rule": "paper", "eta_eps": 1e-4, "eta_min": 0.0}
+              "eta_rule": "paper", "eta_eps": 1e-4, "eta_min": 0.0, **OPTIONS}
 
     @property
     def stage_names(self):
@@ -49,12 +58,74 @@ class IDN(Method):
         check(c.eta_eps > 0, "eta_eps", f"must be positive, got {c.eta_eps}")
         check(0.0 <= c.eta_min <= c.eta_init, "eta_min",
               f"must be in [0, eta_init={c.eta_init}], got {c.eta_min}")
+        check(c.psi_source in PSI_SOURCES, "psi_source",
+              f"unknown source {c.psi_source!r}; choose one of {', '.join(PSI_SOURCES)}")
+        check(c.psi_folds >= 2, "psi_folds", f"must be >= 2, got {c.psi_folds}")
+        check(0.0 <= c.q_ensemble < 1.0, "q_ensemble", f"must be in [0, 1), got {c.q_ensemble}")
+        check(c.stage2_lr_decay in STAGE2_LR_DECAYS, "stage2_lr_decay",
+              f"unknown schedule {c.stage2_lr_decay!r}; choose one of "
+              f"{', '.join(STAGE2_LR_DECAYS)}")
+        if c.method == self.name:
+            check(c.psi_source != "selected" or c.has_validation(), "psi_source",
+                  "selected takes ψ from stage 1's epoch chosen on the validation split, and "
+                  "this run has none; give --val_fraction > 0, or use final or crossval")
+
+    def semantic_fields(self, c):
+        """The paper's fields, and our options where they differ from the paper's setting
+        (--psi_folds only with --psi_source=crossval)."""
+        return tuple(f for f in self.fields if f not in OPTIONS
+                     or (f == "psi_folds" and c.psi_source == "crossval")
+                     or (f != "psi_folds" and getattr(c, f) != OPTIONS[f]))
+
+    def stage_config(self, config):
+        """Stage 2's configuration: --stage2_lr_decay=late keeps the rate constant until the
+        recipe's last step, then takes that one step (×lr_decay_factor)."""
+        if config.stage2_lr_decay == "recipe" or not config.lr_decay_epochs:
+            return config
+        import dataclasses
+        return dataclasses.replace(config, lr_decay_epochs=(max(config.lr_decay_epochs),))
+
+    def psi(self, run):
+        """Stage 2's ψ [N] from --psi_source (docs/method.md §7.6); crossval's is the stage
+        psi_folds (psi_folds.npy, reused on restart)."""
+        from idn_tf import artifacts, runfolder, stages
+        config, folder, stage1 = run.config, run.folder, run.stage1
+        if config.psi_source == "final":
+            return stage1.value
+        if config.psi_source == "selected":
+            weights = stage1.result.selected_weights
+            if weights is None:
+                weights = folder.selected_weights("stage1")
+            psi = stages.selected_psi(config, run.data, run.labels, weights)
+            epoch = (stage1.result.selection or {}).get("epoch")
+            print(f"ψ from stage 1's epoch {epoch} (chosen on validation): mean {psi.mean():.3f}",
+                  flush=True)
+            return psi
+
+        def train():
+            psi = stages.crossval_psi(config, run.data, run.labels, config.psi_folds)
+            print(f"ψ out of {config.psi_folds} folds: mean {psi.mean():.3f}", flush=True)
+            return runfolder.Trained(None, runfolder.StageResult(float("nan"), {}, {}), value=psi)
+
+        def save(trained):
+            folder.write(artifacts.write_npy, "psi_folds.npy", trained.value)
+
+        def load(result, extra):
+            return runfolder.Trained(None, result, value=folder.array("psi_folds.npy",
+                                                                      len(run.labels)))
+
+        psi = folder.stage("psi_folds", "ψ folds", ("psi_folds.npy",), train, save, load,
+                           training=f"ψ from {config.psi_folds} folds: out-of-sample "
+                                    "cross-entropy classifiers").value
+        folder.remove([os.path.join("backup", stages.fold_stage(k))
+                       for k in range(1, config.psi_folds + 1)])
+        return psi
 
     def train(self, run):
         """Stage 2: eta.npy, classifier.weights.h5 and stage2.json, reused on restart."""
         from idn_tf import artifacts, distribution, runfolder
         config, folder = run.config, run.folder
-        psi = run.stage1.value
+        psi = self.psi(run)
 
         def fresh():
             idn, result = fit_model(config, run.data, run.labels, psi)
@@ -92,7 +163,7 @@ def new_model(config, data, psi):
             stages.new_classifier(config, data), psi=data.table_psi(psi),
             eta_init=data.initial_eta(config.eta_init), eta_lr=config.eta_lr,
             eta_rule=config.eta_rule, eta_eps=config.eta_eps, eta_min=config.eta_min,
-            weight_decay=config.weight_decay)
+            weight_decay=config.weight_decay, q_ensemble=config.q_ensemble)
 
 
 def fit_model(config, data, labels, psi):
@@ -101,7 +172,8 @@ def fit_model(config, data, labels, psi):
     from idn_tf import callbacks, stages
     idn = new_model(config, data, psi)
     schedule = callbacks.pga_schedule(config.eta_start_epoch, config.eta_every)
-    return idn, stages.fit(idn, config, data, labels, "stage2", [callbacks.PGACallback(schedule)])
+    return idn, stages.fit(idn, METHOD.stage_config(config), data, labels, "stage2",
+                           [callbacks.PGACallback(schedule)])
 
 
 METHOD = IDN()

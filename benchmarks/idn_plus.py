@@ -1,0 +1,110 @@
+"""Benchmark: the method's options of issue 21 (docs/method.md §7.6), each alone and as the
+preset, beside the paper's setting, CE and Tanaka; digits, 5 seeds × {k-means IDN, CCN 0.4}.
+
+    python benchmarks/idn_plus.py                       # both noises, one after the other
+    python benchmarks/idn_plus.py --noises=ccn0.4       # one noise (run two in parallel)
+    python benchmarks/idn_plus.py --report              # the tables from the cells on disk
+
+Every row is one `python -m idn_tf.compare` into <out>/<noise>/ (the same labels per seed;
+stage 1 is trained once per seed and shared, `Comparison.siblings`): the paper's setting and
+Tanaka, then one sweep per option. The report reads each cell's results.json and prints,
+per row, the mean ± std over the seeds of the selected epoch's noisy validation accuracy
+(what chooses) and test accuracy (what is quoted), the last epoch's test accuracy and the
+CE baseline (stage 1's selected epoch); then the choice: for each option, the value of the
+highest mean validation accuracy over both noises (the test set decides nothing).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+NOISES = {"kmeans": ["--noise=kmeans"], "ccn0.4": ["--noise=ccn", "--noise_rate=0.4"]}
+# (key, compare arguments): the comparisons, in the order they run.
+ROWS = (
+    ("paper", ["--methods=idn,tanaka"]),  # the paper's setting (and CE, its stage 1), Tanaka
+    ("psi", ["--methods=idn", "--sweep=psi_source=selected,crossval"]),
+    ("q", ["--methods=idn", "--sweep=q_ensemble=0.5,0.7,0.9"]),
+    ("lr", ["--methods=idn", "--sweep=stage2_lr_decay=late"]),
+    ("eta_min", ["--methods=idn", "--sweep=eta_min=0.001"]),
+    ("eta_rule", ["--methods=idn", "--sweep=eta_rule=exact"]),
+    ("preset", ["--methods=idn", "--sweep=preset=idn_plus"]),
+)
+
+
+def run(noise, seeds, out, rows):
+    folder = os.path.join(out, noise)
+    for key, extra in ROWS:
+        if rows and key not in rows:
+            continue
+        command = [sys.executable, "-m", "idn_tf.compare", "--dataset=digits", *NOISES[noise],
+                   f"--seeds={seeds}", f"--compare_dir={folder}", "--verbose=0",
+                   "--monitor_every=1000", *extra]
+        print(" ".join(command), flush=True)
+        subprocess.run(command, check=True)
+
+
+def cells(folder):
+    """{row name: {seed: results.json}} of every finished cell in `folder`."""
+    found = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name, "results.json")
+        row, _, seed = name.rpartition("-")
+        if os.path.isfile(path) and seed.isdigit():
+            with open(path) as f:
+                found.setdefault(row, {})[int(seed)] = json.load(f)
+    return found
+
+
+def stats(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    return f"{100 * np.mean(values):.2f} ± {100 * np.std(values):.2f}"
+
+
+KEYS = (("validation (selected epoch)", "method_validation_accuracy"),
+        ("test, selected", "method_test_accuracy_selected"),
+        ("test, last", "method_test_accuracy"))
+
+
+def report(out, noises):
+    by_noise = {n: cells(os.path.join(out, n)) for n in noises if os.path.isdir(os.path.join(out, n))}
+    names = sorted({r for found in by_noise.values() for r in found},
+                   key=lambda r: (r != "idn", r != "tanaka", r))
+    head = "| row | " + " | ".join(f"{n}: {k}" for n in by_noise for k, _ in KEYS) + " | seeds |"
+    lines = [head, "|" + "---|" * (2 + len(KEYS) * len(by_noise))]
+    ce = {n: [r.get("ce_test_accuracy_selected") for r in found.get("idn", {}).values()]
+          for n, found in by_noise.items()}
+    lines.append("| CE (stage 1, selected) | " + " | ".join(
+        " | ".join(["–", stats(ce[n]), "–"]) for n in by_noise) + " | |")
+    for name in names:
+        parts, seeds = [], set()
+        for n, found in by_noise.items():
+            runs = found.get(name, {})
+            seeds |= set(runs)
+            parts += [stats([r.get(key) for r in runs.values()]) for _, key in KEYS]
+        lines.append(f"| {name} | " + " | ".join(parts) + f" | {len(seeds)} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--noises", default=",".join(NOISES))
+    parser.add_argument("--out", default="benchmark-runs/idn-plus")
+    parser.add_argument("--rows", default="", help="only these comparisons (keys of ROWS, comma-separated)")
+    parser.add_argument("--report", action="store_true", help="only print the tables")
+    args = parser.parse_args()
+    noises = args.noises.split(",")
+    if not args.report:
+        for noise in noises:
+            run(noise, args.seeds, args.out, [r for r in args.rows.split(",") if r])
+    print(report(args.out, noises))
+
+
+if __name__ == "__main__":
+    main()
