@@ -93,6 +93,7 @@ OUT_OF_RANGE = {
     "sop_lr_u": "-1", "sop_lr_v": "-10", "sop_init_std": "0", "sop_balance": "-0.1",
     "dividemix_lambda_u": "-1", "dividemix_p_threshold": "1", "dividemix_temperature": "0",
     "dividemix_alpha": "0", "dividemix_warmup_epochs": "-1", "dividemix_rampup_epochs": "-1",
+    "psi_folds": "1", "q_ensemble": "1",
 }
 
 for _name, _value in OUT_OF_RANGE.items():
@@ -115,6 +116,11 @@ row("positional-argument", "3", expect="unexpected arguments '3'")
 row("flagfile-missing", "--flagfile=missing.cfg", expect="missing.cfg")
 
 # Flags that are wrong together (or for the data).
+row("psi_source=selected-without-validation", "--psi_source=selected", "--val_fraction=0",
+    expect="--psi_source")
+row("q_ensemble=-0.1", "--q_ensemble=-0.1", expect="--q_ensemble")
+row("psi_folds-above-the-examples", "--psi_source=crossval", "--psi_folds=5000",
+    expect="--psi_folds")
 row("npz-without-npz_path", "--dataset=npz", expect="--npz_path")
 row("arch-too-big-for-the-images", "--arch=resnet50", expect="--arch")  # digits are 8x8
 row("backbone_weights-without-resnet50", "--backbone_weights=imagenet",

@@ -124,11 +124,12 @@ MODELS = {
     "sop": lambda: sop.SOPModel(mirrored.dense_classifier(weights(1)), N, K, lr_u=5.0, lr_v=5.0,
                                 init_std=0.3, weight_decay=0.05, seed=3),
     # The other train_steps, as tests/test_step_ordering.py builds them.
-    **{name: ordering.MODELS[name] for name in ("idn", "tanaka", "elr", "coteaching")},
+    **{name: ordering.MODELS[name] for name in ("idn", "idn_q_ensemble", "tanaka", "elr",
+                                                "coteaching")},
     "dividemix": lambda: ordering.dividemix_model(warming_up=False),
 }
 # What a step moves: the networks' kernel and bias, and each method's own tables.
-MOVED = {"ce": 2, "pencil": 3, "sop": 4, "idn": 3, "tanaka": 4, "elr": 3, "coteaching": 4,
+MOVED = {"ce": 2, "pencil": 3, "sop": 4, "idn": 3, "idn_q_ensemble": 4, "tanaka": 4, "elr": 3, "coteaching": 4,
          "dividemix": 4}
 
 
@@ -141,7 +142,7 @@ def test_a_loss_scaled_step_equals_the_plain_step(name):
         m = MODELS[name]()
         if name == "pencil":
             m.phase.assign(2)  # the joint phase: the label rows get their gradient step
-        if name == "idn":
+        if name.startswith("idn"):
             m.eta_update_enabled.assign(True)
         m.compile(optimizer=optimizer)
         initial = [w.numpy() for w in m.weights]

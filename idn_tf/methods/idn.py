@@ -70,6 +70,13 @@ class IDN(Method):
                   "selected takes ψ from stage 1's epoch chosen on the validation split, and "
                   "this run has none; give --val_fraction > 0, or use final or crossval")
 
+    def preflight(self, config, data):
+        """--psi_source=crossval: every fold must get rows (ConfigError before any training)."""
+        if config.method == self.name and config.psi_source == "crossval":
+            n = len(data.train)
+            check(config.psi_folds <= n, "psi_folds",
+                  f"{config.psi_folds} folds of {n} training examples; at most one per example")
+
     def semantic_fields(self, c):
         """The paper's fields, and our options where they differ from the paper's setting
         (--psi_folds only with --psi_source=crossval)."""
