@@ -23,23 +23,30 @@ import sys
 import numpy as np
 
 NOISES = {"kmeans": ["--noise=kmeans"], "ccn0.4": ["--noise=ccn", "--noise_rate=0.4"]}
-# (key, compare arguments): the comparisons, in the order they run.
+# (key, sub-folder, compare arguments): the comparisons, in the order they run. The options
+# alone share <out>/<noise>/; a combination (a flag given to every cell, then a sweep) has
+# a sub-folder of its own, as its cells' names would be those of a single option's.
 ROWS = (
-    ("paper", ["--methods=idn,tanaka"]),  # the paper's setting (and CE, its stage 1), Tanaka
-    ("psi", ["--methods=idn", "--sweep=psi_source=selected,crossval"]),
-    ("q", ["--methods=idn", "--sweep=q_ensemble=0.5,0.7,0.9"]),
-    ("lr", ["--methods=idn", "--sweep=stage2_lr_decay=late"]),
-    ("eta_min", ["--methods=idn", "--sweep=eta_min=0.001"]),
-    ("eta_rule", ["--methods=idn", "--sweep=eta_rule=exact"]),
-    ("preset", ["--methods=idn", "--sweep=preset=idn_plus"]),
+    ("paper", "", ["--methods=idn,tanaka"]),  # the paper's setting (and CE, its stage 1), Tanaka
+    ("psi", "", ["--methods=idn", "--sweep=psi_source=selected,crossval"]),
+    ("q", "", ["--methods=idn", "--sweep=q_ensemble=0.5,0.7,0.9"]),
+    ("lr", "", ["--methods=idn", "--sweep=stage2_lr_decay=late"]),
+    ("eta_min", "", ["--methods=idn", "--sweep=eta_min=0.001"]),
+    ("eta_rule", "", ["--methods=idn", "--sweep=eta_rule=exact"]),
+    # Combinations of the options alone that raised validation accuracy on one noise.
+    ("eta_min+q", "eta_min0.001", ["--methods=idn", "--eta_min=0.001",
+                                    "--sweep=q_ensemble=0.5,0.9"]),
+    ("crossval+eta_min", "psi_sourcecrossval", ["--methods=idn", "--psi_source=crossval",
+                                                 "--sweep=eta_min=0.001"]),
+    ("preset", "", ["--methods=idn", "--sweep=preset=idn_plus"]),
 )
 
 
 def run(noise, seeds, out, rows):
-    folder = os.path.join(out, noise)
-    for key, extra in ROWS:
+    for key, sub, extra in ROWS:
         if rows and key not in rows:
             continue
+        folder = os.path.join(out, noise, sub)
         command = [sys.executable, "-m", "idn_tf.compare", "--dataset=digits", *NOISES[noise],
                    f"--seeds={seeds}", f"--compare_dir={folder}", "--verbose=0",
                    "--monitor_every=1000", *extra]
@@ -47,15 +54,18 @@ def run(noise, seeds, out, rows):
         subprocess.run(command, check=True)
 
 
-def cells(folder):
-    """{row name: {seed: results.json}} of every finished cell in `folder`."""
+def cells(folder, prefix=""):
+    """{row name: {seed: results.json}} of every finished cell in `folder` and its
+    combination sub-folders (rows "<sub-folder>+<row>")."""
     found = {}
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name, "results.json")
         row, _, seed = name.rpartition("-")
         if os.path.isfile(path) and seed.isdigit():
             with open(path) as f:
-                found.setdefault(row, {})[int(seed)] = json.load(f)
+                found.setdefault(prefix + row, {})[int(seed)] = json.load(f)
+        elif not prefix and name in {sub for _, sub, _ in ROWS if sub}:
+            found.update(cells(os.path.join(folder, name), prefix=name + "+"))
     return found
 
 

@@ -166,13 +166,15 @@ class Config:
         return out
 
     def run_name(self):
-        """<dataset>[-<label set>]-<noise>[<rate>][-<method>]-<seed>: distinct for every
-        paper row; the default method (the paper's) leaves its name out.
+        """<dataset>[-<label set>]-<noise>[<rate>][-<method>][-<preset>]-<seed>: distinct
+        for every paper row and its --preset sibling; the default method (the paper's) and
+        no preset leave their names out.
 
-        Clothing1M (real noise): clothing1m[-subset<fraction>][-mix][-<method>]-<seed>.
+        Clothing1M (real noise): clothing1m[-subset<fraction>][-mix][-<method>][-<preset>]-<seed>.
         The fine-tuning of row #10 continues row #7's run in the same folder.
         """
         parts = [self.setting_name()] + ([self.method] if self.method != methods.DEFAULT else [])
+        parts += [self.preset] if self.preset != "none" else []
         return "-".join(parts + [str(self.seed)])
 
     def setting_name(self):
