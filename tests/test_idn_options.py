@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from idn_tf import callbacks, compare, config as config_lib, model, stages, train
+from idn_tf import callbacks, compare, config as config_lib, model, posterior, stages, train
 from idn_tf.data import dataset, holdout, views
 from idn_tf.errors import ConfigError
 from idn_tf.methods import idn
@@ -249,41 +249,23 @@ def parse_flagfile(path):
         flagdefs.FLAGS.unparse_flags()
 
 
-def test_the_preset_is_its_flagfile_and_sits_between_recipe_and_flags():
+def test_the_preset_is_its_flagfile_and_sits_between_recipe_and_flags(monkeypatch):
     given = parse_flagfile(os.path.join(FLAGS_DIR, "idn_plus.cfg"))
-    preset = config_lib.PRESETS["idn_plus"]
-    assert given == preset
-    for dataset_name in ("digits", "cifar10", "clothing1m"):
+    assert given == {"preset": "idn_plus", **config_lib.PRESETS["idn_plus"]}
+    # The order, with a preset that sets something (idn_plus sets nothing today).
+    monkeypatch.setitem(config_lib.PRESETS, "idn_plus", {"eta_min": 0.002, "q_ensemble": 0.5})
+    for dataset_name in ("digits", "cifar10", "cifar100"):
         base = config_lib.resolve({"dataset": dataset_name})
         plus = config_lib.resolve({"dataset": dataset_name, "preset": "idn_plus"})
-        assert {f: getattr(plus, f) for f in preset} == preset
-        changed = {f for f in config_lib.field_names()
-                   if getattr(plus, f) != getattr(base, f)} - {"preset"}
-        assert changed == {f for f, v in preset.items() if getattr(base, f) != v}
-    field, value = next(iter(preset.items()))
-    other = {"q_ensemble": 0.5, "psi_source": "final", "eta_min": 0.002}.get(field)
-    assert getattr(config_lib.resolve({"preset": "idn_plus", field: other}), field) == other
+        assert (plus.eta_min, plus.q_ensemble) == (0.002, 0.5)  # over the recipe
+        changed = {f for f in config_lib.field_names() if getattr(plus, f) != getattr(base, f)}
+        assert changed - {"run_dir", "model_name"} == {"preset", "eta_min", "q_ensemble"}
+        assert plus.run_name() == base.run_name()[:-2] + "-idn_plus-0"
+    explicit = config_lib.resolve({"preset": "idn_plus", "eta_min": 0.001})
+    assert (explicit.eta_min, explicit.q_ensemble) == (0.001, 0.5)  # under the flags given
+    assert "preset" not in explicit.semantic_dict()  # what it sets is recorded, not its name
     with pytest.raises(ConfigError, match="--preset"):
         config_lib.resolve({"preset": "idn_best"})
-
-
-def test_every_preset_sibling_flagfile_is_its_row_with_the_preset():
-    siblings = [n for n in os.listdir(FLAGS_DIR) if n.endswith("_idn_plus.cfg")]
-    assert len(siblings) >= 10
-    for name in siblings:
-        row = name.replace("_idn_plus.cfg", ".cfg")
-        base = parse_flagfile(os.path.join(FLAGS_DIR, row))
-        plus = parse_flagfile(os.path.join(FLAGS_DIR, name))
-        expected = {**base, **config_lib.PRESETS["idn_plus"], **SIBLING_EXTRA.get(
-            config_lib.resolve(base).dataset, {})}
-        if not config_lib.resolve(base).has_validation():
-            expected.update(SIBLING_EXTRA["no_validation"])
-        assert plus == expected, name
-        config_lib.validate(config_lib.resolve(plus))
-
-
-# What a sibling adds besides the preset (none unless the preset needs a validation split).
-SIBLING_EXTRA = {"no_validation": {}}
 
 
 def test_late_decay_keeps_only_the_last_step():
@@ -305,13 +287,17 @@ def test_psi_selected_needs_a_validation_split():
 # ---------------------------------------------------------------------------------------
 # compare: sweeps of a choice flag, stage 1 from another comparison in the folder
 
-def test_a_choice_flag_and_the_preset_can_be_swept():
+def test_a_choice_flag_and_the_preset_can_be_swept(monkeypatch):
     assert compare._sweep("psi_source=selected,crossval", {}) == (
         "psi_source", ["selected", "crossval"])
     with pytest.raises(ConfigError, match="one of final, selected, crossval"):
         compare._sweep("psi_source=selected,best", {})
     with pytest.raises(ConfigError, match="cannot be swept"):
         compare._sweep("noise=ccn,kmeans", {})
+    with pytest.raises(ConfigError, match="changes nothing"):  # idn_plus is the paper's today
+        compare.Comparison({"dataset": "digits"}, ["idn", "ce"], [0],
+                           sweep=("preset", ["none", "idn_plus"]))
+    monkeypatch.setitem(config_lib.PRESETS, "idn_plus", {"q_ensemble": 0.5})
     c = compare.Comparison({"dataset": "digits"}, ["idn", "ce"], [0],
                            sweep=("preset", ["none", "idn_plus"]))
     assert list(c.rows) == ["idn-presetnone", "idn-presetidn_plus", "ce"]
@@ -331,3 +317,30 @@ def test_stage_one_is_looked_for_in_other_run_folders_of_the_comparison(tmp_path
     assert found == ["idn-1", "idn-psi_sourcecrossval-0"]
     c = compare.Comparison({"dataset": "digits"}, ["idn", "ce"], [0], compare_dir=str(tmp_path))
     assert [os.path.basename(f) for f in c.siblings(("idn", 0))][0] == "ce-0"
+
+
+# ---------------------------------------------------------------------------------------
+# What stage 2 is (docs/method.md §7.6): a cross-entropy on the observed label weighted by
+# the posterior probability that it is the true one
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_paper_stage_two_gradient_is_weighted_cross_entropy(seed):
+    rng = np.random.default_rng(seed)
+    b, k = 16, 5
+    logits = tf.constant(rng.normal(size=(b, k)) * 3)
+    labels = rng.integers(0, k, size=b)
+    eta = rng.uniform(0, 1, size=b)
+    eta[:3] = [0.0, 1.0, 0.5]
+    psi = rng.uniform(0.05, 1.0, size=b)
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        log_p = tf.nn.log_softmax(logits)
+        q = posterior.posterior_from_log_probs(log_p, labels, eta, psi)
+        loss = -tf.reduce_sum(q * log_p)
+    grad = tape.gradient(loss, logits).numpy()
+    p = softmax(logits.numpy())
+    p_obs = p[np.arange(b), labels]
+    clean = p_obs * (1 - eta) / (p_obs * (1 - eta) + eta * psi)  # P(ỹ is the true label)
+    expected = clean[:, None] * (p - np.eye(k)[labels])
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-9)
+    assert np.abs(grad[1]).max() < 1e-12  # η = 1: no gradient at all
