@@ -10,8 +10,9 @@ stage 1 is trained once per seed and shared, `Comparison.siblings`): the paper's
 Tanaka, then one sweep per option. The report reads each cell's results.json and prints,
 per row, the mean ± std over the seeds of the selected epoch's noisy validation accuracy
 (what chooses) and test accuracy (what is quoted), the last epoch's test accuracy and the
-CE baseline (stage 1's selected epoch); then the choice: for each option, the value of the
-highest mean validation accuracy over both noises (the test set decides nothing).
+CE baseline (stage 1's selected epoch); the η detection figures of every row (`detection`);
+then the choice (`choice`): the one-standard-error rule on the paired validation gains over
+the paper's setting, both noises pooled (the test set decides nothing).
 """
 
 import argparse
@@ -133,6 +134,41 @@ def detection(out, noises):
     return "\n".join(lines)
 
 
+def choice(out, noises):
+    """Markdown: each candidate's paired gain over the paper's setting ("idn") per (noise,
+    seed) cell, in validation accuracy (what chooses) and selected test accuracy (reported
+    only), and the pick of the one-standard-error rule (Breiman et al., CART, 1984; Hastie
+    et al., ESL §7.10): of the candidates whose mean validation gain is within one standard
+    error of the best one's, the one that changes the fewest flags (ties: higher gain)."""
+    by_noise = {n: cells(os.path.join(out, n)) for n in noises}
+    rows = sorted(set.intersection(*(set(f) for f in by_noise.values())))
+    scored = []
+    for name in rows:
+        val, test = [], []
+        for found in by_noise.values():
+            for seed, result in found[name].items():
+                paper = found["idn"][seed]
+                val.append(100 * (result["method_validation_accuracy"]
+                                  - paper["method_validation_accuracy"]))
+                test.append(100 * (result["method_test_accuracy_selected"]
+                                   - paper["method_test_accuracy_selected"]))
+        se = float(np.std(val, ddof=1) / np.sqrt(len(val))) if len(val) > 1 else 0.0
+        changes = 0 if name == "idn" else name.count("+") + 1
+        scored.append((name, changes, float(np.mean(val)), se, float(np.mean(test)), len(val)))
+    scored.sort(key=lambda r: -r[2])
+    candidates = [r for r in scored if r[0] != "tanaka"]  # Tanaka: a reference, not a candidate
+    best = candidates[0]
+    pick = min((r for r in candidates if r[2] >= best[2] - best[3]), key=lambda r: (r[1], -r[2]))
+    lines = ["| candidate | flags changed | validation gain (mean ± s.e., points) | "
+             "selected test gain (points) | cells |", "|---|---|---|---|---|"]
+    lines += [f"| {n if n != 'tanaka' else '(Tanaka, for reference)'} | "
+              f"{c if n != 'tanaka' else '–'} | {m:+.2f} ± {e:.2f} | {t:+.2f} | {k} |"
+              for n, c, m, e, t, k in scored]
+    lines.append(f"\nBest validation gain: {best[0]}; one-standard-error threshold "
+                 f"{best[2] - best[3]:+.2f}; the rule picks: {pick[0]}.")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2,3,4")
@@ -148,6 +184,9 @@ def main():
     print(report(args.out, noises))
     print()
     print(detection(args.out, noises))
+    if len(noises) > 1:
+        print()
+        print(choice(args.out, noises))
 
 
 if __name__ == "__main__":
