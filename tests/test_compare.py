@@ -218,7 +218,8 @@ FRESH_INTERPRETER = {("--strategy=multi_worker",), ("--seeds=1,a",)}
     (("--sweep=eta_lr=0.1,fast",), "--sweep: eta_lr takes float values"),
     (("--sweep=epochs=1.5,2",), "--sweep: epochs takes int values"),
     (("--sweep=eta_lr=0.1,0.1",), "--sweep: give distinct values"),
-    (("--sweep=arch=1,2",), "--sweep: arch cannot be swept"),
+    (("--sweep=arch=1,2",), "--sweep: arch takes one of small_cnn"),  # a choice flag
+    (("--sweep=deterministic=true,false",), "--sweep: deterministic cannot be swept"),
     (("--sweep=seed=1,2",), "--sweep: seed cannot be swept"),
     (("--sweep=noise_rate=0.2,0.4",), "--sweep: noise_rate cannot be swept"),
     (("--sweep=eta_lr=0.1,0.3", "--eta_lr=0.5"), "--sweep: --eta_lr is given too"),
