@@ -58,15 +58,16 @@ def run(noise, seeds, out, rows):
 
 
 def cells(folder, prefix=""):
-    """{row name: {seed: results.json}} of every finished cell in `folder` and its
-    combination sub-folders (rows "<sub-folder>+<row>")."""
+    """{row name: {seed: results.json, with its folder as "run_dir"}} of every finished cell
+    in `folder` and its combination sub-folders (rows "<sub-folder>+<row>")."""
     found = {}
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name, "results.json")
         row, _, seed = name.rpartition("-")
         if os.path.isfile(path) and seed.isdigit():
             with open(path) as f:
-                found.setdefault(prefix + row, {})[int(seed)] = json.load(f)
+                found.setdefault(prefix + row, {})[int(seed)] = dict(
+                    json.load(f), run_dir=os.path.join(folder, name))
         elif not prefix and name in {sub for _, sub, _ in ROWS if sub}:
             found.update(cells(os.path.join(folder, name), prefix=name + "+"))
     return found
@@ -84,8 +85,13 @@ KEYS = (("validation (selected epoch)", "method_validation_accuracy"),
         ("test, last", "method_test_accuracy"))
 
 
-def report(out, noises):
-    by_noise = {n: cells(os.path.join(out, n)) for n in noises if os.path.isdir(os.path.join(out, n))}
+def load(out, noises):
+    """{noise: `cells` of <out>/<noise>/} for the noises that have a folder: what every
+    table reads."""
+    return {n: cells(os.path.join(out, n)) for n in noises if os.path.isdir(os.path.join(out, n))}
+
+
+def report(by_noise):
     names = sorted({r for found in by_noise.values() for r in found},
                    key=lambda r: (r != "idn", r != "tanaka", r))
     head = "| row | " + " | ".join(f"{n}: {k}" for n in by_noise for k, _ in KEYS) + " | seeds |"
@@ -104,12 +110,11 @@ def report(out, noises):
     return "\n".join(lines)
 
 
-def detection(out, noises):
+def detection(by_noise):
     """Markdown: the η ranking of each row's cells as a wrong-label detector, scored as
     benchmarks/detection.py scores it (AUROC, precision at the number of wrong labels, the
     flagged set's precision and recall) on the trained rows against the clean labels."""
     from detection import auroc, precision_at, trained_rows
-    by_noise = {n: cells(os.path.join(out, n)) for n in noises if os.path.isdir(os.path.join(out, n))}
     names = sorted({r for found in by_noise.values() for r in found if r != "tanaka"},
                    key=lambda r: (r != "idn", r))
     metrics = ("AUROC", "P@n_wrong", "flagged P", "flagged R")
@@ -117,10 +122,10 @@ def detection(out, noises):
              "|---|" + "---|" * (len(metrics) * len(by_noise))]
     for name in names:
         parts = []
-        for n, found in by_noise.items():
+        for found in by_noise.values():
             values = {m: [] for m in metrics}
-            for seed, result in sorted(found.get(name, {}).items()):
-                run_dir = os.path.join(out, n, *name.split("+")[:-1], f"{name.split('+')[-1]}-{seed}")
+            for _, result in sorted(found.get(name, {}).items()):
+                run_dir = result["run_dir"]
                 labels, clean, _ = trained_rows(run_dir)
                 eta = np.load(os.path.join(run_dir, "eta.npy"))[:len(labels)]
                 wrong = labels != clean
@@ -134,13 +139,12 @@ def detection(out, noises):
     return "\n".join(lines)
 
 
-def choice(out, noises):
+def choice(by_noise):
     """Markdown: each candidate's paired gain over the paper's setting ("idn") per (noise,
     seed) cell, in validation accuracy (what chooses) and selected test accuracy (reported
     only), and the pick of the one-standard-error rule (Breiman et al., CART, 1984; Hastie
     et al., ESL §7.10): of the candidates whose mean validation gain is within one standard
     error of the best one's, the one that changes the fewest flags (ties: higher gain)."""
-    by_noise = {n: cells(os.path.join(out, n)) for n in noises}
     rows = sorted(set.intersection(*(set(f) for f in by_noise.values())))
     scored = []
     for name in rows:
@@ -181,12 +185,13 @@ def main():
     if not args.report:
         for noise in noises:
             run(noise, args.seeds, args.out, [r for r in args.rows.split(",") if r])
-    print(report(args.out, noises))
+    by_noise = load(args.out, noises)
+    print(report(by_noise))
     print()
-    print(detection(args.out, noises))
-    if len(noises) > 1:
+    print(detection(by_noise))
+    if len(by_noise) > 1:
         print()
-        print(choice(args.out, noises))
+        print(choice(by_noise))
 
 
 if __name__ == "__main__":

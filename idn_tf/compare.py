@@ -199,12 +199,11 @@ def _concerns(sweep, explicit):
     """Whether a swept flag changes what the configuration `explicit` computes: a field of
     its semantic dict, or one whose values change it (--preset sets other fields)."""
     flag, values = sweep
-    base = resolve(explicit)
-    if flag in base.semantic_dict():
+    base = resolve(explicit).semantic_dict()
+    if flag in base:
         return True
     try:
-        return any(resolve({**explicit, flag: v}).semantic_dict() != base.semantic_dict()
-                   for v in values)
+        return any(resolve({**explicit, flag: v}).semantic_dict() != base for v in values)
     except ConfigError:  # a value the cell refuses: its own cell says why
         return True
 

@@ -39,7 +39,7 @@ def test_the_rule_keeps_the_paper_when_the_best_gain_is_within_its_error(bench, 
             write(folder, "idn", seed, 0.5, 0.7)
             write(folder, "idn-a", seed, 0.5 + a, 0.6)
             write(folder, "idn-b", seed, 0.5 + b, 0.8)
-    text = bench.choice(str(tmp_path), ["kmeans", "ccn0.4"])
+    text = bench.choice(bench.load(str(tmp_path), ["kmeans", "ccn0.4"]))
     rows = lines(text)
     assert "+1.00 ± 1.73" in rows["idn-a"] and "-10.00" in rows["idn-a"]
     assert "+0.50 ± 0.00" in rows["idn-b"] and "+10.00" in rows["idn-b"]
@@ -54,7 +54,7 @@ def test_the_rule_takes_an_option_whose_gain_is_clear(bench, tmp_path):
             write(folder, "idn", seed, 0.5, 0.7)
             write(folder, "idn-b", seed, 0.5 + gain, 0.7)
             write(folder, "tanaka", seed, 0.9, 0.9)  # a reference row, never picked
-    text = bench.choice(str(tmp_path), ["kmeans", "ccn0.4"])
+    text = bench.choice(bench.load(str(tmp_path), ["kmeans", "ccn0.4"]))
     # b: +3, +2, +3, +2 → mean 2.5, s.e. 0.289: the paper (0) is below 2.21.
     assert "+2.50 ± 0.29" in lines(text)["idn-b"]
     assert "(Tanaka, for reference)" in text
