@@ -254,7 +254,8 @@ def run_predictions(run_dir):
     psi = np.load(os.path.join(run_dir, "psi.npy"))
     classifier = stages.new_classifier(config, data)
     classifier.load_weights(os.path.join(run_dir, "classifier.weights.h5"))
-    q = stages.posterior_table(classifier, data, labels, eta, psi, config.batch_size)
+    q = stages.posterior_table(classifier, data, labels, eta, psi, config.batch_size,
+                               config.eta_numerics)
     classifier.set_weights(callbacks.load_weights_list(os.path.join(run_dir, "stage1.selected.npz")))
     log_probs = model.example_log_probs(classifier, data, config.batch_size)
     return q, np.exp(log_probs[np.arange(len(labels)), labels])

@@ -51,7 +51,8 @@ def one_seed(dataset, base, seed, eta_mins=ETA_MINS):
                                       run_dir=tempfile.mkdtemp(prefix="digits-accuracy-"))
         idn, result = idn_method.fit_model(run_cfg, data, noisy.labels, psi)
         eta = idn.eta.numpy()
-        q = stages.posterior_table(idn.classifier, dataset.train.images, noisy.labels, eta, psi, cfg.batch_size)
+        q = stages.posterior_table(idn.classifier, dataset.train.images, noisy.labels, eta, psi, cfg.batch_size,
+                                   cfg.eta_numerics)
         row[f"method_eta_min={eta_min:g}"] = result.test_accuracy
         row[f"corrected_eta_min={eta_min:g}"] = report.label_correction(q, noisy.labels, clean)["wrong_labels_corrected"]
     return row

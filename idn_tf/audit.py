@@ -200,7 +200,8 @@ def rebuild(config):
         raise artifacts.RunDirError(f"{paths['classifier.weights.h5']}: cannot load it into "
                                     f"--arch={config.arch} ({first})") from None
     log_probs = model.example_log_probs(classifier, data, config.batch_size)
-    q = posterior.posterior_from_log_probs(log_probs, labels, eta, psi).numpy()
+    q = posterior.posterior_from_log_probs(log_probs, labels, eta, psi,
+                                           config.eta_numerics).numpy()
     clean = data.train.clean_labels
     columns = write_reports(config.run_dir, q, eta, psi, labels, data)
     print(f"wrote {os.path.join(config.run_dir, 'label_audit.csv')} and label_issues.html: "

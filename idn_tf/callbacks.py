@@ -156,7 +156,8 @@ class MonitorCallback(EveryEpochs):
         """η summaries and how argmax q compares with the labels; returns the scalars."""
         n = len(self.labels)
         eta, psi = self.model.eta.numpy()[:n], self.model.psi.numpy()[:n]
-        q = posterior.posterior_from_log_probs(log_probs, self.labels, eta, psi).numpy()
+        q = posterior.posterior_from_log_probs(log_probs, self.labels, eta, psi,
+                                               self.model.numerics).numpy()
         estimated = q.argmax(1)
         correction = report.label_correction(q, self.labels, self.clean_labels)
         tf.summary.histogram("eta/histogram", eta, buckets=50)

@@ -12,7 +12,7 @@ import types
 from absl import flags
 
 from idn_tf import config, methods
-from idn_tf.methods.idn import ETA_RULES, PSI_SOURCES, STAGE2_LR_DECAYS
+from idn_tf.methods.idn import ETA_NUMERICS, ETA_RULES, PSI_SOURCES, STAGE2_LR_DECAYS
 from idn_tf.methods.ldmi import BATCHES as DMI_BATCHES
 from idn_tf.methods.pencil import LR_SCHEDULES as PENCIL_LR_SCHEDULES
 from idn_tf.methods.sop import LR_SCHEDULES as SOP_LR_SCHEDULES
@@ -148,9 +148,15 @@ flags.DEFINE_integer("eta_start_epoch", C.eta_start_epoch, "First epoch (1-based
 flags.DEFINE_integer("eta_every", C.eta_every, "η is updated every this many epochs from --eta_start_epoch.")
 flags.DEFINE_enum("eta_rule", C.eta_rule, ETA_RULES,
                   "η step: paper (Eq. 11 as published) or exact (true gradient of Eq. 9).")
-flags.DEFINE_float("eta_eps", C.eta_eps, "ε in the denominator of the paper's rule (Eq. 11).")
+flags.DEFINE_enum("eta_numerics", C.eta_numerics, ETA_NUMERICS,
+                  "authors: the likelihood of Eq. 3 floored at 1e-5 and the η step divided by "
+                  "max(η, 1e-5), as the authors' released code (the default); literal: the "
+                  "equations as printed, under which η = 0 is absorbing.")
+flags.DEFINE_float("eta_eps", C.eta_eps,
+                   "ε in the denominator η + ε of the paper's rule (Eq. 11) under "
+                   "--eta_numerics=literal.")
 flags.DEFINE_float("eta_min", C.eta_min,
-                   "Lower end of the η projection; 0 is the paper's [0, 1], > 0 avoids η = 0 being absorbing.")
+                   "Lower end of the η projection (ours); 0 is the paper's [0, 1].")
 # Our options for stage 2 (docs/method.md §7.6); each default is the paper's setting.
 flags.DEFINE_enum("psi_source", C.psi_source, PSI_SOURCES,
                   "Where stage 2's ψ comes from: final (the paper: stage 1's last epoch), "

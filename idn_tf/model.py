@@ -268,10 +268,15 @@ class IDNModel(CrossEntropyModel):
     """
 
     def __init__(self, classifier, psi, eta_init=0.01, eta_lr=0.5, eta_rule="paper",
-                 eta_eps=1e-4, eta_min=0.0, weight_decay=0.0, q_ensemble=0.0, **kwargs):
+                 eta_numerics="authors", eta_eps=1e-4, eta_min=0.0, weight_decay=0.0,
+                 q_ensemble=0.0, **kwargs):
         super().__init__(classifier, weight_decay=weight_decay, **kwargs)
         if eta_rule not in posterior.ETA_RULES:
             raise ValueError(f"eta_rule must be one of {posterior.ETA_RULES}, got {eta_rule!r}")
+        if eta_numerics not in posterior.NUMERICS:
+            raise ValueError(f"eta_numerics must be one of {posterior.NUMERICS}, "
+                             f"got {eta_numerics!r}")
+        self.numerics = eta_numerics
         if not 0.0 <= q_ensemble < 1.0:
             raise ValueError(f"q_ensemble must be in [0, 1), got {q_ensemble}")
         self.q_ensemble = float(q_ensemble)
@@ -325,7 +330,8 @@ class IDNModel(CrossEntropyModel):
         _, eta, psi = self._rows(batch)
         if self.ensemble_table is not None:
             log_probs = tf.math.log(self._ensemble_rows(batch, log_probs))
-        return posterior.posterior_from_log_probs(log_probs, batch["label"], eta, psi)
+        return posterior.posterior_from_log_probs(log_probs, batch["label"], eta, psi,
+                                                  self.numerics)
 
     def after_update(self, batch, targets, log_probs):
         """η step (Eq. 11/12) on the batch's rows when updates are enabled.
@@ -339,7 +345,7 @@ class IDNModel(CrossEntropyModel):
             self.ensemble_table.scatter(ids, self._ensemble_rows(batch, log_probs))
         new_eta = posterior.eta_step(
             targets, batch["label"], eta, psi, self.eta_lr,
-            rule=self.eta_rule, eps=self.eta_eps, eta_min=self.eta_min)
+            rule=self.eta_rule, eps=self.eta_eps, eta_min=self.eta_min, numerics=self.numerics)
         eta = tf.where(self.eta_update_enabled, tf.cast(new_eta, self.eta.dtype), eta)
         noisy = tf.ones_like(eta)
         if "is_clean" in batch:  # clean examples: η stays 0, and counts in no η statistic

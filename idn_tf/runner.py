@@ -200,7 +200,8 @@ def report_run(state, trained, method):
     from idn_tf import stages
     n, clean = len(labels), data.train.clean_labels
     eta, psi = trained.model.eta.numpy()[:n], trained.model.psi.numpy()[:n]
-    q = stages.posterior_table(trained.classifier, data, labels, eta, psi, config.batch_size)
+    q = stages.posterior_table(trained.classifier, data, labels, eta, psi, config.batch_size,
+                               config.eta_numerics)
     columns = audit.write_reports(folder.dir, q, eta, psi, labels, data)
     print(f"{folder.path('label_audit.csv')}: {int(columns['is_label_issue'].sum())} of "
           f"{n} labels flagged (estimated label differs from the observed one); "

@@ -280,10 +280,11 @@ def estimate_psi(classifier, examples, labels, batch_size):
     return np.maximum(psi, np.finfo(np.float32).tiny)
 
 
-def posterior_table(classifier, examples, labels, eta, psi, batch_size):
+def posterior_table(classifier, examples, labels, eta, psi, batch_size, numerics):
     """q for every training example (Eq. 8) from the final classifier, η and ψ: [N, K].
 
-    `examples` as in `estimate_psi`; `eta` and `psi` are the N examples' rows.
+    `examples` as in `estimate_psi`; `eta` and `psi` are the N examples' rows;
+    `numerics`: --eta_numerics (`posterior.NUMERICS`).
     """
     log_probs = model.example_log_probs(classifier, examples, batch_size)
-    return posterior.posterior_from_log_probs(log_probs, labels, eta, psi).numpy()
+    return posterior.posterior_from_log_probs(log_probs, labels, eta, psi, numerics).numpy()

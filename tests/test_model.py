@@ -39,17 +39,24 @@ def one_batch_dataset(batch):
     return tf.data.Dataset.from_tensors(batch)
 
 
-def numpy_step(weights, batch, eta_table, psi_table, with_eta_update):
+def numpy_q(p, labels, eta, psi, numerics):
+    """Eq. 8 by hand; "authors" floors each likelihood at 1e-5 as their released code."""
+    likelihood = (1 - eta)[:, None] * np.eye(K)[labels] + (eta * psi)[:, None]
+    if numerics == "authors":
+        likelihood = np.maximum(likelihood, 1e-5)
+    u = p * likelihood
+    return u / u.sum(1, keepdims=True)
+
+
+def numpy_step(weights, batch, eta_table, psi_table, with_eta_update, numerics="authors"):
     """One IDN step by hand: Eq. 8 target, CE gradient, coupled L2, SGD, Eq. 11 + 12."""
     kernel, bias = weights
     x = batch["image"].reshape(len(batch["label"]), -1).astype(np.float64) / 255
     logits = x @ kernel + bias
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
-    onehot = np.eye(K)[batch["label"]]
     eta, psi = eta_table[batch["index"]], psi_table[batch["index"]]
-    u = p * ((1 - eta)[:, None] * onehot + (eta * psi)[:, None])
-    q = u / u.sum(1, keepdims=True)
+    q = numpy_q(p, batch["label"], eta, psi, numerics)
     # d/dlogits of mean_i −Σ_j q_ij log p_ij is (p − q)/B because Σ_j q_ij = 1.
     g_logits = (p - q) / len(x)
     new_kernel = kernel - LR * (x.T @ g_logits + WD * kernel)
@@ -57,7 +64,8 @@ def numpy_step(weights, batch, eta_table, psi_table, with_eta_update):
     new_table = eta_table.copy()
     if with_eta_update:
         q_k = q[np.arange(len(q)), batch["label"]]
-        step = ((1 - q_k) + q_k * eta * (psi - 1)) / (eta + EPS)
+        denominator = np.maximum(eta, 1e-5) if numerics == "authors" else eta + EPS
+        step = ((1 - q_k) + q_k * eta * (psi - 1)) / denominator
         new_table[batch["index"]] = np.clip(eta + ETA_LR * step, 0, 1)
     loss = -np.mean(np.sum(q * np.log(p), axis=1))
     return [new_kernel, new_bias], new_table, loss
@@ -71,16 +79,18 @@ def idn_model(psi, eta_init=0.2, **kwargs):
 
 @pytest.mark.parametrize("mode", ["eager", "graph", pytest.param("xla", marks=pytest.mark.e2e)])
 @pytest.mark.parametrize("with_eta_update", [True, False])
-def test_idn_step_matches_numpy(mode, with_eta_update):
+@pytest.mark.parametrize("numerics", ["authors", "literal"])
+def test_idn_step_matches_numpy(mode, with_eta_update, numerics):
     psi = np.linspace(0.1, 0.9, N).astype(np.float32)
-    m = idn_model(psi)
+    m = idn_model(psi, eta_numerics=numerics)
     m.compile(optimizer=keras.optimizers.SGD(LR, momentum=0.9),
               run_eagerly=mode == "eager", jit_compile=mode == "xla")
     m.eta_update_enabled.assign(with_eta_update)
     batch = make_batch([7, 2, 5, 0])
     weights0 = [w.astype(np.float64) for w in m.classifier.get_weights()]
     eta0 = m.eta.numpy().astype(np.float64)
-    expected_w, expected_eta, expected_loss = numpy_step(weights0, batch, eta0, psi.astype(np.float64), with_eta_update)
+    expected_w, expected_eta, expected_loss = numpy_step(
+        weights0, batch, eta0, psi.astype(np.float64), with_eta_update, numerics)
     logs = m.fit(one_batch_dataset(batch), epochs=1, verbose=0).history
     for actual, desired in zip(m.classifier.get_weights(), expected_w):
         np.testing.assert_allclose(actual, desired, rtol=1e-5, atol=1e-6)
@@ -101,7 +111,7 @@ def test_cross_entropy_step_matches_numpy(run_eagerly):
     m.compile(optimizer=keras.optimizers.SGD(LR), run_eagerly=run_eagerly)
     batch = make_batch([0, 1, 2, 3, 4])
     weights0 = [w.astype(np.float64) for w in m.classifier.get_weights()]
-    expected_w, _, _ = numpy_step(weights0, batch, np.zeros(N), np.ones(N), False)
+    expected_w, _, _ = numpy_step(weights0, batch, np.zeros(N), np.ones(N), False, "literal")
     m.fit(one_batch_dataset(batch), epochs=1, verbose=0)
     for actual, desired in zip(m.classifier.get_weights(), expected_w):
         np.testing.assert_allclose(actual, desired, rtol=1e-5, atol=1e-6)
@@ -219,7 +229,8 @@ def test_planted_noise_gets_higher_eta():
 
 
 @pytest.mark.parametrize("run_eagerly", [True, False])
-def test_clean_examples_keep_eta_zero_and_train_on_their_label(run_eagerly):
+@pytest.mark.parametrize("numerics", ["authors", "literal"])
+def test_clean_examples_keep_eta_zero_and_train_on_their_label(run_eagerly, numerics):
     """Row #8 of the paper: clean examples mixed into the batches have η fixed at 0."""
     n_noisy, n_clean = 12, 8
     n = n_noisy + n_clean
@@ -231,7 +242,8 @@ def test_clean_examples_keep_eta_zero_and_train_on_their_label(run_eagerly):
         "is_clean": np.arange(n) >= n_noisy,
     }
     psi = rng.uniform(0.1, 0.9, n).astype(np.float32)
-    idn = model.IDNModel(tiny_classifier(), psi=psi, eta_init=0.3, eta_lr=ETA_LR, eta_eps=EPS)
+    idn = model.IDNModel(tiny_classifier(), psi=psi, eta_init=0.3, eta_lr=ETA_LR, eta_eps=EPS,
+                         eta_numerics=numerics)
     idn.eta.assign(np.where(batch["is_clean"], 0.0, 0.3).astype(np.float32))
     idn.compile(optimizer=keras.optimizers.SGD(LR), run_eagerly=run_eagerly)
     weights = [w.astype(np.float64) for w in idn.classifier.get_weights()]
@@ -243,9 +255,10 @@ def test_clean_examples_keep_eta_zero_and_train_on_their_label(run_eagerly):
     # η statistics count the noisy examples only.
     np.testing.assert_allclose(history.history["eta_mean"][-1], eta[:n_noisy].mean(), rtol=1e-6)
 
-    # One step by hand: a clean example's target is its one-hot label even where the
-    # table would say otherwise (here its row holds 0.9).
-    idn2 = model.IDNModel(tiny_classifier(), psi=psi, eta_init=0.9, eta_lr=ETA_LR, eta_eps=EPS)
+    # One step by hand: a clean example's target is its one-hot label (up to the authors'
+    # floor) even where the table would say otherwise (here its row holds 0.9).
+    idn2 = model.IDNModel(tiny_classifier(), psi=psi, eta_init=0.9, eta_lr=ETA_LR, eta_eps=EPS,
+                          eta_numerics=numerics)
     idn2.classifier.set_weights([w.astype(np.float32) for w in weights])
     idn2.compile(optimizer=keras.optimizers.SGD(LR), run_eagerly=run_eagerly)
     clean = {k: v[n_noisy:] for k, v in batch.items()}
@@ -255,7 +268,11 @@ def test_clean_examples_keep_eta_zero_and_train_on_their_label(run_eagerly):
     logits = x @ kernel + bias
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
-    g = (p - np.eye(K)[clean["label"]]) / n_clean  # plain CE on the clean labels
+    # plain CE on the clean labels (η = 0): the one-hot label, floored under "authors"
+    target = numpy_q(p, clean["label"], np.zeros(n_clean), psi[n_noisy:], numerics)
+    if numerics == "literal":
+        np.testing.assert_array_equal(target, np.eye(K)[clean["label"]])
+    g = (p - target) / n_clean
     np.testing.assert_allclose(idn2.classifier.get_weights()[0], kernel - LR * (x.T @ g),
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(idn2.eta.numpy()[n_noisy:], np.float32(0.9))  # not written

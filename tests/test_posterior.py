@@ -52,7 +52,7 @@ def test_posterior_eta_one_is_classifier():
     np.testing.assert_allclose(q.numpy(), probs, rtol=1e-10)
 
 
-def test_posterior_eta_zero_is_exactly_one_hot():
+def test_literal_posterior_eta_zero_is_exactly_one_hot():
     probs, labels, eta, psi = random_batch(4, batch=6, classes=4)
     eta[::2] = 0.0
     # A peaked classifier that all but excludes the observed class, and one
@@ -63,7 +63,8 @@ def test_posterior_eta_zero_is_exactly_one_hot():
     labels[2] = 3
     for dtype in (np.float32, np.float64):
         q = posterior.true_label_posterior(
-            probs.astype(dtype), labels, eta.astype(dtype), psi.astype(dtype)).numpy()
+            probs.astype(dtype), labels, eta.astype(dtype), psi.astype(dtype),
+            numerics="literal").numpy()
         np.testing.assert_array_equal(q[::2], np.eye(4, dtype=dtype)[labels[::2]])
         assert np.all(np.isfinite(q))
 
@@ -125,7 +126,8 @@ def test_paper_rule_is_eq11(seed):
         onehot = np.eye(q.shape[1])[labels[i]]
         direction = (np.ones_like(onehot) + (psi[i] * eta[i] - eta[i] - 1) * onehot) @ q[i]
         expected[i] = np.clip(eta[i] + alpha * direction / (eta[i] + eps), 0.0, 1.0)
-    actual = posterior.eta_step(q, labels, eta, psi, alpha, rule="paper", eps=eps).numpy()
+    actual = posterior.eta_step(q, labels, eta, psi, alpha, rule="paper", eps=eps,
+                                numerics="literal").numpy()
     np.testing.assert_allclose(actual, expected, rtol=1e-12)
 
 
@@ -133,9 +135,11 @@ def test_paper_rule_equals_exact_gradient_when_psi_is_one():
     probs, labels, eta, _ = random_batch(6)
     psi = np.ones_like(eta)
     q = posterior.true_label_posterior(probs, labels, eta, psi)
-    paper = posterior.eta_gradient(q, labels, eta, psi, rule="paper", eps=0.0)
-    exact = posterior.eta_gradient(q, labels, eta, psi, rule="exact")
-    np.testing.assert_allclose(paper.numpy(), exact.numpy(), rtol=1e-12)
+    for numerics in posterior.NUMERICS:  # η ≥ 0.01 here: the authors' floor does not bind
+        paper = posterior.eta_gradient(q, labels, eta, psi, rule="paper", eps=0.0,
+                                       numerics=numerics)
+        exact = posterior.eta_gradient(q, labels, eta, psi, rule="exact", numerics=numerics)
+        np.testing.assert_allclose(paper.numpy(), exact.numpy(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("rule", ["paper", "exact"])
@@ -154,12 +158,76 @@ def test_projection_clips_to_unit_interval(rule):
 
 
 @pytest.mark.parametrize("rule", ["paper", "exact"])
-def test_eta_zero_is_absorbing(rule):
+def test_eta_zero_is_absorbing_under_the_literal_equations(rule):
     probs, labels, eta, psi = random_batch(7)
     eta[:] = 0.0
-    q = posterior.true_label_posterior(probs, labels, eta, psi)
-    new_eta = posterior.eta_step(q, labels, eta, psi, eta_lr=0.7, rule=rule).numpy()
+    q = posterior.true_label_posterior(probs, labels, eta, psi, numerics="literal")
+    new_eta = posterior.eta_step(q, labels, eta, psi, eta_lr=0.7, rule=rule,
+                                 numerics="literal").numpy()
     np.testing.assert_array_equal(new_eta, np.zeros_like(eta))
+
+
+# The authors' released code (main.py of QizhouWang/instance-dependent-label-noise),
+# transcribed to numpy from its two formulas, one example at a time:
+#   log_lik = log(clamp(onehot(ỹ)·(1 − η) + ψη, min=1e-5))
+#   q = normalise(exp(log_lik + log_softmax(logits)))
+#   η ← clamp(η + α₁·Σ_j q_j(1 + (ψη − η − 1)·onehot_j) / clamp(η, min=1e-5), 0, 1)
+
+def authors_step_loop(logits, labels, eta, psi, alpha):
+    q = np.zeros_like(logits)
+    new_eta = np.zeros_like(eta)
+    for i in range(len(labels)):
+        onehot = np.eye(logits.shape[1])[labels[i]]
+        log_lik = np.log(np.maximum(onehot * (1 - eta[i]) + psi[i] * eta[i], 1e-5))
+        log_softmax = logits[i] - np.log(np.sum(np.exp(logits[i])))
+        joint = np.exp(log_lik + log_softmax)
+        q[i] = joint / joint.sum()
+        disparity = np.sum(q[i] * (1 + (psi[i] * eta[i] - eta[i] - 1) * onehot))
+        new_eta[i] = np.clip(eta[i] + alpha * disparity / max(eta[i], 1e-5), 0.0, 1.0)
+    return q, new_eta
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_the_default_matches_the_authors_code(seed):
+    rng = np.random.default_rng(seed)
+    batch, classes = 64, 10
+    logits = (rng.normal(size=(batch, classes)) * 4.0).astype(np.float32)
+    labels = rng.integers(0, classes, size=batch)
+    # η across the floor's range: exactly 0, below and around 1e-5, and ordinary values
+    eta = rng.choice([0.0, 3e-6, 1e-5, 2e-4, 0.01, 0.3, 0.9, 1.0], size=batch).astype(np.float32)
+    psi = rng.uniform(1e-4, 1.0, size=batch).astype(np.float32)
+    expected_q, expected_eta = authors_step_loop(logits.astype(np.float64), labels,
+                                                 eta.astype(np.float64), psi.astype(np.float64),
+                                                 0.5)
+    log_probs = tf.nn.log_softmax(logits)
+    q = posterior.posterior_from_log_probs(log_probs, labels, eta, psi)
+    np.testing.assert_allclose(q.numpy(), expected_q, rtol=1e-6, atol=1e-6)
+    new_eta = posterior.eta_step(q, labels, eta, psi, eta_lr=0.5).numpy()
+    np.testing.assert_allclose(new_eta, expected_eta, rtol=1e-6, atol=1e-6)
+
+
+def test_eta_zero_is_left_under_the_default_and_kept_under_the_literal_equations():
+    # An example at η = 0 whose classifier doubts its label: p = (.2, .8), observed 0, ψ .5.
+    # Authors: q_1 = .8e-5 / (.2 + .8e-5) and the step is α₁(1 − q_0)/1e-5 = α₁·4/(1 + 4e-5),
+    # so with α₁ = 0.01 η leaves 0 for 0.04 (to 6 digits). Literal: q one-hot, step 0.
+    log_probs = np.log([[0.2, 0.8]])
+    labels, eta, psi = [0], [0.0], [0.5]
+    q = posterior.posterior_from_log_probs(log_probs, labels, eta, psi).numpy()
+    np.testing.assert_allclose(q, [[0.2 / (0.2 + 0.8e-5), 0.8e-5 / (0.2 + 0.8e-5)]], rtol=1e-9)
+    new_eta = posterior.eta_step(q, labels, eta, psi, eta_lr=0.01).numpy()
+    np.testing.assert_allclose(new_eta, [0.04 / (1 + 4e-5)], rtol=1e-6)
+    literal_q = posterior.posterior_from_log_probs(log_probs, labels, eta, psi,
+                                                   numerics="literal").numpy()
+    np.testing.assert_array_equal(literal_q, [[1.0, 0.0]])
+    for rule in posterior.ETA_RULES:
+        literal = posterior.eta_step(literal_q, labels, eta, psi, eta_lr=0.01, rule=rule,
+                                     numerics="literal").numpy()
+        np.testing.assert_array_equal(literal, [0.0])
+
+
+def test_unknown_numerics_raises():
+    with pytest.raises(ValueError, match="numerics"):
+        posterior.eta_gradient(np.eye(2), [0, 1], [0.1, 0.1], [0.5, 0.5], numerics="torch")
 
 
 def test_unknown_rule_raises():
@@ -170,3 +238,4 @@ def test_unknown_rule_raises():
 def test_the_method_lists_the_same_rules():
     from idn_tf.methods import idn as idn_method
     assert idn_method.ETA_RULES == posterior.ETA_RULES
+    assert idn_method.ETA_NUMERICS == posterior.NUMERICS

@@ -93,7 +93,8 @@ def test_tables_q_and_the_eta_step_stay_float32(policy):
         log_probs = tf.nn.log_softmax(logits)
         q = idn.targets({k: tf.constant(v) for k, v in data.items()}, log_probs)
         table = stages.posterior_table(idn.classifier, data["image"], data["label"],
-                                       idn.eta.numpy(), psi, batch_size=4)
+                                       idn.eta.numpy(), psi, batch_size=4,
+                                       numerics=idn.numerics)
     assert (isinstance(idn.optimizer, keras.optimizers.LossScaleOptimizer)
             == (policy == "mixed_float16"))
     conv = next(layer for layer in layers(net) if isinstance(layer, keras.layers.Conv2D))

@@ -16,6 +16,8 @@ from idn_tf.methods.base import Method
 # Kept here rather than imported so that checking a configuration never imports
 # TensorFlow; a test checks they equal posterior.ETA_RULES.
 ETA_RULES = ("paper", "exact")
+# posterior.NUMERICS: the authors' floors (their released code) or the equations as printed.
+ETA_NUMERICS = ("authors", "literal")
 # Where stage 2's ψ comes from (docs/method.md §7.6): stage 1's last epoch (the paper), its
 # epoch chosen on the validation split, or K-fold out-of-sample CE classifiers.
 PSI_SOURCES = ("final", "selected", "crossval")
@@ -38,7 +40,8 @@ class IDN(Method):
     # The digits recipe's values (docs/method.md §3 has the paper's): α₁ = 0.3 was chosen
     # by benchmark on digits (BENCHMARKS.md); the paper's CIFAR values are 0.5 / 0.7.
     fields = {"eta_init": 0.01, "eta_lr": 0.3, "eta_start_epoch": 3, "eta_every": 2,
-              "eta_rule": "paper", "eta_eps": 1e-4, "eta_min": 0.0, **OPTIONS}
+              "eta_rule": "paper", "eta_numerics": "authors", "eta_eps": 1e-4, "eta_min": 0.0,
+              **OPTIONS}
 
     @property
     def stage_names(self):
@@ -55,6 +58,8 @@ class IDN(Method):
         check(c.eta_every >= 1, "eta_every", f"must be >= 1, got {c.eta_every}")
         check(c.eta_rule in ETA_RULES, "eta_rule",
               f"unknown rule {c.eta_rule!r}; choose one of {', '.join(ETA_RULES)}")
+        check(c.eta_numerics in ETA_NUMERICS, "eta_numerics",
+              f"unknown numerics {c.eta_numerics!r}; choose one of {', '.join(ETA_NUMERICS)}")
         check(c.eta_eps > 0, "eta_eps", f"must be positive, got {c.eta_eps}")
         check(0.0 <= c.eta_min <= c.eta_init, "eta_min",
               f"must be in [0, eta_init={c.eta_init}], got {c.eta_min}")
@@ -169,7 +174,8 @@ def new_model(config, data, psi):
         return model.IDNModel(
             stages.new_classifier(config, data), psi=data.table_psi(psi),
             eta_init=data.initial_eta(config.eta_init), eta_lr=config.eta_lr,
-            eta_rule=config.eta_rule, eta_eps=config.eta_eps, eta_min=config.eta_min,
+            eta_rule=config.eta_rule, eta_numerics=config.eta_numerics,
+            eta_eps=config.eta_eps, eta_min=config.eta_min,
             weight_decay=config.weight_decay, q_ensemble=config.q_ensemble)
 
 
