@@ -1,28 +1,34 @@
-"""Benchmark: the method's label-error detection against cleanlab's, on digits (issue 19).
+"""Benchmark: the label audit's detection of wrong labels against cleanlab's (issues 19, 28).
 
     pip install -e '.[bench]'                    # cleanlab, for this benchmark only
-    python benchmarks/detection.py               # 5 seeds × {k-means IDN, CCN 0.4}, ~70 min on 2 cores
-    python benchmarks/detection.py --seeds=0 --noises=ccn0.4 --out=/tmp/det
+    python benchmarks/detection.py               # 5 seeds × 4 noises, ~2 h on 2 cores
+    python benchmarks/detection.py --seeds=0 --noises=folder15 --out=/tmp/det
+
+The noises (`NOISES`): digits with k-means IDN, class-pair CCN 0.4 and symmetric 0.2 (the
+digits recipe); and `folder15`, a class folder a new user might have: 400 digits images
+(chosen by the seed) upscaled to 32×32 RGB PNGs in ten class folders "zero" … "nine", 60 of
+them (15%) saved under a uniformly chosen wrong class, trained with docs/own_data.md's small
+offline command (`FOLDER_FLAGS`). Each file's name keeps its true class.
 
 For each noise and seed, in <out>/<noise>/seed<s>/:
 
-1. `idn/`: `python -m idn_tf.train --dataset=digits` with the method's defaults (its wall
-   clock timed into `idn_wall_seconds.json`). Its η, ψ, label audit and noisy labels
-   are what the method's detectors read.
-2. `cleanlab/`: K = 5 out-of-sample predicted probabilities of the same classifier trained
-   the same way as the method's stage 1 (plain CE, the run's flags.txt with --method=ce),
-   on the run's own noisy labels. The folds split the rows the method trained on,
-   stratified by the observed label (scikit-learn's StratifiedKFold, shuffled with seed 0);
-   every fold validates on the run's noisy validation split, as stage 1 does, and its
-   probabilities are the last epoch's classifier's, as ψ is. One process per cell
-   (`--folds=<run_dir>`), timed like the method's run (`cleanlab_wall_seconds.json`).
-3. `idn-<variant>/`: the method again with one flag of ours changed (`VARIANTS`), on the
-   same noisy labels (noisy_labels.npz copied in).
-4. The detectors (`DETECTORS`: the paper's η, scores of ours built from the run's q, ψ and
-   stage-1 classifier, the variants' η, cleanlab), scored on the trained rows (the held-out
-   validation rows have no η) against
-   the clean labels: AUROC (wrong label = positive), precision at the number of wrong labels,
-   precision and recall of each detector's flagged set, and the training cost.
+1. `idn/`: `python -m idn_tf.train` with the defaults (its wall clock timed into
+   `idn_wall_seconds.json`). Its label_audit.csv is the audit's score (issue_score: 1 − the
+   held-out probability of the observed label, --audit_folds CE classifiers at their
+   epochs chosen on validation) and flags (is_label_issue), and holds η, ψ and q of the
+   observed label.
+2. `idn-literal/`: the method again with `--eta_numerics=literal` (and no audit folds), on
+   the same labels (noisy_labels.npz copied in): η as the equations read literally.
+3. `cleanlab/`: 5 out-of-sample predicted probabilities of the same classifier trained as
+   the method's stage 1 (CE, the run's flags.txt with --method=ce), on the run's own noisy
+   labels: `stages.fold_probs` with 5 folds (stratified by the observed label, seeded by
+   the run's seed), each fold's last epoch, as cleanlab's examples do. One process per
+   cell (`--folds=<run_dir>`), timed like the method's run. Ranked by 1 −
+   `cleanlab.rank.get_label_quality_scores` and flagged by `cleanlab.filter.find_label_issues`,
+   both at their defaults.
+4. Every detector scored on the trained rows (the held-out validation rows have no η)
+   against the true labels: AUROC (wrong label = positive), precision at the number of
+   wrong labels, precision and recall of the flagged set, and the training cost.
 
 Prints a markdown table (detectors × noises, mean ± std over the seeds) and writes every
 per-seed number to <out>/detection.json. A rerun skips the trainings already done (a
@@ -31,8 +37,10 @@ The metric functions at the top import neither cleanlab nor TensorFlow (tests/te
 """
 
 import argparse
+import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,30 +48,25 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-NOISES = {"kmeans": ["--noise=kmeans"], "ccn0.4": ["--noise=ccn", "--noise_rate=0.4"]}
-K_FOLDS = 5
-FOLD_SEED = 0
-# Flags every training here gets on top of the digits recipe (as the other digits benchmarks).
-COMMON_FLAGS = ["--verbose=0", "--monitor_every=1000"]
-
-# Options of ours, each a second run of the method with one flag changed, on the paper run's
-# noisy labels (its noisy_labels.npz copied in): the row's name, its title, the flags. Both
-# come from docs/method.md §7.1 (η = 0 locks a wrong label in as trusted; Eq. 11 is the exact
-# gradient only at ψ = 1), not from this benchmark's figures.
-VARIANTS = {
-    "eta_min": ("η, --eta_min=1e-3 (ours)", ["--eta_min=1e-3"]),
-    "eta_exact": ("η, --eta_rule=exact (ours)", ["--eta_rule=exact"]),
-}
+NOISES = {"kmeans": ["--noise=kmeans"], "ccn0.4": ["--noise=ccn", "--noise_rate=0.4"],
+          "symmetric0.2": ["--noise=symmetric", "--noise_rate=0.2"], "folder15": None}
+# docs/own_data.md's small offline command, on the folder <cell>/photos.
+FOLDER_FLAGS = ["--dataset=folder", "--arch=small_cnn", "--backbone_weights=none",
+                "--image_size=64", "--resize=72", "--epochs=20"]
+FOLDER_IMAGES, FOLDER_WRONG = 400, 60
+CLASS_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+CLEANLAB_FOLDS = 5
+# Flags every training here gets on top of the recipe (as the other digits benchmarks).
+COMMON_FLAGS = ["--verbose=0", "--monitor_every=1000", "--export_dir="]
+LITERAL_FLAGS = ["--eta_numerics=literal", "--audit_folds=0"]
 # Detector -> its title; the table's rows in order.
 DETECTORS = {
-    "eta": "η (paper's score)",
-    "audit_order": "η, ties by lowest q of the observed label (label_audit.csv order)",
-    **{name: title for name, (title, _) in VARIANTS.items()},
-    "eta_times_q": "η · (1 − q of the observed label) (ours)",
-    "one_minus_q": "1 − q of the observed label (ours)",
+    "audit": "label audit: 1 − held-out p of the observed label (the default)",
+    "eta": "η (the authors' numerics, the default)",
+    "eta_literal": "η, --eta_numerics=literal (the equations as printed)",
+    "one_minus_q": "1 − q of the observed label (the method's posterior)",
     "one_minus_psi": "1 − ψ (stage 1's last epoch, in-sample)",
-    "one_minus_p_selected": "1 − p(observed) of stage 1's epoch chosen on validation (ours)",
-    "cleanlab": "cleanlab: 1 − label quality, K-fold",
+    "cleanlab": "cleanlab: 1 − label quality, 5-fold",
 }
 METRICS = ("auroc", "precision_at_n_wrong", "flagged_precision", "flagged_recall",
            "cost_seconds")
@@ -107,24 +110,11 @@ def flagged_precision_recall(flagged, is_wrong):
     return float(precision), float(recall)
 
 
-def order_score(order):
-    """A score without ties that ranks as `order` (example indices, most suspect first)."""
-    score = np.empty(len(order))
-    score[np.asarray(order)] = -np.arange(len(order), dtype=float)
-    return score
-
-
-def scores(eta, psi, q_observed, labels, order):
-    """Each ranking detector's score [N] but cleanlab's (higher = more suspect).
-
-    `order`: the label audit's order (`report.ranking`); `q_observed` [N]: q_i of the
-    observed label (Eq. 8).
-    """
-    return {"eta": np.asarray(eta, float),
-            "audit_order": order_score(order),
-            "eta_times_q": np.asarray(eta, float) * (1.0 - q_observed),
-            "one_minus_q": 1.0 - np.asarray(q_observed, float),
-            "one_minus_psi": 1.0 - np.asarray(psi, float)}
+def scores(audit):
+    """The method run's detectors' scores [N] (higher = more suspect) from its label
+    audit's columns (`read_audit`, rows in index order)."""
+    return {"audit": audit["issue_score"], "eta": audit["eta"],
+            "one_minus_q": 1.0 - audit["q_observed"], "one_minus_psi": 1.0 - audit["psi"]}
 
 
 def evaluate(score, flagged, is_wrong, cost):
@@ -188,77 +178,80 @@ def timed(command, seconds_path):
         return json.load(f)["wall_seconds"]
 
 
-def trained_rows(run_dir):
-    """(the trained rows' observed labels, their clean labels, the held-out rows)."""
-    from idn_tf.data import holdout
-    with np.load(os.path.join(run_dir, "noisy_labels.npz")) as saved:
-        labels, clean, held = saved["labels"], saved["clean_labels"], saved["validation_rows"]
-    keep = holdout.training_rows(len(labels), held)
-    return labels[keep], clean[keep], held
+def make_folder(root, seed):
+    """The folder15 case in `root`: FOLDER_IMAGES digits images (the seed's choice) as
+    32×32 RGB PNGs named <row>_true<class>.png, FOLDER_WRONG of them under a uniformly
+    chosen wrong class's folder. Made once (a rerun reuses it)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    if os.path.isdir(root):
+        return
+    digits = load_digits()
+    rng = np.random.default_rng([seed, 15])
+    rows = rng.choice(len(digits.target), FOLDER_IMAGES, replace=False)
+    wrong = set(rng.choice(FOLDER_IMAGES, FOLDER_WRONG, replace=False).tolist())
+    tmp = root + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for name in CLASS_NAMES:
+        os.makedirs(os.path.join(tmp, name))
+    for i, row in enumerate(rows):
+        true = int(digits.target[row])
+        given = (true + int(rng.integers(1, 10))) % 10 if i in wrong else true
+        pixels = (digits.images[row] * (255 / 16)).astype(np.uint8)
+        image = Image.fromarray(pixels).resize((32, 32), Image.BILINEAR).convert("RGB")
+        image.save(os.path.join(tmp, CLASS_NAMES[given], f"{row}_true{true}.png"))
+    os.rename(tmp, root)
+
+
+def train_command(noise, seed, folder, run_dir, extra=()):
+    data = (["--dataset=digits", *NOISES[noise]] if NOISES[noise] is not None else
+            [*FOLDER_FLAGS, f"--data_dir={os.path.join(folder, 'photos')}"])
+    return [sys.executable, "-m", "idn_tf.train", *data, f"--seed={seed}",
+            f"--run_dir={run_dir}", *COMMON_FLAGS, *extra]
+
+
+def read_audit(run_dir):
+    """label_audit.csv's columns (name -> array), rows sorted by index, and the true labels
+    (the clean_label column, or the folder's file names)."""
+    with open(os.path.join(run_dir, "label_audit.csv")) as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: int(r["index"]))
+    columns = {name: np.array([float(r[name]) for r in rows])
+               for name in ("issue_score", "eta", "psi", "q_observed")}
+    columns["index"] = np.array([int(r["index"]) for r in rows])
+    columns["observed"] = np.array([int(r["observed_label"]) for r in rows])
+    columns["flagged"] = np.array([r["is_label_issue"] == "1" for r in rows])
+    if "path" in rows[0]:
+        columns["true"] = np.array([int(r["path"].rsplit("_true", 1)[1].split(".")[0])
+                                    for r in rows])
+    else:
+        columns["true"] = np.array([int(r["clean_label"]) for r in rows])
+    return columns
 
 
 def run_config(run_dir, method, new_run_dir):
     """The Config of the run in `run_dir` (its flags.txt) with another method and folder."""
     from idn_tf import flagdefs
-    flagdefs.FLAGS.unparse_flags()  # a second cell's parse starts from the defaults
+    flagdefs.FLAGS.unparse_flags()
     flagdefs.FLAGS([sys.argv[0], f"--flagfile={os.path.join(run_dir, 'flags.txt')}",
                     f"--method={method}", f"--run_dir={new_run_dir}"])
     return flagdefs.config_from_flags()
 
 
 def fold_probabilities(run_dir, out_dir):
-    """--folds: the K-fold out-of-sample probabilities [N, K] of the trained rows, by CE
-    trained as the run's stage 1, into <out_dir>/pred_probs.npy."""
-    import dataclasses
-    import shutil
-
-    from sklearn.model_selection import StratifiedKFold
-
-    from idn_tf import cli, inputs, model, stages
-    from idn_tf.data import views
-    from idn_tf.data.dataset import Split
+    """--folds: cleanlab's input, 5-fold out-of-sample probabilities [N, K] of the trained
+    rows (in their order) by CE trained as the run's stage 1, each fold's last epoch, into
+    <out_dir>/pred_probs.npy."""
+    from idn_tf import cli, inputs, stages
     cli.quiet_logging()
     config = run_config(run_dir, "ce", os.path.join(out_dir, "fold"))
     data = inputs.load_data(config)
     with np.load(os.path.join(run_dir, "noisy_labels.npz")) as saved:
         labels, held = saved["labels"], saved["validation_rows"]
     data, labels = inputs.split_validation(data, labels, held)
-    probs = np.zeros((len(labels), data.num_classes), np.float32)
-    folds = StratifiedKFold(K_FOLDS, shuffle=True, random_state=FOLD_SEED)
-    train = data.train
-    for k, (fit_rows, out_rows) in enumerate(folds.split(np.zeros(len(labels)), labels)):
-        fold_dir = os.path.join(out_dir, f"fold{k}")
-        part = Split(train.images[fit_rows], train.labels[fit_rows], train.clean_labels[fit_rows])
-        view = views.ArrayData(dataclasses.replace(data.dataset, train=part), data.augment,
-                               data.padding, validation=data.validation, rows=data.rows[fit_rows])
-        classifier, _ = stages.train_cross_entropy(dataclasses.replace(config, run_dir=fold_dir),
-                                                   view, labels[fit_rows])
-        probs[out_rows] = np.exp(model.example_log_probs(classifier, train.images[out_rows],
-                                                         config.batch_size))
-        print(f"fold {k}: trained on {len(fit_rows)}, predicted {len(out_rows)}", flush=True)
-        shutil.rmtree(fold_dir)  # its backup and TensorBoard logs
-    np.save(os.path.join(out_dir, "pred_probs.npy"), probs)
-
-
-def run_predictions(run_dir):
-    """From the run's saved classifiers: q [N, K] (Eq. 8, the final classifier with the
-    final η and ψ, as `python -m idn_tf.audit` rebuilds it) and the probability of the
-    observed label [N] by stage 1's classifier of the epoch chosen on validation."""
-    from idn_tf import callbacks, inputs, model, stages
-    config = run_config(run_dir, "idn", run_dir)
-    data = inputs.load_data(config)
-    with np.load(os.path.join(run_dir, "noisy_labels.npz")) as saved:
-        labels, held = saved["labels"], saved["validation_rows"]
-    data, labels = inputs.split_validation(data, labels, held)
-    eta = np.load(os.path.join(run_dir, "eta.npy"))[:len(labels)]
-    psi = np.load(os.path.join(run_dir, "psi.npy"))
-    classifier = stages.new_classifier(config, data)
-    classifier.load_weights(os.path.join(run_dir, "classifier.weights.h5"))
-    q = stages.posterior_table(classifier, data, labels, eta, psi, config.batch_size,
-                               config.eta_numerics)
-    classifier.set_weights(callbacks.load_weights_list(os.path.join(run_dir, "stage1.selected.npz")))
-    log_probs = model.example_log_probs(classifier, data, config.batch_size)
-    return q, np.exp(log_probs[np.arange(len(labels)), labels])
+    last, _ = stages.fold_probs(config, data, labels, CLEANLAB_FOLDS, "cleanlab")
+    shutil.rmtree(config.run_dir)  # the folds' backups and TensorBoard logs
+    np.save(os.path.join(out_dir, "pred_probs.npy"), last)
+    np.save(os.path.join(out_dir, "rows.npy"), data.rows)
 
 
 def cleanlab_detect(labels, pred_probs):
@@ -272,64 +265,42 @@ def cleanlab_detect(labels, pred_probs):
     return 1.0 - quality, flagged, time.perf_counter() - start
 
 
-def method_command(noise, seed, run_dir, extra=()):
-    return [sys.executable, "-m", "idn_tf.train", "--dataset=digits", *NOISES[noise],
-            f"--seed={seed}", f"--run_dir={run_dir}", *COMMON_FLAGS, *extra]
-
-
-def variant(folder, noise, seed, name, extra, labels):
-    """(η, the argmax-q flags, the wall time) of the method run with `extra` flags, on
-    the labels of the paper run in <folder>/idn."""
-    import shutil
-    run_dir = os.path.join(folder, f"idn-{name}")
-    os.makedirs(run_dir, exist_ok=True)
-    given = os.path.join(folder, "idn", "noisy_labels.npz")
-    if not os.path.isfile(os.path.join(run_dir, "noisy_labels.npz")):
-        shutil.copyfile(given, os.path.join(run_dir, "noisy_labels.npz"))
-    cost = timed(method_command(noise, seed, run_dir, extra),
-                 os.path.join(folder, f"idn-{name}_wall_seconds.json"))
-    same, _, _ = trained_rows(run_dir)
-    assert np.array_equal(same, labels), f"{run_dir} trained on other labels"
-    q, _ = run_predictions(run_dir)
-    eta = np.load(os.path.join(run_dir, "eta.npy"))[:len(labels)]
-    return eta, np.argmax(q, axis=1) != labels, cost
-
-
 def cell(folder, noise, seed):
     """Trains (or reuses) one noise × seed and returns its detectors' metrics."""
-    import csv
-
-    from idn_tf import report
+    if NOISES[noise] is None:
+        make_folder(os.path.join(folder, "photos"), seed)
     run_dir = os.path.join(folder, "idn")
     os.makedirs(run_dir, exist_ok=True)
-    method_cost = timed(method_command(noise, seed, run_dir),
+    method_cost = timed(train_command(noise, seed, folder, run_dir),
                         os.path.join(folder, "idn_wall_seconds.json"))
+    audit = read_audit(run_dir)
+    labels, is_wrong = audit["observed"], audit["observed"] != audit["true"]
+    literal_dir = os.path.join(folder, "idn-literal")
+    os.makedirs(literal_dir, exist_ok=True)
+    if not os.path.isfile(os.path.join(literal_dir, "noisy_labels.npz")):
+        shutil.copyfile(os.path.join(run_dir, "noisy_labels.npz"),
+                        os.path.join(literal_dir, "noisy_labels.npz"))
+    literal_cost = timed(train_command(noise, seed, folder, literal_dir, LITERAL_FLAGS),
+                         os.path.join(folder, "idn-literal_wall_seconds.json"))
+    literal = read_audit(literal_dir)
+    assert np.array_equal(literal["index"], audit["index"])
+    assert np.array_equal(literal["observed"], labels), "the literal run trained on other labels"
     clean_dir = os.path.join(folder, "cleanlab")
     os.makedirs(clean_dir, exist_ok=True)
     fold_cost = timed([sys.executable, os.path.abspath(__file__), f"--folds={run_dir}",
                        f"--fold_out={clean_dir}"], os.path.join(folder, "cleanlab_wall_seconds.json"))
-    labels, clean, _ = trained_rows(run_dir)
-    is_wrong = labels != clean
-    eta = np.load(os.path.join(run_dir, "eta.npy"))[:len(labels)]
-    psi = np.load(os.path.join(run_dir, "psi.npy"))
-    q, p_selected = run_predictions(run_dir)
-    q_observed = q[np.arange(len(labels)), labels]
-    flagged_q = np.argmax(q, axis=1) != labels
-    with open(os.path.join(run_dir, "label_audit.csv")) as f:
-        audit_flags = sum(int(row["is_label_issue"]) for row in csv.DictReader(f))
-    assert audit_flags == flagged_q.sum(), "the rebuilt q disagrees with label_audit.csv"
-    score = scores(eta, psi, q_observed, labels, report.ranking(q, eta, labels))
-    score["one_minus_p_selected"] = 1.0 - p_selected
+    assert np.array_equal(np.load(os.path.join(clean_dir, "rows.npy")), audit["index"])
+    score = scores(audit)
+    score["eta_literal"] = literal["eta"]
     score["cleanlab"], flagged_cl, cl_seconds = cleanlab_detect(
         labels, np.load(os.path.join(clean_dir, "pred_probs.npy")))
-    flags = {"eta": flagged_q, "audit_order": flagged_q, "cleanlab": flagged_cl}
-    costs = {"cleanlab": fold_cost + cl_seconds}
-    for name, (_, extra) in VARIANTS.items():
-        score[name], flags[name], costs[name] = variant(folder, noise, seed, name, extra, labels)
+    flags = {"audit": audit["flagged"], "cleanlab": flagged_cl}
+    costs = {"cleanlab": fold_cost + cl_seconds, "eta_literal": literal_cost}
     detectors = {name: evaluate(score[name], flags.get(name), is_wrong,
                                 costs.get(name, method_cost)) for name in DETECTORS}
     return {"n": int(len(labels)), "n_wrong": int(is_wrong.sum()),
-            "n_flagged": {"method": int(flagged_q.sum()), "cleanlab": int(flagged_cl.sum())},
+            "n_flagged": {"audit": int(audit["flagged"].sum()),
+                          "cleanlab": int(flagged_cl.sum())},
             "cleanlab_seconds": cl_seconds, "detectors": detectors}
 
 
@@ -351,11 +322,11 @@ def main():
             print(f"{noise} seed {seed}: " + ", ".join(
                 f"{n} {d['auroc']:.3f}" for n, d in results[noise][seed]["detectors"].items()),
                 flush=True)
-    with open(os.path.join(args.out, "detection.json"), "w") as f:
-        json.dump(results, f, indent=2)
+            with open(os.path.join(args.out, "detection.json"), "w") as f:
+                json.dump(results, f, indent=2)
     print(table(results))
     return None
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,10 @@
-"""The label audit: which observed training labels the method thinks are wrong.
+"""The label audit: which observed training labels are likely wrong.
 
-`label_audit.csv` has one row per example the method trained on, highest η first
-(`ranking`); the examples held out for validation (--val_fraction) have no η and no row:
+`label_audit.csv` has one row per example the method trained on, most suspect first
+(`issue_order`: highest issue_score first); the examples held out for validation
+(--val_fraction) have no η and no row. The audit decides from held-out probabilities p
+[N, K] where the run has them (--audit_folds: CE classifiers that did not see the row's
+label, docs/own_data.md "The label audit"), else from the method's posterior q:
 
     index           the example's row in the source's training split (e.g. the row of
                     an .npz's train arrays; η.npy and ψ.npy hold the trained rows in
@@ -9,11 +12,14 @@
     path            file sources only (a class folder, Clothing1M): the image file,
                     relative to --data_dir
     observed_label  its observed (possibly noisy) label ỹ_i
-    estimated_label argmax_j q_ij: the true label the method estimates (Eq. 8, from the
-                    final classifier on the un-augmented image, the final η_i and ψ_i)
+    estimated_label argmax_j p_ij: the label the held-out classifiers predict (argmax_j q_ij
+                    without them)
     observed_class, estimated_class   the two labels' class names
-    eta, psi        η_i and ψ_i
-    max_q           max_j q_ij, the posterior's confidence in estimated_label
+    issue_score     1 − p_iỹ: the held-out probability that the observed label is wrong
+                    (1 − q_iỹ without held-out classifiers); the rows' order
+    eta, psi        η_i and ψ_i of the method
+    q_observed      q_iỹ: the method's posterior (Eq. 8, the final classifier on the
+                    un-augmented image, the final η_i and ψ_i) that ỹ_i is the true label
     is_label_issue  1 when estimated_label != observed_label
     clean_label     the true label where known (synthetic noise, CIFAR-N), else empty
 
@@ -32,35 +38,60 @@ import numpy as np
 from sklearn.metrics import precision_score, recall_score
 
 from idn_tf import artifacts, report
-from idn_tf.report import ranking  # noqa: F401 (the audit's row order, also used here)
 
 # The columns in file order; "path" only for file sources.
 COLUMNS = ("index", "path", "observed_label", "estimated_label", "observed_class",
-           "estimated_class", "eta", "psi", "max_q", "is_label_issue", "clean_label")
+           "estimated_class", "issue_score", "eta", "psi", "q_observed", "is_label_issue",
+           "clean_label")
 
 
-def audit_columns(q, eta, psi, labels, clean_labels, rows=None, class_names=None, paths=None):
-    """The audit's columns (name -> array [N]), rows in `ranking` order, plus "order":
+def issue_scores(probs, labels):
+    """1 − probs[i, ỹ_i] [N]: the probability, under `probs` [N, K], that each observed
+    label is wrong."""
+    labels = np.asarray(labels)
+    return 1.0 - np.asarray(probs, np.float64)[np.arange(len(labels)), labels]
+
+
+def issue_order(score):
+    """Example indices, most suspect first: by `score`, highest first; ties by index."""
+    score = np.asarray(score)
+    return np.lexsort((np.arange(len(score)), -score))
+
+
+def decision(q, held_out):
+    """The probabilities [N, K] the audit decides from: `held_out` where given, else q."""
+    return q if held_out is None else np.asarray(held_out)
+
+
+def audit_columns(q, eta, psi, labels, clean_labels, held_out=None, rows=None,
+                  class_names=None, paths=None):
+    """The audit's columns (name -> array [N]), rows in `issue_order`, plus "order":
     the examples' positions 0..N-1 in that order (not written).
 
+    `held_out` [N, K]: out-of-sample class probabilities (`methods.Method.audit_probs`),
+    which decide the score, the estimated label and the flag; None: q decides.
     `clean_labels` is -1 where unknown; `rows` [N]: each example's row number in the
     source (default 0..N-1); `class_names`: K names (default "0" … "K-1"); `paths` [N]:
     the examples' files (file sources), or None.
     """
-    order = report.ranking(q, eta, labels)
-    estimated = np.argmax(q, axis=1)
+    labels = np.asarray(labels)
+    probs = decision(q, held_out)
+    score = issue_scores(probs, labels)
+    order = issue_order(score)
+    estimated = np.argmax(probs, axis=1)
     names = np.array([str(c) for c in range(q.shape[1])] if class_names is None
                      else list(class_names), dtype=object)
     columns = {
         "order": order,
         "index": order if rows is None else np.asarray(rows)[order],
-        "observed_label": np.asarray(labels)[order],
+        "observed_label": labels[order],
         "estimated_label": estimated[order],
-        "observed_class": names[np.asarray(labels)[order]],
+        "observed_class": names[labels[order]],
         "estimated_class": names[estimated[order]],
+        "issue_score": score.astype(np.float32)[order],
         "eta": np.asarray(eta)[order],
         "psi": np.asarray(psi)[order],
-        "max_q": np.max(q, axis=1)[order],
+        "q_observed": np.asarray(q)[np.arange(len(labels)), labels][order],
         "is_label_issue": (estimated != labels)[order].astype(np.int64),
         "clean_label": np.asarray(clean_labels)[order],
     }
@@ -82,43 +113,49 @@ def csv_text(columns):
     return out.getvalue()
 
 
-def detection(q, eta, labels, clean_labels):
+def detection(q, eta, labels, clean_labels, held_out=None):
     """How well the audit finds the wrong labels, on examples with a known clean label.
 
-    label_issue_precision: of the flagged examples (argmax q ≠ observed), the
-      fraction whose observed label is wrong;
+    label_issue_precision: of the flagged examples (argmax of the audit's probabilities
+      ≠ observed, `decision`), the fraction whose observed label is wrong;
     label_issue_recall: of the wrong labels, the fraction flagged;
+    issue_score_auroc: AUROC of the audit's issue_score (its row order);
     eta_auroc: AUROC of η as a score for "the label is wrong".
     NaN where undefined (no clean labels, nothing flagged, no wrong label).
     """
     known = clean_labels >= 0
     is_wrong = (labels != clean_labels)[known]
-    flagged = (np.argmax(q, axis=1) != labels)[known]
+    probs = decision(q, held_out)
+    flagged = (np.argmax(probs, axis=1) != labels)[known]
     nan = float("nan")
     return {
         "label_issue_precision": float(precision_score(is_wrong, flagged, zero_division=np.nan))
         if flagged.any() else nan,
         "label_issue_recall": float(recall_score(is_wrong, flagged, zero_division=np.nan))
         if is_wrong.any() else nan,
-        "eta_auroc": report.eta_auroc(eta, labels, clean_labels),
+        "issue_score_auroc": report.auroc(issue_scores(probs, labels), labels, clean_labels),
+        "eta_auroc": report.auroc(eta, labels, clean_labels),
     }
 
 
-def write(path, q, eta, psi, labels, clean_labels, rows=None, class_names=None, paths=None):
+def write(path, q, eta, psi, labels, clean_labels, held_out=None, rows=None, class_names=None,
+          paths=None):
     """Writes label_audit.csv atomically; returns its columns."""
-    columns = audit_columns(q, eta, psi, labels, clean_labels, rows, class_names, paths)
+    columns = audit_columns(q, eta, psi, labels, clean_labels, held_out, rows, class_names,
+                            paths)
     artifacts.write_text(path, csv_text(columns))
     return columns
 
 
-def write_reports(run_dir, q, eta, psi, labels, data):
+def write_reports(run_dir, q, eta, psi, labels, data, held_out=None):
     """label_audit.csv and label_issues.html (with its thumbnails) of the examples of the
     data view `data` in `run_dir`; returns the audit's columns."""
     from idn_tf import label_report
     paths = data.relative_paths()
     columns = write(os.path.join(run_dir, "label_audit.csv"), q, eta, psi, labels,
-                    data.train.clean_labels, data.rows, data.class_names, paths)
-    label_report.write(run_dir, columns, q, data)
+                    data.train.clean_labels, held_out, data.rows, data.class_names, paths)
+    label_report.write(run_dir, columns, decision(q, held_out), data,
+                       held_out=held_out is not None)
     return columns
 
 
@@ -202,12 +239,34 @@ def rebuild(config):
     log_probs = model.example_log_probs(classifier, data, config.batch_size)
     q = posterior.posterior_from_log_probs(log_probs, labels, eta, psi,
                                            config.eta_numerics).numpy()
+    held_out = held_out_probs(config, n, data.num_classes)
     clean = data.train.clean_labels
-    columns = write_reports(config.run_dir, q, eta, psi, labels, data)
+    columns = write_reports(config.run_dir, q, eta, psi, labels, data, held_out)
     print(f"wrote {os.path.join(config.run_dir, 'label_audit.csv')} and label_issues.html: "
           f"{int(columns['is_label_issue'].sum())} of {len(labels)} labels flagged (estimated "
           "label differs from the observed one)")
-    return detection(q, eta, labels, clean)
+    return detection(q, eta, labels, clean, held_out)
+
+
+def held_out_probs(config, n, num_classes):
+    """The run's audit_probs.npy [n, K] (--audit_folds > 0), or None: with --audit_folds=0,
+    or for a run made before the held-out audit existed (then q decides, as it did)."""
+    path = os.path.join(config.run_dir, "audit_probs.npy")
+    if not config.audit_folds:
+        return None
+    if not os.path.isfile(path):
+        print(f"{path} is missing (a run made before the held-out audit): the audit decides "
+              "from the method's posterior q")
+        return None
+    try:
+        probs = np.load(path)
+    except (OSError, ValueError) as e:
+        raise artifacts.RunDirError(f"{path}: cannot read it ({e})") from None
+    if probs.shape != (n, num_classes):
+        raise artifacts.RunDirError(f"{path} has shape {probs.shape} but the data has {n} "
+                                    f"training examples of {num_classes} classes; is this the "
+                                    "run's data (--data_dir, --npz_path)?")
+    return probs
 
 
 def main(argv):

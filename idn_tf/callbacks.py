@@ -174,7 +174,7 @@ class MonitorCallback(EveryEpochs):
             "eta/above_half": float(np.mean(eta > 0.5)),
             "labels/wrong_corrected": correction["wrong_labels_corrected"],
             "labels/right_kept": correction["right_labels_kept"],
-            "labels/eta_auroc": report.eta_auroc(eta, self.labels, self.clean_labels),
+            "labels/eta_auroc": report.auroc(eta, self.labels, self.clean_labels),
         }
 
 

@@ -5,9 +5,11 @@ A static, self-contained page (inline CSS, no script, no server) in the run fold
 - a summary table: per observed class, its training examples, how many are flagged
   (estimated class ≠ observed class) and their share;
 - per observed class, its `PER_CLASS` most suspect examples in label_audit.csv's order
-  (`report.ranking`: highest η first), each with a thumbnail, the example's index, its
-  file (file sources: a link to the original, relative to the run folder), the observed
-  and estimated class, η, ψ and the posterior's `TOP_POSTERIOR` largest classes.
+  (`audit.issue_order`: highest issue score first), each with a thumbnail, the example's
+  index, its file (file sources: a link to the original, relative to the run folder), the
+  observed and estimated class, the issue score, η, ψ and the `TOP_POSTERIOR` largest
+  classes of the probabilities the audit decided from (held-out, or the method's q);
+- a legend of those columns.
 
 Thumbnails are PNGs of the un-augmented images the classifier saw, in
 `label_issues_files/<index>.png`, referenced by relative path; small images are enlarged
@@ -40,6 +42,9 @@ th { background: #f2f2f2; }
 td.number { text-align: right; font-variant-numeric: tabular-nums; }
 tr.flagged td.estimated { color: #b00; font-weight: bold; }
 img { image-rendering: pixelated; max-width: 128px; max-height: 128px; }
+dl.legend { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; }
+dl.legend dt { font-weight: bold; }
+dl.legend dd { margin: 0; }
 """
 
 
@@ -74,10 +79,11 @@ def thumbnail_png(image):
     return buffer.getvalue()
 
 
-def write(run_dir, columns, q, data, per_class=PER_CLASS):
+def write(run_dir, columns, probs, data, per_class=PER_CLASS, held_out=True):
     """Writes label_issues.html and its thumbnails into `run_dir` from the audit's
-    `columns` (audit.audit_columns), the posterior `q` [N, K] (example order) and the
-    data view `data` (images, class names, the data folder of file sources)."""
+    `columns` (audit.audit_columns), the probabilities [N, K] (example order) it decided
+    from (`held_out`: out-of-sample ones, else the method's posterior q) and the data
+    view `data` (images, class names, the data folder of file sources)."""
     shown = shown_rows(columns, per_class)
     positions = np.concatenate([rows for rows in shown.values()]) if shown else np.zeros(0, int)
     examples = np.asarray(columns["order"])[positions]  # rows of the view, for its images
@@ -88,14 +94,35 @@ def write(run_dir, columns, q, data, per_class=PER_CLASS):
         name = f"{columns['index'][position]}.png"
         artifacts.write_bytes(os.path.join(files_dir, name), thumbnail_png(image))
         names[int(position)] = name
-    page = page_html(columns, q, data, shown, names, run_dir)
+    page = page_html(columns, probs, data, shown, names, run_dir, held_out)
     artifacts.write_text(os.path.join(run_dir, HTML_NAME), page)
     for stale in set(os.listdir(files_dir)) - set(names.values()):
         if stale.endswith(".png"):
             os.remove(os.path.join(files_dir, stale))
 
 
-def page_html(columns, q, data, shown, thumbnails, run_dir):
+def legend(held_out):
+    """The page's explanation of its columns (HTML)."""
+    source = ("cross-entropy classifiers that did not see the example's label (the "
+              "run's --audit_folds held-out folds)" if held_out else
+              "the method's posterior q, which has been trained on these labels and can "
+              "miss the labels it has fitted (--audit_folds=0)")
+    items = [
+        ("issue score", "1 − the probability of the observed class under " + source
+         + "; the rows are sorted by it"),
+        ("estimated", "the class those probabilities put first; an example is flagged "
+         "(red) when it differs from the observed class"),
+        ("η", "the method's probability that the label is a confused guess rather than "
+         "copied from the true class (0 to 1)"),
+        ("ψ", "stage 1's probability of the observed class: how typical this label is for "
+         "such an image"),
+        ("held-out p" if held_out else "posterior q",
+         f"the {TOP_POSTERIOR} most probable classes under " + source)]
+    return ("<dl class=\"legend\">" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>"
+                                             for k, v in items) + "</dl>")
+
+
+def page_html(columns, probs, data, shown, thumbnails, run_dir, held_out=True):
     """The page's text (module docstring); `thumbnails`: audit row position -> file name."""
     class_names = list(data.class_names)
     root = getattr(data, "root", None)
@@ -106,7 +133,8 @@ def page_html(columns, q, data, shown, thumbnails, run_dir):
            "<h1>Label issues</h1>",
            f"<p>{n} training examples of {_e(data.name)}; {flagged} flagged (the estimated "
            "class differs from the observed one). Each class lists its most suspect "
-           "examples, highest η first, as in label_audit.csv.</p>",
+           "examples, highest issue score first, as in label_audit.csv.</p>",
+           legend(held_out),
            "<h2>Per class</h2>",
            '<table class="summary"><thead><tr><th>class</th><th>examples</th>'
            "<th>flagged</th><th>flagged share</th></tr></thead><tbody>"]
@@ -122,10 +150,11 @@ def page_html(columns, q, data, shown, thumbnails, run_dir):
         out.append(f'<h2 id="class-{label}">{_e(class_names[label])}</h2>')
         out.append('<table class="issues"><thead><tr><th>image</th><th>index</th>'
                    + ("<th>file</th>" if has_paths else "")
-                   + "<th>observed</th><th>estimated</th><th>η</th><th>ψ</th>"
-                   "<th>posterior q</th></tr></thead><tbody>")
+                   + "<th>observed</th><th>estimated</th><th>issue score</th><th>η</th>"
+                   f"<th>ψ</th><th>{'held-out p' if held_out else 'posterior q'}</th>"
+                   "</tr></thead><tbody>")
         for position in positions:
-            out.append(_row(columns, q, position, thumbnails.get(int(position)), class_names,
+            out.append(_row(columns, probs, position, thumbnails.get(int(position)), class_names,
                             root, run_dir, has_paths))
         out.append("</tbody></table>")
     out.append("</body></html>")
@@ -148,9 +177,10 @@ def _row(columns, q, position, thumbnail, class_names, root, run_dir, has_paths)
         cells.append(f'<a class="path" href="{_e(href)}">{_e(path)}</a>')
     cells += [f'<span class="observed">{_e(columns["observed_class"][position])}</span>',
               _e(columns["estimated_class"][position]),
+              f'{columns["issue_score"][position]:.4f}',
               f'{columns["eta"][position]:.4f}', f'{columns["psi"][position]:.4f}', posterior]
     classes = ["thumb", "", "file"] if has_paths else ["thumb", ""]
-    classes += ["", "estimated", "number eta", "number psi", "posterior"]
+    classes += ["", "estimated", "number score", "number eta", "number psi", "posterior"]
     tds = "".join(f'<td class="{c}">{v}</td>' if c else f"<td>{v}</td>"
                   for c, v in zip(classes, cells))
     return f'<tr class="example{flagged}" data-index="{index}">{tds}</tr>'

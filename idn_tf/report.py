@@ -32,13 +32,14 @@ def ranking(q, eta, labels):
     return np.lexsort((np.arange(len(labels)), q_observed, -np.asarray(eta)))
 
 
-def eta_auroc(eta, labels, clean_labels):
-    """AUROC of η as a detector of wrong labels (NaN without both kinds)."""
+def auroc(score, labels, clean_labels):
+    """AUROC of `score` [N] (higher: more suspect, e.g. η) as a detector of wrong labels,
+    on the examples with a known clean label (NaN without both kinds)."""
     known = clean_labels >= 0
     is_wrong = labels[known] != clean_labels[known]
     if is_wrong.all() or not is_wrong.any():
         return float("nan")
-    return float(roc_auc_score(is_wrong, eta[known]))
+    return float(roc_auc_score(is_wrong, np.asarray(score)[known]))
 
 
 def _mean(values):
@@ -107,7 +108,7 @@ def results(config, noise_rate_actual, ce, idn, q, eta, labels, clean_labels):
         **selection("ce", ce), **selection("method", idn),
         "eta_mean": float(np.mean(eta)),
         "eta_above_half": float(np.mean(eta > 0.5)),
-        "eta_auroc": eta_auroc(eta, labels, clean_labels),
+        "eta_auroc": auroc(eta, labels, clean_labels),
         **label_correction(q, labels, clean_labels),
         "ce_history": ce.history,
         "method_history": idn.history,
@@ -140,6 +141,7 @@ def table(res, method):
         *((name, res.get(key)) for name, key in method.rows),
         ("wrong training labels corrected by argmax q", res.get("wrong_labels_corrected")),
         ("right training labels kept by argmax q", res.get("right_labels_kept")),
+        ("AUROC of the audit's issue_score (wrong labels)", res.get("issue_score_auroc")),
         ("AUROC of η as wrong-label detector", res.get("eta_auroc")),
         ("flagged labels that are wrong (precision)", res.get("label_issue_precision")),
         ("wrong labels flagged (recall)", res.get("label_issue_recall")),

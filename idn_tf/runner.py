@@ -1,7 +1,7 @@
 """One run, end to end, as the paper's Algorithm 1 reads (docs/architecture.md):
 
     preflight → data → noise → stage 1 (if the method needs it) → the method's stages
-    → fine-tuning → report → export
+    → the audit's held-out classifiers → fine-tuning → report → export
 
 `run(config)` is all of it; each step is one function below, and each stage goes
 through the run folder's one reuse-or-train mechanism (`runfolder.RunFolder.stage`),
@@ -42,11 +42,12 @@ def run(config, data=None):
         stage1 = stage_one(folder, config, data, labels, method) if method.needs_stage1(config) else None
         state = methods.Run(config, data, labels, rate, folder, stage1, given)
         trained = method.train(state)
+        held_out = method.audit_probs(state)  # trains on every worker, as the stages do
         tuned = finetune(folder, config, data, trained.classifier)
         if not folder.is_chief:
             print(f"\nworker done ({time.time() - start:.0f} s); the chief writes the results")
             return None
-        res = report_run(state, trained, method)
+        res = report_run(state, trained, method, held_out)
         if tuned is not None:
             res.update(finetuned_test_accuracy=tuned.result.test_accuracy,
                        finetune_history=tuned.result.history,
@@ -177,10 +178,10 @@ def finetune(folder, config, data, classifier):
                  f"epoch(s) at lr {config.finetune_lr:g}")
 
 
-def report_run(state, trained, method):
+def report_run(state, trained, method, held_out=None):
     """Plots, the label audit of a method that learns η, and the results dict (written by
     `run` after the export). The audit covers the N noisy training examples (the first N
-    rows of η and ψ)."""
+    rows of η and ψ) and decides from `held_out` ([N, K], `Method.audit_probs`) if given."""
     folder, config, data, labels, stage1 = (state.folder, state.config, state.data,
                                             state.labels, state.stage1)
     banner("report: label audit and plots" if method.audits_labels else "report: plots")
@@ -202,10 +203,12 @@ def report_run(state, trained, method):
     eta, psi = trained.model.eta.numpy()[:n], trained.model.psi.numpy()[:n]
     q = stages.posterior_table(trained.classifier, data, labels, eta, psi, config.batch_size,
                                config.eta_numerics)
-    columns = audit.write_reports(folder.dir, q, eta, psi, labels, data)
+    columns = audit.write_reports(folder.dir, q, eta, psi, labels, data, held_out)
+    by = ("held-out classifiers" if held_out is not None
+          else "the method's posterior q (--audit_folds=0)")
     print(f"{folder.path('label_audit.csv')}: {int(columns['is_label_issue'].sum())} of "
-          f"{n} labels flagged (estimated label differs from the observed one); "
-          f"{folder.path('label_issues.html')}: the most suspect per class")
+          f"{n} labels flagged (the class predicted by the {by} differs from the observed "
+          f"one); {folder.path('label_issues.html')}: the most suspect per class")
     top, known = report.ranking(q, eta, labels)[:16], (clean >= 0).all()
     plots.eta_histogram(os.path.join(plot_dir, "eta_histogram.png"), eta,
                         is_wrong=labels != clean if known else None)
@@ -215,7 +218,7 @@ def report_run(state, trained, method):
                            eta=eta[top])
     print(f"{plot_dir}/: accuracy.png, eta_histogram.png, highest_eta.png")
     res = report.results(config, state.rate, ce, trained.result, q, eta, labels, clean)
-    res.update(audit.detection(q, eta, labels, clean))
+    res.update(audit.detection(q, eta, labels, clean, held_out))
     return res
 
 

@@ -190,7 +190,7 @@ def train_cross_entropy(config, data, labels, stage="stage1"):
 
     With clean examples mixed in (`views.FileData`, row #8) they are half of every
     batch here too, so the CE baseline sees the same data as the method. `stage` names
-    its backup and TensorBoard folders (a fold of `crossval_psi` is trained so too).
+    its backup and TensorBoard folders (a fold of `fold_probs` is trained so too).
     """
     with model_scope(config):
         classifier = new_classifier(config, data)
@@ -198,32 +198,51 @@ def train_cross_entropy(config, data, labels, stage="stage1"):
     return classifier, fit(ce, config, data, labels, stage)
 
 
-def fold_stage(k):
-    """The stage name of fold `k` (1-based) of `crossval_psi`: its backup and TensorBoard
-    folders."""
-    return f"psi_fold{k}"
+def fold_stage(purpose, k):
+    """The stage name of fold `k` (1-based) of `fold_probs` for `purpose` ("psi",
+    "audit"): its backup and TensorBoard folders."""
+    return f"{purpose}_fold{k}"
+
+
+def fold_probs(config, data, labels, folds, purpose):
+    """Out-of-sample class probabilities of the N training rows: (last, selected), each
+    float32 [N, K].
+
+    The N rows are split into `folds` folds stratified by the observed label
+    (`holdout.fold_rows`, seeded by --seed). For each fold a classifier is trained as
+    stage 1 is (the same recipe, initial weights and validation split) on the other
+    folds' rows, and predicts the fold's un-augmented rows: `last` with its last epoch's
+    weights, `selected` with those of its epoch chosen on the validation split (the
+    last epoch's without one). No row's probabilities come from a network that saw its
+    label. A fold resumes from its backup (`fold_stage(purpose, k)`); the caller
+    removes the backups.
+    """
+    from idn_tf.data import holdout
+    n, everything = len(labels), np.arange(len(labels))
+    last = np.zeros((n, data.num_classes), np.float32)
+    selected = np.zeros_like(last)
+    for k, rows in enumerate(holdout.fold_rows(labels, folds, config.seed), 1):
+        runfolder.banner(f"{purpose} fold {k} of {folds}: cross-entropy on {n - len(rows)} "
+                         f"rows, predicting the other {len(rows)}")
+        view, fit_labels = data.without(rows, labels)
+        classifier, result = train_cross_entropy(config, view, fit_labels,
+                                                 stage=fold_stage(purpose, k))
+        held, _ = data.without(np.setdiff1d(everything, rows), labels)
+        last[rows] = np.exp(model.example_log_probs(classifier, held, config.batch_size))
+        selected[rows] = last[rows]
+        if result.selected_weights is not None:
+            classifier.set_weights(result.selected_weights)
+            selected[rows] = np.exp(model.example_log_probs(classifier, held,
+                                                            config.batch_size))
+    return last, selected
 
 
 def crossval_psi(config, data, labels, folds):
-    """Out-of-sample ψ (--psi_source=crossval, docs/method.md §7.6): float32 [N].
-
-    The N training rows are split into `folds` folds stratified by the observed label
-    (`holdout.fold_rows`, seeded by --seed). For each fold a classifier is trained as
-    stage 1 is (the same recipe, initial weights and validation split) on the other
-    folds' rows, and ψ_i of the fold's rows is its last epoch's probability of their
-    observed label (`estimate_psi`): no ψ_i comes from a network that saw ỹ_i.
-    A fold resumes from its backup (`fold_stage`); the caller removes the backups.
-    """
-    from idn_tf.data import holdout
-    psi = np.zeros(len(labels), np.float32)
-    for k, rows in enumerate(holdout.fold_rows(labels, folds, config.seed), 1):
-        runfolder.banner(f"ψ fold {k} of {folds}: cross-entropy on {len(labels) - len(rows)} "
-                         f"rows, ψ of the other {len(rows)}")
-        view, fit_labels = data.without(rows, labels)
-        classifier, _ = train_cross_entropy(config, view, fit_labels, stage=fold_stage(k))
-        held, held_labels = data.without(np.setdiff1d(np.arange(len(labels)), rows), labels)
-        psi[rows] = estimate_psi(classifier, held, held_labels, config.batch_size)
-    return psi
+    """Out-of-sample ψ (--psi_source=crossval, docs/method.md §7.6): float32 [N], each
+    row's probability of its observed label by the last epoch of the `fold_probs`
+    classifier that did not see it."""
+    last, _ = fold_probs(config, data, labels, folds, "psi")
+    return observed_probability(last, labels)
 
 
 def selected_psi(config, data, labels, weights):
@@ -274,9 +293,14 @@ def estimate_psi(classifier, examples, labels, batch_size):
     `examples`: the training images (uint8 [N, ...]) or a data view (`data.views`).
     """
     log_probs = model.example_log_probs(classifier, examples, batch_size)
-    psi = np.exp(log_probs[np.arange(len(labels)), labels]).astype(np.float32)
-    # exp() can underflow to 0; with η_i = 1, ψ_i = 0 would give every class weight
-    # 0 in Eq. 8 (q = 0/0). The smallest normal float32 keeps q defined.
+    return observed_probability(np.exp(log_probs), labels)
+
+
+def observed_probability(probs, labels):
+    """ψ_i = probs[i, ỹ_i] [N] float32, floored at the smallest normal float32: exp() can
+    underflow to 0, and with η_i = 1, ψ_i = 0 would give every class weight 0 in Eq. 8
+    (q = 0/0)."""
+    psi = np.asarray(probs)[np.arange(len(labels)), labels].astype(np.float32)
     return np.maximum(psi, np.finfo(np.float32).tiny)
 
 

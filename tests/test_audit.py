@@ -24,27 +24,46 @@ def read_csv(path_or_text):
     return rows
 
 
-def test_columns_sorted_by_eta_then_by_q_of_the_observed_label():
-    q = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.7, 0.3], [0.3, 0.7]])
-    eta = np.array([0.5, 0.9, 0.5, 0.1, 1.0, 1.0], dtype=np.float32)
-    psi = np.array([0.7, 0.2, 0.6, 0.9, 0.5, 0.4], dtype=np.float32)
-    labels = np.array([0, 0, 1, 1, 0, 1])
-    clean = np.array([0, 1, -1, 1, 1, 1])
-    rows = read_csv(audit.csv_text(audit.audit_columns(q, eta, psi, labels, clean,
+Q = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.7, 0.3], [0.3, 0.7]])
+ETA = np.array([0.5, 0.9, 0.5, 0.1, 1.0, 1.0], dtype=np.float32)
+PSI = np.array([0.7, 0.2, 0.6, 0.9, 0.5, 0.4], dtype=np.float32)
+LABELS = np.array([0, 0, 1, 1, 0, 1])
+CLEAN = np.array([0, 1, -1, 1, 1, 1])
+
+
+def test_held_out_probabilities_decide_the_order_the_estimate_and_the_flag():
+    held_out = np.array([[0.8, 0.2], [0.35, 0.65], [0.5, 0.5], [0.9, 0.1], [0.6, 0.4],
+                         [0.2, 0.8]])
+    rows = read_csv(audit.csv_text(audit.audit_columns(Q, ETA, PSI, LABELS, CLEAN, held_out,
                                                        class_names=("ant", "b,ee"))))
     assert list(rows[0]) == [c for c in audit.COLUMNS if c != "path"]  # arrays: no files
-    # η 1.0 (rows 4, 5: equal q of the observed label 0.7, so index order), 0.9 (row 1), the
-    # tie at 0.5 by q of the observed label (row 2: 0.4, row 0: 0.9), then 0.1 (row 3).
-    assert [int(r["index"]) for r in rows] == [4, 5, 1, 2, 0, 3]
-    assert [int(r["observed_label"]) for r in rows] == [0, 1, 0, 1, 0, 1]
-    assert [int(r["estimated_label"]) for r in rows] == [0, 1, 1, 0, 0, 1]
-    assert [int(r["is_label_issue"]) for r in rows] == [0, 0, 1, 1, 0, 0]
-    assert [r["observed_class"] for r in rows] == ["ant", "b,ee", "ant", "b,ee", "ant", "b,ee"]
-    assert [r["estimated_class"] for r in rows] == ["ant", "b,ee", "b,ee", "ant", "ant", "b,ee"]
-    assert [r["clean_label"] for r in rows] == ["1", "1", "1", "", "0", "1"]  # unknown -> empty
-    np.testing.assert_allclose([float(r["max_q"]) for r in rows], [0.7, 0.7, 0.8, 0.6, 0.9, 0.7])
-    np.testing.assert_allclose([float(r["eta"]) for r in rows], [1, 1, 0.9, 0.5, 0.5, 0.1], rtol=1e-6)
-    np.testing.assert_allclose([float(r["psi"]) for r in rows], [0.5, 0.4, 0.2, 0.6, 0.7, 0.9], rtol=1e-6)
+    # 1 − held-out p of the observed label: .2, .65, .5, .9, .4, .2 -> rows 3, 1, 2, 4, then
+    # the tie at .2 in index order (0, 5).
+    assert [int(r["index"]) for r in rows] == [3, 1, 2, 4, 0, 5]
+    np.testing.assert_allclose([float(r["issue_score"]) for r in rows],
+                               [0.9, 0.65, 0.5, 0.4, 0.2, 0.2], rtol=1e-6)
+    assert [int(r["observed_label"]) for r in rows] == [1, 0, 1, 0, 0, 1]
+    # argmax of the held-out p (a tie at .5/.5 goes to the first class, as np.argmax)
+    assert [int(r["estimated_label"]) for r in rows] == [0, 1, 0, 0, 0, 1]
+    assert [int(r["is_label_issue"]) for r in rows] == [1, 1, 1, 0, 0, 0]
+    assert [r["observed_class"] for r in rows] == ["b,ee", "ant", "b,ee", "ant", "ant", "b,ee"]
+    assert [r["estimated_class"] for r in rows] == ["ant", "b,ee", "ant", "ant", "ant", "b,ee"]
+    assert [r["clean_label"] for r in rows] == ["1", "1", "", "1", "0", "1"]  # unknown -> empty
+    # The method's own columns stay: q of the observed label, η, ψ.
+    np.testing.assert_allclose([float(r["q_observed"]) for r in rows],
+                               [0.7, 0.2, 0.4, 0.7, 0.9, 0.7])
+    np.testing.assert_allclose([float(r["eta"]) for r in rows], [0.1, 0.9, 0.5, 1, 0.5, 1],
+                               rtol=1e-6)
+    np.testing.assert_allclose([float(r["psi"]) for r in rows], [0.9, 0.2, 0.6, 0.5, 0.7, 0.4],
+                               rtol=1e-6)
+
+
+def test_without_held_out_probabilities_q_decides():
+    rows = read_csv(audit.csv_text(audit.audit_columns(Q, ETA, PSI, LABELS, CLEAN)))
+    # 1 − q of the observed label: .1, .8, .6, .3, .3, .3 -> 1, 2, the tie (3, 4, 5), 0.
+    assert [int(r["index"]) for r in rows] == [1, 2, 3, 4, 5, 0]
+    assert [int(r["estimated_label"]) for r in rows] == [1, 0, 1, 0, 1, 0]
+    assert [int(r["is_label_issue"]) for r in rows] == [1, 1, 0, 0, 0, 0]
 
 
 def test_detection_scores_by_hand_and_against_sklearn():
@@ -54,15 +73,20 @@ def test_detection_scores_by_hand_and_against_sklearn():
     labels = np.where(rng.random(n) < 0.3, (clean + 1) % k, clean)
     clean[:10] = -1  # unknown clean labels are left out
     q = rng.dirichlet(np.ones(k), n)
+    held_out = rng.dirichlet(np.ones(k), n)
     eta = rng.random(n)
-    scores = audit.detection(q, eta, labels, clean)
     known = clean >= 0
     wrong = labels[known] != clean[known]
-    flagged = q.argmax(1)[known] != labels[known]
-    assert scores["label_issue_precision"] == pytest.approx(
-        np.sum(wrong & flagged) / np.sum(flagged))
-    assert scores["label_issue_recall"] == pytest.approx(np.sum(wrong & flagged) / np.sum(wrong))
-    assert scores["eta_auroc"] == pytest.approx(roc_auc_score(wrong, eta[known]))
+    for probs, given in ((q, None), (held_out, held_out)):
+        scores = audit.detection(q, eta, labels, clean, given)
+        flagged = probs.argmax(1)[known] != labels[known]
+        assert scores["label_issue_precision"] == pytest.approx(
+            np.sum(wrong & flagged) / np.sum(flagged))
+        assert scores["label_issue_recall"] == pytest.approx(
+            np.sum(wrong & flagged) / np.sum(wrong))
+        score = 1 - probs[known][np.arange(known.sum()), labels[known]]
+        assert scores["issue_score_auroc"] == pytest.approx(roc_auc_score(wrong, score))
+        assert scores["eta_auroc"] == pytest.approx(roc_auc_score(wrong, eta[known]))
 
 
 def test_detection_is_nan_without_clean_labels():
@@ -104,13 +128,16 @@ def test_audit_rows_match_a_recomputation_from_the_saved_model(finished_run):
     classifier.load_weights(os.path.join(run, "classifier.weights.h5"))
     all_probs = keras.ops.softmax(classifier(digits.train.images[trained], training=False)).numpy()
 
-    # Sorted by η, highest first; equal η by q of the observed label, lowest first.
+    # Sorted by 1 − the held-out probability of the observed label (audit_probs.npy), highest
+    # first; the estimate and the flag are the held-out arg max.
+    held_out = np.load(os.path.join(run, "audit_probs.npy"))
+    assert held_out.shape == (n, all_probs.shape[1])
+    np.testing.assert_allclose(held_out.sum(1), 1.0, rtol=1e-5)
     order = np.array([position[int(r["index"])] for r in rows])
-    u = all_probs * ((1 - eta)[:, None] * np.eye(all_probs.shape[1])[labels]
-                     + (eta * psi)[:, None])
-    q_observed = (u / u.sum(1, keepdims=True))[np.arange(n), labels]
-    for a, b in zip(order, order[1:]):
-        assert eta[a] > eta[b] or (eta[a] == eta[b] and q_observed[a] <= q_observed[b] + 1e-5)
+    score = 1.0 - held_out[np.arange(n), labels]
+    assert np.all(np.diff(score[order]) <= 1e-7)
+    np.testing.assert_allclose([float(r["issue_score"]) for r in rows], score[order], atol=1e-6)
+    assert [int(r["estimated_label"]) for r in rows] == list(held_out.argmax(1)[order])
 
     # A few rows: the top of the audit and some random ones, recomputed with numpy from the
     # exported SavedModel's probabilities and Eq. 8 written out as a loop.
@@ -119,12 +146,12 @@ def test_audit_rows_match_a_recomputation_from_the_saved_model(finished_run):
     for row, i, p in zip(picked, ids, all_probs[ids]):
         u = np.array([p[j] * ((1 - eta[i]) * (j == labels[i]) + eta[i] * psi[i])
                       for j in range(len(p))], dtype=np.float64)
+        u = np.maximum(u, 1e-5 * p)  # the authors' floor on the likelihood, times p_j
         q = u / u.sum()
         assert int(row["observed_label"]) == labels[i]
         assert int(row["clean_label"]) == clean[i]
-        assert int(row["estimated_label"]) == int(np.argmax(q))
-        assert int(row["is_label_issue"]) == int(np.argmax(q) != labels[i])
-        np.testing.assert_allclose(float(row["max_q"]), q.max(), rtol=1e-4, atol=1e-6)
+        assert int(row["is_label_issue"]) == int(np.argmax(held_out[i]) != labels[i])
+        np.testing.assert_allclose(float(row["q_observed"]), q[labels[i]], rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(float(row["eta"]), eta[i], rtol=1e-6)
         np.testing.assert_allclose(float(row["psi"]), psi[i], rtol=1e-6)
 
@@ -136,8 +163,10 @@ def test_results_hold_the_detection_scores(finished_run):
     wrong = np.array([r["observed_label"] != r["clean_label"] for r in rows])
     flagged = np.array([r["is_label_issue"] == "1" for r in rows])
     eta = np.array([float(r["eta"]) for r in rows])
+    score = np.array([float(r["issue_score"]) for r in rows])
     saved = artifacts.read_json(os.path.join(cfg.run_dir, "results.json"))
     assert saved["eta_auroc"] == pytest.approx(roc_auc_score(wrong, eta), abs=1e-6)
+    assert saved["issue_score_auroc"] == pytest.approx(roc_auc_score(wrong, score), abs=1e-6)
     assert saved["label_issue_precision"] == pytest.approx((wrong & flagged).sum() / flagged.sum())
     assert saved["label_issue_recall"] == pytest.approx((wrong & flagged).sum() / wrong.sum())
 
@@ -235,3 +264,28 @@ def test_audit_cli_rejects_damaged_run_files_in_one_line(finished_run, tmp_path)
 def test_audit_cli_rejects_positional_arguments(tmp_path):
     result = audit_cli("runs/x", cwd=tmp_path)
     assert result.returncode == 2 and "--run_dir=" in result.stderr
+
+
+@pytest.mark.e2e
+def test_uniform_flips_invert_the_literal_eta_but_not_the_audit(tmp_path):
+    """The case of issue 28 on digits: 15% uniformly random wrong labels and a short,
+    low-rate recipe (the folder recipe's rates) under which stage 1 has not memorised them
+    (mean ψ ≈ 0.6), so stage 2 trusts and fits them and the literal equations' η of the
+    wrong labels runs to 0: ranked by that η they come last. The audit's held-out score,
+    checked here against scikit-learn on the file it wrote, ranks them first."""
+    from idn_tf import train
+    cfg = config_lib.Config(
+        run_dir=str(tmp_path / "run"), export_dir="", noise="symmetric", noise_rate=0.15,
+        lr=5e-3, lr_decay_epochs=(4,), epochs=6, batch_size=32, eta_lr=0.05, eta_start_epoch=2,
+        eta_every=1, weight_decay=1e-3, eta_numerics="literal", audit_folds=2, verbose=0,
+        monitor_every=1000)
+    res = train.run(cfg)
+    rows = read_csv(os.path.join(cfg.run_dir, "label_audit.csv"))
+    wrong = np.array([r["observed_label"] != r["clean_label"] for r in rows])
+    eta = np.array([float(r["eta"]) for r in rows])
+    assert 0.1 < wrong.mean() < 0.2
+    assert roc_auc_score(wrong, eta) < 0.5  # inverted
+    assert res["eta_auroc"] < 0.5
+    # The file's order is the audit's: its AUROC by position (first row most suspect).
+    assert roc_auc_score(wrong, -np.arange(len(rows))) > 0.9
+    assert res["issue_score_auroc"] > 0.9

@@ -87,21 +87,15 @@ def test_flagged_precision_recall_matches_sklearn(det):
     assert np.isnan(det.flagged_precision_recall([1, 0], [0, 0])[1])
 
 
-def test_order_score_ranks_as_the_order(det):
-    np.testing.assert_allclose(det.order_score([2, 0, 1]), [-1.0, -2.0, 0.0])
-    # The first two of the order are the wrong ones: a perfect detector.
-    np.testing.assert_allclose(det.auroc(det.order_score([3, 1, 0, 2]), [0, 1, 0, 1]), 1.0)
-
-
 def test_scores_hand_worked(det):
-    eta, psi, q = np.array([1.0, 0.5, 0.0]), np.array([0.2, 0.9, 1.0]), np.array([0.25, 0.8, 1.0])
-    s = det.scores(eta, psi, q, np.array([0, 1, 2]), order=np.array([0, 1, 2]))
-    np.testing.assert_allclose(s["eta"], eta)
-    np.testing.assert_allclose(s["eta_times_q"], [0.75, 0.1, 0.0])
+    audit = {"issue_score": np.array([0.9, 0.2, 0.0]), "eta": np.array([1.0, 0.5, 0.0]),
+             "psi": np.array([0.2, 0.9, 1.0]), "q_observed": np.array([0.25, 0.8, 1.0])}
+    s = det.scores(audit)
+    np.testing.assert_allclose(s["audit"], [0.9, 0.2, 0.0])
+    np.testing.assert_allclose(s["eta"], [1.0, 0.5, 0.0])
     np.testing.assert_allclose(s["one_minus_q"], [0.75, 0.2, 0.0])
     np.testing.assert_allclose(s["one_minus_psi"], [0.8, 0.1, 0.0])
-    np.testing.assert_allclose(s["audit_order"], [0.0, -1.0, -2.0])
-    assert set(s) | {"cleanlab", "one_minus_p_selected", *det.VARIANTS} == set(det.DETECTORS)
+    assert set(s) | {"cleanlab", "eta_literal"} == set(det.DETECTORS)
 
 
 def test_evaluate(det):

@@ -107,7 +107,9 @@ def _check_against_csv(run_dir, page, num_classes, per_class):
             offset = 1 if "path" in line else 0
             assert cells[2 + offset] == line["observed_class"]
             assert cells[3 + offset] == line["estimated_class"]
-            assert float(cells[4 + offset]) == round(float(line["eta"]), 4)
+            assert float(cells[4 + offset]) == round(float(line["issue_score"]), 4)
+            assert float(cells[5 + offset]) == round(float(line["eta"]), 4)
+            assert float(cells[6 + offset]) == round(float(line["psi"]), 4)
             assert os.path.isfile(os.path.join(run_dir, row["img"]))
             assert not os.path.isabs(row["img"])
     return rows

@@ -80,13 +80,13 @@ def test_eta_auroc_hand_worked():
     labels = np.array([0, 1, 2, 0, 1, 2])
     clean = np.array([1, 1, 0, 0, -1, -1])  # rows 0, 2 wrong; 1, 3 right; 4, 5 unknown
     # (wrong, right) pairs: (0.9, 0.8) ✓, (0.9, 0.1) ✓, (0.3, 0.8) ✗, (0.3, 0.1) ✓
-    assert report.eta_auroc(eta, labels, clean) == 0.75
+    assert report.auroc(eta, labels, clean) == 0.75
     # A tie counts half: (0.5, 0.5) ½, (0.5, 0.2) ✓.
-    assert report.eta_auroc(np.array([0.5, 0.5, 0.2]), np.array([1, 0, 0]),
+    assert report.auroc(np.array([0.5, 0.5, 0.2]), np.array([1, 0, 0]),
                             np.array([0, 0, 0])) == 0.75
     # A perfect detector and a perfectly wrong one.
-    assert report.eta_auroc(np.array([1.0, 0.0]), np.array([1, 0]), np.array([0, 0])) == 1.0
-    assert report.eta_auroc(np.array([0.0, 1.0]), np.array([1, 0]), np.array([0, 0])) == 0.0
+    assert report.auroc(np.array([1.0, 0.0]), np.array([1, 0]), np.array([0, 0])) == 1.0
+    assert report.auroc(np.array([0.0, 1.0]), np.array([1, 0]), np.array([0, 0])) == 0.0
 
 
 def test_eta_auroc_against_sklearn_and_a_count_of_pairs():
@@ -98,7 +98,7 @@ def test_eta_auroc_against_sklearn_and_a_count_of_pairs():
     eta = np.round(rng.random(n) * 0.6 + 0.4 * (labels != clean), 2)  # with ties
     known = clean >= 0
     wrong = labels[known] != clean[known]
-    value = report.eta_auroc(eta, labels, clean)
+    value = report.auroc(eta, labels, clean)
     assert isinstance(value, float)
     assert value == pytest.approx(roc_auc_score(wrong, eta[known]), abs=1e-12)
     assert value == pytest.approx(auroc_by_pairs(eta[known], wrong), abs=1e-12)
@@ -107,7 +107,7 @@ def test_eta_auroc_against_sklearn_and_a_count_of_pairs():
 
 @pytest.mark.parametrize("clean", [[0, 1, 2], [1, 2, 0], [-1, -1, -1], [0, -1, -1]])
 def test_eta_auroc_is_nan_without_both_kinds_of_label(clean):
-    assert nan(report.eta_auroc(np.array([0.1, 0.5, 0.9]), np.array([0, 1, 2]), np.array(clean)))
+    assert nan(report.auroc(np.array([0.1, 0.5, 0.9]), np.array([0, 1, 2]), np.array(clean)))
 
 
 # ---------------------------------------------------------------------------------------

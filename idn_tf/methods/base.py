@@ -109,6 +109,11 @@ class Method:
         """results.json keys of its own besides `extra` (e.g. the T it used)."""
         return {}
 
+    def audit_probs(self, run):
+        """A method that `audits_labels`: the held-out class probabilities [N, K] the label
+        audit decides from (`audit.audit_columns`), or None to decide from its posterior."""
+        return None
+
     # The usual method: one stage named after it.
 
     def prepare(self, run):

@@ -36,12 +36,12 @@ class IDN(Method):
     short = "method"
     mixes_clean = True
     audits_labels = True
-    files = ("eta.npy", "psi_folds.npy", "psi_folds.json")
+    files = ("eta.npy", "psi_folds.npy", "psi_folds.json", "audit_probs.npy", "audit_folds.json")
     # The digits recipe's values (docs/method.md §3 has the paper's): α₁ = 0.3 was chosen
     # by benchmark on digits (BENCHMARKS.md); the paper's CIFAR values are 0.5 / 0.7.
     fields = {"eta_init": 0.01, "eta_lr": 0.3, "eta_start_epoch": 3, "eta_every": 2,
               "eta_rule": "paper", "eta_numerics": "authors", "eta_eps": 1e-4, "eta_min": 0.0,
-              **OPTIONS}
+              "audit_folds": 4, **OPTIONS}
 
     @property
     def stage_names(self):
@@ -66,6 +66,8 @@ class IDN(Method):
         check(c.psi_source in PSI_SOURCES, "psi_source",
               f"unknown source {c.psi_source!r}; choose one of {', '.join(PSI_SOURCES)}")
         check(c.psi_folds >= 2, "psi_folds", f"must be >= 2, got {c.psi_folds}")
+        check(c.audit_folds == 0 or c.audit_folds >= 2, "audit_folds",
+              f"must be 0 (no held-out audit) or >= 2, got {c.audit_folds}")
         check(0.0 <= c.q_ensemble < 1.0, "q_ensemble", f"must be in [0, 1), got {c.q_ensemble}")
         check(c.stage2_lr_decay in STAGE2_LR_DECAYS, "stage2_lr_decay",
               f"unknown schedule {c.stage2_lr_decay!r}; choose one of "
@@ -77,10 +79,14 @@ class IDN(Method):
 
     def preflight(self, config, data):
         """--psi_source=crossval: every fold must get rows (ConfigError before any training)."""
-        if config.method == self.name and config.psi_source == "crossval":
-            n = len(data.train)
+        if config.method != self.name:
+            return
+        n = len(data.train)
+        if config.psi_source == "crossval":
             check(config.psi_folds <= n, "psi_folds",
                   f"{config.psi_folds} folds of {n} training examples; at most one per example")
+        check(config.audit_folds <= n, "audit_folds",
+              f"{config.audit_folds} folds of {n} training examples; at most one per example")
 
     def semantic_fields(self, c):
         """The paper's fields, and our options where they differ from the paper's setting
@@ -129,9 +135,39 @@ class IDN(Method):
         psi = folder.stage("psi_folds", "ψ folds", ("psi_folds.npy",), train, save, load,
                            training=f"ψ from {config.psi_folds} folds: out-of-sample "
                                     "cross-entropy classifiers").value
-        folder.remove([os.path.join("backup", stages.fold_stage(k))
+        folder.remove([os.path.join("backup", stages.fold_stage("psi", k))
                        for k in range(1, config.psi_folds + 1)])
         return psi
+
+    def audit_probs(self, run):
+        """The label audit's held-out probabilities [N, K] (docs/own_data.md, "The label
+        audit"): `stages.fold_probs` of --audit_folds CE classifiers, each at its epoch chosen
+        on the validation split; the stage audit_folds (audit_probs.npy, reused on restart).
+        None with --audit_folds=0."""
+        from idn_tf import artifacts, runfolder, stages
+        config, folder, n = run.config, run.folder, len(run.labels)
+        if not config.audit_folds:
+            return None
+
+        def train():
+            _, selected = stages.fold_probs(config, run.data, run.labels, config.audit_folds,
+                                            "audit")
+            return runfolder.Trained(None, runfolder.StageResult(float("nan"), {}, {}),
+                                     value=selected)
+
+        def save(trained):
+            folder.write(artifacts.write_npy, "audit_probs.npy", trained.value)
+
+        def load(result, extra):
+            return runfolder.Trained(None, result, value=folder.array(
+                "audit_probs.npy", n, run.data.num_classes))
+
+        probs = folder.stage("audit_folds", "audit folds", ("audit_probs.npy",), train, save,
+                             load, training=f"label audit: {config.audit_folds} held-out "
+                                            "cross-entropy classifiers").value
+        folder.remove([os.path.join("backup", stages.fold_stage("audit", k))
+                       for k in range(1, config.audit_folds + 1)])
+        return probs
 
     def train(self, run):
         """Stage 2: eta.npy, classifier.weights.h5 and stage2.json, reused on restart."""
