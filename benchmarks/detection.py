@@ -18,7 +18,8 @@ For each noise and seed, in <out>/<noise>/seed<s>/:
    epochs chosen on validation) and flags (is_label_issue), and holds η, ψ and q of the
    observed label.
 2. `idn-literal/`: the method again with `--eta_numerics=literal` (and no audit folds), on
-   the same labels (noisy_labels.npz copied in): η as the equations read literally.
+   the same labels and stage 1 (noisy_labels.npz and stage 1's files copied in): η as the
+   equations read literally.
 3. `cleanlab/`: 5 out-of-sample predicted probabilities of the same classifier trained as
    the method's stage 1 (CE, the run's flags.txt with --method=ce), on the run's own noisy
    labels: `stages.fold_probs` with 5 folds (stratified by the observed label, seeded by
@@ -278,8 +279,10 @@ def cell(folder, noise, seed):
     literal_dir = os.path.join(folder, "idn-literal")
     os.makedirs(literal_dir, exist_ok=True)
     if not os.path.isfile(os.path.join(literal_dir, "noisy_labels.npz")):
-        shutil.copyfile(os.path.join(run_dir, "noisy_labels.npz"),
-                        os.path.join(literal_dir, "noisy_labels.npz"))
+        # The same labels, and stage 1 reused (as idn_tf.compare shares it): only stage 2
+        # differs between the two runs.
+        for name in ("noisy_labels.npz", "stage1.json", "psi.npy", "stage1.selected.npz"):
+            shutil.copyfile(os.path.join(run_dir, name), os.path.join(literal_dir, name))
     literal_cost = timed(train_command(noise, seed, folder, literal_dir, LITERAL_FLAGS),
                          os.path.join(folder, "idn-literal_wall_seconds.json"))
     literal = read_audit(literal_dir)
