@@ -177,14 +177,15 @@ def test_linear_rampup_by_hand(current, expected):
 # --- The networks ---------------------------------------------------------------------------
 
 
-def test_ensemble_is_the_log_of_the_mean_softmax_and_the_split_is_the_network():
+def test_ensemble_sums_the_logits_and_the_split_is_the_network():
     first, peer = mirrored.dense_classifier(weights(1)), mirrored.dense_classifier(weights(2))
     images = np.random.default_rng(3).integers(0, 256, (7, 2, 2, 1)).astype(np.uint8)
     x = images.reshape(7, -1) / 255
-    expected = (softmax(x @ weights(1)[0] + weights(1)[1])
-                + softmax(x @ weights(2)[0] + weights(2)[1])) / 2
+    # The authors' test(): outputs1 + outputs2 (logits), arg max.
+    expected = (x @ weights(1)[0] + weights(1)[1]) + (x @ weights(2)[0] + weights(2)[1])
     out = dividemix.ensemble(first, peer)(images).numpy()
-    np.testing.assert_allclose(np.exp(out), expected, rtol=1e-5)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out.argmax(1), expected.argmax(1))
     head, body = dividemix.split_after_first_layer(first)
     np.testing.assert_allclose(body(head(images)).numpy(), first(images).numpy(), rtol=1e-6)
     np.testing.assert_allclose(head(images).numpy().reshape(7, -1), x, rtol=1e-6)

@@ -2,7 +2,8 @@
 then each epoch a Gaussian mixture on each network's losses divides the data into a
 labelled (clean) and an unlabelled (noisy) set, and each network trains on the other's
 division with MixMatch (`dividemix.DivideMixModel`, `dividemix.CoDivide`,
-`data.codivide`). Evaluation and export use the average of the two networks' softmax.
+`data.codivide`). Evaluation and export use the sum of the two networks' logits, as the
+authors test.
 
 Its own warm-up (both networks, from --seed and --seed + `two_networks.PEER_SEED_OFFSET`)
 replaces the pipeline's stage 1, which trains one network: no stage 1. The warm-up and
@@ -30,7 +31,7 @@ def scaled_length(epochs, length, total):
 class DivideMix(Method):
     name = "dividemix"
     title = "DivideMix"
-    row = "DivideMix test accuracy (mean of both networks)"
+    row = "DivideMix test accuracy (both networks' summed logits)"
     about = "DivideMix (Li et al. 2020): co-divide and MixMatch of two networks"
     fields = {"dividemix_lambda_u": 25.0, "dividemix_p_threshold": 0.5,
               "dividemix_temperature": 0.5, "dividemix_alpha": 4.0,
