@@ -304,7 +304,7 @@ def test_every_flagfile_is_covered():
     assert names == set(ROWS) | set(CLOTHING1M_ROWS) | set(METHOD_FLAGFILES) | {
         "paper_cifar10.cfg", "paper_cifar100.cfg", "paper_clothing1m.cfg", "default.cfg",
         "method_tanaka_clothing1m.cfg", "method_sop.cfg", "method_sop_cifar100.cfg",
-        "method_dividemix.cfg", "method_dividemix_cifar100.cfg",
+        "method_dividemix.cfg", "method_dividemix_cifar100.cfg", "method_dividemix_asym.cfg",
         "idn_plus.cfg"} | set(ELR_FLAGFILES)  # idn_plus.cfg: tests/test_idn_options.py
 
 
