@@ -29,7 +29,9 @@ Train_clothing1M.py, dataloader_cifar.py) leaves room or cannot be followed here
   labelled set, ceil(|L| / B) steps, its last batch smaller, the unlabelled set
   re-shuffled when it runs out (the same as here); Keras needs one number of steps per
   epoch (its epoch iterator fixes the count after the first epoch), so an epoch here
-  has N / |L| times the authors' steps. The warm-up batch is B (theirs 2B on CIFAR).
+  has N / |L| times the authors' steps. The warm-up batch is B (theirs 2B on CIFAR, so
+  their warm-up epoch has half our steps); docs/baselines.md says what following both
+  would take.
 - Mixup mixes the images after the classifier's first layer (x/255, or Caffe's
   preprocessing), as the authors mix normalised tensors: the classifiers take uint8,
   which would round the mixed pixels, and normalisation is affine, so mixing before or
