@@ -10,8 +10,8 @@ trains on the *other* network's split with MixMatch: label co-refinement of the
 labelled part (`co_refine`), co-guessing of the unlabelled part (`co_guess`),
 sharpening (`sharpen`), mixup over both parts (`mixup`), and the loss
 L_x + λ_u·ramp·L_u + the uniform-prior penalty (`mixmatch_losses`, `uniform_prior_penalty`,
-`linear_rampup`). Evaluation and export use the average of the two networks' softmax
-(`ensemble`).
+`linear_rampup`). Evaluation and export use the sum of the two networks' logits, as the
+authors test (`ensemble`).
 
 Decisions where the authors' code (github LiJunnan1992/DivideMix, Train_cifar.py,
 Train_clothing1M.py, dataloader_cifar.py) leaves room or cannot be followed here
@@ -29,7 +29,9 @@ Train_clothing1M.py, dataloader_cifar.py) leaves room or cannot be followed here
   labelled set, ceil(|L| / B) steps, its last batch smaller, the unlabelled set
   re-shuffled when it runs out (the same as here); Keras needs one number of steps per
   epoch (its epoch iterator fixes the count after the first epoch), so an epoch here
-  has N / |L| times the authors' steps. The warm-up batch is B (theirs 2B on CIFAR).
+  has N / |L| times the authors' steps. The warm-up batch is B (theirs 2B on CIFAR, so
+  their warm-up epoch has half our steps); docs/baselines.md says what following both
+  would take.
 - Mixup mixes the images after the classifier's first layer (x/255, or Caffe's
   preprocessing), as the authors mix normalised tensors: the classifiers take uint8,
   which would round the mixed pixels, and normalisation is affine, so mixing before or
@@ -179,18 +181,19 @@ def step_seed(seed, step, network):
 
 
 def ensemble(first, peer):
-    """A classifier whose output is log((softmax(f₁(x)) + softmax(f₂(x))) / 2): the two
-    networks' averaged prediction, as the authors test, in the logits' place (its softmax
-    is the average), so evaluation, selection and export see one classifier. A functional
-    model needs distinct layer names: a peer named as `first` (both are --arch) is
-    renamed <name>_peer (weights are saved by attribute path, not by name)."""
+    """A classifier whose logits are f₁(x) + f₂(x), the two networks' summed logits, as
+    the authors test (Train_cifar.py `test`: outputs1 + outputs2, then the arg max), so
+    evaluation, selection and export see one classifier; its softmax, the exported
+    probabilities, is softmax(f₁(x) + f₂(x)) (∝ the product of the two networks'
+    softmaxes). A functional model needs distinct layer names: a peer named as `first`
+    (both are --arch) is renamed <name>_peer (weights are saved by attribute path, not by
+    name)."""
     if peer.name == first.name:
         peer.name = f"{peer.name}_peer"
     inputs = keras.Input(first.input_shape[1:], dtype=first.inputs[0].dtype, name="images")
-    mean = (keras.ops.softmax(keras.ops.cast(first(inputs), "float32"))
-            + keras.ops.softmax(keras.ops.cast(peer(inputs), "float32"))) / 2.0
-    return keras.Model(inputs, keras.ops.log(keras.ops.maximum(mean, 1e-30)),
-                       name="dividemix_ensemble")
+    summed = (keras.ops.cast(first(inputs), "float32")
+              + keras.ops.cast(peer(inputs), "float32"))
+    return keras.Model(inputs, summed, name="dividemix_ensemble")
 
 
 def split_after_first_layer(network):

@@ -276,17 +276,18 @@ flags.DEFINE_enum("pencil_lr_schedule", C.pencil_lr_schedule, PENCIL_LR_SCHEDULE
                   "recipe: the recipe's step decay (--lr_decay_epochs) through every phase.")
 flags.DEFINE_float("elr_beta", C.elr_beta,
                    "--method=elr: momentum β of the targets, t ← β t + (1 − β) p (Liu et al., "
-                   "CIFAR-10: 0.7; CIFAR-100: 0.9, flags/method_elr_cifar100.cfg).")
+                   "CIFAR-10: 0.7; CIFAR-100: 0.9, the cifar100 recipes' value).")
 flags.DEFINE_float("elr_lambda", C.elr_lambda,
                    "--method=elr: weight λ of the regulariser log(1 − <p, t>) (Liu et al., "
-                   "CIFAR-10: 3; CIFAR-100: 7).")
+                   "CIFAR-10: 3; CIFAR-100: 7, the cifar100 recipes' value).")
 flags.DEFINE_float("sop_lr_u", C.sop_lr_u,
                    "--method=sop: SGD step size of the per-example u (Liu et al.'s lr_u); 0: "
                    "their CIFAR-10 10 at batch 128 over 300 epochs, scaled to keep "
-                   "lr_u·--epochs/--batch_size.")
+                   "lr_u·--epochs/--batch_size (the cifar100 recipes: their CIFAR-100 1).")
 flags.DEFINE_float("sop_lr_v", C.sop_lr_v,
                    "--method=sop: SGD step size of the per-example v (Liu et al.'s lr_v); 0: "
-                   "their CIFAR-10 10 at batch 128 over 300 epochs, scaled as --sop_lr_u.")
+                   "their CIFAR-10 10 at batch 128 over 300 epochs, scaled as --sop_lr_u (the "
+                   "cifar100 recipes: their CIFAR-100 10).")
 flags.DEFINE_float("sop_init_std", C.sop_init_std,
                    "--method=sop: u and v start from N(0, std²) (Liu et al.'s code: 1e-8).")
 flags.DEFINE_float("sop_balance", C.sop_balance,
@@ -298,7 +299,8 @@ flags.DEFINE_enum("sop_lr_schedule", C.sop_lr_schedule, SOP_LR_SCHEDULES,
 
 flags.DEFINE_float("dividemix_lambda_u", C.dividemix_lambda_u,
                    "--method=dividemix: weight λ_u of the unlabelled loss L_u (Li et al.: 0, 25, "
-                   "50 or 150 by noise level; their code's default 25, CIFAR-10 50% symmetric).")
+                   "50 or 150 by noise level; their code's default 25, CIFAR-10 50% symmetric; "
+                   "the cifar100 recipes: 150).")
 flags.DEFINE_float("dividemix_p_threshold", C.dividemix_p_threshold,
                    "--method=dividemix: an example is labelled (clean) when its GMM clean "
                    "probability w is above this (Li et al.: 0.5).")
@@ -308,13 +310,15 @@ flags.DEFINE_float("dividemix_alpha", C.dividemix_alpha,
                    "--method=dividemix: mixup's λ ~ Beta(α, α) (Li et al.: 4).")
 flags.DEFINE_integer("dividemix_warmup_epochs", C.dividemix_warmup_epochs,
                      "--method=dividemix: epochs of cross-entropy warm-up of both networks; 0: "
-                     "Li et al.'s CIFAR-10 10 of 300 scaled to --epochs (CIFAR-100: 30).")
+                     "Li et al.'s CIFAR-10 10 of 300 scaled to --epochs (the cifar100 recipes: "
+                     "their CIFAR-100 30).")
 flags.DEFINE_integer("dividemix_rampup_epochs", C.dividemix_rampup_epochs,
                      "--method=dividemix: epochs over which λ_u ramps up linearly after the "
                      "warm-up; 0: Li et al.'s 16 of 300 scaled to --epochs.")
 flags.DEFINE_boolean("dividemix_confidence_penalty", C.dividemix_confidence_penalty,
                      "--method=dividemix: add the negative entropy of the predictions to the "
-                     "warm-up loss (Li et al. for asymmetric noise and Clothing1M).")
+                     "warm-up loss (Li et al. for asymmetric noise and Clothing1M; "
+                     "flags/method_dividemix_asym.cfg).")
 
 # Row #10: fine-tuning on the clean training set.
 flags.DEFINE_integer("finetune_clean_epochs", C.finetune_clean_epochs,

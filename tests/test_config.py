@@ -304,7 +304,7 @@ def test_every_flagfile_is_covered():
     assert names == set(ROWS) | set(CLOTHING1M_ROWS) | set(METHOD_FLAGFILES) | {
         "paper_cifar10.cfg", "paper_cifar100.cfg", "paper_clothing1m.cfg", "default.cfg",
         "method_tanaka_clothing1m.cfg", "method_sop.cfg", "method_sop_cifar100.cfg",
-        "method_dividemix.cfg", "method_dividemix_cifar100.cfg",
+        "method_dividemix.cfg", "method_dividemix_cifar100.cfg", "method_dividemix_asym.cfg",
         "idn_plus.cfg"} | set(ELR_FLAGFILES)  # idn_plus.cfg: tests/test_idn_options.py
 
 
@@ -405,3 +405,50 @@ def test_elr_flagfiles_on_top_of_a_row(name):
         header = "".join(line for line in f if line.startswith("#"))
     assert f"--flagfile=flags/{name}" in header and "Expected test accuracy" in header
     assert "Expected time" in header and "ResNet-34" in header
+
+
+# The authors' CIFAR-100 values of the modern baselines, written out from their code
+# (DivideMix Train_cifar.py warm_up = 30, paper λ_u 150; ELR config_cifar100.json β 0.9,
+# λ 7; SOP README lr_u 1, lr_v 10), and their CIFAR-10 defaults at the CIFAR recipe
+# (160 epochs, batch 256): warm-up 10·160/300 → 5, SOP 10·(256/128)·(300/160) = 37.5.
+CIFAR100_AUTHORS = {"dividemix": dict(warmup=30, dividemix_lambda_u=150.0),
+                    "elr": dict(elr_beta=0.9, elr_lambda=7.0),
+                    "sop": dict(rates=(1.0, 10.0))}
+CIFAR10_DEFAULTS = {"dividemix": dict(warmup=5, dividemix_lambda_u=25.0),
+                    "elr": dict(elr_beta=0.7, elr_lambda=3.0),
+                    "sop": dict(rates=(37.5, 37.5))}
+
+
+def _method_values(cfg, method):
+    def value(name):
+        if name == "warmup":
+            return methods.get("dividemix").warmup_epochs(cfg)
+        if name == "rates":
+            return tuple(methods.get("sop").rates(cfg))
+        return getattr(cfg, name)
+    return {name: value(name) for name in CIFAR100_AUTHORS[method]}
+
+
+@pytest.mark.parametrize("method", sorted(CIFAR100_AUTHORS))
+@pytest.mark.parametrize("dataset", ["cifar100", "cifar100_n"])
+def test_cifar100_alone_gives_the_authors_cifar100_values(method, dataset):
+    cfg = config_lib.resolve({"dataset": dataset, "method": method})
+    assert _method_values(cfg, method) == CIFAR100_AUTHORS[method]
+
+
+@pytest.mark.parametrize("method", sorted(CIFAR10_DEFAULTS))
+def test_cifar10_keeps_the_authors_cifar10_defaults(method):
+    cfg = config_lib.resolve({"dataset": "cifar10", "method": method})
+    assert _method_values(cfg, method) == CIFAR10_DEFAULTS[method]
+
+
+def test_explicit_flags_win_over_the_cifar100_recipe():
+    given = {"dividemix_warmup_epochs": 7, "dividemix_lambda_u": 25.0, "elr_beta": 0.5,
+             "elr_lambda": 2.0, "sop_lr_u": 3.0, "sop_lr_v": 4.0}
+    cfg = config_lib.resolve({"dataset": "cifar100", "method": "dividemix", **given})
+    assert {k: getattr(cfg, k) for k in given} == given
+    assert methods.get("dividemix").warmup_epochs(cfg) == 7
+    # Flagfiles are explicit flags too: the CIFAR-10 DivideMix file on a CIFAR-100 row
+    # gives CIFAR-10's values (warm-up 10, λ_u 25).
+    cfg = _config_from_flagfile("table1_cifar100_idn.cfg", "--flagfile=flags/method_dividemix.cfg")
+    assert (cfg.dividemix_warmup_epochs, cfg.dividemix_lambda_u) == (10, 25.0)

@@ -8,6 +8,7 @@ never from `dividemix`'s own output; the mixup draws (λ, π) are inputs to the 
 taken from `dividemix.mix_draws`, which is checked for its distribution on its own.
 """
 
+import os
 import threading
 
 import keras
@@ -177,14 +178,15 @@ def test_linear_rampup_by_hand(current, expected):
 # --- The networks ---------------------------------------------------------------------------
 
 
-def test_ensemble_is_the_log_of_the_mean_softmax_and_the_split_is_the_network():
+def test_ensemble_sums_the_logits_and_the_split_is_the_network():
     first, peer = mirrored.dense_classifier(weights(1)), mirrored.dense_classifier(weights(2))
     images = np.random.default_rng(3).integers(0, 256, (7, 2, 2, 1)).astype(np.uint8)
     x = images.reshape(7, -1) / 255
-    expected = (softmax(x @ weights(1)[0] + weights(1)[1])
-                + softmax(x @ weights(2)[0] + weights(2)[1])) / 2
+    # The authors' test(): outputs1 + outputs2 (logits), arg max.
+    expected = (x @ weights(1)[0] + weights(1)[1]) + (x @ weights(2)[0] + weights(2)[1])
     out = dividemix.ensemble(first, peer)(images).numpy()
-    np.testing.assert_allclose(np.exp(out), expected, rtol=1e-5)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out.argmax(1), expected.argmax(1))
     head, body = dividemix.split_after_first_layer(first)
     np.testing.assert_allclose(body(head(images)).numpy(), first(images).numpy(), rtol=1e-6)
     np.testing.assert_allclose(head(images).numpy().reshape(7, -1), x, rtol=1e-6)
@@ -438,10 +440,12 @@ def test_warmup_and_rampup_scale_the_authors_to_the_run():
         config_lib.resolve({"method": "dividemix", "epochs": 5, "dividemix_warmup_epochs": 5})
 
 
-@pytest.mark.parametrize("name, warmup, lambda_u", [("method_dividemix.cfg", 10, 25.0),
-                                                    ("method_dividemix_cifar100.cfg", 30, 150.0)])
-def test_dividemix_flagfiles_set_the_authors_settings(name, warmup, lambda_u):
-    from test_config import _config_from_flagfile
+@pytest.mark.parametrize("name, warmup, lambda_u, penalty", [
+    ("method_dividemix.cfg", 10, 25.0, False),
+    ("method_dividemix_cifar100.cfg", 30, 150.0, False),
+    ("method_dividemix_asym.cfg", 10, 25.0, True)])  # the authors' asym warm-up penalty
+def test_dividemix_flagfiles_set_the_authors_settings(name, warmup, lambda_u, penalty):
+    from test_config import ROOT, _config_from_flagfile
     cfg = _config_from_flagfile("table2_cifar10_ccn_0.4.cfg", f"--flagfile=flags/{name}")
     assert cfg.arch == "preact_resnet18"  # the paper's backbone
     assert (cfg.method, cfg.epochs, cfg.lr, tuple(cfg.lr_decay_epochs), cfg.batch_size,
@@ -449,4 +453,8 @@ def test_dividemix_flagfiles_set_the_authors_settings(name, warmup, lambda_u):
     assert (cfg.dividemix_warmup_epochs, cfg.dividemix_rampup_epochs, cfg.dividemix_lambda_u,
             cfg.dividemix_p_threshold, cfg.dividemix_temperature, cfg.dividemix_alpha) == (
         warmup, 16, lambda_u, 0.5, 0.5, 4.0)
+    assert cfg.dividemix_confidence_penalty is penalty
     assert (cfg.noise, cfg.noise_rate) == ("ccn", 0.4)  # the row's data and noise are kept
+    with open(os.path.join(ROOT, "flags", name)) as f:
+        header = "".join(line for line in f if line.startswith("#"))
+    assert f"--flagfile=flags/{name}" in header and "Expected test accuracy" in header

@@ -2,13 +2,16 @@
 then each epoch a Gaussian mixture on each network's losses divides the data into a
 labelled (clean) and an unlabelled (noisy) set, and each network trains on the other's
 division with MixMatch (`dividemix.DivideMixModel`, `dividemix.CoDivide`,
-`data.codivide`). Evaluation and export use the average of the two networks' softmax.
+`data.codivide`). Evaluation and export use the sum of the two networks' logits, as the
+authors test.
 
 Its own warm-up (both networks, from --seed and --seed + `two_networks.PEER_SEED_OFFSET`)
 replaces the pipeline's stage 1, which trains one network: no stage 1. The warm-up and
 λ_u's ramp-up lengths are the authors' CIFAR-10 ones (10 and 16 of 300 epochs) scaled to
---epochs unless given. In-memory datasets only (the streamed Clothing1M view has no
-DivideMix batches yet).
+--epochs unless given; the CIFAR-100 recipes give the authors' CIFAR-100 warm-up (30)
+and λ_u (150) (`config.RECIPES`). The warm-up's confidence penalty (the authors' for
+asymmetric noise) is --dividemix_confidence_penalty (flags/method_dividemix_asym.cfg).
+In-memory datasets only (the streamed Clothing1M view has no DivideMix batches yet).
 """
 
 import math
@@ -30,7 +33,7 @@ def scaled_length(epochs, length, total):
 class DivideMix(Method):
     name = "dividemix"
     title = "DivideMix"
-    row = "DivideMix test accuracy (mean of both networks)"
+    row = "DivideMix test accuracy (both networks' summed logits)"
     about = "DivideMix (Li et al. 2020): co-divide and MixMatch of two networks"
     fields = {"dividemix_lambda_u": 25.0, "dividemix_p_threshold": 0.5,
               "dividemix_temperature": 0.5, "dividemix_alpha": 4.0,
@@ -55,7 +58,8 @@ class DivideMix(Method):
         finite("dividemix_temperature", lambda v: v > 0, "must be > 0")
         finite("dividemix_alpha", lambda v: v > 0, "must be > 0")
         check(c.dividemix_warmup_epochs >= 0, "dividemix_warmup_epochs",
-              f"must be >= 0 (0: the authors' 10 of 300 scaled), got {c.dividemix_warmup_epochs}")
+              f"must be >= 0 (0: the authors' CIFAR-10 10 of 300 scaled), got "
+              f"{c.dividemix_warmup_epochs}")
         check(c.dividemix_rampup_epochs >= 0, "dividemix_rampup_epochs",
               f"must be >= 0 (0: the authors' 16 of 300 scaled), got {c.dividemix_rampup_epochs}")
         if c.method == self.name:

@@ -4,8 +4,9 @@ of predictions, t ← β t + (1 − β) p̂ (`elr.ELRModel`). One stage, from sc
 on the recipe's optimiser and schedule; soft_labels.npy holds the final targets t.
 
 β and λ (--elr_beta, --elr_lambda) pass straight into the model; their defaults are the
-authors' CIFAR-10 values (config_cifar10.json: β 0.7, λ 3). The authors' CIFAR-100 values
-(config_cifar100.json: β 0.9, λ 7) and their whole CIFAR protocol (ResNet-34, SGD lr 0.02,
+authors' CIFAR-10 values (config_cifar10.json: β 0.7, λ 3); the CIFAR-100 recipes set the
+authors' CIFAR-100 values (config_cifar100.json: β 0.9, λ 7; `config.RECIPES`). Their whole
+CIFAR protocol (ResNet-34, SGD lr 0.02,
 momentum 0.9, weight decay 1e-3, batch 128, lr ÷100 twice) are in flags/method_elr.cfg and
 flags/method_elr_cifar100.cfg. ELR has no schedule of its own (the authors' `begin` is 0:
 the regulariser is on from the first step), so nothing is scaled with --epochs.
