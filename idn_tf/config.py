@@ -306,10 +306,12 @@ _CIFAR = dict(
 # ones (the methods' defaults), for every CIFAR-100 recipe (docs/baselines.md, "Settings"):
 # DivideMix's Train_cifar.py (warm_up = 30 for cifar100) and paper (λ_u 150 at 50-90%
 # symmetric noise), ELR's config_cifar100.json (β 0.9, λ 7), SOP's README CIFAR-100 command
-# (lr_u 1, lr_v 10). Given as the authors' numbers, not rescaled to the recipe's epochs or
-# batch size; an explicit flag still wins.
-_CIFAR100_METHODS = dict(dividemix_warmup_epochs=30, dividemix_lambda_u=150.0,
-                         elr_beta=0.9, elr_lambda=7.0, sop_lr_u=1.0, sop_lr_v=10.0)
+# (lr_u 1, lr_v 10). Lengths and rates are scaled to the recipe's 160 epochs and batch 256
+# exactly as the CIFAR-10 defaults are (`methods.dividemix.scaled_length`, `SOP.rates`):
+# warm-up 30 of 300 epochs -> 16 of 160; SOP's rates × (256/128)·(300/160) = 3.75. An
+# explicit flag still wins (and is not rescaled).
+_CIFAR100_METHODS = dict(dividemix_warmup_epochs=16, dividemix_lambda_u=150.0,
+                         elr_beta=0.9, elr_lambda=7.0, sop_lr_u=3.75, sop_lr_v=37.5)
 
 # What each dataset's recipe changes from Config's defaults (the digits recipe).
 RECIPES = {

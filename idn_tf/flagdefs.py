@@ -283,11 +283,11 @@ flags.DEFINE_float("elr_lambda", C.elr_lambda,
 flags.DEFINE_float("sop_lr_u", C.sop_lr_u,
                    "--method=sop: SGD step size of the per-example u (Liu et al.'s lr_u); 0: "
                    "their CIFAR-10 10 at batch 128 over 300 epochs, scaled to keep "
-                   "lr_u·--epochs/--batch_size (the cifar100 recipes: their CIFAR-100 1).")
+                   "lr_u·--epochs/--batch_size (the cifar100 recipes: their CIFAR-100 1 scaled so, 3.75).")
 flags.DEFINE_float("sop_lr_v", C.sop_lr_v,
                    "--method=sop: SGD step size of the per-example v (Liu et al.'s lr_v); 0: "
                    "their CIFAR-10 10 at batch 128 over 300 epochs, scaled as --sop_lr_u (the "
-                   "cifar100 recipes: their CIFAR-100 10).")
+                   "cifar100 recipes: their CIFAR-100 10 scaled so, 37.5).")
 flags.DEFINE_float("sop_init_std", C.sop_init_std,
                    "--method=sop: u and v start from N(0, std²) (Liu et al.'s code: 1e-8).")
 flags.DEFINE_float("sop_balance", C.sop_balance,
@@ -311,7 +311,7 @@ flags.DEFINE_float("dividemix_alpha", C.dividemix_alpha,
 flags.DEFINE_integer("dividemix_warmup_epochs", C.dividemix_warmup_epochs,
                      "--method=dividemix: epochs of cross-entropy warm-up of both networks; 0: "
                      "Li et al.'s CIFAR-10 10 of 300 scaled to --epochs (the cifar100 recipes: "
-                     "their CIFAR-100 30).")
+                     "their CIFAR-100 30 of 300 scaled, 16).")
 flags.DEFINE_integer("dividemix_rampup_epochs", C.dividemix_rampup_epochs,
                      "--method=dividemix: epochs over which λ_u ramps up linearly after the "
                      "warm-up; 0: Li et al.'s 16 of 300 scaled to --epochs.")

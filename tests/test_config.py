@@ -409,11 +409,12 @@ def test_elr_flagfiles_on_top_of_a_row(name):
 
 # The authors' CIFAR-100 values of the modern baselines, written out from their code
 # (DivideMix Train_cifar.py warm_up = 30, paper λ_u 150; ELR config_cifar100.json β 0.9,
-# λ 7; SOP README lr_u 1, lr_v 10), and their CIFAR-10 defaults at the CIFAR recipe
-# (160 epochs, batch 256): warm-up 10·160/300 → 5, SOP 10·(256/128)·(300/160) = 37.5.
-CIFAR100_AUTHORS = {"dividemix": dict(warmup=30, dividemix_lambda_u=150.0),
+# λ 7; SOP README lr_u 1, lr_v 10), scaled to the CIFAR recipe (160 epochs, batch 256) as
+# the CIFAR-10 defaults are: warm-up 30·160/300 = 16, SOP 1·(256/128)·(300/160) = 3.75 and
+# 10·3.75 = 37.5; CIFAR-10's: warm-up 10·160/300 → 5, SOP 10·3.75 = 37.5.
+CIFAR100_AUTHORS = {"dividemix": dict(warmup=16, dividemix_lambda_u=150.0),
                     "elr": dict(elr_beta=0.9, elr_lambda=7.0),
-                    "sop": dict(rates=(1.0, 10.0))}
+                    "sop": dict(rates=(3.75, 37.5))}
 CIFAR10_DEFAULTS = {"dividemix": dict(warmup=5, dividemix_lambda_u=25.0),
                     "elr": dict(elr_beta=0.7, elr_lambda=3.0),
                     "sop": dict(rates=(37.5, 37.5))}

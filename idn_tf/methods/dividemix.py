@@ -8,7 +8,7 @@ authors test.
 Its own warm-up (both networks, from --seed and --seed + `two_networks.PEER_SEED_OFFSET`)
 replaces the pipeline's stage 1, which trains one network: no stage 1. The warm-up and
 λ_u's ramp-up lengths are the authors' CIFAR-10 ones (10 and 16 of 300 epochs) scaled to
---epochs unless given; the CIFAR-100 recipes give the authors' CIFAR-100 warm-up (30)
+--epochs unless given; the CIFAR-100 recipes give the authors' CIFAR-100 warm-up (30 of 300, scaled)
 and λ_u (150) (`config.RECIPES`). The warm-up's confidence penalty (the authors' for
 asymmetric noise) is --dividemix_confidence_penalty (flags/method_dividemix_asym.cfg).
 In-memory datasets only (the streamed Clothing1M view has no DivideMix batches yet).

@@ -6,7 +6,7 @@ Settings (docs/baselines.md, "sop"), from the authors' code (shengliu66/SOP):
   --sop_lr_u / --sop_lr_v 0 (default): their CIFAR-10 rates (10 and 10, batch 128, 300
   epochs) rescaled so that a row moves as far over training as theirs: a row's step is
   lr/B times its gradient, once per epoch, so lr·epochs/B is kept. The CIFAR-100 recipes
-  set their CIFAR-100 rates (1 and 10) as given (`config.RECIPES`).
+  set their CIFAR-100 rates (1 and 10), scaled the same way (`config.RECIPES`).
 - the network: --sop_lr_schedule=authors (default), their cosine annealing from --lr to
   --lr/100 over --epochs (CosineAnnealingLR, T_max = epochs, 0.02 → 0.0002); recipe: the
   recipe's step decay.
