@@ -12,7 +12,8 @@ import types
 from absl import flags
 
 from idn_tf import config, methods
-from idn_tf.methods.idn import ETA_NUMERICS, ETA_RULES, PSI_SOURCES, STAGE2_LR_DECAYS
+from idn_tf.methods.idn import (ETA_NUMERICS, ETA_RULES, PSI_MODES, PSI_SOURCES,
+                                STAGE2_LR_DECAYS)
 from idn_tf.methods.ldmi import BATCHES as DMI_BATCHES
 from idn_tf.methods.pencil import LR_SCHEDULES as PENCIL_LR_SCHEDULES
 from idn_tf.methods.sop import LR_SCHEDULES as SOP_LR_SCHEDULES
@@ -163,6 +164,10 @@ flags.DEFINE_enum("psi_source", C.psi_source, PSI_SOURCES,
                   "selected (stage 1's epoch chosen on the validation split) or crossval "
                   "(out-of-sample, from --psi_folds CE classifiers each trained without one fold).")
 flags.DEFINE_integer("psi_folds", C.psi_folds, "Folds of --psi_source=crossval (>= 2).")
+flags.DEFINE_enum("psi_mode", C.psi_mode, PSI_MODES,
+                  "How stage 1's classifier gives ψ: eval (inference mode on the un-augmented "
+                  "images, the default) or train (training mode, batch statistics, on one epoch "
+                  "of augmented batches, as the authors' released code).")
 flags.DEFINE_integer("audit_folds", C.audit_folds,
                      "The label audit ranks each training label by 1 − its probability under "
                      "CE classifiers that did not see it: this many folds (>= 2), each "

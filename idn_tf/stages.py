@@ -16,6 +16,7 @@ import shutil
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from idn_tf import callbacks, distribution, model, posterior, precision, runfolder, transition
 from idn_tf.errors import ConfigError
@@ -246,11 +247,41 @@ def crossval_psi(config, data, labels, folds):
 
 
 def selected_psi(config, data, labels, weights):
-    """ψ (`estimate_psi`) of stage 1's classifier with `weights` (the epoch chosen on the
-    validation split: --psi_source=selected, docs/method.md §7.6)."""
+    """ψ of stage 1's classifier with `weights` (the epoch chosen on the validation split:
+    --psi_source=selected, docs/method.md §7.6), as --psi_mode says."""
     classifier = new_classifier(config, data)
     classifier.set_weights(weights)
+    if config.psi_mode == "train":
+        return train_mode_psi(config, data, labels, classifier)
     return estimate_psi(classifier, data, labels, config.batch_size)
+
+
+def train_mode_psi(config, data, labels, classifier):
+    """ψ as the authors' code estimates it (--psi_mode=train): `classifier` in training
+    mode (batch statistics, dropout on) over one epoch of augmented, shuffled training
+    batches (`data.train_dataset`, the first epoch's order of --seed), float32 [N].
+
+    The call updates the moving statistics of batch normalisation; they are restored, so
+    `classifier` is unchanged. Rows drawn twice in the epoch (oversampling) keep their
+    last draw; mixed-in clean rows (index ≥ N) are not ψ rows.
+    """
+    n = len(labels)
+    psi = np.full(n, np.nan, np.float32)
+    saved = [w.numpy() for w in classifier.non_trainable_weights]
+    forward = tf.function(lambda x: tf.nn.log_softmax(
+        tf.cast(classifier(x, training=True), tf.float32)))
+    try:
+        for batch in data.train_dataset(labels, config.batch_size, config.seed, epochs=1):
+            ids = batch["index"].numpy()
+            keep = ids < n
+            probs = np.exp(forward(batch["image"]).numpy())
+            psi[ids[keep]] = probs[keep][np.arange(int(keep.sum())), labels[ids[keep]]]
+    finally:
+        for weight, value in zip(classifier.non_trainable_weights, saved):
+            weight.assign(value)
+    if np.isnan(psi).any():
+        raise ValueError(f"{int(np.isnan(psi).sum())} training rows were not in the epoch")
+    return np.maximum(psi, np.finfo(np.float32).tiny)
 
 
 def estimate_transition(classifier, examples, batch_size, percentile):

@@ -93,7 +93,7 @@ OUT_OF_RANGE = {
     "sop_lr_u": "-1", "sop_lr_v": "-10", "sop_init_std": "0", "sop_balance": "-0.1",
     "dividemix_lambda_u": "-1", "dividemix_p_threshold": "1", "dividemix_temperature": "0",
     "dividemix_alpha": "0", "dividemix_warmup_epochs": "-1", "dividemix_rampup_epochs": "-1",
-    "psi_folds": "1", "q_ensemble": "1",
+    "psi_folds": "1", "q_ensemble": "1", "audit_folds": "1",
 }
 
 for _name, _value in OUT_OF_RANGE.items():
@@ -121,6 +121,10 @@ row("psi_source=selected-without-validation", "--psi_source=selected", "--val_fr
 row("q_ensemble=-0.1", "--q_ensemble=-0.1", expect="--q_ensemble")
 row("psi_folds-above-the-examples", "--psi_source=crossval", "--psi_folds=5000",
     expect="--psi_folds")
+row("audit_folds-above-the-examples", "--audit_folds=5000", expect="--audit_folds")
+row("audit_folds=-1", "--audit_folds=-1", expect="--audit_folds")
+row("psi_mode=train-with-crossval", "--psi_source=crossval", "--psi_mode=train",
+    expect="--psi_mode")
 row("npz-without-npz_path", "--dataset=npz", expect="--npz_path")
 row("arch-too-big-for-the-images", "--arch=resnet50", expect="--arch")  # digits are 8x8
 row("backbone_weights-without-resnet50", "--backbone_weights=imagenet",

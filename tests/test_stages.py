@@ -48,6 +48,54 @@ def test_psi_is_the_softmax_of_the_observed_label(setting):
     assert psi.dtype == np.float32
 
 
+def test_train_mode_psi_equals_eval_mode_without_batch_norm_or_augmentation(setting):
+    # The digits recipe: a small CNN without batch normalisation or dropout, no augmentation:
+    # --psi_mode=train and eval give the same ψ (the measured options differ only elsewhere).
+    cfg, data = setting
+    classifier = stages.new_classifier(cfg, data)
+    labels = data.train.labels
+    train = stages.train_mode_psi(cfg, data, labels, classifier)
+    np.testing.assert_allclose(train, stages.estimate_psi(classifier, data, labels, 64),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_train_mode_psi_uses_each_batchs_statistics_and_leaves_the_classifier_as_it_was():
+    rng = np.random.default_rng(0)
+    n, k, batch = 20, 3, 8
+    images = rng.integers(0, 256, (n, 2, 2, 1)).astype(np.uint8)
+    labels = rng.integers(0, k, n).astype(np.int64)
+    split = sources.Split(images, labels, np.full(n, -1, np.int64))
+    data = views.ArrayData(sources.Dataset("npz", split, split, k, ("a", "b", "c")))
+    inputs = keras.Input((2, 2, 1), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    dense = keras.layers.Dense(4)
+    norm = keras.layers.BatchNormalization(epsilon=1e-3)
+    head = keras.layers.Dense(k)
+    classifier = keras.Model(inputs, head(norm(dense(x))))
+    norm.moving_mean.assign(rng.normal(size=4).astype(np.float32))  # unlike any batch's
+    before = [w.numpy() for w in classifier.weights]
+    cfg = config_lib.Config(run_dir="unused", batch_size=batch, seed=3)
+    psi = stages.train_mode_psi(cfg, data, labels, classifier)
+    for a, b in zip(before, classifier.weights):
+        np.testing.assert_array_equal(a, b.numpy())
+    # By hand, per batch of the same epoch: z = x W + b, normalised by the batch's own mean
+    # and (biased) variance, γ = 1, β = 0, then the head and the softmax of the label.
+    w1, b1 = (np.asarray(v, np.float64) for v in dense.get_weights())
+    w2, b2 = (np.asarray(v, np.float64) for v in head.get_weights())
+    expected = np.full(n, np.nan)
+    for element in data.train_dataset(labels, batch, cfg.seed, epochs=1):
+        ids = element["index"].numpy()
+        z = images[ids].reshape(len(ids), -1) / 255.0 @ w1 + b1
+        z = (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-3)
+        logits = z @ w2 + b2
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        expected[ids] = (p / p.sum(1, keepdims=True))[np.arange(len(ids)), labels[ids]]
+    assert np.isfinite(expected).all()
+    np.testing.assert_allclose(psi, expected, rtol=1e-4)
+    eval_psi = stages.estimate_psi(classifier, images, labels, batch_size=batch)
+    assert np.abs(eval_psi - psi).max() > 1e-2  # the moving statistics would give others
+
+
 def test_psi_is_floored_at_the_smallest_normal_float32():
     classifier = keras.Sequential([keras.Input((1, 1, 1), dtype="uint8"),
                                    keras.layers.Flatten(),

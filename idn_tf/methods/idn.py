@@ -21,11 +21,16 @@ ETA_NUMERICS = ("authors", "literal")
 # Where stage 2's ψ comes from (docs/method.md §7.6): stage 1's last epoch (the paper), its
 # epoch chosen on the validation split, or K-fold out-of-sample CE classifiers.
 PSI_SOURCES = ("final", "selected", "crossval")
+# How stage 1's classifier gives ψ (docs/method.md §2): in inference mode on the
+# un-augmented images (the paper's text), or in training mode (batch statistics) on one
+# epoch of augmented training batches, as the authors' released code does.
+PSI_MODES = ("eval", "train")
 # Stage 2's learning-rate steps: the recipe's, or only its last one (constant until then).
 STAGE2_LR_DECAYS = ("recipe", "late")
 # Our options (docs/method.md §7.6), and their paper settings: at those they are left out
 # of the configuration a run folder records, so runs made before they existed still match.
-OPTIONS = {"psi_source": "final", "psi_folds": 4, "q_ensemble": 0.0, "stage2_lr_decay": "recipe"}
+OPTIONS = {"psi_source": "final", "psi_folds": 4, "psi_mode": "eval", "q_ensemble": 0.0,
+           "stage2_lr_decay": "recipe"}
 
 
 class IDN(Method):
@@ -48,7 +53,7 @@ class IDN(Method):
         return ("stage2",)
 
     def uses_stage1_classifier(self, config):
-        return False  # ψ only
+        return config.psi_mode == "train" and config.psi_source == "final"  # else ψ only
 
     def check(self, c):
         check(0.0 <= c.eta_init <= 1.0, "eta_init", f"must be in [0, 1], got {c.eta_init}")
@@ -66,6 +71,11 @@ class IDN(Method):
         check(c.psi_source in PSI_SOURCES, "psi_source",
               f"unknown source {c.psi_source!r}; choose one of {', '.join(PSI_SOURCES)}")
         check(c.psi_folds >= 2, "psi_folds", f"must be >= 2, got {c.psi_folds}")
+        check(c.psi_mode in PSI_MODES, "psi_mode",
+              f"unknown mode {c.psi_mode!r}; choose one of {', '.join(PSI_MODES)}")
+        check(c.psi_mode == "eval" or c.psi_source != "crossval", "psi_mode",
+              "train (the authors' batch statistics) applies to stage 1's classifier; with "
+              "--psi_source=crossval ψ comes from the fold classifiers: use eval")
         check(c.audit_folds == 0 or c.audit_folds >= 2, "audit_folds",
               f"must be 0 (no held-out audit) or >= 2, got {c.audit_folds}")
         check(0.0 <= c.q_ensemble < 1.0, "q_ensemble", f"must be in [0, 1), got {c.q_ensemble}")
@@ -108,8 +118,13 @@ class IDN(Method):
         psi_folds (psi_folds.npy, reused on restart)."""
         from idn_tf import artifacts, runfolder, stages
         config, folder, stage1 = run.config, run.folder, run.stage1
-        if config.psi_source == "final":
+        if config.psi_source == "final" and config.psi_mode == "eval":
             return stage1.value
+        if config.psi_source == "final":
+            psi = stages.train_mode_psi(config, run.data, run.labels, stage1.classifier)
+            print(f"ψ in training mode on augmented batches (the authors' code): mean "
+                  f"{psi.mean():.3f}", flush=True)
+            return psi
         if config.psi_source == "selected":
             weights = stage1.result.selected_weights
             if weights is None:
