@@ -44,7 +44,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 # A short schedule: η updates in epochs 2 and 3, lr decay after epoch 2 (test_train.TINY,
 # test_audit.TINY and test_bad_input.FINISHED say the same, checked there).
-DIGITS_RUN = dict(epochs=3, eta_start_epoch=2, eta_every=1, lr_decay_epochs=(2,), verbose=0)
+DIGITS_RUN = dict(epochs=3, eta_start_epoch=2, eta_every=1, lr_decay_epochs=(2,), verbose=0,
+                  audit_folds=2)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ import pytest
 
 from idn_tf import artifacts, config as config_lib
 
-TINY = dict(epochs=3, eta_start_epoch=2, eta_every=1, lr_decay_epochs=(2,), verbose=0)
+TINY = dict(epochs=3, eta_start_epoch=2, eta_every=1, lr_decay_epochs=(2,), verbose=0,
+            audit_folds=2)
 
 
 def state(folder):

@@ -15,7 +15,8 @@ from idn_tf.data import sources
 
 import cli as cli_lib
 
-TINY = dict(epochs=3, eta_start_epoch=2, eta_every=1, lr_decay_epochs=(2,), verbose=0)
+TINY = dict(epochs=3, eta_start_epoch=2, eta_every=1, lr_decay_epochs=(2,), verbose=0,
+            audit_folds=2)
 
 
 def read_csv(path_or_text):

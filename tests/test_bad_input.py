@@ -37,7 +37,7 @@ import cli as cli_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ("--epochs=1", "--eta_start_epoch=1", "--lr_decay_epochs=", "--verbose=0",
-         "--monitor_every=5", "--export_dir=")
+         "--monitor_every=5", "--export_dir=", "--audit_folds=2")
 TIMEOUT = 300  # seconds per CLI process
 
 

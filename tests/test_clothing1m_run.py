@@ -32,7 +32,8 @@ pytestmark = pytest.mark.e2e  # runs of python -m idn_tf.train and stage trainin
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNTS = {"noisy": 24, "clean_train": 8, "clean_val": 4, "clean_test": 6}
 TINY = {"arch": "small_cnn", "backbone_weights": "none", "image_size": 16, "resize": 20,
-        "batch_size": 8, "verbose": 0, "lr_decay_epochs": (), "monitor_every": 1}
+        "batch_size": 8, "verbose": 0, "lr_decay_epochs": (), "monitor_every": 1,
+        "audit_folds": 2}
 
 
 def cli(cwd, *args):

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.e2e  # runs of python -m idn_tf.train and stage trainin
 
 TINY = {"arch": "small_cnn", "backbone_weights": "none", "image_size": 16, "resize": 20,
         "batch_size": 8, "verbose": 0, "lr_decay_epochs": (), "monitor_every": 1,
-        "epochs": 2, "eta_start_epoch": 1, "val_fraction": 0.2}
+        "epochs": 2, "eta_start_epoch": 1, "val_fraction": 0.2, "audit_folds": 2}
 CLASSES = ("cat", "dog", "fox")
 CORRUPT = ("dog", 5)
 

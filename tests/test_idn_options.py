@@ -155,7 +155,7 @@ def test_the_ensemble_changes_the_step_and_zero_is_the_paper():
 # --psi_source=crossval and selected, on digits
 
 SHORT = dict(epochs=3, lr_decay_epochs=(2,), eta_start_epoch=2, eta_every=1, verbose=0,
-             export_dir="", monitor_every=1000)
+             export_dir="", monitor_every=1000, audit_folds=2)
 
 
 @pytest.mark.e2e

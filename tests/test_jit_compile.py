@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e  # four short training runs
 EPS = 0.1
 
 SHORT = dict(epochs=2, eta_start_epoch=1, eta_every=1, lr_decay_epochs=(), verbose=0,
-             export_dir="", lr=1e-3, eta_eps=EPS)
+             export_dir="", lr=1e-3, eta_eps=EPS, audit_folds=2)
 # What each method's run leaves in its folder to compare: its per-example tables.
 TABLES = {"idn": ("eta.npy", "psi.npy"), "elr": ("soft_labels.npy",)}
 

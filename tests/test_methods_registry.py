@@ -127,7 +127,7 @@ def test_a_registered_method_is_a_configuration_like_the_others(smoothing):
         config_lib.resolve({"method": "label_smoothing", "smoothing_epsilon": 1.5})
 
 
-TINY = ["--epochs=2", "--lr_decay_epochs=1", "--verbose=0", "--monitor_every=1"]
+TINY = ["--epochs=2", "--lr_decay_epochs=1", "--verbose=0", "--monitor_every=1", "--audit_folds=2"]
 
 
 def _main(module, argv):

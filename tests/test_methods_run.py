@@ -19,7 +19,8 @@ from idn_tf.data import noise, sources
 
 SHORT = dict(dataset="digits", noise="ccn", noise_rate=0.4, epochs=4, lr_decay_epochs=(3,),
              val_fraction=0.0,
-             eta_start_epoch=2, eta_every=1, verbose=0, monitor_every=1000, export_dir="")
+             eta_start_epoch=2, eta_every=1, verbose=0, monitor_every=1000, export_dir="",
+             audit_folds=2)
 PAIRS = noise.ccn_pairs("digits", 10)
 
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e  # train.run, the CLI, compare, kill and resume
 
 SHORT = dict(dataset="digits", noise="ccn", noise_rate=0.4, epochs=4, lr_decay_epochs=(3,),
              val_fraction=0.0,
-             verbose=0, monitor_every=1000, export_dir="")
+             verbose=0, monitor_every=1000, export_dir="", audit_folds=2)
 # Each method's own flags: Co-teaching with a given τ (no stage 1) reached after 2
 # epochs; Tanaka's labels updated from epoch 2; PENCIL's phases 1, 2, 2, 3.
 METHODS = {

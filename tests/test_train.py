@@ -21,7 +21,8 @@ import cli as cli_lib
 import early
 
 # A short schedule: η updates in epochs 2 and 3, lr decay after epoch 2.
-TINY = dict(epochs=3, eta_start_epoch=2, eta_every=1, lr_decay_epochs=(2,), verbose=0)
+TINY = dict(epochs=3, eta_start_epoch=2, eta_every=1, lr_decay_epochs=(2,), verbose=0,
+            audit_folds=2)
 TINY_FLAGS = ["--epochs=3", "--eta_start_epoch=2", "--eta_every=1", "--lr_decay_epochs=2", "--verbose=0"]
 
 
