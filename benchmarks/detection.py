@@ -14,17 +14,21 @@ For each noise and seed, in <out>/<noise>/seed<s>/:
 
 1. `idn/`: `python -m idn_tf.train` with the defaults (its wall clock timed into
    `idn_wall_seconds.json`). Its label_audit.csv is the audit's score (issue_score: 1 − the
-   held-out probability of the observed label, --audit_folds CE classifiers at their
-   epochs chosen on validation) and flags (is_label_issue), and holds η, ψ and q of the
-   observed label.
+   held-out probability of the observed label, from --audit_folds=5 CE classifiers) and
+   flags (is_label_issue: confident learning's Prune by Noise Rate on those
+   probabilities), and holds η, ψ and q of the observed label.
 2. `idn-literal/`: the method again with `--eta_numerics=literal` (and no audit folds), on
    the same labels and stage 1 (noisy_labels.npz and stage 1's files copied in): η as the
    equations read literally.
 3. `cleanlab/`: 5 out-of-sample predicted probabilities of the same classifier trained as
    the method's stage 1 (CE, the run's flags.txt with --method=ce), on the run's own noisy
    labels: `stages.fold_probs` with 5 folds (stratified by the observed label, seeded by
-   the run's seed), each fold's last epoch, as cleanlab's examples do. One process per
-   cell (`--folds=<run_dir>`), timed like the method's run. Ranked by 1 −
+   the run's seed), each fold's last epoch, as cleanlab's examples do: the same call as
+   the audit's, trained again in its own process (`--folds=<run_dir>`, timed like the
+   method's run), so the two rows differ only in the flags (and in what a second training
+   of the same folds computes). `--audit_from_folds` scores the audit from these
+   probabilities with the library's own functions instead of reading the run's
+   label_audit.csv (for method runs made before the audit took its final form). Ranked by 1 −
    `cleanlab.rank.get_label_quality_scores` and flagged by `cleanlab.filter.find_label_issues`,
    both at their defaults.
 4. Every detector scored on the trained rows (the held-out validation rows have no η)
@@ -62,7 +66,7 @@ COMMON_FLAGS = ["--verbose=0", "--monitor_every=1000", "--export_dir="]
 LITERAL_FLAGS = ["--eta_numerics=literal", "--audit_folds=0"]
 # Detector -> its title; the table's rows in order.
 DETECTORS = {
-    "audit": "label audit: 1 − held-out p of the observed label (the default)",
+    "audit": "label audit: 1 − held-out p of the observed label; flags by Prune by Noise Rate",
     "eta": "η (the authors' numerics, the default)",
     "eta_literal": "η, --eta_numerics=literal (the equations as printed)",
     "one_minus_q": "1 − q of the observed label (the method's posterior)",
@@ -221,9 +225,10 @@ def read_audit(run_dir):
     columns["index"] = np.array([int(r["index"]) for r in rows])
     columns["observed"] = np.array([int(r["observed_label"]) for r in rows])
     columns["flagged"] = np.array([r["is_label_issue"] == "1" for r in rows])
-    if "path" in rows[0]:
-        columns["true"] = np.array([int(r["path"].rsplit("_true", 1)[1].split(".")[0])
-                                    for r in rows])
+    if "path" in rows[0]:  # the class named by the file's digit, as the run numbers classes
+        number = {r["observed_class"]: int(r["observed_label"]) for r in rows}
+        columns["true"] = np.array([number[CLASS_NAMES[int(r["path"].rsplit("_true", 1)[1]
+                                                              .split(".")[0])]] for r in rows])
     else:
         columns["true"] = np.array([int(r["clean_label"]) for r in rows])
     return columns
@@ -266,7 +271,17 @@ def cleanlab_detect(labels, pred_probs):
     return 1.0 - quality, flagged, time.perf_counter() - start
 
 
-def cell(folder, noise, seed):
+def audit_from_folds(audit, pred_probs):
+    """The audit's score and flags computed from the 5-fold probabilities (`--audit_from_folds`):
+    `audit.issue_scores` and `audit.flags`, as a run with --audit_folds=5 computes them."""
+    from idn_tf import audit as audit_lib
+    audit = dict(audit)
+    audit["issue_score"] = audit_lib.issue_scores(pred_probs, audit["observed"])
+    audit["flagged"] = audit_lib.flags(None, pred_probs, audit["observed"])
+    return audit
+
+
+def cell(folder, noise, seed, from_folds=False):
     """Trains (or reuses) one noise × seed and returns its detectors' metrics."""
     if NOISES[noise] is None:
         make_folder(os.path.join(folder, "photos"), seed)
@@ -293,10 +308,12 @@ def cell(folder, noise, seed):
     fold_cost = timed([sys.executable, os.path.abspath(__file__), f"--folds={run_dir}",
                        f"--fold_out={clean_dir}"], os.path.join(folder, "cleanlab_wall_seconds.json"))
     assert np.array_equal(np.load(os.path.join(clean_dir, "rows.npy")), audit["index"])
+    pred_probs = np.load(os.path.join(clean_dir, "pred_probs.npy"))
+    if from_folds:
+        audit = audit_from_folds(audit, pred_probs)
     score = scores(audit)
     score["eta_literal"] = literal["eta"]
-    score["cleanlab"], flagged_cl, cl_seconds = cleanlab_detect(
-        labels, np.load(os.path.join(clean_dir, "pred_probs.npy")))
+    score["cleanlab"], flagged_cl, cl_seconds = cleanlab_detect(labels, pred_probs)
     flags = {"audit": audit["flagged"], "cleanlab": flagged_cl}
     costs = {"cleanlab": fold_cost + cl_seconds, "eta_literal": literal_cost}
     detectors = {name: evaluate(score[name], flags.get(name), is_wrong,
@@ -314,6 +331,8 @@ def main():
     parser.add_argument("--out", default="benchmark-runs/detection")
     parser.add_argument("--folds", default="", help=argparse.SUPPRESS)  # one cell's K folds
     parser.add_argument("--fold_out", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--audit_from_folds", action="store_true",
+                        help="score the audit from the 5-fold probabilities (module docstring)")
     args = parser.parse_args()
     if args.folds:
         return fold_probabilities(args.folds, args.fold_out)
@@ -321,7 +340,8 @@ def main():
     for noise in args.noises.split(","):
         results[noise] = {}
         for seed in (int(s) for s in args.seeds.split(",")):
-            results[noise][seed] = cell(os.path.join(args.out, noise, f"seed{seed}"), noise, seed)
+            results[noise][seed] = cell(os.path.join(args.out, noise, f"seed{seed}"), noise, seed,
+                                        args.audit_from_folds)
             print(f"{noise} seed {seed}: " + ", ".join(
                 f"{n} {d['auroc']:.3f}" for n, d in results[noise][seed]["detectors"].items()),
                 flush=True)

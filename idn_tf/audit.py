@@ -20,7 +20,8 @@ label, docs/own_data.md "The label audit"), else from the method's posterior q:
     eta, psi        η_i and ψ_i of the method
     q_observed      q_iỹ: the method's posterior (Eq. 8, the final classifier on the
                     un-augmented image, the final η_i and ψ_i) that ỹ_i is the true label
-    is_label_issue  1 when estimated_label != observed_label
+    is_label_issue  1 when confident learning's Prune by Noise Rate flags the label on the
+                    held-out p (`flags`; without them: estimated_label != observed_label)
     clean_label     the true label where known (synthetic noise, CIFAR-N), else empty
 
 `label_issues.html` shows the same ranking as a static page (label_report.py), with
@@ -37,7 +38,7 @@ import os
 import numpy as np
 from sklearn.metrics import precision_score, recall_score
 
-from idn_tf import artifacts, report
+from idn_tf import artifacts, confident_learning, report
 
 # The columns in file order; "path" only for file sources.
 COLUMNS = ("index", "path", "observed_label", "estimated_label", "observed_class",
@@ -61,6 +62,14 @@ def issue_order(score):
 def decision(q, held_out):
     """The probabilities [N, K] the audit decides from: `held_out` where given, else q."""
     return q if held_out is None else np.asarray(held_out)
+
+
+def flags(q, held_out, labels):
+    """is_label_issue [N] bool: confident learning's Prune by Noise Rate on the held-out
+    probabilities (`confident_learning.prune_by_noise_rate`); without them, argmax q ≠ ỹ."""
+    if held_out is None:
+        return np.argmax(q, axis=1) != np.asarray(labels)
+    return confident_learning.prune_by_noise_rate(held_out, labels)
 
 
 def audit_columns(q, eta, psi, labels, clean_labels, held_out=None, rows=None,
@@ -92,7 +101,7 @@ def audit_columns(q, eta, psi, labels, clean_labels, held_out=None, rows=None,
         "eta": np.asarray(eta)[order],
         "psi": np.asarray(psi)[order],
         "q_observed": np.asarray(q)[np.arange(len(labels)), labels][order],
-        "is_label_issue": (estimated != labels)[order].astype(np.int64),
+        "is_label_issue": flags(q, held_out, labels)[order].astype(np.int64),
         "clean_label": np.asarray(clean_labels)[order],
     }
     if paths is not None:
@@ -116,8 +125,8 @@ def csv_text(columns):
 def detection(q, eta, labels, clean_labels, held_out=None):
     """How well the audit finds the wrong labels, on examples with a known clean label.
 
-    label_issue_precision: of the flagged examples (argmax of the audit's probabilities
-      ≠ observed, `decision`), the fraction whose observed label is wrong;
+    label_issue_precision: of the flagged examples (`flags`), the fraction whose observed
+      label is wrong;
     label_issue_recall: of the wrong labels, the fraction flagged;
     issue_score_auroc: AUROC of the audit's issue_score (its row order);
     eta_auroc: AUROC of η as a score for "the label is wrong".
@@ -126,7 +135,7 @@ def detection(q, eta, labels, clean_labels, held_out=None):
     known = clean_labels >= 0
     is_wrong = (labels != clean_labels)[known]
     probs = decision(q, held_out)
-    flagged = (np.argmax(probs, axis=1) != labels)[known]
+    flagged = flags(q, held_out, labels)[known]
     nan = float("nan")
     return {
         "label_issue_precision": float(precision_score(is_wrong, flagged, zero_division=np.nan))
@@ -243,8 +252,7 @@ def rebuild(config):
     clean = data.train.clean_labels
     columns = write_reports(config.run_dir, q, eta, psi, labels, data, held_out)
     print(f"wrote {os.path.join(config.run_dir, 'label_audit.csv')} and label_issues.html: "
-          f"{int(columns['is_label_issue'].sum())} of {len(labels)} labels flagged (estimated "
-          "label differs from the observed one)")
+          f"{int(columns['is_label_issue'].sum())} of {len(labels)} labels flagged")
     return detection(q, eta, labels, clean, held_out)
 
 

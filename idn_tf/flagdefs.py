@@ -170,10 +170,10 @@ flags.DEFINE_enum("psi_mode", C.psi_mode, PSI_MODES,
                   "of augmented batches, as the authors' released code).")
 flags.DEFINE_integer("audit_folds", C.audit_folds,
                      "The label audit ranks each training label by 1 − its probability under "
-                     "CE classifiers that did not see it: this many folds (>= 2), each "
-                     "classifier at its epoch chosen on the validation split. 0: no extra "
-                     "training; the audit then decides from the method's own posterior q, which "
-                     "has fitted the labels and can rank wrong labels last.")
+                     "CE classifiers that did not see it (this many folds, >= 2) and flags by "
+                     "confident learning. 0: no extra training; the audit then decides from the "
+                     "method's own posterior q, which has fitted the labels and can rank wrong "
+                     "labels last.")
 flags.DEFINE_float("q_ensemble", C.q_ensemble,
                    "β of the temporal ensemble Eq. 8 takes its predictions from: 0 (the paper) "
                    "uses the batch's p; β in (0, 1) an exponential moving average of each "

@@ -110,8 +110,10 @@ def legend(held_out):
     items = [
         ("issue score", "1 − the probability of the observed class under " + source
          + "; the rows are sorted by it"),
-        ("estimated", "the class those probabilities put first; an example is flagged "
-         "(red) when it differs from the observed class"),
+        ("estimated", "the class those probabilities put first"),
+        ("flagged (red)", "confident learning's Prune by Noise Rate on those probabilities "
+         "(is_label_issue)" if held_out else "the estimated class differs from the observed "
+         "one"),
         ("η", "the method's probability that the label is a confused guess rather than "
          "copied from the true class (0 to 1)"),
         ("ψ", "stage 1's probability of the observed class: how typical this label is for "
@@ -131,8 +133,8 @@ def page_html(columns, probs, data, shown, thumbnails, run_dir, held_out=True):
            f"<title>Label issues: {_e(os.path.basename(os.path.abspath(run_dir)))}</title>",
            f"<style>{_STYLE}</style></head><body>",
            "<h1>Label issues</h1>",
-           f"<p>{n} training examples of {_e(data.name)}; {flagged} flagged (the estimated "
-           "class differs from the observed one). Each class lists its most suspect "
+           f"<p>{n} training examples of {_e(data.name)}; {flagged} flagged as label issues. "
+           "Each class lists its most suspect "
            "examples, highest issue score first, as in label_audit.csv.</p>",
            legend(held_out),
            "<h2>Per class</h2>",

@@ -204,11 +204,11 @@ def report_run(state, trained, method, held_out=None):
     q = stages.posterior_table(trained.classifier, data, labels, eta, psi, config.batch_size,
                                config.eta_numerics)
     columns = audit.write_reports(folder.dir, q, eta, psi, labels, data, held_out)
-    by = ("held-out classifiers" if held_out is not None
+    by = ("confident learning on held-out classifiers" if held_out is not None
           else "the method's posterior q (--audit_folds=0)")
     print(f"{folder.path('label_audit.csv')}: {int(columns['is_label_issue'].sum())} of "
-          f"{n} labels flagged (the class predicted by the {by} differs from the observed "
-          f"one); {folder.path('label_issues.html')}: the most suspect per class")
+          f"{n} labels flagged by {by}; {folder.path('label_issues.html')}: the most "
+          "suspect per class")
     top, known = report.ranking(q, eta, labels)[:16], (clean >= 0).all()
     plots.eta_histogram(os.path.join(plot_dir, "eta_histogram.png"), eta,
                         is_wrong=labels != clean if known else None)

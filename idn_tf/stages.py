@@ -206,44 +206,34 @@ def fold_stage(purpose, k):
 
 
 def fold_probs(config, data, labels, folds, purpose):
-    """Out-of-sample class probabilities of the N training rows: (last, selected), each
-    float32 [N, K].
+    """Out-of-sample class probabilities of the N training rows, float32 [N, K].
 
     The N rows are split into `folds` folds stratified by the observed label
     (`holdout.fold_rows`, seeded by --seed). For each fold a classifier is trained as
     stage 1 is (the same recipe, initial weights and validation split) on the other
-    folds' rows, and predicts the fold's un-augmented rows: `last` with its last epoch's
-    weights, `selected` with those of its epoch chosen on the validation split (the
-    last epoch's without one). No row's probabilities come from a network that saw its
-    label. A fold resumes from its backup (`fold_stage(purpose, k)`); the caller
-    removes the backups.
+    folds' rows, and its last epoch predicts the fold's un-augmented rows: no row's
+    probabilities come from a network that saw its label. A fold resumes from its
+    backup (`fold_stage(purpose, k)`); the caller removes the backups.
     """
     from idn_tf.data import holdout
     n, everything = len(labels), np.arange(len(labels))
-    last = np.zeros((n, data.num_classes), np.float32)
-    selected = np.zeros_like(last)
+    probs = np.zeros((n, data.num_classes), np.float32)
     for k, rows in enumerate(holdout.fold_rows(labels, folds, config.seed), 1):
         runfolder.banner(f"{purpose} fold {k} of {folds}: cross-entropy on {n - len(rows)} "
                          f"rows, predicting the other {len(rows)}")
         view, fit_labels = data.without(rows, labels)
-        classifier, result = train_cross_entropy(config, view, fit_labels,
-                                                 stage=fold_stage(purpose, k))
+        classifier, _ = train_cross_entropy(config, view, fit_labels,
+                                            stage=fold_stage(purpose, k))
         held, _ = data.without(np.setdiff1d(everything, rows), labels)
-        last[rows] = np.exp(model.example_log_probs(classifier, held, config.batch_size))
-        selected[rows] = last[rows]
-        if result.selected_weights is not None:
-            classifier.set_weights(result.selected_weights)
-            selected[rows] = np.exp(model.example_log_probs(classifier, held,
-                                                            config.batch_size))
-    return last, selected
+        probs[rows] = np.exp(model.example_log_probs(classifier, held, config.batch_size))
+    return probs
 
 
 def crossval_psi(config, data, labels, folds):
     """Out-of-sample ψ (--psi_source=crossval, docs/method.md §7.6): float32 [N], each
-    row's probability of its observed label by the last epoch of the `fold_probs`
-    classifier that did not see it."""
-    last, _ = fold_probs(config, data, labels, folds, "psi")
-    return observed_probability(last, labels)
+    row's probability of its observed label by the `fold_probs` classifier that did not
+    see it."""
+    return observed_probability(fold_probs(config, data, labels, folds, "psi"), labels)
 
 
 def selected_psi(config, data, labels, weights):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from idn_tf import artifacts, audit, config as config_lib
+from idn_tf import artifacts, audit, config as config_lib, confident_learning
 from idn_tf.data import sources
 
 import cli as cli_lib
@@ -46,7 +46,10 @@ def test_held_out_probabilities_decide_the_order_the_estimate_and_the_flag():
     assert [int(r["observed_label"]) for r in rows] == [1, 0, 1, 0, 0, 1]
     # argmax of the held-out p (a tie at .5/.5 goes to the first class, as np.argmax)
     assert [int(r["estimated_label"]) for r in rows] == [0, 1, 0, 0, 0, 1]
-    assert [int(r["is_label_issue"]) for r in rows] == [1, 1, 1, 0, 0, 0]
+    # Confident learning (t0 = .5833, t1 = .4667; joint [[2, 1], [1, 2]]): one flag per
+    # label, the largest margin: #1 (label 0, p1 − p0 = .3) and #3 (label 1, p0 − p1 = .8);
+    # #2's tie keeps its label (argmax 0, but p of its label is as high).
+    assert [int(r["is_label_issue"]) for r in rows] == [1, 1, 0, 0, 0, 0]
     assert [r["observed_class"] for r in rows] == ["b,ee", "ant", "b,ee", "ant", "ant", "b,ee"]
     assert [r["estimated_class"] for r in rows] == ["ant", "b,ee", "ant", "ant", "ant", "b,ee"]
     assert [r["clean_label"] for r in rows] == ["1", "1", "", "1", "0", "1"]  # unknown -> empty
@@ -80,7 +83,8 @@ def test_detection_scores_by_hand_and_against_sklearn():
     wrong = labels[known] != clean[known]
     for probs, given in ((q, None), (held_out, held_out)):
         scores = audit.detection(q, eta, labels, clean, given)
-        flagged = probs.argmax(1)[known] != labels[known]
+        flagged = (probs.argmax(1) != labels if given is None else
+                   confident_learning.prune_by_noise_rate(given, labels))[known]
         assert scores["label_issue_precision"] == pytest.approx(
             np.sum(wrong & flagged) / np.sum(flagged))
         assert scores["label_issue_recall"] == pytest.approx(
@@ -139,6 +143,7 @@ def test_audit_rows_match_a_recomputation_from_the_saved_model(finished_run):
     assert np.all(np.diff(score[order]) <= 1e-7)
     np.testing.assert_allclose([float(r["issue_score"]) for r in rows], score[order], atol=1e-6)
     assert [int(r["estimated_label"]) for r in rows] == list(held_out.argmax(1)[order])
+    flagged = confident_learning.prune_by_noise_rate(held_out, labels)
 
     # A few rows: the top of the audit and some random ones, recomputed with numpy from the
     # exported SavedModel's probabilities and Eq. 8 written out as a loop.
@@ -151,7 +156,7 @@ def test_audit_rows_match_a_recomputation_from_the_saved_model(finished_run):
         q = u / u.sum()
         assert int(row["observed_label"]) == labels[i]
         assert int(row["clean_label"]) == clean[i]
-        assert int(row["is_label_issue"]) == int(np.argmax(held_out[i]) != labels[i])
+        assert int(row["is_label_issue"]) == int(flagged[i])
         np.testing.assert_allclose(float(row["q_observed"]), q[labels[i]], rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(float(row["eta"]), eta[i], rtol=1e-6)
         np.testing.assert_allclose(float(row["psi"]), psi[i], rtol=1e-6)

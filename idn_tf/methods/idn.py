@@ -46,7 +46,7 @@ class IDN(Method):
     # by benchmark on digits (BENCHMARKS.md); the paper's CIFAR values are 0.5 / 0.7.
     fields = {"eta_init": 0.01, "eta_lr": 0.3, "eta_start_epoch": 3, "eta_every": 2,
               "eta_rule": "paper", "eta_numerics": "authors", "eta_eps": 1e-4, "eta_min": 0.0,
-              "audit_folds": 4, **OPTIONS}
+              "audit_folds": 5, **OPTIONS}
 
     @property
     def stage_names(self):
@@ -156,19 +156,17 @@ class IDN(Method):
 
     def audit_probs(self, run):
         """The label audit's held-out probabilities [N, K] (docs/own_data.md, "The label
-        audit"): `stages.fold_probs` of --audit_folds CE classifiers, each at its epoch chosen
-        on the validation split; the stage audit_folds (audit_probs.npy, reused on restart).
-        None with --audit_folds=0."""
+        audit"): `stages.fold_probs` of --audit_folds CE classifiers; the stage audit_folds
+        (audit_probs.npy, reused on restart). None with --audit_folds=0."""
         from idn_tf import artifacts, runfolder, stages
         config, folder, n = run.config, run.folder, len(run.labels)
         if not config.audit_folds:
             return None
 
         def train():
-            _, selected = stages.fold_probs(config, run.data, run.labels, config.audit_folds,
-                                            "audit")
+            probs = stages.fold_probs(config, run.data, run.labels, config.audit_folds, "audit")
             return runfolder.Trained(None, runfolder.StageResult(float("nan"), {}, {}),
-                                     value=selected)
+                                     value=probs)
 
         def save(trained):
             folder.write(artifacts.write_npy, "audit_probs.npy", trained.value)
