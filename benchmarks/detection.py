@@ -287,7 +287,9 @@ def cell(folder, noise, seed, from_folds=False):
         make_folder(os.path.join(folder, "photos"), seed)
     run_dir = os.path.join(folder, "idn")
     os.makedirs(run_dir, exist_ok=True)
-    method_cost = timed(train_command(noise, seed, folder, run_dir),
+    # --audit_from_folds: the audit comes from the cleanlab folds, so the run trains none.
+    method_cost = timed(train_command(noise, seed, folder, run_dir,
+                                      ["--audit_folds=0"] if from_folds else []),
                         os.path.join(folder, "idn_wall_seconds.json"))
     audit = read_audit(run_dir)
     labels, is_wrong = audit["observed"], audit["observed"] != audit["true"]
