@@ -254,7 +254,7 @@ def fold_probabilities(run_dir, out_dir):
     with np.load(os.path.join(run_dir, "noisy_labels.npz")) as saved:
         labels, held = saved["labels"], saved["validation_rows"]
     data, labels = inputs.split_validation(data, labels, held)
-    last, _ = stages.fold_probs(config, data, labels, CLEANLAB_FOLDS, "cleanlab")
+    last = stages.fold_probs(config, data, labels, CLEANLAB_FOLDS, "cleanlab")
     shutil.rmtree(config.run_dir)  # the folds' backups and TensorBoard logs
     np.save(os.path.join(out_dir, "pred_probs.npy"), last)
     np.save(os.path.join(out_dir, "rows.npy"), data.rows)
