@@ -25,9 +25,10 @@ def label_correction(q, labels, clean_labels):
 
 
 def ranking(q, eta, labels):
-    """Example indices, most suspect label first: by η, highest first; among equal η
-    (many reach exactly 1), by q of the observed label, lowest first; then by index.
-    The label audit's row order and the monitoring's highest-η images."""
+    """Example indices by η, highest first; among equal η (many reach exactly 1), by q of
+    the observed label, lowest first; then by index. The highest-η images of the
+    monitoring and of plots/highest_eta.png (the label audit has its own order,
+    `audit.issue_order`)."""
     q_observed = q[np.arange(len(labels)), labels]
     return np.lexsort((np.arange(len(labels)), q_observed, -np.asarray(eta)))
 
