@@ -90,7 +90,7 @@ METHOD_COMPARISON = dict(
     dataset="digits", noise="ccn", noise_rate=0.4, epochs=4, lr_decay_epochs=(3,), val_fraction=0.0,
     eta_start_epoch=2, eta_every=1, verbose=0, monitor_every=1000, dmi_lr=1e-4,
     coteaching_tau="0.3", coteaching_t_k=2, tanaka_start_epoch=2, pencil_joint_start=2,
-    pencil_finetune_start=4, pencil_lambda=600.0)
+    pencil_finetune_start=4, pencil_lambda=600.0, audit_folds=2)
 # The stateful baselines first, in a fresh process as a `python -m idn_tf.train` run would be.
 COMPARED_METHODS = ("coteaching", "tanaka", "pencil", "ce", "idn", "forward", "ldmi",
                     "bootstrap_soft", "bootstrap_hard", "elr", "sop", "dividemix")
