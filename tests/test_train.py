@@ -65,6 +65,10 @@ EXPECTED_TAGS = {
         ("labels/wrong_corrected", "scalars"), ("labels/right_kept", "scalars"),
         ("labels/eta_auroc", "scalars"), ("labels/highest_eta", "images")},
 }
+# The label audit's held-out classifiers (conftest.DIGITS_RUN: 2 folds) log as stage 1 does.
+for _k in (1, 2):
+    EXPECTED_TAGS.update({f"audit_fold{_k}/{part}": EXPECTED_TAGS[f"stage1/{part}"]
+                          for part in ("train", "validation", "test", "monitor")})
 
 
 @pytest.mark.e2e
