@@ -265,13 +265,13 @@ def train_mode_psi(config, data, labels, classifier):
             ids = batch["index"].numpy()
             keep = ids < n
             probs = np.exp(forward(batch["image"]).numpy())
-            psi[ids[keep]] = probs[keep][np.arange(int(keep.sum())), labels[ids[keep]]]
+            psi[ids[keep]] = observed_probability(probs[keep], labels[ids[keep]])
     finally:
         for weight, value in zip(classifier.non_trainable_weights, saved):
             weight.assign(value)
     if np.isnan(psi).any():
         raise ValueError(f"{int(np.isnan(psi).sum())} training rows were not in the epoch")
-    return np.maximum(psi, np.finfo(np.float32).tiny)
+    return psi
 
 
 def estimate_transition(classifier, examples, batch_size, percentile):

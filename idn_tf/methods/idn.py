@@ -116,7 +116,7 @@ class IDN(Method):
     def psi(self, run):
         """Stage 2's ψ [N] from --psi_source (docs/method.md §7.6); crossval's is the stage
         psi_folds (psi_folds.npy, reused on restart)."""
-        from idn_tf import artifacts, runfolder, stages
+        from idn_tf import stages
         config, folder, stage1 = run.config, run.folder, run.stage1
         if config.psi_source == "final" and config.psi_mode == "eval":
             return stage1.value
@@ -135,52 +135,30 @@ class IDN(Method):
                   flush=True)
             return psi
 
-        def train():
+        def crossval():
             psi = stages.crossval_psi(config, run.data, run.labels, config.psi_folds)
             print(f"ψ out of {config.psi_folds} folds: mean {psi.mean():.3f}", flush=True)
-            return runfolder.Trained(None, runfolder.StageResult(float("nan"), {}, {}), value=psi)
+            return psi
 
-        def save(trained):
-            folder.write(artifacts.write_npy, "psi_folds.npy", trained.value)
-
-        def load(result, extra):
-            return runfolder.Trained(None, result, value=folder.array("psi_folds.npy",
-                                                                      len(run.labels)))
-
-        psi = folder.stage("psi_folds", "ψ folds", ("psi_folds.npy",), train, save, load,
-                           training=f"ψ from {config.psi_folds} folds: out-of-sample "
-                                    "cross-entropy classifiers").value
-        folder.remove([os.path.join("backup", stages.fold_stage("psi", k))
-                       for k in range(1, config.psi_folds + 1)])
-        return psi
+        return fold_stage(run, "psi", "ψ folds", config.psi_folds, "psi_folds.npy",
+                          (len(run.labels),), crossval,
+                          f"ψ from {config.psi_folds} folds: out-of-sample cross-entropy "
+                          "classifiers")
 
     def audit_probs(self, run):
         """The label audit's held-out probabilities [N, K] (docs/own_data.md, "The label
         audit"): `stages.fold_probs` of --audit_folds CE classifiers; the stage audit_folds
         (audit_probs.npy, reused on restart). None with --audit_folds=0."""
-        from idn_tf import artifacts, runfolder, stages
-        config, folder, n = run.config, run.folder, len(run.labels)
+        from idn_tf import stages
+        config = run.config
         if not config.audit_folds:
             return None
-
-        def train():
-            probs = stages.fold_probs(config, run.data, run.labels, config.audit_folds, "audit")
-            return runfolder.Trained(None, runfolder.StageResult(float("nan"), {}, {}),
-                                     value=probs)
-
-        def save(trained):
-            folder.write(artifacts.write_npy, "audit_probs.npy", trained.value)
-
-        def load(result, extra):
-            return runfolder.Trained(None, result, value=folder.array(
-                "audit_probs.npy", n, run.data.num_classes))
-
-        probs = folder.stage("audit_folds", "audit folds", ("audit_probs.npy",), train, save,
-                             load, training=f"label audit: {config.audit_folds} held-out "
-                                            "cross-entropy classifiers").value
-        folder.remove([os.path.join("backup", stages.fold_stage("audit", k))
-                       for k in range(1, config.audit_folds + 1)])
-        return probs
+        return fold_stage(run, "audit", "audit folds", config.audit_folds, "audit_probs.npy",
+                          (len(run.labels), run.data.num_classes),
+                          lambda: stages.fold_probs(config, run.data, run.labels,
+                                                    config.audit_folds, "audit"),
+                          f"label audit: {config.audit_folds} held-out cross-entropy "
+                          "classifiers")
 
     def train(self, run):
         """Stage 2: eta.npy, classifier.weights.h5 and stage2.json, reused on restart."""
@@ -210,6 +188,30 @@ class IDN(Method):
         print(f"η table: {len(eta)} rows, sha256 {hashlib.sha256(eta.tobytes()).hexdigest()[:16]}"
               f"{distribution.worker_label()}", flush=True)
         return trained
+
+
+def fold_stage(run, purpose, title, folds, file_name, shape, compute, training):
+    """The stage <purpose>_folds of held-out classifiers (`stages.fold_probs`): the array
+    compute() returns [shape], saved in `file_name` and reused on restart; the folds'
+    backups (`stages.fold_stage(purpose, k)`) are removed once it is saved."""
+    from idn_tf import artifacts, runfolder, stages
+    folder = run.folder
+
+    def train():
+        return runfolder.Trained(None, runfolder.StageResult(float("nan"), {}, {}),
+                                 value=compute())
+
+    def save(trained):
+        folder.write(artifacts.write_npy, file_name, trained.value)
+
+    def load(result, extra):
+        return runfolder.Trained(None, result, value=folder.array(file_name, *shape))
+
+    value = folder.stage(f"{purpose}_folds", title, (file_name,), train, save, load,
+                         training=training).value
+    folder.remove([os.path.join("backup", stages.fold_stage(purpose, k))
+                   for k in range(1, folds + 1)])
+    return value
 
 
 def new_model(config, data, psi):
