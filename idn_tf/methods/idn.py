@@ -136,7 +136,10 @@ class IDN(Method):
             return psi
 
         def crossval():
-            psi = stages.crossval_psi(config, run.data, run.labels, config.psi_folds)
+            if config.psi_folds == config.audit_folds:  # the same folds: trained once
+                psi = stages.observed_probability(self.audit_probs(run), run.labels)
+            else:
+                psi = stages.crossval_psi(config, run.data, run.labels, config.psi_folds)
             print(f"ψ out of {config.psi_folds} folds: mean {psi.mean():.3f}", flush=True)
             return psi
 
