@@ -263,6 +263,8 @@ def summary(comparison, outcomes):
                          selected_epoch=outcome.get("selected_epoch"),
                          ce_test_accuracy=outcome.get("ce_test_accuracy"),
                          noise_rate_actual=outcome.get("noise_rate_actual"),
+                         guard_fired=bool((outcome.get("export_guard") or {}).get("worse")),
+                         exported_classifier=outcome.get("exported_classifier"),
                          labels_sha256=_sha256(os.path.join(config.run_dir, "noisy_labels.npz")))
             for name in FIGURES:
                 if entry[name] is not None:
@@ -355,14 +357,19 @@ def markdown(result, comparison, command=""):
         stats = summaries[row]
         per_seed = {c["seed"]: c for c in result["cells"] if c["row"] == row}
         seeds_text = ", ".join(
-            f"{100 * accuracy_of(per_seed[s], quoted):.2f}" if per_seed[s]["status"] == "done"
-            else per_seed[s]["status"] for s in result["seeds"])
+            f"{100 * accuracy_of(per_seed[s], quoted):.2f}{GUARD_MARK * guarded(per_seed[s])}"
+            if per_seed[s]["status"] == "done" else per_seed[s]["status"] for s in result["seeds"])
         columns = [cell_text(stats["selected"]), cell_text(stats), cell_text(stats["best"])]
         if row in done and done[row]["mean"] == best and len(done) > 1:
             index = 0 if quoted else 1
             columns[index] = f"**{columns[index]}**"
         lines.append(f"| {comparison.title(row)} | {' | '.join(columns)} | {seeds_text} | "
                      f"{stats['n']}/{len(result['seeds'])} |")
+    if any(guarded(c) for c in result["cells"]):
+        lines += ["", f"{GUARD_MARK} The export guard found this cell's classifier worse than "
+                  "its stage 1 (plain cross-entropy) on the noisy validation split; its run "
+                  "exported stage 1's classifier unless --export_classifier=method "
+                  "(docs/validation.md). The figures are the method's own."]
     if "sweep" in result:
         sweep = result["sweep"]
         lines += ["", f"Sweep of --{sweep['flag']} over {', '.join(value_text(v) for v in sweep['values'])}; "
@@ -372,6 +379,14 @@ def markdown(result, comparison, command=""):
     if command:
         lines += ["", f"Command: `{command}`"]
     return "\n".join(lines) + "\n"
+
+
+GUARD_MARK = "†"
+
+
+def guarded(cell):
+    """Whether the export guard fired in a done cell (`summary`'s entry)."""
+    return bool(cell.get("guard_fired"))
 
 
 def accuracy_of(cell, quoted):

@@ -39,9 +39,12 @@ ARCHITECTURES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "r
 # Fields that do not change what a run computes: they may differ between a
 # run and its restart in the same folder.
 NON_SEMANTIC_FIELDS = ("run_dir", "overwrite", "dry_run", "verbose", "jit_compile", "data_dir",
-                       "download", "monitor_every", "test_every", "export_dir", "model_name", "strategy",
+                       "download", "monitor_every", "test_every", "export_dir", "model_name", "export_classifier", "strategy",
                        "deterministic", "preset")  # a preset's values are the fields it sets
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # = distribution.STRATEGIES
+# What a run exports (`guard`): "auto" the method's classifier unless it is worse than
+# stage 1's on noisy validation, then stage 1's; "method" the method's regardless.
+EXPORT_CLASSIFIERS = ("auto", "method")
 
 RATE_NOISES = ("ccn", "symmetric")  # the noise types that use --noise_rate
 AUGMENTATIONS = ("none", "pad_crop_flip")  # kept equal to data.pipeline.AUGMENTATIONS (test)
@@ -120,6 +123,7 @@ class Config:
     test_every: int = 1
     export_dir: str = "saved_models"
     model_name: str = ""
+    export_classifier: str = "auto"
     overwrite: bool = False
     dry_run: bool = False
     verbose: int = 2
@@ -521,4 +525,6 @@ def validate(c):
            f"must be in [0, {VAL_FRACTION_MAX}] (0: no validation split), got {c.val_fraction}")
     _check(c.model_name not in ("", ".", "..") and "/" not in c.model_name and os.sep not in c.model_name,
            "model_name", f"must be a plain folder name, got {c.model_name!r}")
+    _check(c.export_classifier in EXPORT_CLASSIFIERS, "export_classifier",
+           f"unknown choice {c.export_classifier!r}; choose one of {', '.join(EXPORT_CLASSIFIERS)}")
     _check(c.verbose in (0, 1, 2), "verbose", f"must be 0, 1 or 2, got {c.verbose}")

@@ -348,6 +348,11 @@ flags.DEFINE_string("export_dir", C.export_dir,
                     "<export_dir>/<model_name>/<next free version>/ ('' : no export).")
 flags.DEFINE_string("model_name", C.model_name,
                     "Model name under --export_dir (default: the run folder's name).")
+flags.DEFINE_enum("export_classifier", C.export_classifier, config.EXPORT_CLASSIFIERS,
+                    "auto: export the method's classifier unless it is worse than stage 1's "
+                    "(plain cross-entropy) on the noisy validation split by more than chance "
+                    "explains (McNemar, p < 0.05), then stage 1's; method: the method's "
+                    "regardless.")
 flags.DEFINE_boolean("overwrite", C.overwrite, "Delete the run folder's previous artifacts and recompute everything, even if its saved flags differ.")
 flags.DEFINE_boolean("dry_run", C.dry_run, "Print the resolved configuration as JSON and exit.")
 flags.DEFINE_integer("verbose", C.verbose, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")

@@ -153,4 +153,6 @@ def table(res, method):
              f"{res['epochs']} epochs")
     lines = [title, "-" * (width + 9)]
     lines += [f"{name:<{width}}  {pct(value)}" for name, value in rows]
+    if (res.get("export_guard") or {}).get("worse"):
+        lines.append(res["export_guard_message"])
     return "\n".join(lines)

@@ -52,12 +52,13 @@ def run(config, data=None):
             res.update(finetuned_test_accuracy=tuned.result.test_accuracy,
                        finetune_history=tuned.result.history,
                        **report.selection("finetuned", tuned.result))
-        previous = previous_export(folder, config, method)
-        folder.write(artifacts.write_json, "results.json", res)  # kept if the export fails
         final = (("finetune", tuned, None) if tuned is not None
                  else (method.final_stage(), trained, method.new_classifier))
+        exported, classifier = guarded_export_choice(state, method, final, res)
+        previous = previous_export(folder, config, method, exported)
+        folder.write(artifacts.write_json, "results.json", res)  # kept if the export fails
         res["saved_model"] = previous or (config.export_dir and export(
-            config, selected_classifier(folder, config, data, *final)))
+            config, classifier(), exported))
         folder.write(artifacts.write_json, "results.json", res)
     print(f"\n{report.table(res, method)}")
     print(f"\nresults in {config.run_dir}/ ({time.time() - start:.0f} s)")
@@ -240,6 +241,36 @@ def selected_classifier(folder, config, data, stage, trained, new_classifier=Non
     return classifier
 
 
+def guarded_export_choice(state, method, final, res):
+    """(which classifier the run exports, "method" or "stage1"; a function making it),
+    after the export guard (`guard`): where stage 1 chose an epoch on the validation split
+    and the method's final classifier is another, the two are compared there, the verdict
+    goes into `res` ("export_guard", "exported_classifier") and one line is printed. With
+    --export_classifier=auto a classifier the guard finds worse gives way to stage 1's."""
+    folder, config, data, stage1 = state.folder, state.config, state.data, state.stage1
+
+    def final_classifier():
+        return selected_classifier(folder, config, data, *final)
+
+    applies = (method.final_stage() != "stage1" and stage1 is not None
+               and stage1.result.selection is not None and final[1].result.selection is not None)
+    if not applies:
+        res["exported_classifier"] = "method"
+        return "method", final_classifier
+    from idn_tf import guard, stages
+    fallback = selected_classifier(folder, config, data, "stage1", stage1)
+    chosen = final_classifier()
+    verdict = guard.compare(stages.validation_right(fallback, data, config.batch_size),
+                            stages.validation_right(chosen, data, config.batch_size))
+    use_stage1 = verdict["worse"] and config.export_classifier == "auto"
+    exported = "stage1" if use_stage1 else "method"
+    res["export_guard"] = verdict
+    res["exported_classifier"] = exported
+    res["export_guard_message"] = guard.message(verdict, exported)
+    print(f"\n{res['export_guard_message']}", flush=True)
+    return exported, (lambda: fallback) if use_stage1 else (lambda: chosen)
+
+
 def check_export_dir(config):
     """RunDirError now, not after hours of training, if the export cannot be written.
 
@@ -268,17 +299,20 @@ def check_export_dir(config):
                 break
 
 
-def previous_export(folder, config, method):
-    """The SavedModel a finished run in this folder exported already, if it still exists.
+def previous_export(folder, config, method, exported="method"):
+    """The SavedModel a finished run in this folder exported already, if it still exists
+    and holds the classifier this run exports (`exported`, "method" or "stage1").
 
     Restarting a finished run reuses everything; only a run whose final stage was trained
-    again publishes a new version.
+    again, or that exports the other classifier, publishes a new version.
     """
     path = folder.path("results.json")
     if not config.export_dir or config.overwrite or not os.path.isfile(path):
         return ""
     try:
-        saved = artifacts.read_json(path).get("saved_model") or ""
+        before = artifacts.read_json(path)
+        saved = before.get("saved_model") or ""
+        same_classifier = before.get("exported_classifier", "method") == exported
     except (OSError, ValueError, AttributeError):
         return ""
     done = max((os.path.getmtime(folder.path(name))
@@ -287,14 +321,15 @@ def previous_export(folder, config, method):
     fresh = os.path.isfile(os.path.join(saved, "saved_model.pb")) and os.path.getmtime(path) >= done
     same_model = os.path.dirname(os.path.abspath(saved)) == os.path.abspath(
         os.path.join(config.export_dir, config.model_name))
-    if fresh and same_model:
+    if fresh and same_model and same_classifier:
         print(f"\n== export: reusing {saved}")
         return saved
     return ""
 
 
-def export(config, classifier):
-    """SavedModel of the final classifier for TF Serving; returns its path (or "").
+def export(config, classifier, exported="method"):
+    """SavedModel of `classifier` for TF Serving; returns its path (or ""). `exported`
+    ("method" or "stage1") names it in the output line.
 
     For file datasets the serving graph resizes and centre-crops photos of any size
     as the evaluation does (`export.EvalResize`).
@@ -314,6 +349,7 @@ def export(config, classifier):
     except OSError as e:
         raise artifacts.RunDirError(f"--export_dir={config.export_dir}: cannot write there "
                                     f"({e.strerror or e})") from None
-    print(f"exported to {path} (signature serving_default: uint8 images -> probabilities, "
-          "classes)")
+    which = "stage 1's (plain cross-entropy)" if exported == "stage1" else "the method's"
+    print(f"exported {which} classifier to {path} (signature serving_default: uint8 images "
+          "-> probabilities, classes)")
     return path

@@ -308,6 +308,15 @@ def finetune(config, data, trained):
     return classifier, fit(ce, ft, data, None, "finetune", train_data=clean_batches)
 
 
+def validation_right(classifier, data, batch_size):
+    """bool [n]: whether `classifier`'s arg max is the observed label of each image of the
+    validation split (`data.validation_dataset`, in its order)."""
+    batches = data.validation_dataset(batch_size)
+    log_probs = model.predict_log_probs_dataset(classifier, batches)
+    labels = np.concatenate([batch["label"].numpy() for batch in batches])
+    return log_probs.argmax(axis=1) == labels
+
+
 def estimate_psi(classifier, examples, labels, batch_size):
     """ψ_i = softmax(h⁰(x_i))[ỹ_i] on un-augmented training examples, float32 [N].
 
