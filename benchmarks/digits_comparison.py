@@ -8,7 +8,9 @@ skips the finished cells) with the digits recipe, then prints one markdown table
 methods × noises, mean ± std test accuracy over the seeds at the epoch chosen on the noisy
 validation split and at the last epoch (docs/validation.md), and each noise's ordering
 (by the selected figure) next to the paper's (docs/method.md §6: CIFAR-10 IDN for k-means,
-CIFAR-10 CCN 0.4 for ccn). `--sweep=eta_lr=0.1,0.3,...` passes a sweep to the comparison.
+CIFAR-10 CCN 0.4 for ccn), and a table of the export guard (docs/validation.md): in how
+many cells of each method it fired, and in how many of those the method beat CE on test.
+`--sweep=eta_lr=0.1,0.3,...` passes a sweep to the comparison.
 """
 
 import argparse
@@ -52,6 +54,33 @@ def main():
         with open(os.path.join(folder, "comparison.json")) as f:
             results[noise] = json.load(f)
     print(table(results))
+    print(guard_table(results))
+
+
+def guard_table(results):
+    """How often the export guard (docs/validation.md) fired, per noise and method, and in
+    how many of those cells the method was in fact better than CE on the clean test set
+    (selected epochs; from each cell's results.json)."""
+    lines = ["", "| noise | method | cells | guard fired | fired where the method beat CE "
+             "on test |", "|---|---|---|---|---|"]
+    for noise, result in results.items():
+        by_row = {}
+        for cell in result["cells"]:
+            if cell.get("status") != "done":
+                continue
+            with open(os.path.join(cell["run_dir"], "results.json")) as f:
+                res = json.load(f)
+            if "export_guard" not in res:
+                continue
+            fired = res["export_guard"]["worse"]
+            better = res["method_test_accuracy_selected"] > res["ce_test_accuracy_selected"]
+            counts = by_row.setdefault(cell["row"], [0, 0, 0])
+            counts[0] += 1
+            counts[1] += fired
+            counts[2] += fired and better
+        for row, (cells, fired, wrongly) in by_row.items():
+            lines.append(f"| {noise} | {NAMES.get(row, row)} | {cells} | {fired} | {wrongly} |")
+    return "\n".join(lines)
 
 
 def _cell(stats):
