@@ -126,10 +126,51 @@ def new_noisy_labels(config, data):
     noisy = noise.make_noisy_labels(dataset, config.noise, config.noise_rate, config.seed,
                                     **config.noise_options(), verbose=config.verbose > 0)
     fingerprint = data.fingerprint()
+    # A class folder's listing (every image's relative path and label, training and test
+    # splits; not Clothing1M's million), so that a restart after the user moved, added or removed files can say
+    # what changed (`folder_changed`).
+    listing = (dict(zip(("paths", "source_labels"), data.listing()))
+               if config.dataset == "folder" else {})
     return dict(labels=noisy.labels, clean_labels=dataset.train.clean_labels,
                 validation_rows=validation_rows(config, noisy.labels),
                 recipe=json.dumps(noisy.recipe),
-                **({"examples_sha256": fingerprint} if fingerprint else {}))
+                **({"examples_sha256": fingerprint} if fingerprint else {}), **listing)
+
+
+def check_same_data(folder, config, data):
+    """RunDirError (`folder_changed`) if the run folder's noisy_labels.npz was made for
+    other images or labels of a file source than the data now hold."""
+    path = folder.path("noisy_labels.npz")
+    saved = folder.reuse("noisy_labels.npz",
+                         lambda: _npz_array(path, "examples_sha256", optional=True))
+    if saved is not None and str(saved) != data.fingerprint():
+        raise artifacts.RunDirError(folder_changed(folder, config, data))
+
+
+def folder_changed(folder, config, data):
+    """The message of a restart whose file source no longer holds the images and labels
+    the run folder was made for: what changed, where the run folder saved its listing,
+    and the two ways to go on."""
+    path = folder.path("noisy_labels.npz")
+    fresh = (f"To train on the data as they are now, rerun the same command with --overwrite "
+             f"(replaces {config.run_dir}) or with --run_dir={config.run_dir.rstrip('/')}-2 "
+             "(keeps this run)")
+    saved_paths = folder.reuse("noisy_labels.npz", lambda: _npz_array(path, "paths", optional=True))
+    if saved_paths is None or config.dataset != "folder":
+        return (f"{path} was made for other training images or labels than the data now has "
+                f"(moved, added or removed files, --skip_bad_images leaving out other images, or "
+                f"another --data_dir): its η and ψ rows would not match. {fresh}")
+    from idn_tf.data import folder as folder_lib
+    names = data.class_names
+    saved_labels = folder.reuse("noisy_labels.npz", lambda: _npz_array(path, "source_labels"))
+
+    def listing(paths, labels):
+        return [(folder_lib.file_identity(str(p), names[int(k)]), names[int(k)])
+                for p, k in zip(paths, labels)]
+
+    before, after = listing(saved_paths, saved_labels), listing(*data.listing())
+    return (f"{config.data_dir} changed since this run folder was made: "
+            f"{folder_lib.changes_text(*folder_lib.changes(before, after))}. {fresh}")
 
 
 def validation_rows(config, labels):
@@ -161,6 +202,7 @@ def fresh_noisy_labels(folder, config, data):
     the run folder is taken, so that labels the validation split cannot divide stop the
     run with nothing written."""
     if os.path.isfile(folder.path("noisy_labels.npz")) and not config.overwrite:
+        check_same_data(folder, config, data)
         return None
     runfolder.banner(f"noise: {config.noise}")
     return new_noisy_labels(config, data)
@@ -180,16 +222,11 @@ def observed_labels(folder, config, data, fresh=None):
     if fresh is None and os.path.isfile(path) and not config.overwrite:
         runfolder.banner(f"noise: reusing {path}")
         labels = folder.reuse(name, lambda: _npz_array(path, "labels"))
+        check_same_data(folder, config, data)
         if len(labels) != len(dataset.train):
             raise artifacts.RunDirError(
                 f"{path} has {len(labels)} labels but the data has {len(dataset.train)} training "
                 "examples; choose another --run_dir or pass --overwrite")
-        saved = folder.reuse(name, lambda: _npz_array(path, "examples_sha256", optional=True))
-        if saved is not None and str(saved) != data.fingerprint():
-            raise artifacts.RunDirError(
-                f"{path} was made for other training images or labels than the data now has "
-                "(e.g. --skip_bad_images left out other images, or another --data_dir): its "
-                "η and ψ rows would not match; choose another --run_dir or pass --overwrite")
         held = folder.reuse(name, lambda: _npz_array(path, "validation_rows", optional=True))
         held = np.zeros(0, np.int64) if held is None else held
         if len(held) and (held.min() < 0 or held.max() >= len(labels)):

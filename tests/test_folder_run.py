@@ -189,3 +189,52 @@ def test_class_names_label_outside_stops_with_one_line_and_writes_nothing(tmp_pa
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "'fox'" in lines[0]
     assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_changed_folder_says_what_changed_and_how_to_go_on(finished, tmp_path):
+    """The fix-and-retrain loop: after moving, adding and removing files, the same command
+    stops with one line counting each change, and the run folder is left as it was."""
+    root, _ = finished
+    shutil.copytree(root / "run", tmp_path / "run")
+    shutil.copytree(root / "photos", tmp_path / "photos")
+    photos, run = tmp_path / "photos", tmp_path / "run"
+    with open(run / "label_audit.csv") as f:
+        trained = [r["path"] for r in csv.DictReader(f)]
+    # Class folders reuse file names: cat's img005 moved into dog, replacing dog's corrupt
+    # img005 (which --skip_bad_images left out, `CORRUPT`).
+    moved = f"cat/img{CORRUPT[1]:03d}.jpg"
+    removed = next(p for p in trained if p.startswith("fox/"))
+    (photos / "dog" / os.path.basename(moved)).write_bytes((photos / moved).read_bytes())
+    (photos / moved).unlink()
+    (photos / removed).unlink()
+    shutil.copyfile(photos / next(p for p in trained if p not in (moved, removed)),
+                    photos / "cat" / "new_one.png")
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    result = cli_lib.run("idn_tf.train", *RUN, *flags(), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
+    name = moved.split("/", 1)[1]
+    assert "1 image changed class, 1 added, 1 removed" in lines[0]
+    assert f"{name}: cat -> dog" in lines[0]
+    assert "--overwrite" in lines[0] and "--run_dir=run-2" in lines[0]
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
+def test_folder_changes_are_counted_by_file_name_within_the_class():
+    identity = folder_lib.file_identity
+    assert identity("cat/a.png", "cat") == "a.png"
+    assert identity("train/cat/x/a.png", "cat") == "train/x/a.png"
+    assert identity("cat/cat/a.png", "cat") == "cat/a.png"  # only the class folder goes
+    before = [("a.png", "cat"), ("b.png", "cat"), ("c.png", "dog")]
+    after = [("a.png", "dog"), ("b.png", "cat"), ("d.png", "dog")]
+    assert folder_lib.changes(before, after) == ([("a.png", "cat", "dog")], ["d.png"], ["c.png"])
+    assert folder_lib.changes_text(*folder_lib.changes(before, after)) == (
+        "1 image changed class, 1 added, 1 removed (e.g. a.png: cat -> dog; d.png added; "
+        "c.png removed)")
+    # File names repeated across classes: cat's 1.png moved into dog, which has its own.
+    before = [("1.png", "cat"), ("1.png", "dog"), ("1.png", "fox"), ("2.png", "fox")]
+    after = [("1.png", "dog"), ("1.png", "dog"), ("1.png", "fox")]
+    assert folder_lib.changes(before, after) == ([("1.png", "cat", "dog")], [], ["2.png"])
+    assert folder_lib.changes(after, after) == ([], [], [])
+    assert folder_lib.changes_text([], [], []) == "0 images changed class, 0 added, 0 removed"

@@ -125,6 +125,48 @@ def load_folder(data_dir: str, class_names: tuple[str, ...] | None = None,
     return data
 
 
+def file_identity(relative_path: str, class_name: str) -> str:
+    """An image's name within its class: `relative_path` ("/"-separated, relative to the
+    data folder) without its class folder ("cat/a.jpg" -> "a.jpg", "train/cat/x/a.jpg" ->
+    "train/x/a.jpg"), so that moving a file to another class keeps its identity."""
+    parts = relative_path.split("/")
+    if class_name in parts[:-1]:
+        parts.remove(class_name)
+    return "/".join(parts)
+
+
+def changes(before, after):
+    """What changed between two listings of a folder, each a list of (identity, class
+    name) pairs (`file_identity`; class folders often reuse file names, so an identity may
+    appear under several classes): (changed class [(identity, old, new)], added
+    [identity], removed [identity]), sorted. Per identity, a class it left and a class it
+    joined pair up as a change of class; the rest are added or removed files."""
+    import collections
+    was, now = collections.defaultdict(collections.Counter), collections.defaultdict(collections.Counter)
+    for key, name in before:
+        was[key][name] += 1
+    for key, name in after:
+        now[key][name] += 1
+    moved, added, removed = [], [], []
+    for key in sorted(was.keys() | now.keys()):
+        left = sorted((was[key] - now[key]).elements())
+        joined = sorted((now[key] - was[key]).elements())
+        pairs = min(len(left), len(joined))
+        moved += [(key, old, new) for old, new in zip(left[:pairs], joined[:pairs])]
+        removed += [key] * (len(left) - pairs)
+        added += [key] * (len(joined) - pairs)
+    return moved, added, removed
+
+
+def changes_text(moved, added, removed):
+    """"N images changed class, M added, K removed (e.g. …)" of `changes`."""
+    text = (f"{len(moved)} image{'s' if len(moved) != 1 else ''} changed class, "
+            f"{len(added)} added, {len(removed)} removed")
+    examples = ([f"{k}: {old} -> {new}" for k, old, new in moved[:2]]
+                + [f"{k} added" for k in added[:1]] + [f"{k} removed" for k in removed[:1]])
+    return text + (f" (e.g. {'; '.join(examples)})" if examples else "")
+
+
 def split_rows(keys: np.ndarray, labels: np.ndarray, fraction: float) -> np.ndarray:
     """Rows (sorted, int64) of the stratified test split of images `keys` [N] with `labels`.
 

@@ -228,12 +228,21 @@ class FileData:
             digest.update(f"{key}\t{label}\n".encode())
         return digest.hexdigest()
 
-    def relative_paths(self):
-        """str [N]: the training rows' image files, relative to the data folder."""
+    def relative_paths(self, split=None):
+        """str [N]: the image files of `split` (default: the training rows), relative to
+        the data folder."""
+        paths = self.train.paths if split is None else split.paths
         if not self.root:
-            return self.train.paths.copy()
-        return np.array([os.path.relpath(p, self.root).replace(os.sep, "/")
-                         for p in self.train.paths], dtype=str)
+            return paths.copy()
+        return np.array([os.path.relpath(p, self.root).replace(os.sep, "/") for p in paths],
+                        dtype=str)
+
+    def listing(self):
+        """(relative paths, labels) of every image of the source's training and test
+        splits: what a restart compares to say which files moved (`inputs.folder_changed`)."""
+        test = self.data.clean_test
+        return (np.concatenate([self.relative_paths(), self.relative_paths(test)]),
+                np.concatenate([np.asarray(self.train.labels), np.asarray(test.labels)]))
 
     def pixel_statistics(self):
         return np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)
