@@ -6,6 +6,8 @@ from idn_tf import artifacts, cli
 from idn_tf.data.sources import DataError
 from idn_tf.errors import ConfigError
 
+import cli as cli_lib
+
 
 @pytest.mark.parametrize("error", [ConfigError("--lr: must be positive, got -1"),
                                    DataError("x.npz: no x_train"),
@@ -50,3 +52,26 @@ def test_a_bad_flag_value_is_one_line(capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "epochs" in err and err.count("\n") == 1
+
+
+def test_every_flag_of_train_is_in_one_help_section():
+    from idn_tf import flagdefs
+    names = [name for _, section in flagdefs.help_sections() for name in section]
+    defined = [flag.name for flag in flagdefs.FLAGS.get_flags_for_module("idn_tf.flagdefs")]
+    assert sorted(names) == sorted(defined) and len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("module, own", [("idn_tf.train", ()), ("idn_tf.compare", ("--methods",
+                                                                                   "--seeds"))])
+def test_help_is_the_usage_and_the_flags_by_section(module, own, tmp_path):
+    from idn_tf import flagdefs
+    result = cli_lib.run(module, "--help", cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    out = result.stdout
+    for flag in ("--epochs", "--method", "--data_dir", *own):
+        assert f"\n  {flag}: " in out, flag
+    # The sections in order, after the usage; absl's own flags only with --helpfull.
+    starts = [out.index(f"\n{title}:\n") for title, _ in flagdefs.help_sections()]
+    assert starts == sorted(starts) and out.index("\n  --") > out.index("python -m " + module)
+    assert "--verbosity" not in out and "--logtostderr" not in out
+    assert "run(config)" not in out and "preflight" not in out  # not the code's own notes
