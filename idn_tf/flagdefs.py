@@ -367,7 +367,10 @@ flags.DEFINE_string("model_name", C.model_name,
                     "Model name under --export_dir (default: the run folder's name).")
 flags.DEFINE_boolean("overwrite", C.overwrite, "Delete the run folder's previous artifacts and recompute everything, even if its saved flags differ.")
 flags.DEFINE_boolean("dry_run", C.dry_run, "Print the resolved configuration as JSON and exit.")
-flags.DEFINE_integer("verbose", C.verbose, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
+flags.DEFINE_integer("verbose", C.verbose,
+                     "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch (the "
+                     "loss, accuracy, validation and test accuracy; every log is in "
+                     "results.json and TensorBoard).")
 
 FLAGS = flags.FLAGS
 

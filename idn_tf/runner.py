@@ -207,8 +207,8 @@ def report_run(state, trained, method, held_out=None):
     by = ("confident learning on held-out classifiers" if held_out is not None
           else "the method's posterior q (--audit_folds=0)")
     print(f"{folder.path('label_audit.csv')}: {int(columns['is_label_issue'].sum())} of "
-          f"{n} labels flagged by {by}; {folder.path('label_issues.html')}: the most "
-          "suspect per class")
+          f"{n} labels flagged by {by}\n{folder.path('label_issues.html')}: the most "
+          "suspect labels per class")
     top, known = report.ranking(q, eta, labels)[:16], (clean >= 0).all()
     plots.eta_histogram(os.path.join(plot_dir, "eta_histogram.png"), eta,
                         is_wrong=labels != clean if known else None)
