@@ -3,14 +3,18 @@
 `python -m idn_tf.train`, `python -m idn_tf.compare` and `python -m idn_tf.audit` each
 parse absl flags with `parse_flags`, report a user error (a bad flag, bad data, an
 unusable run folder, a diverged loss) as one `error:` line on stderr with exit code 2
-(`user_errors`), and show TensorFlow's INFO logs only when --verbosity asks for them.
-The commands that parse with `parse_flags` answer --help with their usage and their
-flags by section (`usage`).
+(`user_errors`), and show TensorFlow's INFO logs, its start-up lines among them, only when
+--verbosity asks for them (`quiet_logging`). The commands that parse with `parse_flags`
+answer --help with their usage and their flags by section (`usage`).
 """
 
 import contextlib
+import importlib.abc
+import importlib.util
 import os
+import re
 import sys
+import tempfile
 
 from absl import app, flags, logging
 
@@ -25,9 +29,16 @@ USER_ERRORS = (ConfigError, DataError, artifacts.RunDirError, FloatingPointError
 # folder): the collective ops are aborted and the connection drops.
 PEER_ERRORS = ("UnavailableError", "CancelledError", "AbortedError", "DeadlineExceededError")
 
-# TensorFlow is imported only once flags and data have been checked: its start-up
-# notices go to stderr, and a user error should read as one line.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The level of TensorFlow's C++ logs when neither the user's environment nor --verbosity
+# sets one: warnings and INFO lines hidden, errors shown.
+TF_LOG_LEVEL = "2"
+
+# What TensorFlow (2.21) writes to stderr while it is imported, before it applies
+# TF_CPP_MIN_LOG_LEVEL: absl's notice that logging is not set up yet, and log lines such as
+# "I0000 00:00:1796687155.211139   16703 port.cc:153] oneDNN custom operations are on …"
+# (severity I, W, E or F first).
+ABSL_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called"
+LOG_LINE = re.compile(r"([IWEF])\d{4} [\d:.]+ +\d+ \S+:\d+\] ")
 
 
 def fail(error):
@@ -86,11 +97,73 @@ def usage():
 
 
 def quiet_logging():
-    """TensorFlow logs through absl at INFO (e.g. every SavedModel file it writes);
-    shown only with an explicit --verbosity."""
+    """TensorFlow logs through absl at INFO (e.g. every SavedModel file it writes), and its
+    C++ code logs at TF_CPP_MIN_LOG_LEVEL; without an explicit --verbosity the first are
+    hidden and the second default to `TF_LOG_LEVEL`, which also hides TensorFlow's
+    start-up lines (`QuietImport`). A TF_CPP_MIN_LOG_LEVEL in the environment is kept."""
     # absl's app.run sets --verbosity itself, so "given by the user" is `.present`.
-    if not flagdefs.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    if flagdefs.FLAGS["verbosity"].present:
+        return
+    logging.set_verbosity(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)
+    if "tensorflow" not in sys.modules:
+        sys.meta_path.insert(0, QuietImport(os.environ["TF_CPP_MIN_LOG_LEVEL"]))
+
+
+class QuietImport(importlib.abc.MetaPathFinder):
+    """Imports TensorFlow, once, with the start-up lines its log level hides left out.
+
+    TensorFlow 2.21 writes them to file descriptor 2 from C++ while it is imported,
+    before it reads TF_CPP_MIN_LOG_LEVEL, so no setting hides them (oneDNN stays on:
+    TF_ENABLE_ONEDNN_OPTS would change the numerics). This finder, first on
+    `sys.meta_path`, lets the other finders find `tensorflow` and runs its module with
+    fd 2 in a temporary file; then it writes to stderr the lines that level shows.
+    """
+
+    def __init__(self, level):
+        self.level = int(level) if str(level).isdigit() else 0
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # the first import only; and not to find itself
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader.exec_module = self._quiet(spec.loader.exec_module)
+        return spec
+
+    def _quiet(self, exec_module):
+        def quiet_exec_module(module):
+            with stderr_without(self.hidden):
+                exec_module(module)
+        return quiet_exec_module
+
+    def hidden(self, line):
+        """Whether the level hides a line TensorFlow wrote before it read the level."""
+        if line.startswith(ABSL_NOTICE):
+            return self.level >= 1
+        match = LOG_LINE.match(line)
+        return bool(match) and "IWEF".index(match.group(1)) < self.level
+
+
+@contextlib.contextmanager
+def stderr_without(hidden):
+    """Runs the body with file descriptor 2 (C++ code's stderr, and Python's) in a
+    temporary file, then writes its lines to stderr, but those `hidden(line)` takes."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not hidden(line)))
+            sys.stderr.flush()
 
 
 @contextlib.contextmanager
