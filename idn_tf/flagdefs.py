@@ -142,7 +142,9 @@ flags.DEFINE_integer("epochs", C.epochs, "Epochs of each stage.")
 flags.DEFINE_integer("batch_size", C.batch_size, "Global batch size.")
 flags.DEFINE_float("lr", C.lr, "Classifier learning rate α₂ (SGD).")
 flags.DEFINE_list("lr_decay_epochs", [str(e) for e in C.lr_decay_epochs],
-                  "Epochs (1-based) after which the learning rate is multiplied by --lr_decay_factor.")
+                  "Epochs (1-based) after which the learning rate is multiplied by "
+                  "--lr_decay_factor; one at or after --epochs never takes effect (a warning "
+                  "says so).")
 flags.DEFINE_float("lr_decay_factor", C.lr_decay_factor, "Learning-rate decay factor.")
 flags.DEFINE_float("momentum", C.momentum, "SGD momentum.")
 flags.DEFINE_float("weight_decay", C.weight_decay, "Coupled L2 weight decay (PyTorch-style SGD) on all weights.")

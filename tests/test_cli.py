@@ -92,10 +92,11 @@ TF_START_UP = ("All log messages before absl::InitializeLog()", "oneDNN custom o
 def short_run(tmp_path_factory):
     """A one-epoch digits run of the real command (stage 1, stage 2, the report) at the
     default verbosity, in the environment a user has: no TF_CPP_MIN_LOG_LEVEL, stdout
-    unbuffered so that the lines interleave as on a terminal; its stdout and stderr as one."""
+    unbuffered so that the lines interleave as on a terminal; its stdout and stderr as one.
+    Its learning rate would decay after epoch 1, the last."""
     environment = {k: v for k, v in cli_lib.env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     return subprocess.run(
-        [sys.executable, "-m", "idn_tf.train", "--epochs=1", "--lr_decay_epochs=",
+        [sys.executable, "-m", "idn_tf.train", "--epochs=1", "--lr_decay_epochs=1",
          "--audit_folds=0", "--export_dir=", "--run_dir=run"],
         cwd=tmp_path_factory.mktemp("short_run"), env={**environment, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
@@ -133,3 +134,14 @@ def test_the_filter_writes_back_what_it_keeps(capfd):
     with cli.stderr_without(lambda line: line.startswith("drop")):
         os.write(2, b"drop me\nkeep me\ndrop me too\nand me\n")
     assert capfd.readouterr().err == "keep me\nand me\n"
+
+
+@pytest.mark.e2e
+def test_a_decay_after_the_last_epoch_is_one_warning_before_training(short_run):
+    lines = short_run.stdout.splitlines()
+    warnings = [i for i, line in enumerate(lines) if line.startswith("warning:")]
+    assert len(warnings) == 1 and short_run.returncode == 0
+    assert lines[warnings[0]] == ("warning: --lr_decay_epochs: the decay after epoch 1 never "
+                                  "takes effect with --epochs=1")
+    assert warnings[0] < lines.index("== stage 1: cross-entropy on the observed labels "
+                                     "(CE baseline, ψ)")
