@@ -97,10 +97,10 @@ def usage():
 
 
 def quiet_logging():
-    """TensorFlow logs through absl at INFO (e.g. every SavedModel file it writes), and its
-    C++ code logs at TF_CPP_MIN_LOG_LEVEL; without an explicit --verbosity the first are
-    hidden and the second default to `TF_LOG_LEVEL`, which also hides TensorFlow's
-    start-up lines (`QuietImport`). A TF_CPP_MIN_LOG_LEVEL in the environment is kept."""
+    """Without an explicit --verbosity: absl's INFO logs hidden (TensorFlow's Python side
+    logs there, e.g. every SavedModel file it writes), and TensorFlow's C++ logs at the
+    environment's TF_CPP_MIN_LOG_LEVEL, else `TF_LOG_LEVEL`, its start-up lines too
+    (`QuietImport`)."""
     # absl's app.run sets --verbosity itself, so "given by the user" is `.present`.
     if flagdefs.FLAGS["verbosity"].present:
         return
@@ -126,17 +126,18 @@ class QuietImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name != "tensorflow":
             return None
-        sys.meta_path.remove(self)  # the first import only; and not to find itself
+        sys.meta_path.remove(self)  # its first import only (and not to find itself)
         spec = importlib.util.find_spec(name)
-        if spec is not None and spec.loader is not None:
-            spec.loader.exec_module = self._quiet(spec.loader.exec_module)
-        return spec
+        if spec is None:
+            return None
+        exec_module = spec.loader.exec_module
 
-    def _quiet(self, exec_module):
         def quiet_exec_module(module):
             with stderr_without(self.hidden):
                 exec_module(module)
-        return quiet_exec_module
+
+        spec.loader.exec_module = quiet_exec_module
+        return spec
 
     def hidden(self, line):
         """Whether the level hides a line TensorFlow wrote before it read the level."""
