@@ -1,5 +1,6 @@
 """Callbacks: the η-update schedule of stage 2 (PGA), per-epoch label monitoring, the
-clean test evaluation, model selection on the validation split, and the exact backup."""
+clean test evaluation, model selection on the validation split, the exact backup, and
+the progress line."""
 
 import json
 import os
@@ -256,6 +257,28 @@ class BestEpoch(keras.callbacks.Callback):
     def restore(self, state, weights):
         self.epoch, self.value = state["epoch"], state["value"]
         self.weights = weights
+
+
+# What the progress bar and the epoch line show: the training loss and accuracy, and the
+# accuracies that choose (validation) and measure (test) the classifier. The other logs
+# (val_loss, test_loss, η's, a method's own) are in History, results.json and TensorBoard.
+PROGRESS_LOGS = ("loss", "accuracy", "val_accuracy", "test_accuracy")
+
+
+class Progress(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar (fit's verbose=1) and epoch line (verbose=2) of `PROGRESS_LOGS`
+    only, so that a line fits in 120 columns. Last in the callbacks, to show the test
+    accuracy `TestEvaluation` adds."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, self.shown(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, self.shown(logs))
+
+    @staticmethod
+    def shown(logs):
+        return {key: logs[key] for key in PROGRESS_LOGS if key in (logs or {})}
 
 
 class Backup(keras.callbacks.BackupAndRestore):

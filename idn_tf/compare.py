@@ -1,23 +1,14 @@
-"""python -m idn_tf.compare: several methods side by side on the same noisy labels.
+"""Compares methods side by side: every method trained on the same noisy labels, per seed.
 
     python -m idn_tf.compare --dataset=digits --noise=ccn --noise_rate=0.4 \\
-        --methods=idn,ce,forward,bootstrap_soft,bootstrap_hard,ldmi,coteaching,tanaka,pencil \
-        --seeds=0,1,2,3,4
+        --methods=idn,ce,forward,tanaka,pencil --seeds=0,1,2,3,4
 
-Every other flag is `idn_tf.train`'s and applies to every cell. For each seed the
-observed labels are made once, in <compare_dir>/labels/seed-<k>.npz, and copied
-into each (method, seed) cell's run folder, <compare_dir>/<method>-<k>/, as its
-noisy_labels.npz: every method of a seed trains on exactly those labels
-(docs/method.md §5). The cells run one after another in this process, each as a
-`runner.run`, so each
-keeps its run folder's behaviour (restart, backups, TensorBoard, results.json).
-A cell whose results.json was written with the same configuration is skipped; a
-cell killed part-way resumes from its last epoch. Cells of a seed that train the
-same stage 1 (those whose `Method.needs_stage1`: the method, CE, Forward with an
-estimated T, L_DMI, Co-teaching with an estimated τ) share it: the first one trains
-it, the others start from a copy of its files. After every cell, comparison.md (a table
-like the paper's: mean ± std of the test accuracy over the seeds) and
-comparison.json are written again.
+Each (method, seed) is a cell, trained as `python -m idn_tf.train` would in a run folder
+of its own under --compare_dir, on the seed's observed labels; every flag other than its
+own is idn_tf.train's and applies to every cell. After each cell, comparison.md (mean ±
+std of the test accuracy over the seeds, a table like the paper's) and comparison.json
+are written again. A rerun skips the finished cells and resumes the others; --sweep adds
+one row per value of a flag.
 """
 
 import json
@@ -429,7 +420,19 @@ def sweep_series(comparison, rows):
 
 
 def run(comparison, overwrite=False, command=""):
-    """Runs every cell not finished yet; returns comparison.json's content."""
+    """Runs every cell not finished yet; returns comparison.json's content.
+
+    For each seed the observed labels are made once, in <compare_dir>/labels/seed-<k>.npz,
+    and copied into each (method, seed) cell's run folder, <compare_dir>/<method>-<k>/, as
+    its noisy_labels.npz: every method of a seed trains on exactly those labels
+    (docs/method.md §5). The cells run one after another in this process, each as a
+    `runner.run`, so each keeps its run folder's behaviour (restart, backups, TensorBoard,
+    results.json). A cell whose results.json was written with the same configuration is
+    skipped; a cell killed part-way resumes from its last epoch. Cells of a seed that
+    train the same stage 1 (those whose `Method.needs_stage1`: the method, CE, Forward
+    with an estimated T, L_DMI, Co-teaching with an estimated τ) share it: the first one
+    trains it, the others start from a copy of its files.
+    """
     import keras
     start = time.time()
     if overwrite:

@@ -200,6 +200,13 @@ class Config:
         """Whether the run validates: a noisy validation split, or a file source's list."""
         return self.dataset in OWN_VALIDATION_SOURCES or self.val_fraction > 0
 
+    def warnings(self):
+        """One line for each thing the flags ask for that the run will not do (valid, so
+        not a ConfigError): a step decay after the last epoch never takes effect."""
+        late = [str(e) for e in self.lr_decay_epochs if e >= self.epochs]
+        return [f"--lr_decay_epochs: the decay after epoch {', '.join(late)} never takes "
+                f"effect with --epochs={self.epochs}"] if late else []
+
     def method_object(self):
         """The registered `methods.Method` of --method."""
         return methods.get(self.method)

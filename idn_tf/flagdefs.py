@@ -4,7 +4,8 @@ The defaults shown are `Config`'s (the embedded digits recipe). A run takes
 the recipe of its --dataset (config.RECIPES: the paper's for cifar10/cifar100)
 and then every flag the user set explicitly, on the command line or in a
 flagfile. Choices are enums; numeric ranges are checked by `config.validate`,
-which library users who build a `Config` directly get too.
+which library users who build a `Config` directly get too. `--help` lists the
+flags in the sections opened by `_section` below (`help_sections`).
 """
 
 import types
@@ -21,7 +22,23 @@ from idn_tf.methods.sop import LR_SCHEDULES as SOP_LR_SCHEDULES
 # The defaults of every configuration field: `Config`'s own and the methods'.
 C = types.SimpleNamespace(**config.field_defaults())
 
-# Data and noise.
+# --help's sections: (title, how many of this module's flags are defined before it).
+_SECTIONS = []
+
+
+def _section(title):
+    """Opens a section of --help: the flags defined after this call, up to the next one."""
+    _SECTIONS.append((title, len(flags.FLAGS.get_flags_for_module(__name__))))
+
+
+def help_sections():
+    """[(title, [flag name, in definition order])]: the flags of idn_tf.train by section."""
+    names = [flag.name for flag in flags.FLAGS.get_flags_for_module(__name__)]
+    ends = [start for _, start in _SECTIONS[1:]] + [len(names)]
+    return [(title, names[start:end]) for (title, start), end in zip(_SECTIONS, ends)]
+
+
+_section("Data and noise")
 flags.DEFINE_enum("dataset", C.dataset, config.DATASETS,
                   "Data source, and the recipe of defaults that comes with it: digits (bundled "
                   "with scikit-learn, offline), npz (--npz_path), cifar10 / cifar100 (the "
@@ -84,7 +101,7 @@ flags.DEFINE_float("val_fraction", C.val_fraction,
                    "Clothing1M: ignored, it validates on its clean validation list (a class "
                    "folder holds out its own share, as digits).")
 
-# Clothing1M and class folders (file datasets): reading, checking and streaming the images.
+_section("Clothing1M and class folders: reading, checking, streaming the images")
 flags.DEFINE_float("subset_fraction", C.subset_fraction,
                    "Clothing1M: train on this fraction of the noisy training list, a fixed "
                    "subset (the same for every --seed); the clean splits stay whole.")
@@ -109,7 +126,7 @@ flags.DEFINE_enum("resize_mode", C.resize_mode, config.RESIZE_MODES,
                   "Clothing1M and folder: square (resize x resize, ignoring the aspect ratio) or "
                   "shorter_side (the shorter side to --resize).")
 
-# Classifier and optimiser (both stages: same backbone and hyper-parameters).
+_section("Classifier and optimiser (the same in every stage)")
 flags.DEFINE_enum("arch", C.arch, config.ARCHITECTURES,
                   "Classifier backbone (cifar recipes: resnet32).")
 flags.DEFINE_string("backbone_weights", C.backbone_weights,
@@ -125,7 +142,9 @@ flags.DEFINE_integer("epochs", C.epochs, "Epochs of each stage.")
 flags.DEFINE_integer("batch_size", C.batch_size, "Global batch size.")
 flags.DEFINE_float("lr", C.lr, "Classifier learning rate α₂ (SGD).")
 flags.DEFINE_list("lr_decay_epochs", [str(e) for e in C.lr_decay_epochs],
-                  "Epochs (1-based) after which the learning rate is multiplied by --lr_decay_factor.")
+                  "Epochs (1-based) after which the learning rate is multiplied by "
+                  "--lr_decay_factor; one at or after --epochs never takes effect (a warning "
+                  "says so).")
 flags.DEFINE_float("lr_decay_factor", C.lr_decay_factor, "Learning-rate decay factor.")
 flags.DEFINE_float("momentum", C.momentum, "SGD momentum.")
 flags.DEFINE_float("weight_decay", C.weight_decay, "Coupled L2 weight decay (PyTorch-style SGD) on all weights.")
@@ -142,7 +161,7 @@ flags.DEFINE_boolean("deterministic", C.deterministic,
                      "TensorFlow op determinism: a rerun (or a resumed run) gives the same "
                      "numbers, at some cost in speed.")
 
-# The method (docs/method.md §2): names as in the paper.
+_section("The method: η, ψ and the label audit (docs/method.md; names as in the paper)")
 flags.DEFINE_float("eta_init", C.eta_init, "Initial confusing probability η for every example.")
 flags.DEFINE_float("eta_lr", C.eta_lr, "η step size α₁ (Eq. 11).")
 flags.DEFINE_integer("eta_start_epoch", C.eta_start_epoch, "First epoch (1-based) that updates η.")
@@ -186,7 +205,7 @@ flags.DEFINE_enum("preset", C.preset, config.PRESET_NAMES,
                   "under the flags given: none, or idn_plus (ours, chosen on noisy validation "
                   "on digits; docs/method.md §7.6, flags/idn_plus.cfg).")
 
-# Which method trains the final classifier, and the baselines' own settings (docs/baselines.md).
+_section("Which method trains the classifier, and the baselines' settings (docs/baselines.md)")
 # A string checked by `config.validate` against the registry (a method registered later,
 # e.g. by a test, is a valid --method too).
 flags.DEFINE_string("method", C.method,
@@ -325,7 +344,7 @@ flags.DEFINE_boolean("dividemix_confidence_penalty", C.dividemix_confidence_pena
                      "warm-up loss (Li et al. for asymmetric noise and Clothing1M; "
                      "flags/method_dividemix_asym.cfg).")
 
-# Row #10: fine-tuning on the clean training set.
+_section("Clothing1M row #10: fine-tuning on the clean training set")
 flags.DEFINE_integer("finetune_clean_epochs", C.finetune_clean_epochs,
                      "Clothing1M: after stage 2, fine-tune the classifier with cross-entropy on "
                      "the 50k clean training examples for this many epochs (the paper's row "
@@ -333,7 +352,7 @@ flags.DEFINE_integer("finetune_clean_epochs", C.finetune_clean_epochs,
 flags.DEFINE_float("finetune_lr", C.finetune_lr,
                    "Constant learning rate of the clean fine-tuning (the recipe's lr ÷ 10).")
 
-# The run.
+_section("The run: its folder, export and output")
 flags.DEFINE_string("run_dir", C.run_dir, "Output folder; default runs/<dataset>[-<noisy_label_key>]-<noise>[<noise_rate>][-<method>]-<seed>, "
                     "the rate for ccn/symmetric only, the method unless idn.")
 flags.DEFINE_integer("monitor_every", C.monitor_every,
@@ -355,7 +374,10 @@ flags.DEFINE_enum("export_classifier", C.export_classifier, config.EXPORT_CLASSI
                     "regardless.")
 flags.DEFINE_boolean("overwrite", C.overwrite, "Delete the run folder's previous artifacts and recompute everything, even if its saved flags differ.")
 flags.DEFINE_boolean("dry_run", C.dry_run, "Print the resolved configuration as JSON and exit.")
-flags.DEFINE_integer("verbose", C.verbose, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
+flags.DEFINE_integer("verbose", C.verbose,
+                     "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch (the "
+                     "loss, accuracy, validation and test accuracy; every log is in "
+                     "results.json and TensorBoard).")
 
 FLAGS = flags.FLAGS
 

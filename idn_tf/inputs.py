@@ -96,7 +96,7 @@ def _read_class_folder(config):
     loaded = folder.load_folder(
         config.data_dir, class_names=names, test_fraction=config.test_fraction,
         labels_are_clean=config.noise != "none", skip_bad_images=config.skip_bad_images,
-        check=config.image_check, verbose=config.verbose > 0)
+        check=config.image_check, verbose=config.verbose > 0, val_fraction=config.val_fraction)
     return loaded, f"{len(loaded.noisy)} training and"
 
 

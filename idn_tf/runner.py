@@ -12,6 +12,7 @@ TensorFlow is imported only once the flags and the data have been checked.
 
 import dataclasses
 import os
+import sys
 import time
 
 from idn_tf import (artifacts, audit, distribution, inputs, methods, plots, precision, report,
@@ -34,6 +35,7 @@ def run(config, data=None):
     given = method.preflight(config, data)
     fresh = inputs.fresh_noisy_labels(folder, config, data)
     prepare_folder(folder, config, method)
+    warn(folder, config)
     config = xla_config(config)  # flags.txt keeps the --jit_compile asked for
     data, labels, rate = inputs.observed_labels(folder, config, data, fresh)  # the training rows' view
     inputs.write_excluded(folder, config, data)  # after the check that its rows are these images
@@ -72,6 +74,14 @@ def preflight(config):
     if config.strategy == "multi_worker":
         distribution.get_strategy(config.strategy)
     inputs.fetch_backbone_weights(config)
+
+
+def warn(folder, config):
+    """The chief's `warning:` lines on stderr, once the run is accepted: what its flags ask
+    for that it will not do (`Config.warnings`)."""
+    sys.stdout.flush()  # after the lines before it, in a log of both
+    for line in config.warnings() if folder.is_chief else ():
+        print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
 def xla_config(config):
@@ -208,8 +218,8 @@ def report_run(state, trained, method, held_out=None):
     by = ("confident learning on held-out classifiers" if held_out is not None
           else "the method's posterior q (--audit_folds=0)")
     print(f"{folder.path('label_audit.csv')}: {int(columns['is_label_issue'].sum())} of "
-          f"{n} labels flagged by {by}; {folder.path('label_issues.html')}: the most "
-          "suspect per class")
+          f"{n} labels flagged by {by}\n{folder.path('label_issues.html')}: the most "
+          "suspect labels per class")
     top, known = report.ranking(q, eta, labels)[:16], (clean >= 0).all()
     plots.eta_histogram(os.path.join(plot_dir, "eta_histogram.png"), eta,
                         is_wrong=labels != clean if known else None)

@@ -146,14 +146,14 @@ def fit(train_model, config, data, labels, stage, extra_callbacks=(), train_data
         train_model.compile(optimizer=make_optimizer(config, steps_per_epoch),
                             jit_compile=config.jit_compile)
     # Order matters: PGACallback adds eta_update to the logs before TensorBoard reads
-    # them, the test accuracy is in the logs before the monitor reads it, and Backup
-    # saves the monitor's history and the best epoch after they have run.
+    # them, the test accuracy is in the logs before the monitor and the progress line
+    # read it, and Backup saves the monitor's history and the best epoch after they have run.
     train_model.fit(
         train_ds, validation_data=validation, epochs=config.epochs, initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch, verbose=config.verbose,
         shuffle=False,  # the dataset orders each epoch itself, from (seed, epoch)
         callbacks=[keras.callbacks.TerminateOnNaN(), *extra_callbacks, *evaluation,
-                   *([best] if best else []), backup])
+                   *([best] if best else []), backup, callbacks.Progress()])
     if train_model.stop_training:
         good, _ = callbacks.Backup.latest(backup_path)
         kept = (f"epoch {good}, the last good one, is kept in {backup_path}" if good

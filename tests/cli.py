@@ -17,10 +17,11 @@ def env():
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 
-def run(module, *args, cwd, timeout=600):
-    """`python -m <module> <args>` in `cwd`, TensorFlow's C++ notices off; the
-    CompletedProcess with text stdout and stderr."""
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env(),
+def run(module, *args, cwd, timeout=600, environment=None):
+    """`python -m <module> <args>` in `cwd` with `environment` (default `env()`: TensorFlow's
+    C++ notices off); the CompletedProcess with text stdout and stderr."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd,
+                          env=env() if environment is None else environment,
                           capture_output=True, text=True, timeout=timeout)
 
 

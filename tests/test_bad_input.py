@@ -471,7 +471,7 @@ def _photos(change=None, **options):
     `change(root)` to it."""
     def setup(folder, _):
         import image_folders
-        image_folders.make_image_folder(str(folder / "photos"), per_class=4, **options)
+        image_folders.make_image_folder(str(folder / "photos"), **{"per_class": 6, **options})
         if change is not None:
             change(folder / "photos")
     return setup
@@ -494,6 +494,14 @@ row("folder-no-class-folders", *FOLDER, expect="no class folders",
     setup=lambda folder, _: (folder / "photos").mkdir())
 row("folder-empty-class-folder", *FOLDER, expect="class folder 'emu' has no images",
     setup=_photos(lambda root: (root / "emu").mkdir()))
+# What cannot be learned: one class (issue 29: it trained, exported and exited 0), and a
+# class too small to give the test split (0.2), the validation split (0.1) and training
+# an image each (6: test 1, then 1 of the 5 left validates).
+row("folder-one-class", *FOLDER, expect="photos: images of one class only ('cat')",
+    setup=_photos(classes=("cat",), per_class=26))
+row("folder-class-too-small", *FOLDER,
+    expect="class folder 'fox' has 5 image(s); a class needs at least 6",
+    setup=_photos(lambda root: (root / "fox" / "img005.jpg").unlink()))
 row("folder-image-corrupt", *FOLDER, expect="damaged image file",
     setup=_photos(corrupt=("dog", 1)))
 row("folder-not-in-class_names", *FOLDER, "--class_names=names.txt",
@@ -540,7 +548,8 @@ row("cifar10-offline", "--dataset=cifar10", "--data_dir=tfds",
 REAL_CLI = {"dataset=bogus", "epochs=0", "epochs=abc", "positional-argument",
             "npz-text-file", "npz-images-float-with-nan", "run_dir-is-a-file",
             "run_dir-other-epochs", "tf_config-not-json", "c1m-image-corrupt",
-            "folder-empty-class-folder", "npz-label-outside-class_names"}
+            "folder-empty-class-folder", "folder-one-class", "folder-class-too-small",
+            "npz-label-outside-class_names"}
 
 
 

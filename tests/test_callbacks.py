@@ -297,3 +297,28 @@ def test_the_backup_keeps_the_best_epoch_across_a_restart(tmp_path):
         np.testing.assert_array_equal(x, y)
     for x, y in zip(fresh.classifier.get_weights(), ce.classifier.get_weights()):
         np.testing.assert_array_equal(x, y)  # the model itself resumes from the last epoch
+
+
+class LongLogs(keras.callbacks.Callback):
+    """Adds logs a method writes (η's) before the progress line reads them."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs.update(eta_above_half=0.0, eta_mean=0.01, test_accuracy=0.5, test_loss=1.0)
+
+
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_progress_shows_the_short_logs_and_history_keeps_all(verbose, capsys):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    x, y = np.ones((8, 3), np.float32), np.arange(8) % 2
+    history = model.fit(x, y, batch_size=4, epochs=2, validation_data=(x, y),
+                        verbose=verbose, callbacks=[LongLogs(), callbacks.Progress()])
+    out = capsys.readouterr().out
+    assert {"eta_mean", "val_loss", "test_loss"} <= set(history.history)
+    assert "eta_" not in out and "val_loss" not in out and "test_loss" not in out
+    assert "test_accuracy: 0.5000" in out and out.count("Epoch 2/2") == 1  # Keras's own replaced
+    if verbose == 2:  # the epoch line (verbose=1 redraws a bar, with terminal escapes)
+        lines = [line for line in out.splitlines() if "step" in line]
+        assert len(lines) == 2 and max(map(len, lines)) <= 120

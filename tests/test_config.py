@@ -190,6 +190,18 @@ def test_resolve_rejects_unknown_names():
         config_lib.resolve({"colour": "red"})
 
 
+@pytest.mark.parametrize("decays, epochs, late", [
+    ((5, 10), 4, "5, 10"),  # issue 29: the folder recipe's decays in a 4-epoch run
+    ((2, 5), 4, "5"), ((4,), 4, "4"),  # a decay after the last epoch takes effect in none
+    ((3,), 4, None), ((), 1, None)])
+def test_a_decay_the_run_never_reaches_is_a_warning(decays, epochs, late):
+    warnings = config_lib.Config(lr_decay_epochs=decays, epochs=epochs).warnings()
+    assert warnings == ([] if late is None else [
+        f"--lr_decay_epochs: the decay after epoch {late} never takes effect with "
+        f"--epochs={epochs}"])
+    assert config_lib.Config().warnings() == []
+
+
 def test_every_recipe_is_a_valid_config():
     for dataset in config_lib.RECIPES:
         extra = {"npz": {"npz_path": "x.npz"}, "clothing1m": {"data_dir": "c1m"},

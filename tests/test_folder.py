@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 
-from idn_tf.data import dataset, folder, sources
+from idn_tf.data import dataset, folder, holdout, sources
 
 import image_folders
 
@@ -147,6 +147,49 @@ def test_empty_class_folder_and_missing_folder_are_one_line_errors(tmp_path):
         _load(tmp_path / "photos")
     with pytest.raises(dataset.DataError, match="image folder not found"):
         _load(tmp_path / "nowhere")
+
+
+def test_a_folder_of_one_class_is_refused(tmp_path):
+    image_folders.make_image_folder(str(tmp_path / "photos"), classes=("cat",), per_class=26)
+    with pytest.raises(dataset.DataError, match="images of one class only \\('cat'\\)"):
+        _load(tmp_path / "photos")
+    # A class names file naming more classes does not add images of them.
+    with pytest.raises(dataset.DataError, match="images of one class only"):
+        _load(tmp_path / "photos", class_names=("cat", "dog"))
+
+
+@pytest.mark.parametrize("test_fraction, val_fraction, expected", [
+    (0.2, 0.1, 6),    # test 1, then 5 of which 0.1 rounds to 1 held out
+    (0.2, 0.0, 2),    # test 1, training 1
+    (None, 0.1, 5),   # a test/ folder of its own: 5 training images, 1 validates
+    (None, 0.0, 1),
+    (0.5, 0.5, 4),    # 3: test round(1.5) = 2, 1 left; 4: test 2, then 1 validates, 1 trains
+    (0.5, 0.05, 20),  # training needs 10 (0.05 · 10 rounds to 1); test takes 10 of 20
+])
+def test_min_class_images_is_the_fewest_the_splits_divide(test_fraction, val_fraction,
+                                                          expected):
+    assert folder.min_class_images(test_fraction, val_fraction) == expected
+    for n in range(1, 60):  # whether n images split: what the splits themselves do
+        train = n - (folder.n_test(n, test_fraction) if test_fraction else 0)
+        splits = (not test_fraction or folder.n_test(n, test_fraction) >= 1) and train >= 1
+        if splits and val_fraction:
+            try:
+                holdout.validation_rows(np.zeros(train, np.int64), val_fraction, seed=0)
+            except dataset.DataError:
+                splits = False
+        assert splits == (n >= folder.min_class_images(test_fraction, val_fraction)), n
+
+
+def test_a_class_too_small_to_split_names_the_minimum(tmp_path):
+    image_folders.make_image_folder(str(tmp_path / "photos"), per_class=6)
+    for name in ("img003.jpg", "img004.png", "img005.jpg"):
+        (tmp_path / "photos" / "fox" / name).unlink()
+    _load(tmp_path / "photos")  # 3 images: test 1, training 2 without validation
+    message = (r"fox: class folder 'fox' has 3 image\(s\); a class needs at least 6 so that "
+               r"the training, validation \(--val_fraction=0.1\) and test "
+               r"\(--test_fraction=0.2\) splits each get one")
+    with pytest.raises(dataset.DataError, match=message):
+        _load(tmp_path / "photos", val_fraction=0.1)
 
 
 def test_npz_stray_label_names_the_odd_labels():

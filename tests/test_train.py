@@ -424,7 +424,7 @@ def test_cli_prints_no_tensorflow_info_lines(cli_run):
     folder, result = cli_run
     assert result.returncode == 0, result.stderr
     assert os.path.isdir(folder / "saved_models" / "digits-kmeans-0" / "1")
-    # Python-side absl INFO lines (TensorFlow's C++ start-up lines are not ours to silence).
+    # Python-side absl INFO lines (TensorFlow's C++ start-up lines: test_cli.py).
     info = [line for line in (result.stdout + result.stderr).splitlines()
             if re.match(r"I\d{4} .*\.py:\d+\]", line)]
     assert not info, info[:3]

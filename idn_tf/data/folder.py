@@ -17,6 +17,11 @@ Without DIR/test, a fixed stratified `test_fraction` of each class becomes the t
 (`split_rows`: chosen by a hash of the file's relative path, not by the run seed, so every
 run of every method tests on the same images).
 
+A folder that cannot be learned from is refused before its images are checked: fewer
+than two class folders with images, or a class folder too small to give each split an
+image (`min_class_images`: the test split, the validation split the run will hold out
+at `val_fraction`, and training).
+
 `index` of a training image (its row in the η and ψ tables, and in label_audit.csv) is
 its position among the training images sorted by relative path (after the images
 `skip_bad_images` leaves out). Images of any size and mode are decoded, resized and
@@ -35,6 +40,7 @@ import sys
 
 import numpy as np
 
+from idn_tf.data import holdout
 from idn_tf.data.dataset import (UNKNOWN_LABEL, DataError, ExcludedImage, FileDataset,
                                  FileSplit, empty_file_split)
 from idn_tf.data.imagefiles import CHECKS, FORMATS, key_scores, scan
@@ -48,7 +54,8 @@ SPLIT_SEED = 0  # the test split's hash seed: fixed, not the run's --seed
 def load_folder(data_dir: str, class_names: tuple[str, ...] | None = None,
                 test_fraction: float = TEST_FRACTION, labels_are_clean: bool = False,
                 skip_bad_images: bool = False, check: str = "header",
-                num_threads: int | None = None, verbose: bool = True) -> FileDataset:
+                num_threads: int | None = None, verbose: bool = True,
+                val_fraction: float = 0.0) -> FileDataset:
     """Reads and checks a class folder (layout in the module docstring).
 
     Parameters
@@ -60,13 +67,18 @@ def load_folder(data_dir: str, class_names: tuple[str, ...] | None = None,
     labels_are_clean : bool
         Take the folder's training labels as clean (synthetic noise will be added).
     skip_bad_images, check, num_threads, verbose : as clothing1m.load_clothing1m.
+    val_fraction : float in [0, 0.5]
+        Share of each class's training images the run will hold out for validation
+        (`holdout.validation_rows`); it sets, with `test_fraction`, how many images a
+        class folder needs (`min_class_images`).
 
     Raises
     ------
     DataError
         One line: no such folder, no class subfolder, an empty class folder, a subfolder
-        not in `class_names`, a test class the training folder lacks, a bad image
-        (without `skip_bad_images`), or no image left in a split.
+        not in `class_names`, a test class the training folder lacks, fewer than two
+        classes, a class with too few images to split, a bad image (without
+        `skip_bad_images`), or no image left in a split.
     """
     if check not in CHECKS:
         raise ValueError(f"check must be one of {CHECKS}, got {check!r}")
@@ -88,6 +100,8 @@ def load_folder(data_dir: str, class_names: tuple[str, ...] | None = None,
         train, test = _list_images(root, ""), None
         names = class_names or tuple(sorted(train))
     label_of = _labels_of(names, list(train) + list(test or ()), root, class_names is not None)
+    _check_classes(train, os.path.join(root, "train") if own_test else root,
+                   None if own_test else test_fraction, val_fraction)
     train_keys, train_labels = _keys_and_labels(train, label_of)
     if test is None:
         test_rows = split_rows(train_keys, train_labels, test_fraction)
@@ -179,10 +193,28 @@ def split_rows(keys: np.ndarray, labels: np.ndarray, fraction: float) -> np.ndar
     rows = []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        n = len(members)
-        count = 0 if n < 2 else min(n - 1, max(1, int(round(fraction * n))))
+        count = n_test(len(members), fraction)
         rows.extend(members[np.argsort(scores[members], kind="stable")[:count]])
     return np.sort(np.asarray(rows, np.int64))
+
+
+def n_test(n: int, fraction: float) -> int:
+    """How many of a class's `n` images `split_rows` takes for the test split."""
+    return 0 if n < 2 else min(n - 1, max(1, int(round(fraction * n))))
+
+
+def min_class_images(test_fraction: float | None, val_fraction: float) -> int:
+    """The fewest images a class folder needs so that the test split (`split_rows` at
+    `test_fraction`; None: the folder has a test/ of its own), the validation split
+    (`holdout.validation_rows` at `val_fraction`, of the images left) and training each
+    get one or more."""
+    train = holdout.min_class_size(val_fraction)
+    if test_fraction is None:
+        return train
+    n = train + 1  # n - n_test(n) grows with n
+    while n - n_test(n, test_fraction) < train:
+        n += 1
+    return n
 
 
 def _list_images(root: str, split: str) -> dict[str, list[str]]:
@@ -207,6 +239,26 @@ def _list_images(root: str, split: str) -> dict[str, list[str]]:
                             f"({', '.join(EXTENSIONS)}); add images or remove the folder")
         images[name] = sorted(keys)
     return images
+
+
+def _check_classes(images, top, test_fraction, val_fraction) -> None:
+    """DataError unless the {class folder: images} listing of `top` holds two or more
+    classes, each with `min_class_images` or more images."""
+    if len(images) < 2:
+        raise DataError(f"{top}: images of one class only ({next(iter(images))!r}); a "
+                        "classifier needs two or more classes, one subfolder of images each")
+    minimum = min_class_images(test_fraction, val_fraction)
+    name, keys = min(images.items(), key=lambda item: len(item[1]))
+    if len(keys) < minimum:
+        splits = ["training"]
+        if val_fraction:
+            splits.append(f"validation (--val_fraction={val_fraction:g})")
+        if test_fraction is not None:
+            splits.append(f"test (--test_fraction={test_fraction:g})")
+        raise DataError(f"{os.path.join(top, name)}: class folder {name!r} has {len(keys)} "
+                        f"image(s); a class needs at least {minimum} so that the "
+                        f"{', '.join(splits[:-1])} and {splits[-1]} splits each get one; add "
+                        "images, or remove the folder")
 
 
 def _labels_of(names, folders, root, given) -> dict[str, int]:

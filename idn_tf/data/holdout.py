@@ -35,16 +35,33 @@ def validation_rows(labels, fraction, seed):
     rows = []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
-        m = int(np.floor(fraction * len(members) + 0.5))
+        m = validation_count(len(members), fraction)
         if m == 0 or m == len(members):
             side = "validation" if m == 0 else "training"
             raise DataError(
                 f"--val_fraction: {fraction:g} of the {len(members)} example(s) labelled "
-                f"{c} leaves that class without {side} examples; use a "
-                f"{'larger' if m == 0 else 'smaller'} --val_fraction, or 0 for no validation "
-                "split")
+                f"{c} leaves that class without {side} examples (a class needs at least "
+                f"{min_class_size(fraction)}); use a {'larger' if m == 0 else 'smaller'} "
+                "--val_fraction, or 0 for no validation split")
         rows.append(rng.choice(members, size=m, replace=False))
     return np.sort(np.concatenate(rows)).astype(np.int64)
+
+
+def validation_count(n, fraction):
+    """How many of a class's `n` examples `validation_rows` holds out: round(fraction · n),
+    halves up."""
+    return int(np.floor(fraction * n + 0.5))
+
+
+def min_class_size(fraction):
+    """The fewest examples of a class that `validation_rows` splits, leaving one or more
+    on each side (1 for fraction 0: nothing is held out)."""
+    if fraction == 0.0:
+        return 1
+    n = max(1, int(0.5 / fraction) - 1)  # below the first n with fraction · n >= 0.5
+    while not 0 < validation_count(n, fraction) < n:
+        n += 1
+    return n
 
 
 def training_rows(n, validation):
