@@ -193,7 +193,8 @@ def test_crossval_psi_equals_classifiers_refitted_on_the_folds(tmp_path):
 
 def audit_psi(run_dir):
     with open(os.path.join(run_dir, "label_audit.csv")) as f:
-        found = {int(r["index"]): float(r["psi"]) for r in csv.DictReader(f)}
+        found = {int(r["index"]): float(r["psi"]) for r in csv.DictReader(f)
+                 if r["split"] == "train"}
     return np.array([found[i] for i in sorted(found)])
 
 
