@@ -226,8 +226,9 @@ def with_classifier_probs(q, classifier, data, batch_size):
     K]: the posterior `q` [N, K] of the training rows, then `classifier`'s softmax of the M
     rows of `data.audited_splits()` (they have no η or ψ, and it never trained on them)."""
     from idn_tf import stages
-    return np.concatenate([q, stages.examples_probs(classifier, data.audited_splits(),
-                                                    batch_size, data.num_classes)])
+    others = [split.examples for split in data.audited_splits()]
+    return np.concatenate([q, stages.examples_probs(classifier, others, batch_size,
+                                                    data.num_classes)])
 
 
 def report(run_dir, q, eta, psi, labels, data, held_out, classifier, batch_size):

@@ -141,6 +141,44 @@ def test_detection_counts_validation_rows_and_eta_the_training_rows():
         roc_auc_score(labels[:n] != clean[:n], eta))
 
 
+def test_without_folds_the_final_classifier_scores_the_validation_rows(tmp_path, capsys):
+    # --audit_folds=0: the training rows by q, the held-out rows by the classifier's softmax
+    # (a linear map with known weights, its probabilities computed here with numpy).
+    import keras
+    rng = np.random.default_rng(5)
+    n, k = 40, 3
+    images = rng.integers(0, 256, (n, 2, 2, 1), dtype=np.uint8)
+    labels = rng.integers(0, k, n)
+    split = sources.Split(images, labels, labels.copy())
+    full = views.ArrayData(sources.Dataset("npz", split, split, k, ("a", "b", "c")))
+    held = np.array([0, 13, 22, 39])
+    data, train_labels = full.hold_out(held, labels)
+    kernel, bias = rng.normal(size=(4, k)), rng.normal(size=k)
+    inputs = keras.Input((2, 2, 1), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    classifier = keras.Model(inputs, keras.layers.Dense(k)(x))
+    classifier.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    logits = images[held].reshape(len(held), -1) / 255 @ kernel + bias
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    m = n - len(held)
+    q = rng.dirichlet(np.ones(k), m)
+    eta, psi = rng.random(m).astype(np.float32), rng.random(m).astype(np.float32)
+    scores = audit.report(str(tmp_path), q, eta, psi, train_labels, data, None, classifier, 8)
+    assert "(36 training, 4 validation images checked)" in capsys.readouterr().out
+    rows = {(r["split"], int(r["index"])): r for r in read_csv(str(tmp_path / "label_audit.csv"))}
+    assert len(rows) == n
+    for j, i in enumerate(held):
+        row = rows["validation", i]
+        np.testing.assert_allclose(float(row["issue_score"]), 1 - p[j, labels[i]], rtol=1e-5)
+        assert int(row["estimated_label"]) == p[j].argmax()
+        assert row["is_label_issue"] == str(int(p[j].argmax() != labels[i]))
+    trained = np.setdiff1d(np.arange(n), held)
+    for j, i in enumerate(trained):
+        np.testing.assert_allclose(float(rows["train", i]["issue_score"]),
+                                   1 - q[j, labels[i]], rtol=1e-6)
+    assert scores["eta_auroc"] != scores["eta_auroc"]  # no wrong label: undefined
+
+
 def test_detection_scores_by_hand_and_against_sklearn():
     rng = np.random.default_rng(0)
     n, k = 200, 4
@@ -334,6 +372,20 @@ def test_audit_cli_rebuilds_an_older_run_folder_of_training_rows_only(digits_run
     score = 1 - probs[np.arange(len(trained)), labels[trained]]
     shown = result.stdout.split("issue_score_auroc: ")[1].split()[0]
     assert float(shown) == pytest.approx(roc_auc_score(wrong, score), abs=1e-4)
+
+
+@pytest.mark.e2e
+def test_a_restarted_older_run_folder_reuses_its_training_rows_audit(digits_run_copy, capsys):
+    from idn_tf import train
+    cfg, first = digits_run_copy
+    path = os.path.join(cfg.run_dir, "audit_probs.npy")
+    np.save(path, np.load(path)[:1292])  # as a run made before validation rows were audited
+    again = train.run(cfg)
+    out = capsys.readouterr().out
+    assert "audit folds: reusing" in out and "holds the 1292 training rows only" in out
+    rows = read_csv(os.path.join(cfg.run_dir, "label_audit.csv"))
+    assert len(rows) == 1292 and {r["split"] for r in rows} == {"train"}
+    assert again["eta_auroc"] == first["eta_auroc"]
 
 
 @pytest.mark.e2e
