@@ -227,6 +227,25 @@ def test_selected_psi_is_stage_one_at_its_best_validation_epoch(tmp_path):
         assert np.abs(final - expected).max() > 1e-3
 
 
+@pytest.mark.e2e
+def test_crossval_psi_from_the_audits_folds_is_their_training_rows(tmp_path):
+    # --psi_folds equal to --audit_folds: ψ from the audit's folds, whose audit_probs.npy
+    # also holds the validation rows after the trained ones; ψ takes the trained rows.
+    cfg = config_lib.Config(run_dir=str(tmp_path / "run"), psi_source="crossval",
+                            psi_folds=SHORT["audit_folds"], **SHORT)
+    train.run(cfg)
+    with np.load(os.path.join(cfg.run_dir, "noisy_labels.npz")) as saved:
+        labels, held = saved["labels"], saved["validation_rows"]
+    trained = np.setdiff1d(np.arange(len(labels)), held)
+    n = len(trained)
+    probs = np.load(os.path.join(cfg.run_dir, "audit_probs.npy"))
+    assert probs.shape == (n + len(held), 10)
+    expected = np.maximum(probs[np.arange(n), labels[trained]], np.finfo(np.float32).tiny)
+    psi = np.load(os.path.join(cfg.run_dir, "psi_folds.npy"))
+    np.testing.assert_array_equal(psi, expected.astype(np.float32))
+    np.testing.assert_allclose(audit_psi(cfg.run_dir), psi, rtol=1e-6)  # stage 2's ψ
+
+
 # ---------------------------------------------------------------------------------------
 # The preset, the schedule option, and the paper's setting
 
