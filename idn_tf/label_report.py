@@ -104,9 +104,9 @@ def shown_probabilities(probs):
 def row_images(data, rows, n):
     """uint8 images of audit rows `rows` (positions in `audit.audited_rows`' order: the
     data view's N training rows, then the rows of its `audited_splits()`)."""
-    rows = np.asarray(rows, np.int64)
-    sources = [data] + [s.examples for s in data.audited_splits()]
-    starts = np.cumsum([0, n] + [len(s) for s in data.audited_splits()])
+    rows, others = np.asarray(rows, np.int64), data.audited_splits()
+    sources = [data] + [split.examples for split in others]
+    starts = np.cumsum([0, n] + [len(split) for split in others])
     part = np.searchsorted(starts, rows, side="right") - 1
     images = [None] * len(rows)
     for k in np.unique(part):
