@@ -31,7 +31,8 @@ For each noise and seed, in <out>/<noise>/seed<s>/:
    label_audit.csv (for method runs made before the audit took its final form). Ranked by 1 −
    `cleanlab.rank.get_label_quality_scores` and flagged by `cleanlab.filter.find_label_issues`,
    both at their defaults.
-4. Every detector scored on the trained rows (the held-out validation rows have no η)
+4. Every detector scored on the trained rows (label_audit.csv's split train: the held-out
+   validation rows and a folder's test rows have no η, and cleanlab's folds do not see them)
    against the true labels: AUROC (wrong label = positive), precision at the number of
    wrong labels, precision and recall of the flagged set, and the training cost.
 
@@ -216,10 +217,12 @@ def train_command(noise, seed, folder, run_dir, extra=()):
 
 
 def read_audit(run_dir):
-    """label_audit.csv's columns (name -> array), rows sorted by index, and the true labels
+    """label_audit.csv's columns (name -> array) of the trained rows (split train: the rows
+    cleanlab's folds see, and the only ones with η), sorted by index, and the true labels
     (the clean_label column, or the folder's file names)."""
     with open(os.path.join(run_dir, "label_audit.csv")) as f:
-        rows = sorted(csv.DictReader(f), key=lambda r: int(r["index"]))
+        rows = sorted((r for r in csv.DictReader(f) if r.get("split", "train") == "train"),
+                      key=lambda r: int(r["index"]))
     columns = {name: np.array([float(r[name]) for r in rows])
                for name in ("issue_score", "eta", "psi", "q_observed")}
     columns["index"] = np.array([int(r["index"]) for r in rows])

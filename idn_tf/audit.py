@@ -1,14 +1,18 @@
-"""The label audit: which observed training labels are likely wrong.
+"""The label audit: which observed labels are likely wrong.
 
-`label_audit.csv` has one row per example the method trained on, most suspect first
-(`issue_order`: highest issue_score first); the examples held out for validation
-(--val_fraction) have no η and no row. The audit decides from held-out probabilities p
-[N, K] where the run has them (--audit_folds: CE classifiers that did not see the row's
-label, docs/own_data.md "The label audit"), else from the method's posterior q:
+`label_audit.csv` has one row per image whose label the run has from the user: the
+examples the method trained on, then the validation rows held out of the training split
+(--val_fraction), then, for a class folder, the test images (their labels are the user's
+own; a benchmark's test labels are checked ones and have no row); most suspect first
+(`issue_order`: highest issue_score first). The audit decides from held-out
+probabilities p [R, K] where the run has them (--audit_folds: CE classifiers that did not
+see the row's label, docs/own_data.md "The label audit"), else from the method's
+posterior q of the training rows and the final classifier's p of the others:
 
-    index           the example's row in the source's training split (e.g. the row of
-                    an .npz's train arrays; η.npy and ψ.npy hold the trained rows in
-                    the order of their index)
+    split           train, validation or test
+    index           the row in the source's training split (train and validation rows:
+                    e.g. the row of an .npz's train arrays; η.npy and ψ.npy hold the
+                    trained rows in the order of their index), or in its test split
     path            file sources only (a class folder, Clothing1M): the image file,
                     relative to --data_dir
     observed_label  its observed (possibly noisy) label ỹ_i
@@ -17,33 +21,66 @@ label, docs/own_data.md "The label audit"), else from the method's posterior q:
     observed_class, estimated_class   the two labels' class names
     issue_score     1 − p_iỹ: the held-out probability that the observed label is wrong
                     (1 − q_iỹ without held-out classifiers); the rows' order
-    eta, psi        η_i and ψ_i of the method
+    eta, psi        η_i and ψ_i of the method (training rows; empty for the others)
     q_observed      q_iỹ: the method's posterior (Eq. 8, the final classifier on the
                     un-augmented image, the final η_i and ψ_i) that ỹ_i is the true label
+                    (training rows; empty for the others)
     is_label_issue  1 when confident learning's Prune by Noise Rate flags the label on the
-                    held-out p (`flags`; without them: estimated_label != observed_label)
+                    held-out p of all the rows together (`flags`; without them:
+                    estimated_label != observed_label)
     clean_label     the true label where known (synthetic noise, CIFAR-N), else empty
 
-`label_issues.html` shows the same ranking as a static page (label_report.py), with
-thumbnails in `label_issues_files/`; `write_reports` writes both.
+`label_issues.html` shows the flagged rows and each class's most suspect as a static page
+(label_report.py), with thumbnails in `label_issues_files/`; `write_reports` writes both,
+`report` as a run does (with its console line and `detection`).
 
 `python -m idn_tf.audit --run_dir=runs/<name>` rebuilds them from a finished run
-(its flags.txt, noisy_labels.npz, psi.npy, eta.npy and classifier.weights.h5).
+(its flags.txt, noisy_labels.npz, psi.npy, eta.npy, classifier.weights.h5 and
+audit_probs.npy; one holding the training rows only, of a run made before the other rows
+were audited, audits those alone).
 """
 
 import csv
 import io
 import os
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.metrics import precision_score, recall_score
 
-from idn_tf import artifacts, confident_learning, report
+from idn_tf import artifacts, confident_learning, report as report_lib
 
 # The columns in file order; "path" only for file sources.
-COLUMNS = ("index", "path", "observed_label", "estimated_label", "observed_class",
+COLUMNS = ("split", "index", "path", "observed_label", "estimated_label", "observed_class",
            "estimated_class", "issue_score", "eta", "psi", "q_observed", "is_label_issue",
            "clean_label")
+
+
+class Audited(NamedTuple):
+    """The R rows the audit checks, training rows first (`audited_rows`): arrays [R]."""
+    split: np.ndarray         # "train", "validation" or "test"
+    labels: np.ndarray        # observed labels
+    clean_labels: np.ndarray  # -1 where unknown
+    index: np.ndarray         # the row in the source's training (or test) split
+    paths: object             # str, relative to the data folder; None for arrays
+
+
+def audited_rows(labels, data, count):
+    """The first `count` audited rows of the data view `data`: its N training rows
+    (observed `labels` [N]), then, when `count` exceeds N, the rows of its
+    `audited_splits()` (validation, then test). `count` is N or N + M."""
+    parts = [("train", labels, data.train.clean_labels, data.rows, data.relative_paths())]
+    if count > len(labels):
+        parts += [(s.split, s.labels, s.clean_labels, s.rows, s.paths)
+                  for s in data.audited_splits()]
+    total = sum(len(part[1]) for part in parts)
+    if total != count:
+        raise ValueError(f"{count} audited rows asked for; the data has {len(labels)} "
+                         f"training rows and {total - len(labels)} others")
+    splits, observed, clean, index, paths = zip(*parts)
+    return Audited(np.repeat(splits, [len(x) for x in observed]),
+                   *(np.concatenate(x).astype(np.int64) for x in (observed, clean, index)),
+                   None if paths[0] is None else np.concatenate(paths))
 
 
 def issue_scores(probs, labels):
@@ -60,47 +97,59 @@ def issue_order(score):
 
 
 def decision(q, held_out):
-    """The probabilities [N, K] the audit decides from: `held_out` where given, else q."""
+    """The probabilities [R, K] the audit decides from: `held_out` where given, else q."""
     return q if held_out is None else np.asarray(held_out)
 
 
 def flags(q, held_out, labels):
-    """is_label_issue [N] bool: confident learning's Prune by Noise Rate on the held-out
+    """is_label_issue [R] bool: confident learning's Prune by Noise Rate on the held-out
     probabilities (`confident_learning.prune_by_noise_rate`); without them, argmax q ≠ ỹ."""
     if held_out is None:
         return np.argmax(q, axis=1) != np.asarray(labels)
     return confident_learning.prune_by_noise_rate(held_out, labels)
 
 
-def audit_columns(q, eta, psi, labels, clean_labels, held_out=None, rows=None,
-                  class_names=None, paths=None):
-    """The audit's columns (name -> array [N]), rows in `issue_order`, plus "order":
-    the examples' positions 0..N-1 in that order (not written).
+def trained_only(values, count):
+    """`values` [N] of the training rows, then NaN (an empty cell) up to `count` rows."""
+    values = np.asarray(values)
+    return np.concatenate([values, np.full(count - len(values), np.nan, values.dtype)])
 
-    `held_out` [N, K]: out-of-sample class probabilities (`methods.Method.audit_probs`),
-    which decide the score, the estimated label and the flag; None: q decides.
-    `clean_labels` is -1 where unknown; `rows` [N]: each example's row number in the
-    source (default 0..N-1); `class_names`: K names (default "0" … "K-1"); `paths` [N]:
-    the examples' files (file sources), or None.
+
+def audit_columns(q, eta, psi, labels, clean_labels, held_out=None, rows=None,
+                  class_names=None, paths=None, split=None):
+    """The audit's columns (name -> array [R]), rows in `issue_order`, plus "order":
+    the rows' positions 0..R-1 in that order (not written).
+
+    The R rows are the N training rows (`eta`, `psi` [N]), then any others (`audited_rows`);
+    `labels`, `clean_labels` (-1 unknown), `rows` (the index column, default 0..R-1),
+    `paths` (file sources, or None) and `split` (default all "train") are [R].
+    `held_out` [R, K]: out-of-sample class probabilities (`methods.Method.audit_probs`),
+    which decide the score, the estimated label and the flag; `q` [N, K] then is the
+    method's posterior of the training rows. Without `held_out`, `q` [R, K] decides (the
+    posterior, then the final classifier's p: `with_classifier_probs`).
+    `class_names`: K names (default "0" … "K-1").
     """
     labels = np.asarray(labels)
+    count, n = len(labels), len(eta)
     probs = decision(q, held_out)
     score = issue_scores(probs, labels)
     order = issue_order(score)
     estimated = np.argmax(probs, axis=1)
-    names = np.array([str(c) for c in range(q.shape[1])] if class_names is None
+    names = np.array([str(c) for c in range(probs.shape[1])] if class_names is None
                      else list(class_names), dtype=object)
+    q_observed = np.asarray(q)[np.arange(n), labels[:n]]
     columns = {
         "order": order,
+        "split": np.full(count, "train") if split is None else np.asarray(split)[order],
         "index": order if rows is None else np.asarray(rows)[order],
         "observed_label": labels[order],
         "estimated_label": estimated[order],
         "observed_class": names[labels[order]],
         "estimated_class": names[estimated[order]],
         "issue_score": score.astype(np.float32)[order],
-        "eta": np.asarray(eta)[order],
-        "psi": np.asarray(psi)[order],
-        "q_observed": np.asarray(q)[np.arange(len(labels)), labels][order],
+        "eta": trained_only(eta, count)[order],
+        "psi": trained_only(psi, count)[order],
+        "q_observed": trained_only(q_observed, count)[order],
         "is_label_issue": flags(q, held_out, labels)[order].astype(np.int64),
         "clean_label": np.asarray(clean_labels)[order],
     }
@@ -110,28 +159,32 @@ def audit_columns(q, eta, psi, labels, clean_labels, held_out=None, rows=None,
 
 
 def csv_text(columns):
-    """The CSV file's text; floats with 9 significant digits (float32 round-trips)."""
+    """The CSV file's text; floats with 9 significant digits (float32 round-trips), NaN
+    (no η, ψ or q: not a training row) and unknown clean labels as empty cells."""
     names = [name for name in COLUMNS if name in columns]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(names)
     for row in zip(*(columns[name] for name in names)):
         *values, clean = row
-        cells = [f"{v:.9g}" if isinstance(v, np.floating) else str(v) for v in values]
+        cells = [("" if v != v else f"{v:.9g}") if isinstance(v, np.floating) else str(v)
+                 for v in values]
         writer.writerow(cells + [str(clean) if clean >= 0 else ""])
     return out.getvalue()
 
 
 def detection(q, eta, labels, clean_labels, held_out=None):
-    """How well the audit finds the wrong labels, on examples with a known clean label.
+    """How well the audit finds the wrong labels, on the rows with a known clean label.
 
-    label_issue_precision: of the flagged examples (`flags`), the fraction whose observed
+    label_issue_precision: of the flagged rows (`flags`), the fraction whose observed
       label is wrong;
     label_issue_recall: of the wrong labels, the fraction flagged;
     issue_score_auroc: AUROC of the audit's issue_score (its row order);
-    eta_auroc: AUROC of η as a score for "the label is wrong".
+    eta_auroc: AUROC of η as a score for "the label is wrong" (the N training rows).
+    `labels`, `clean_labels` [R] and `q`, `held_out` as in `audit_columns`.
     NaN where undefined (no clean labels, nothing flagged, no wrong label).
     """
+    labels, clean_labels, n = np.asarray(labels), np.asarray(clean_labels), len(eta)
     known = clean_labels >= 0
     is_wrong = (labels != clean_labels)[known]
     probs = decision(q, held_out)
@@ -142,30 +195,68 @@ def detection(q, eta, labels, clean_labels, held_out=None):
         if flagged.any() else nan,
         "label_issue_recall": float(recall_score(is_wrong, flagged, zero_division=np.nan))
         if is_wrong.any() else nan,
-        "issue_score_auroc": report.auroc(issue_scores(probs, labels), labels, clean_labels),
-        "eta_auroc": report.auroc(eta, labels, clean_labels),
+        "issue_score_auroc": report_lib.auroc(issue_scores(probs, labels), labels, clean_labels),
+        "eta_auroc": report_lib.auroc(eta, labels[:n], clean_labels[:n]),
     }
 
 
 def write(path, q, eta, psi, labels, clean_labels, held_out=None, rows=None, class_names=None,
-          paths=None):
-    """Writes label_audit.csv atomically; returns its columns."""
+          paths=None, split=None):
+    """Writes label_audit.csv atomically; returns its columns (`audit_columns`)."""
     columns = audit_columns(q, eta, psi, labels, clean_labels, held_out, rows, class_names,
-                            paths)
+                            paths, split)
     artifacts.write_text(path, csv_text(columns))
     return columns
 
 
-def write_reports(run_dir, q, eta, psi, labels, data, held_out=None):
-    """label_audit.csv and label_issues.html (with its thumbnails) of the examples of the
-    data view `data` in `run_dir`; returns the audit's columns."""
+def write_reports(run_dir, q, eta, psi, audited, data, held_out=None):
+    """label_audit.csv and label_issues.html (with its thumbnails) of the `audited` rows
+    (`audited_rows` of the data view `data`) in `run_dir`; returns the audit's columns."""
     from idn_tf import label_report
-    paths = data.relative_paths()
-    columns = write(os.path.join(run_dir, "label_audit.csv"), q, eta, psi, labels,
-                    data.train.clean_labels, held_out, data.rows, data.class_names, paths)
+    columns = write(os.path.join(run_dir, "label_audit.csv"), q, eta, psi, audited.labels,
+                    audited.clean_labels, held_out, audited.index, data.class_names,
+                    audited.paths, audited.split)
     label_report.write(run_dir, columns, decision(q, held_out), data,
                        held_out=held_out is not None)
     return columns
+
+
+def with_classifier_probs(q, classifier, data, batch_size):
+    """What the audit decides from without held-out classifiers (--audit_folds=0), [N + M,
+    K]: the posterior `q` [N, K] of the training rows, then `classifier`'s softmax of the M
+    rows of `data.audited_splits()` (they have no η or ψ, and it never trained on them)."""
+    from idn_tf import stages
+    others = [split.examples for split in data.audited_splits()]
+    return np.concatenate([q, stages.examples_probs(classifier, others, batch_size,
+                                                    data.num_classes)])
+
+
+def report(run_dir, q, eta, psi, labels, data, held_out, classifier, batch_size):
+    """The label audit of a run, as the run and `rebuild` make it: label_audit.csv and
+    label_issues.html in `run_dir`, one console line; returns `detection`'s figures.
+
+    `q` [N, K]: the method's posterior of the N training rows (observed `labels`);
+    `held_out`: audit_probs.npy [N + M, K] (one of [N, K], of a run made before the other
+    rows were audited: the training rows alone, and a line says so), or None: q, then
+    `classifier`'s (the final one's) probabilities of the others decide.
+    """
+    from idn_tf import label_report
+    if held_out is None:
+        q = with_classifier_probs(q, classifier, data, batch_size)
+    elif len(held_out) == len(labels) and data.audited_splits():
+        print(f"{os.path.join(run_dir, 'audit_probs.npy')} holds the {len(labels)} training "
+              "rows only (a run made before the validation and test rows were audited): "
+              "the audit covers those")
+    audited = audited_rows(labels, data, len(decision(q, held_out)))
+    columns = write_reports(run_dir, q, eta, psi, audited, data, held_out)
+    by = ("confident learning on held-out classifiers" if held_out is not None
+          else "the method's posterior q (--audit_folds=0)")
+    flagged, checked = int(columns["is_label_issue"].sum()), label_report.checked(audited.split)
+    print(f"{os.path.join(run_dir, 'label_audit.csv')}: {flagged} of {len(audited.labels)} "
+          f"labels flagged by {by} ({checked} images checked)\n"
+          f"{os.path.join(run_dir, label_report.HTML_NAME)}: the flagged images, then the "
+          "most suspect per class")
+    return detection(q, eta, audited.labels, audited.clean_labels, held_out)
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,17 +339,16 @@ def rebuild(config):
     log_probs = model.example_log_probs(classifier, data, config.batch_size)
     q = posterior.posterior_from_log_probs(log_probs, labels, eta, psi,
                                            config.eta_numerics).numpy()
-    held_out = held_out_probs(config, n, data.num_classes)
-    clean = data.train.clean_labels
-    columns = write_reports(config.run_dir, q, eta, psi, labels, data, held_out)
-    print(f"wrote {os.path.join(config.run_dir, 'label_audit.csv')} and label_issues.html: "
-          f"{int(columns['is_label_issue'].sum())} of {len(labels)} labels flagged")
-    return detection(q, eta, labels, clean, held_out)
+    held_out = held_out_probs(config, n, data)
+    return report(config.run_dir, q, eta, psi, labels, data, held_out, classifier,
+                  config.batch_size)
 
 
-def held_out_probs(config, n, num_classes):
-    """The run's audit_probs.npy [n, K] (--audit_folds > 0), or None: with --audit_folds=0,
-    or for a run made before the held-out audit existed (then q decides, as it did)."""
+def held_out_probs(config, n, data):
+    """The run's audit_probs.npy [n + M, K] (--audit_folds > 0; M: the rows of
+    `data.audited_splits()`), or [n, K] of a run made before those were audited; None with
+    --audit_folds=0, or for a run made before the held-out audit existed (then q decides,
+    as it did)."""
     path = os.path.join(config.run_dir, "audit_probs.npy")
     if not config.audit_folds:
         return None
@@ -270,10 +360,12 @@ def held_out_probs(config, n, num_classes):
         probs = np.load(path)
     except (OSError, ValueError) as e:
         raise artifacts.RunDirError(f"{path}: cannot read it ({e})") from None
-    if probs.shape != (n, num_classes):
+    m, k = sum(len(s) for s in data.audited_splits()), data.num_classes
+    if probs.shape not in ((n + m, k), (n, k)):
         raise artifacts.RunDirError(f"{path} has shape {probs.shape} but the data has {n} "
-                                    f"training examples of {num_classes} classes; is this the "
-                                    "run's data (--data_dir, --npz_path)?")
+                                    f"training examples and {m} validation and test ones of "
+                                    f"{k} classes; is this the run's data (--data_dir, "
+                                    "--npz_path)?")
     return probs
 
 

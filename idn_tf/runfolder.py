@@ -70,10 +70,11 @@ def banner(text):
     print(f"\n== {text}", flush=True)
 
 
-def load_array(path, *shape):
-    """An array of `shape` saved with np.save (e.g. ψ [N], or the T [K, K] a run used)."""
+def load_array(path, *shape, older=()):
+    """An array of `shape` saved with np.save (e.g. ψ [N], or the T [K, K] a run used), or
+    of one of the shapes `older` (the file's layout in runs made before it grew)."""
     array = np.load(path)
-    if array.shape != shape:
+    if array.shape != shape and array.shape not in older:
         raise ValueError(f"shape {array.shape}, expected {shape}")
     return array
 
@@ -119,9 +120,10 @@ class RunFolder:
             raise artifacts.RunDirError(f"{self.path(name)} is damaged ({why}); delete it to "
                                         "recompute it, or pass --overwrite") from None
 
-    def array(self, name, *shape):
-        """The np.save'd array `name` of `shape`; RunDirError if it is damaged."""
-        return self.reuse(name, lambda: load_array(self.path(name), *shape))
+    def array(self, name, *shape, older=()):
+        """The np.save'd array `name` of `shape` (or of an `older` one, `load_array`);
+        RunDirError if it is damaged."""
+        return self.reuse(name, lambda: load_array(self.path(name), *shape, older=older))
 
     def weights_into(self, name, classifier):
         """Loads the weights file `name` into `classifier`; returns it."""

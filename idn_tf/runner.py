@@ -191,8 +191,10 @@ def finetune(folder, config, data, classifier):
 
 def report_run(state, trained, method, held_out=None):
     """Plots, the label audit of a method that learns η, and the results dict (written by
-    `run` after the export). The audit covers the N noisy training examples (the first N
-    rows of η and ψ) and decides from `held_out` ([N, K], `Method.audit_probs`) if given."""
+    `run` after the export). The audit (`audit.report`) covers the N noisy training
+    examples (the first N rows of η and ψ) and the view's validation and test rows
+    (`data.audited_splits()`), and decides from `held_out` ([N + M, K],
+    `Method.audit_probs`) if given."""
     folder, config, data, labels, stage1 = (state.folder, state.config, state.data,
                                             state.labels, state.stage1)
     banner("report: label audit and plots" if method.audits_labels else "report: plots")
@@ -214,12 +216,8 @@ def report_run(state, trained, method, held_out=None):
     eta, psi = trained.model.eta.numpy()[:n], trained.model.psi.numpy()[:n]
     q = stages.posterior_table(trained.classifier, data, labels, eta, psi, config.batch_size,
                                config.eta_numerics)
-    columns = audit.write_reports(folder.dir, q, eta, psi, labels, data, held_out)
-    by = ("confident learning on held-out classifiers" if held_out is not None
-          else "the method's posterior q (--audit_folds=0)")
-    print(f"{folder.path('label_audit.csv')}: {int(columns['is_label_issue'].sum())} of "
-          f"{n} labels flagged by {by}\n{folder.path('label_issues.html')}: the most "
-          "suspect labels per class")
+    detection = audit.report(folder.dir, q, eta, psi, labels, data, held_out,
+                             trained.classifier, config.batch_size)
     top, known = report.ranking(q, eta, labels)[:16], (clean >= 0).all()
     plots.eta_histogram(os.path.join(plot_dir, "eta_histogram.png"), eta,
                         is_wrong=labels != clean if known else None)
@@ -229,7 +227,7 @@ def report_run(state, trained, method, held_out=None):
                            eta=eta[top])
     print(f"{plot_dir}/: accuracy.png, eta_histogram.png, highest_eta.png")
     res = report.results(config, state.rate, ce, trained.result, q, eta, labels, clean)
-    res.update(audit.detection(q, eta, labels, clean, held_out))
+    res.update(detection)
     return res
 
 

@@ -205,28 +205,57 @@ def fold_stage(purpose, k):
     return f"{purpose}_fold{k}"
 
 
-def fold_probs(config, data, labels, folds, purpose):
-    """Out-of-sample class probabilities of the N training rows, float32 [N, K].
+def fold_probs(config, data, labels, folds, purpose, others=()):
+    """Out-of-sample class probabilities, float32 [N + M, K]: the N training rows, then
+    the M rows of `others` (`views.AuditedSplit`s, in order: the validation and test rows
+    the label audit checks, on which no fold trains).
 
     The N rows are split into `folds` folds stratified by the observed label
     (`holdout.fold_rows`, seeded by --seed). For each fold a classifier is trained as
     stage 1 is (the same recipe, initial weights and validation split) on the other
-    folds' rows, and its last epoch predicts the fold's un-augmented rows: no row's
-    probabilities come from a network that saw its label. A fold resumes from its
-    backup (`fold_stage(purpose, k)`); the caller removes the backups.
+    folds' rows, and its last epoch predicts the fold's un-augmented rows and `others`:
+    no row's probabilities come from a network that saw its label (`out_of_sample`
+    combines them). A fold resumes from its backup (`fold_stage(purpose, k)`); the
+    caller removes the backups.
     """
     from idn_tf.data import holdout
     n, everything = len(labels), np.arange(len(labels))
-    probs = np.zeros((n, data.num_classes), np.float32)
-    for k, rows in enumerate(holdout.fold_rows(labels, folds, config.seed), 1):
+    parts = holdout.fold_rows(labels, folds, config.seed)
+    held_probs, other_probs = [], []
+    for k, rows in enumerate(parts, 1):
         runfolder.banner(f"{purpose} fold {k} of {folds}: cross-entropy on {n - len(rows)} "
-                         f"rows, predicting the other {len(rows)}")
+                         f"rows, predicting the other {len(rows)}"
+                         + (f" and {sum(len(o) for o in others)} more" if others else ""))
         view, fit_labels = data.without(rows, labels)
         classifier, _ = train_cross_entropy(config, view, fit_labels,
                                             stage=fold_stage(purpose, k))
         held, _ = data.without(np.setdiff1d(everything, rows), labels)
-        probs[rows] = np.exp(model.example_log_probs(classifier, held, config.batch_size))
-    return probs
+        held_probs.append(examples_probs(classifier, [held], config.batch_size,
+                                         data.num_classes))
+        other_probs.append(examples_probs(classifier, [o.examples for o in others],
+                                          config.batch_size, data.num_classes))
+    return out_of_sample(parts, held_probs, other_probs)
+
+
+def out_of_sample(parts, held_probs, other_probs):
+    """The table of `fold_probs` [N + M, K] float32 from its folds' predictions: row i < N
+    from the classifier of the fold holding i (`held_probs[k]` [len(parts[k]), K], the
+    probabilities of the rows `parts[k]` in order), rows N.. the mean over the folds of
+    `other_probs[k]` [M, K]. As a loop: for every fold k and j, probs[parts[k][j]] =
+    held_probs[k][j]; probs[N + m] = Σ_k other_probs[k][m] / folds."""
+    n = sum(len(rows) for rows in parts)
+    train = np.zeros((n, held_probs[0].shape[1]), np.float32)
+    for rows, probs in zip(parts, held_probs):
+        train[rows] = probs
+    return np.concatenate([train, np.mean(other_probs, axis=0, dtype=np.float64)]
+                          ).astype(np.float32)
+
+
+def examples_probs(classifier, examples, batch_size, num_classes):
+    """softmax of `classifier` on each of `examples` (views' un-augmented examples, in
+    order), concatenated: float32 [M, K]."""
+    probs = [np.exp(model.example_log_probs(classifier, e, batch_size)) for e in examples]
+    return np.concatenate(probs) if probs else np.zeros((0, num_classes), np.float32)
 
 
 def crossval_psi(config, data, labels, folds):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from idn_tf import artifacts, callbacks, config as config_lib, inputs, label_report, stages, train
+from idn_tf import artifacts, callbacks, config as config_lib, inputs, stages, train
 from idn_tf.methods import idn as idn_method
 from idn_tf.data import clothing1m, views
 
@@ -159,19 +159,20 @@ def test_audit_cli_rebuilds_the_audit_of_a_clothing1m_run(finished, tmp_path, mo
     assert (tmp_path / "run" / "label_audit.csv").read_bytes() == before
     assert (tmp_path / "run" / "label_issues.html").read_bytes() == page_before
     # The audit names each example's file (relative to the data folder) and its classes;
-    # the page's rows are the audit's top rows per class, its thumbnails and links exist.
+    # the page's rows are the flagged, then each class's; its thumbnails and links exist.
+    # Only the noisy training rows: Clothing1M's validation and test lists are clean.
     with open(tmp_path / "run" / "label_audit.csv") as f:
         rows = list(csv.DictReader(f))
     data = clothing1m.load_clothing1m(str(tmp_path / "data"), verbose=False)
+    assert {r["split"] for r in rows} == {"train"}
     for r in rows:
         i = int(r["index"])
         assert r["path"] == os.path.relpath(data.noisy.paths[i], tmp_path / "data")
         assert r["observed_class"] == clothing1m.CLASS_NAMES[int(r["observed_label"])]
         assert r["estimated_class"] == clothing1m.CLASS_NAMES[int(r["estimated_label"])]
     page = test_label_report.parse(tmp_path / "run" / "label_issues.html")
-    test_label_report._check_against_csv(str(tmp_path / "run"), page, 14,
-                                         per_class=label_report.PER_CLASS)
-    for shown in page.sections.values():
+    test_label_report._check_against_csv(str(tmp_path / "run"), page, 14)
+    for shown in [page.flagged, *page.sections.values()]:
         for row in shown:
             target = test_label_report.linked_file(str(tmp_path / "run"), row["href"])
             assert os.path.samefile(target, data.noisy.paths[int(row["attrs"]["data-index"])])

@@ -127,3 +127,23 @@ def test_table(det):
     assert eta_row[1:6] == ["0.750 ± 0.050", "0.500 ± 0.000", "–", "0.250 ± 0.000", "30 ± 0"]
     assert lines[-1].split(" | ") == ["| (wrong labels among the trained rows)", "0.400 ± 0.000",
                                       "", "", "", "", "0.400 ± 0.000", "", "", "", " |"]
+
+
+def test_read_audit_keeps_the_trained_rows_in_index_order(det, tmp_path):
+    # What a run writes (idn_tf.audit): trained rows, validation rows (no η, ψ, q) and
+    # test rows whose index counts the test split: only the trained rows, by index.
+    from idn_tf import audit
+    q = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]])
+    held_out = np.array([[0.8, 0.2], [0.1, 0.9], [0.5, 0.5], [0.3, 0.7], [0.4, 0.6]])
+    labels, clean = np.array([0, 0, 1, 1, 0]), np.array([0, 1, 1, 0, -1])
+    columns = audit.audit_columns(q, np.array([0.1, 0.8, 0.3]), np.array([0.7, 0.2, 0.5]),
+                                  labels, clean, held_out, rows=np.array([9, 2, 5, 3, 2]),
+                                  split=np.array(["train"] * 3 + ["validation", "test"]))
+    (tmp_path / "label_audit.csv").write_text(audit.csv_text(columns))
+    read = det.read_audit(str(tmp_path))
+    np.testing.assert_array_equal(read["index"], [2, 5, 9])
+    np.testing.assert_array_equal(read["observed"], [0, 1, 0])
+    np.testing.assert_array_equal(read["true"], [1, 1, 0])
+    np.testing.assert_allclose(read["eta"], [0.8, 0.3, 0.1])
+    np.testing.assert_allclose(read["issue_score"], [0.9, 0.5, 0.2])
+    np.testing.assert_allclose(read["q_observed"], [0.3, 0.4, 0.9])

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from idn_tf import config as config_lib, inputs, label_report, stages
+from idn_tf import config as config_lib, inputs, stages
 from idn_tf.data import folder as folder_lib, noise, streaming, views
 
 import cli as cli_lib
@@ -96,19 +96,40 @@ def test_run_trains_audits_and_plots_with_file_paths_and_class_names(finished):
         assert [r["path"] for r in csv.DictReader(f)] == [bad]
     with open(run / "label_audit.csv") as f:
         rows = list(csv.DictReader(f))
-    assert sorted(int(r["index"]) for r in rows) == list(trained)
+    # Every image of the folder has a row: trained, held out for validation, or test.
+    test = data.clean_test
+    assert sorted((r["split"], int(r["index"])) for r in rows) == sorted(
+        [("train", int(i)) for i in trained] + [("validation", int(i)) for i in held]
+        + [("test", i) for i in range(len(test))])
+    assert len(rows) == len(data.noisy) + len(test) == 29  # 30 written, the corrupt one out
     for r in rows:
         i = int(r["index"])
-        assert int(r["observed_label"]) == labels[i]
+        split = test if r["split"] == "test" else data.noisy
+        assert int(r["observed_label"]) == split.labels[i]
+        if r["split"] != "test":
+            assert int(r["observed_label"]) == labels[i]
         assert r["clean_label"] == ""  # unknown: the folder's labels are the observed ones
-        assert r["path"] == os.path.relpath(data.noisy.paths[i], root / "photos")
+        assert r["path"] == os.path.relpath(split.paths[i], root / "photos")
+        assert (r["eta"] == "") == (r["split"] != "train")
     for r in rows:
         assert "path" in r and r["observed_class"] == CLASSES[int(r["observed_label"])]
-    # The HTML report: its rows are the CSV's top rows per class, its images and links exist.
+    # The rows the method did not train on: 1 − the mean over the two fold classifiers'
+    # probabilities of the observed label (audit_probs.npy: trained, validation, test rows).
+    probs = np.load(run / "audit_probs.npy")
+    order = [("train", i) for i in trained] + [("validation", i) for i in held] + [
+        ("test", i) for i in range(len(test))]
+    position = {key: p for p, key in enumerate(order)}
+    assert probs.shape == (len(rows), len(CLASSES))
+    for r in rows:
+        p = position[r["split"], int(r["index"])]
+        np.testing.assert_allclose(float(r["issue_score"]),
+                                   1 - probs[p, int(r["observed_label"])], atol=1e-6)
+    assert (f"({len(trained)} training, {len(held)} validation, {len(test)} test images "
+            "checked)") in result.stdout
+    # The HTML report: the flagged rows, then each class; its images and links exist.
     page = test_label_report.parse(run / "label_issues.html")
-    test_label_report._check_against_csv(str(run), page, len(CLASSES),
-                                         per_class=label_report.PER_CLASS)
-    for shown in page.sections.values():
+    test_label_report._check_against_csv(str(run), page, len(CLASSES))
+    for shown in [page.flagged, *page.sections.values()]:
         assert all(os.path.isfile(test_label_report.linked_file(str(run), r["href"]))
                    for r in shown)
     for name in ("accuracy.png", "eta_histogram.png", "highest_eta.png"):

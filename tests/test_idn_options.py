@@ -193,7 +193,8 @@ def test_crossval_psi_equals_classifiers_refitted_on_the_folds(tmp_path):
 
 def audit_psi(run_dir):
     with open(os.path.join(run_dir, "label_audit.csv")) as f:
-        found = {int(r["index"]): float(r["psi"]) for r in csv.DictReader(f)}
+        found = {int(r["index"]): float(r["psi"]) for r in csv.DictReader(f)
+                 if r["split"] == "train"}
     return np.array([found[i] for i in sorted(found)])
 
 
@@ -224,6 +225,25 @@ def test_selected_psi_is_stage_one_at_its_best_validation_epoch(tmp_path):
     final = np.load(os.path.join(cfg.run_dir, "psi.npy"))  # stage 1's last epoch: not used
     if epoch != cfg.epochs:
         assert np.abs(final - expected).max() > 1e-3
+
+
+@pytest.mark.e2e
+def test_crossval_psi_from_the_audits_folds_is_their_training_rows(tmp_path):
+    # --psi_folds equal to --audit_folds: ψ from the audit's folds, whose audit_probs.npy
+    # also holds the validation rows after the trained ones; ψ takes the trained rows.
+    cfg = config_lib.Config(run_dir=str(tmp_path / "run"), psi_source="crossval",
+                            psi_folds=SHORT["audit_folds"], **SHORT)
+    train.run(cfg)
+    with np.load(os.path.join(cfg.run_dir, "noisy_labels.npz")) as saved:
+        labels, held = saved["labels"], saved["validation_rows"]
+    trained = np.setdiff1d(np.arange(len(labels)), held)
+    n = len(trained)
+    probs = np.load(os.path.join(cfg.run_dir, "audit_probs.npy"))
+    assert probs.shape == (n + len(held), 10)
+    expected = np.maximum(probs[np.arange(n), labels[trained]], np.finfo(np.float32).tiny)
+    psi = np.load(os.path.join(cfg.run_dir, "psi_folds.npy"))
+    np.testing.assert_array_equal(psi, expected.astype(np.float32))
+    np.testing.assert_allclose(audit_psi(cfg.run_dir), psi, rtol=1e-6)  # stage 2's ψ
 
 
 # ---------------------------------------------------------------------------------------

@@ -155,3 +155,55 @@ def test_finetune_config_is_its_own_epochs_at_a_constant_lr():
     tuned = stages.finetune_config(cfg)
     assert (tuned.epochs, tuned.lr, tuned.lr_decay_epochs) == (3, 1e-3, ())
     assert tuned.batch_size == cfg.batch_size and tuned.seed == cfg.seed
+
+
+def test_out_of_sample_places_each_folds_rows_and_averages_the_others():
+    rng = np.random.default_rng(0)
+    n, m, k, folds = 23, 7, 4, 3
+    parts = np.array_split(rng.permutation(n), folds)
+    held = [rng.dirichlet(np.ones(k), len(rows)).astype(np.float32) for rows in parts]
+    others = [rng.dirichlet(np.ones(k), m).astype(np.float32) for _ in range(folds)]
+    got = stages.out_of_sample(parts, held, others)
+    expected = np.zeros((n + m, k))
+    for rows, probs in zip(parts, held):  # a loop over every fold's rows
+        for j, row in enumerate(rows):
+            expected[row] = probs[j]
+    for j in range(m):
+        expected[n + j] = sum(o[j].astype(np.float64) for o in others) / folds
+    assert got.shape == (n + m, k) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    no_others = stages.out_of_sample(parts, held, [np.zeros((0, k), np.float32)] * folds)
+    np.testing.assert_array_equal(no_others, got[:n])
+
+
+def test_fold_probs_predicts_the_audited_rows_with_every_fold_classifier(setting, monkeypatch):
+    # Each fold's "training" is a fresh classifier of seed k (no fit): its rows' and the
+    # validation rows' probabilities are then known here, from numpy on its logits.
+    cfg, full = setting
+    labels = full.train.labels
+    held = np.arange(0, len(labels), 10)  # 144 validation rows
+    data, train_labels = full.hold_out(held, labels)
+    trained_on, classifiers = {}, {}
+
+    def untrained(config, view, fit_labels, stage):
+        k = int(stage.rsplit("fold", 1)[1])
+        trained_on[k] = view.rows.copy()
+        classifiers[k] = stages.new_classifier(config, view, seed=k)  # the fold's statistics
+        return classifiers[k], None
+
+    monkeypatch.setattr(stages, "train_cross_entropy", untrained)
+    others = data.audited_splits()
+    assert [(s.split, len(s)) for s in others] == [("validation", len(held))]
+    probs = stages.fold_probs(cfg, data, train_labels, 3, "audit", others)
+    from idn_tf.data import holdout
+    parts = holdout.fold_rows(train_labels, 3, cfg.seed)
+    n = len(train_labels)
+    assert probs.shape == (n + len(held), data.num_classes)
+    mean = np.zeros((len(held), data.num_classes))
+    for k, rows in enumerate(parts, 1):
+        classifier = classifiers[k]
+        assert not set(trained_on[k]) & (set(data.rows[rows]) | set(held))  # saw neither
+        np.testing.assert_allclose(probs[rows], _numpy_probs(classifier, data.train.images[rows]),
+                                   rtol=1e-5, atol=1e-7)
+        mean += _numpy_probs(classifier, full.train.images[held]) / 3
+    np.testing.assert_allclose(probs[n:], mean, rtol=1e-5, atol=1e-7)

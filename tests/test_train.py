@@ -164,7 +164,11 @@ def test_the_validation_rows_are_held_out_of_everything_trained(finished_run):
     with open(os.path.join(cfg.run_dir, "label_audit.csv")) as f:
         rows = list(csv.DictReader(f))
     index = np.array([int(r["index"]) for r in rows])
-    np.testing.assert_array_equal(np.sort(index), trained)  # source rows, none held out
+    split = np.array([r["split"] for r in rows])
+    # Source rows: the trained ones, and the held-out ones audited as validation rows.
+    np.testing.assert_array_equal(np.sort(index[split == "train"]), trained)
+    np.testing.assert_array_equal(np.sort(index[split == "validation"]), held)
+    assert len(rows) == len(labels)
     observed = np.array([int(r["observed_label"]) for r in rows])
     np.testing.assert_array_equal(observed, labels[index])
 

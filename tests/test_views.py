@@ -144,6 +144,23 @@ def test_as_examples_wraps_arrays_and_passes_views_through(arrays):
     np.testing.assert_array_equal(examples.images(np.array([4, 0])), arrays.test.images[[4, 0]])
 
 
+def test_array_data_audits_its_held_out_rows_but_not_the_test_split(arrays):
+    data = views.ArrayData(arrays)
+    assert data.audited_splits() == () and len(data.validation_rows) == 0
+    given = (arrays.train.labels + 1) % K
+    view, _ = data.hold_out([7, 2], given)
+    (val,) = view.audited_splits()
+    assert val.split == "validation" and len(val) == 2 and val.paths is None
+    np.testing.assert_array_equal(val.rows, [7, 2])
+    np.testing.assert_array_equal(val.labels, given[[7, 2]])
+    np.testing.assert_array_equal(val.clean_labels, arrays.train.clean_labels[[7, 2]])
+    np.testing.assert_array_equal(val.examples.images([1, 0]), arrays.train.images[[2, 7]])
+    # A fold's view (`without`) keeps the validation rows, numbered as in the source.
+    fold, _ = view.without([0, 1], given[view.rows])
+    np.testing.assert_array_equal(fold.audited_splits()[0].rows, [7, 2])
+    np.testing.assert_array_equal(fold.rows, view.rows[2:])
+
+
 # ---------------------------------------------------------------------------------------
 # FileData
 
@@ -275,6 +292,29 @@ def test_file_data_images_are_the_evaluation_crops_of_the_rows(c1m, folder):
     assert sum(len(b["label"]) for b in test) == 3
     np.testing.assert_array_equal(np.concatenate([b["label"].numpy() for b in test]),
                                   c1m.clean_test.labels)
+    # Its own clean validation and test lists: nothing to audit besides the training rows.
+    assert data.audited_splits() == ()
+
+
+def test_a_class_folder_audits_its_validation_rows_and_its_test_images(tmp_path):
+    import image_folders
+    from idn_tf.data import folder as folder_lib, streaming
+    image_folders.make_image_folder(str(tmp_path), per_class=6)
+    loaded = folder_lib.load_folder(str(tmp_path), verbose=False)
+    data, _ = views.FileData(loaded, image_size=SIZE, resize=10, root=str(tmp_path)).hold_out(
+        [4, 1], loaded.noisy.labels)
+    val, test = data.audited_splits()
+    assert (val.split, test.split) == ("validation", "test")
+    np.testing.assert_array_equal(val.rows, [4, 1])
+    np.testing.assert_array_equal(val.labels, loaded.noisy.labels[[4, 1]])
+    assert list(val.paths) == [os.path.relpath(p, tmp_path) for p in loaded.noisy.paths[[4, 1]]]
+    np.testing.assert_array_equal(test.rows, np.arange(len(loaded.clean_test)))
+    np.testing.assert_array_equal(test.labels, loaded.clean_test.labels)
+    assert (test.clean_labels == -1).all()  # the user's own labels: nobody checked them
+    assert list(test.paths) == [os.path.relpath(p, tmp_path) for p in loaded.clean_test.paths]
+    crops = np.concatenate([b["image"].numpy() for b in streaming.eval_dataset(
+        loaded.clean_test.paths, loaded.clean_test.labels, 4, image_size=SIZE, resize=10)])
+    np.testing.assert_array_equal(test.examples.images([2, 0]), crops[[2, 0]])
 
 
 # ---------------------------------------------------------------------------------------

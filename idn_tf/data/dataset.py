@@ -121,7 +121,9 @@ class FileDataset:
     """A file source: the noisy training split and the clean splits, as image files.
 
     `clean_train` and `clean_val` may be empty (a class folder has neither; Clothing1M has
-    both). `excluded`: the images `skip_bad_images` left out.
+    both). `excluded`: the images `skip_bad_images` left out. `own_test_labels`: the test
+    labels are the user's own, not a benchmark's checked ones (a class folder), so the
+    label audit checks them too (`views.FileData.audited_splits`).
     """
     noisy: FileSplit
     clean_train: FileSplit
@@ -130,6 +132,7 @@ class FileDataset:
     class_names: tuple[str, ...]
     excluded: tuple[ExcludedImage, ...] = ()
     name: str = "files"
+    own_test_labels: bool = False
 
     @property
     def num_classes(self) -> int:

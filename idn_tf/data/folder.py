@@ -30,7 +30,8 @@ imagefiles.scan's.
 
 The folder's labels are the observed labels. With `labels_are_clean` (a run that adds
 synthetic noise to them) they are also taken as the clean labels; otherwise the clean
-training labels are unknown (-1). Test labels are taken as correct either way.
+training labels are unknown (-1). Test labels are taken as correct either way for the test
+accuracy; being the user's own (`own_test_labels`), the label audit checks them too.
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ def load_folder(data_dir: str, class_names: tuple[str, ...] | None = None,
             labels=labels, clean_labels=clean, index=np.arange(len(keys), dtype=np.int64))
     data = FileDataset(noisy=splits["train"], clean_train=empty_file_split(),
                        clean_val=empty_file_split(), clean_test=splits["test"],
-                       class_names=tuple(names), excluded=excluded, name="folder")
+                       class_names=tuple(names), excluded=excluded, name="folder",
+                       own_test_labels=True)
     if verbose:
         _print_summary(data, root, own_test, test_fraction)
     return data

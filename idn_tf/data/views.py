@@ -25,6 +25,9 @@ Both expose:
                       rows; Clothing1M: its clean validation list), or None without any
     validation_size   number of validation examples (0: none)
     rows              int64 [N]: each training row's number in the source's training split
+    validation_rows   int64 [V]: the held-out validation rows' numbers there (empty: none
+                      held out, e.g. Clothing1M's own validation list)
+    audited_splits()  the `AuditedSplit`s the label audit checks besides the training rows
     hold_out(rows, labels)  (the view without the held-out `rows`, their labels removed
                       from `labels`): the noisy validation split (`holdout`)
     unaugmented(batch_size)  the un-augmented noisy training examples, in index order:
@@ -32,7 +35,8 @@ Both expose:
                       (`model.example_log_probs` predicts them: ψ, monitoring, the audit)
     images(rows)      uint8 un-augmented images of some noisy training rows (plots)
 
-`as_examples` gives a bare uint8 image array the same `unaugmented` and `images`.
+`as_examples` gives a bare uint8 image array the same `unaugmented` and `images`
+(`ImageArray`); `ImageFiles` gives them to a split of image files.
 The views hold data only: predicting with a classifier is the model layer's job.
 Only `FileData` has the clean training set (`clean_train_dataset`) for fine-tuning.
 TensorFlow is imported inside the methods, so building a view costs nothing.
@@ -72,6 +76,59 @@ class ImageArray:
         return self.array[np.asarray(rows, np.int64)]
 
 
+class ImageFiles:
+    """A `dataset.FileSplit`'s images decoded un-augmented (`streaming.eval_dataset` with
+    the view's `transform`), with the views' unaugmented and images."""
+
+    def __init__(self, split, transform):
+        self.split, self.transform = split, transform
+
+    def unaugmented(self, batch_size, rows=None):
+        """The records (image, label) of the split, or of its `rows`, in order."""
+        from idn_tf.data import streaming
+        paths, labels = self.split.paths, self.split.labels
+        if rows is not None:
+            paths, labels = paths[rows], labels[rows]
+        return streaming.eval_dataset(paths, labels, batch_size, **self.transform)
+
+    def images(self, rows):
+        rows = np.asarray(rows, np.int64)
+        if len(rows) == 0:
+            size = self.transform["image_size"]
+            return np.zeros((0, size, size, 3), np.uint8)
+        return np.concatenate([batch["image"].numpy()
+                               for batch in self.unaugmented(256, rows)])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AuditedSplit:
+    """Rows besides the training rows whose observed labels the label audit checks.
+
+    split: "validation" (the rows --val_fraction held out of the training split) or
+    "test" (a class folder's test images: their labels are the user's own); labels,
+    clean_labels (-1 unknown), rows (the `index` column: the row in the source's
+    training split, or in its test split) [M]; paths: str [M] relative to the data
+    folder (file sources) or None; examples: their images (`unaugmented`, `images`).
+    """
+    split: str
+    labels: np.ndarray
+    clean_labels: np.ndarray
+    rows: np.ndarray
+    paths: object
+    examples: object
+
+    def __len__(self):
+        return len(self.labels)
+
+
+def validation_split(validation, rows, paths, examples):
+    """The held-out validation rows as an `AuditedSplit` (none: an empty tuple)."""
+    if not len(rows):
+        return ()
+    return (AuditedSplit("validation", validation.labels, validation.clean_labels, rows,
+                         paths, examples),)
+
+
 def as_examples(examples):
     """`examples` (a uint8 image array or a view) as an object with unaugmented and images."""
     return ImageArray(examples) if isinstance(examples, np.ndarray) else examples
@@ -80,15 +137,19 @@ def as_examples(examples):
 class ArrayData:
     """A `sources.Dataset` held in memory; augmentation as `pipeline.augmenter`.
 
-    `validation`: the held-out `dataset.Split` (its `labels` the observed ones) and
-    `rows` the training rows' numbers in the source, as `hold_out` makes them.
+    `validation`: the held-out `dataset.Split` (its `labels` the observed ones),
+    `validation_rows` its rows' numbers in the source and `rows` the training rows', as
+    `hold_out` makes them.
     """
 
-    def __init__(self, dataset, augment="none", padding=4, validation=None, rows=None):
+    def __init__(self, dataset, augment="none", padding=4, validation=None, rows=None,
+                 validation_rows=None):
         self.dataset = dataset
         self.validation = validation
         self.validation_size = 0 if validation is None else len(validation)
         self.rows = np.arange(len(dataset.train), dtype=np.int64) if rows is None else rows
+        self.validation_rows = (np.zeros(0, np.int64) if validation_rows is None
+                                else validation_rows)
         self.name = dataset.name
         self.num_classes = dataset.num_classes
         self.class_names = dataset.class_names
@@ -106,6 +167,13 @@ class ArrayData:
     def relative_paths(self):
         """None: the examples are arrays, not files."""
         return None
+
+    def audited_splits(self):
+        """The held-out validation rows (the test labels are the source's checked ones)."""
+        if not self.validation_size:
+            return ()
+        return validation_split(self.validation, self.validation_rows, None,
+                                ImageArray(self.validation.images))
 
     def pixel_statistics(self):
         return pixel_statistics(self.train.images)
@@ -145,19 +213,21 @@ class ArrayData:
             return self, np.asarray(labels)
         train, labels = self.train, np.asarray(labels)
         held = Split(train.images[rows], labels[rows], train.clean_labels[rows])
-        return self.without(rows, labels, validation=held)
+        return self.without(rows, labels, validation=held, validation_rows=self.rows[rows])
 
-    def without(self, rows, labels, validation=None):
+    def without(self, rows, labels, validation=None, validation_rows=None):
         """(the view of the training rows not in `rows`, their `labels`), validating on
-        `validation` (a `dataset.Split`; default: this view's validation split). A fold
-        of --psi_source=crossval trains on it."""
+        `validation` (a `dataset.Split` of the source's rows `validation_rows`; default:
+        this view's validation split). A fold of `stages.fold_probs` trains on it."""
         from idn_tf.data import holdout
         train, labels = self.train, np.asarray(labels)
         keep = holdout.training_rows(len(train), rows)
         kept = Split(train.images[keep], train.labels[keep], train.clean_labels[keep])
+        if validation is None:
+            validation, validation_rows = self.validation, self.validation_rows
         view = ArrayData(dataclasses.replace(self.dataset, train=kept), self.augment,
-                         self.padding, rows=self.rows[keep],
-                         validation=self.validation if validation is None else validation)
+                         self.padding, rows=self.rows[keep], validation=validation,
+                         validation_rows=validation_rows)
         return view, labels[keep]
 
     def unaugmented(self, batch_size):
@@ -183,13 +253,15 @@ class FileData:
         The folder the paths are in (`fingerprint` uses paths relative to it).
     rows : int64 [N], optional
         The training rows' numbers in the source (`hold_out` makes them; default 0..N-1).
+    validation_rows : int64 [V], optional
+        The numbers there of the rows `hold_out` held out for validation (default none).
 
     The validation split is `data.clean_val`: Clothing1M's clean list, or the rows of a
     class folder's training split that `hold_out` held out, with their observed labels.
     """
 
     def __init__(self, data, image_size=224, resize=256, resize_mode="square",
-                 oversample=None, mix_clean=False, root=None, rows=None):
+                 oversample=None, mix_clean=False, root=None, rows=None, validation_rows=None):
         self.data = data
         self.root = root
         self.name = data.name
@@ -202,7 +274,10 @@ class FileData:
         self.table_size = len(data.noisy) + (len(data.clean_train) if mix_clean else 0)
         self.validation_size = len(data.clean_val)
         self.rows = np.arange(len(data.noisy), dtype=np.int64) if rows is None else rows
+        self.validation_rows = (np.zeros(0, np.int64) if validation_rows is None
+                                else validation_rows)
         self._transform = dict(image_size=image_size, resize=resize, resize_mode=resize_mode)
+        self._examples = ImageFiles(self.train, self._transform)
         self.oversample = oversample
         # What `hold_out` builds its view with (besides the data and rows).
         self._options = dict(self._transform, oversample=oversample, mix_clean=mix_clean,
@@ -229,9 +304,9 @@ class FileData:
         return digest.hexdigest()
 
     def relative_paths(self, split=None):
-        """str [N]: the image files of `split` (default: the training rows), relative to
-        the data folder."""
-        paths = self.train.paths if split is None else split.paths
+        """str [N]: the training rows' image files (or `split`'s, a `dataset.FileSplit`),
+        relative to the data folder."""
+        paths = (self.train if split is None else split).paths
         if not self.root:
             return paths.copy()
         return np.array([os.path.relpath(p, self.root).replace(os.sep, "/") for p in paths],
@@ -243,6 +318,19 @@ class FileData:
         test = self.data.clean_test
         return (np.concatenate([self.relative_paths(), self.relative_paths(test)]),
                 np.concatenate([np.asarray(self.train.labels), np.asarray(test.labels)]))
+
+    def audited_splits(self):
+        """The held-out validation rows, then the test images where their labels are the
+        user's own (`dataset.FileDataset.own_test_labels`: a class folder), their clean
+        labels unknown: the run added no noise to them and nobody checked them."""
+        val, test = self.data.clean_val, self.data.clean_test
+        splits = validation_split(val, self.validation_rows, self.relative_paths(val),
+                                  ImageFiles(val, self._transform))
+        if self.data.own_test_labels:
+            splits += (AuditedSplit("test", test.labels, np.full(len(test), -1, np.int64),
+                                    test.index, self.relative_paths(test),
+                                    ImageFiles(test, self._transform)),)
+        return splits
 
     def pixel_statistics(self):
         return np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)
@@ -287,12 +375,8 @@ class FileData:
     def clean_steps_per_epoch(self, batch_size):
         return -(-len(self.data.clean_train) // batch_size)
 
-    def _eval(self, split, batch_size, rows=None):
-        from idn_tf.data import streaming
-        paths, labels = split.paths, split.labels
-        if rows is not None:
-            paths, labels = paths[rows], labels[rows]
-        return streaming.eval_dataset(paths, labels, batch_size, **self._transform)
+    def _eval(self, split, batch_size):
+        return ImageFiles(split, self._transform).unaugmented(batch_size)
 
     def test_dataset(self, batch_size):
         return self._eval(self.data.clean_test, batch_size)
@@ -313,30 +397,28 @@ class FileData:
         train = self.train
         held = FileSplit(train.paths[rows], labels[rows], train.clean_labels[rows],
                          np.arange(len(rows), dtype=np.int64))
-        return self.without(rows, labels, validation=held)
+        return self.without(rows, labels, validation=held, validation_rows=self.rows[rows])
 
-    def without(self, rows, labels, validation=None):
+    def without(self, rows, labels, validation=None, validation_rows=None):
         """(the view of the training rows not in `rows`, their `labels`), validating on
-        `validation` (a `dataset.FileSplit`; default: this view's validation split)."""
+        `validation` (a `dataset.FileSplit` of the source's rows `validation_rows`;
+        default: this view's validation split)."""
         from idn_tf.data import holdout
         train, labels = self.train, np.asarray(labels)
         keep = holdout.training_rows(len(train), rows)
         kept = FileSplit(train.paths[keep], train.labels[keep], train.clean_labels[keep],
                          np.arange(len(keep), dtype=np.int64))
-        clean_val = self.data.clean_val if validation is None else validation
-        view = FileData(dataclasses.replace(self.data, noisy=kept, clean_val=clean_val),
-                        rows=self.rows[keep], **self._options)
+        if validation is None:
+            validation, validation_rows = self.data.clean_val, self.validation_rows
+        view = FileData(dataclasses.replace(self.data, noisy=kept, clean_val=validation),
+                        rows=self.rows[keep], validation_rows=validation_rows, **self._options)
         return view, labels[keep]
 
     def unaugmented(self, batch_size):
-        return self._eval(self.train, batch_size)
+        return self._examples.unaugmented(batch_size)
 
     def images(self, rows):
-        rows = np.asarray(rows, np.int64)
-        if len(rows) == 0:
-            return np.zeros((0,) + self.input_shape, np.uint8)
-        return np.concatenate([batch["image"].numpy()
-                               for batch in self._eval(self.train, 256, rows)])
+        return self._examples.images(rows)
 
 
 def from_config(config, loaded):

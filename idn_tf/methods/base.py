@@ -110,8 +110,9 @@ class Method:
         return {}
 
     def audit_probs(self, run):
-        """A method that `audits_labels`: the held-out class probabilities [N, K] the label
-        audit decides from (`audit.audit_columns`), or None to decide from its posterior."""
+        """A method that `audits_labels`: the held-out class probabilities [N + M, K] the
+        label audit decides from (`audit.audit_columns`): the N training rows, then the M
+        rows of `data.audited_splits()`; or None to decide from its posterior."""
         return None
 
     # The usual method: one stage named after it.

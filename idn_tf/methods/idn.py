@@ -137,7 +137,8 @@ class IDN(Method):
 
         def crossval():
             if config.psi_folds == config.audit_folds:  # the same folds: trained once
-                psi = stages.observed_probability(self.audit_probs(run), run.labels)
+                trained_rows = self.audit_probs(run)[:len(run.labels)]  # not val/test's
+                psi = stages.observed_probability(trained_rows, run.labels)
             else:
                 psi = stages.crossval_psi(config, run.data, run.labels, config.psi_folds)
             print(f"ψ out of {config.psi_folds} folds: mean {psi.mean():.3f}", flush=True)
@@ -149,19 +150,22 @@ class IDN(Method):
                           "classifiers")
 
     def audit_probs(self, run):
-        """The label audit's held-out probabilities [N, K] (docs/own_data.md, "The label
-        audit"): `stages.fold_probs` of --audit_folds CE classifiers; the stage audit_folds
-        (audit_probs.npy, reused on restart). None with --audit_folds=0."""
+        """The label audit's held-out probabilities [N + M, K] (docs/own_data.md, "The
+        label audit"): `stages.fold_probs` of --audit_folds CE classifiers on the training
+        rows and the M rows of `data.audited_splits()`; the stage audit_folds
+        (audit_probs.npy, reused on restart; one of a run made before the M rows were
+        audited has N rows). None with --audit_folds=0."""
         from idn_tf import stages
-        config = run.config
+        config, data, n = run.config, run.data, len(run.labels)
         if not config.audit_folds:
             return None
+        others = data.audited_splits()
+        shape = (n + sum(len(s) for s in others), data.num_classes)
         return fold_stage(run, "audit", "audit folds", config.audit_folds, "audit_probs.npy",
-                          (len(run.labels), run.data.num_classes),
-                          lambda: stages.fold_probs(config, run.data, run.labels,
-                                                    config.audit_folds, "audit"),
+                          shape, lambda: stages.fold_probs(config, data, run.labels,
+                                                           config.audit_folds, "audit", others),
                           f"label audit: {config.audit_folds} held-out cross-entropy "
-                          "classifiers")
+                          "classifiers", older=((n, data.num_classes),))
 
     def train(self, run):
         """Stage 2: eta.npy, classifier.weights.h5 and stage2.json, reused on restart."""
@@ -193,10 +197,11 @@ class IDN(Method):
         return trained
 
 
-def fold_stage(run, purpose, title, folds, file_name, shape, compute, training):
+def fold_stage(run, purpose, title, folds, file_name, shape, compute, training, older=()):
     """The stage <purpose>_folds of held-out classifiers (`stages.fold_probs`): the array
-    compute() returns [shape], saved in `file_name` and reused on restart; the folds'
-    backups (`stages.fold_stage(purpose, k)`) are removed once it is saved."""
+    compute() returns [shape], saved in `file_name` and reused on restart (also when of a
+    shape in `older`); the folds' backups (`stages.fold_stage(purpose, k)`) are removed
+    once it is saved."""
     from idn_tf import artifacts, runfolder, stages
     folder = run.folder
 
@@ -208,7 +213,8 @@ def fold_stage(run, purpose, title, folds, file_name, shape, compute, training):
         folder.write(artifacts.write_npy, file_name, trained.value)
 
     def load(result, extra):
-        return runfolder.Trained(None, result, value=folder.array(file_name, *shape))
+        return runfolder.Trained(None, result, value=folder.array(file_name, *shape,
+                                                                  older=older))
 
     value = folder.stage(f"{purpose}_folds", title, (file_name,), train, save, load,
                          training=training).value
