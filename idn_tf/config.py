@@ -399,7 +399,32 @@ def resolve(explicit):
     _check(dataset in RECIPES, "dataset", f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     preset = explicit.get("preset", Config.preset)
     _check(preset in PRESETS, "preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return Config(**{**RECIPES[dataset], **PRESETS[preset], **explicit})
+    recipe = RECIPES[dataset]
+    if dataset == "folder":
+        recipe = {**recipe, **from_scratch_schedule({**recipe, **explicit})}
+    return Config(**{**recipe, **PRESETS[preset], **explicit})
+
+
+# The paper's η schedule for a backbone trained from scratch (CIFAR: η from epoch 35 of 160,
+# then every 5th; docs/method.md §3), which the folder recipe takes when its backbone has
+# no pretrained weights; its start is scaled to --epochs.
+SCRATCH_ETA_START = (35, 160)
+SCRATCH_ETA_EVERY = 5
+
+
+def from_scratch_schedule(values):
+    """The folder recipe's η schedule when the backbone trains from scratch (`values`: the
+    recipe and the explicit flags; any arch but ResNet-50, or --backbone_weights=none),
+    else {}. The pretrained recipe's (Clothing1M's: η from the 2nd epoch, every epoch)
+    assumes a network that fits the labels in its first epoch; from scratch, the classifier
+    has not fitted them by then, q of the observed label is low for right and wrong labels
+    alike, and η climbs towards 1 for most images (docs/own_data.md)."""
+    if values.get("arch") == "resnet50" and values.get("backbone_weights") != "none":
+        return {}
+    epochs = values.get("epochs", Config.epochs)
+    start, total = SCRATCH_ETA_START
+    return {"eta_start_epoch": max(2, math.ceil(epochs * start / total)),
+            "eta_every": SCRATCH_ETA_EVERY}
 
 
 # Smallest image side each backbone accepts (keras.applications.ResNet50: 32). A copy of

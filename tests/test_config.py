@@ -465,3 +465,20 @@ def test_explicit_flags_win_over_the_cifar100_recipe():
     # gives CIFAR-10's values (warm-up 10, λ_u 25).
     cfg = _config_from_flagfile("table1_cifar100_idn.cfg", "--flagfile=flags/method_dividemix.cfg")
     assert (cfg.dividemix_warmup_epochs, cfg.dividemix_lambda_u) == (10, 25.0)
+
+
+@pytest.mark.parametrize("epochs,start", [(20, 5), (15, 4), (160, 35), (40, 9), (4, 2)])
+def test_folder_recipe_from_scratch_takes_the_papers_from_scratch_eta_schedule(epochs, start):
+    # η from epoch 35 of 160 (scaled, rounded up, at least 2), then every 5th epoch.
+    for scratch in ({"arch": "small_cnn", "backbone_weights": "none"},
+                    {"arch": "resnet50", "backbone_weights": "none"}):
+        c = config_lib.resolve({"dataset": "folder", "data_dir": "x", "epochs": epochs, **scratch})
+        assert (c.eta_start_epoch, c.eta_every, c.eta_lr) == (start, 5, 0.05)
+    pretrained = config_lib.resolve({"dataset": "folder", "data_dir": "x", "epochs": epochs})
+    assert (pretrained.eta_start_epoch, pretrained.eta_every) == (2, 1)
+    given = config_lib.resolve({"dataset": "folder", "data_dir": "x", "epochs": epochs,
+                                "arch": "small_cnn", "backbone_weights": "none",
+                                "eta_start_epoch": 3, "eta_every": 2})
+    assert (given.eta_start_epoch, given.eta_every) == (3, 2)
+    digits = config_lib.resolve({"arch": "small_cnn", "epochs": epochs})
+    assert (digits.eta_start_epoch, digits.eta_every) == (3, 2)  # the digits recipe's own
