@@ -52,12 +52,13 @@ def run(config, data=None):
             res.update(finetuned_test_accuracy=tuned.result.test_accuracy,
                        finetune_history=tuned.result.history,
                        **report.selection("finetuned", tuned.result))
-        previous = previous_export(folder, config, method)
+        names = config.served_class_names(data.class_names)
+        previous = previous_export(folder, config, method, names)
         folder.write(artifacts.write_json, "results.json", res)  # kept if the export fails
         final = (("finetune", tuned, None) if tuned is not None
                  else (method.final_stage(), trained, method.new_classifier))
         res["saved_model"] = previous or (config.export_dir and export(
-            config, selected_classifier(folder, config, data, *final)))
+            config, selected_classifier(folder, config, data, *final), names))
         folder.write(artifacts.write_json, "results.json", res)
     print(f"\n{report.table(res, method)}")
     print(f"\nresults in {config.run_dir}/ ({time.time() - start:.0f} s)")
@@ -268,11 +269,12 @@ def check_export_dir(config):
                 break
 
 
-def previous_export(folder, config, method):
-    """The SavedModel a finished run in this folder exported already, if it still exists.
+def previous_export(folder, config, method, class_names):
+    """The SavedModel a finished run in this folder exported already, if it still exists
+    and serves `class_names`.
 
     Restarting a finished run reuses everything; only a run whose final stage was trained
-    again publishes a new version.
+    again, or whose served names changed (--export_class_names), publishes a new version.
     """
     path = folder.path("results.json")
     if not config.export_dir or config.overwrite or not os.path.isfile(path):
@@ -287,14 +289,16 @@ def previous_export(folder, config, method):
     fresh = os.path.isfile(os.path.join(saved, "saved_model.pb")) and os.path.getmtime(path) >= done
     same_model = os.path.dirname(os.path.abspath(saved)) == os.path.abspath(
         os.path.join(config.export_dir, config.model_name))
-    if fresh and same_model:
+    from idn_tf import export as export_lib
+    if fresh and same_model and export_lib.has_class_names(saved, class_names):
         print(f"\n== export: reusing {saved}")
         return saved
     return ""
 
 
-def export(config, classifier):
-    """SavedModel of the final classifier for TF Serving; returns its path (or "").
+def export(config, classifier, class_names):
+    """SavedModel of the final classifier for TF Serving, answering with `class_names`
+    too; returns its path (or "").
 
     For file datasets the serving graph resizes and centre-crops photos of any size
     as the evaluation does (`export.EvalResize`).
@@ -310,10 +314,10 @@ def export(config, classifier):
                                        mode=config.resize_mode)
     try:
         path = export_lib.export_saved_model(classifier, config.export_dir, config.model_name,
-                                             eval_resize=resize)
+                                             eval_resize=resize, class_names=class_names)
     except OSError as e:
         raise artifacts.RunDirError(f"--export_dir={config.export_dir}: cannot write there "
                                     f"({e.strerror or e})") from None
     print(f"exported to {path} (signature serving_default: uint8 images -> probabilities, "
-          "classes)")
+          "classes, class_names)")
     return path

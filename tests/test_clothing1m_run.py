@@ -210,7 +210,10 @@ def test_finetuning_continues_a_finished_run_in_its_folder(finished, tmp_path, c
     assert res["finetuned_test_accuracy_selected"] == pytest.approx(
         np.mean(probs.argmax(1) == test.labels), abs=1e-6)
     served = file_runs.serve(os.path.join(tmp_path, res["saved_model"]), list(test.paths))
-    np.testing.assert_allclose([served[p] for p in test.paths], probs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose([served[p]["probabilities"] for p in test.paths], probs,
+                               rtol=1e-5, atol=1e-6)
+    assert [served[p]["class_names"] for p in test.paths] == [
+        clothing1m.CLASS_NAMES[k] for k in probs.argmax(1)]
     # It trained: the fine-tuned weights differ from the stage-2 weights they started from.
     stage2 = _classifier(run / "classifier.weights.h5").get_weights()
     tuned = _classifier(run / "finetuned.weights.h5").get_weights()
