@@ -256,7 +256,8 @@ def test_saved_model_names_the_class_and_takes_grayscale_without_idn_tf(named_ex
     for n in BATCH_SIZES:
         names = outputs[f"class_names_{n}"]
         assert names.shape == (n,)
-        np.testing.assert_array_equal(names, np.array(NAMES)[outputs[f"probabilities_{n}"].argmax(-1)])
+        served_argmax = outputs[f"probabilities_{n}"].argmax(-1)
+        np.testing.assert_array_equal(names, np.array(NAMES)[served_argmax])
         np.testing.assert_array_equal(names, np.array(NAMES)[logits[:n].argmax(-1)])
         np.testing.assert_allclose(outputs[f"probabilities_{n}"], softmax(logits[:n]),
                                    rtol=1e-5, atol=1e-6)
