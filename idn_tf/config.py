@@ -18,6 +18,7 @@ import os
 from idn_tf import methods
 from idn_tf.data.clothing1m import CHECKS as IMAGE_CHECKS
 from idn_tf.data.clothing1m import NUM_CLASSES as CLOTHING1M_CLASSES
+from idn_tf.data.dataset import class_names_problem
 from idn_tf.data.holdout import MAX_FRACTION as VAL_FRACTION_MAX
 from idn_tf.data.noise import (KMEANS_CLUSTERS, MLP_EPOCHS, MLP_HIDDEN_UNITS, NOISE_FEATURES,
                                 NOISE_TYPES)
@@ -39,7 +40,8 @@ ARCHITECTURES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "r
 # Fields that do not change what a run computes: they may differ between a
 # run and its restart in the same folder.
 NON_SEMANTIC_FIELDS = ("run_dir", "overwrite", "dry_run", "verbose", "jit_compile", "data_dir",
-                       "download", "monitor_every", "test_every", "export_dir", "model_name", "export_classifier", "strategy",
+                       "download", "monitor_every", "test_every", "export_dir", "model_name",
+                       "export_classifier", "export_class_names", "strategy",
                        "deterministic", "preset")  # a preset's values are the fields it sets
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # = distribution.STRATEGIES
 # What a run exports (`guard`): "auto" the method's classifier unless it is worse than
@@ -124,6 +126,7 @@ class Config:
     export_dir: str = "saved_models"
     model_name: str = ""
     export_classifier: str = "auto"
+    export_class_names: tuple = ()
     overwrite: bool = False
     dry_run: bool = False
     verbose: int = 2
@@ -153,6 +156,7 @@ class Config:
 
     def __post_init__(self):
         object.__setattr__(self, "lr_decay_epochs", tuple(int(e) for e in self.lr_decay_epochs))
+        object.__setattr__(self, "export_class_names", tuple(self.export_class_names))
         if not self.run_dir:
             object.__setattr__(self, "run_dir", os.path.join("runs", self.run_name()))
         if not self.model_name:
@@ -216,6 +220,11 @@ class Config:
         return {name: getattr(self, name) for name in (
             "kmeans_clusters", "noise_features", "noise_feature_dims", "noise_feature_size",
             "noise_feature_weights", "mlp_hidden_units", "mlp_epochs", "mlp_target_accuracy")}
+
+    def served_class_names(self, class_names):
+        """The names the SavedModel serves: --export_class_names, else the data's
+        `class_names` (its K classes' names in class order)."""
+        return self.export_class_names or tuple(class_names)
 
     def oversample_mode(self):
         """--oversample for `streaming.oversample_indices`: None, "auto" or K multipliers."""
@@ -432,12 +441,22 @@ def from_scratch_schedule(values):
 MIN_IMAGE_SIZE = {"resnet50": 32}
 
 
-def check_data_fits(c, image_shape):
-    """ConfigError if --arch cannot take images of `image_shape` (H, W, C)."""
+def check_data_fits(c, image_shape, class_names):
+    """ConfigError if --arch cannot take images of `image_shape` (H, W, C), or the data's
+    K `class_names` and --export_class_names do not give the SavedModel K names."""
     smallest = MIN_IMAGE_SIZE.get(c.arch, 1)
     _check(min(image_shape[:2]) >= smallest, "arch",
            f"{c.arch} needs images of at least {smallest}x{smallest}; {c.dataset} has "
            f"{image_shape[0]}x{image_shape[1]}")
+    given, k = c.export_class_names, len(class_names)
+    _check(not given or len(given) == k, "export_class_names",
+           f"{len(given)} name(s) for the {k} classes of {c.dataset}; give one per class, "
+           "in class order")
+    # The data's own names go into the SavedModel unchanged (a class folder's may be any).
+    problem = class_names_problem(class_names) if c.export_dir and not given else ""
+    _check(not problem, "export_class_names",
+           f"the {c.dataset} classes' names cannot be served ({problem}); give names "
+           "with this flag")
 
 
 def _check_oversample(value):
@@ -494,6 +513,16 @@ def _check_file_dataset(c):
            "holding noisy_label_kv.txt, the key lists and images/)")
     _check(c.noise == "none", "noise", f"must be none with --dataset={c.dataset} (its labels "
            f"are real noisy labels), got {c.noise}")
+
+
+def _check_export_class_names(names):
+    """--export_class_names: distinct names, each on one line and free of commas (the
+    flag's separator, as flags.txt writes it back); their number is checked against the
+    data (`check_data_fits`)."""
+    problem = class_names_problem(names)
+    _check(not problem, "export_class_names", f"{problem}; give K distinct non-empty names")
+    for name in names:
+        _check("," not in name, "export_class_names", f"{name!r}: a name cannot hold a comma")
 
 
 def _check_method(c):
@@ -559,4 +588,5 @@ def validate(c):
            "model_name", f"must be a plain folder name, got {c.model_name!r}")
     _check(c.export_classifier in EXPORT_CLASSIFIERS, "export_classifier",
            f"unknown choice {c.export_classifier!r}; choose one of {', '.join(EXPORT_CLASSIFIERS)}")
+    _check_export_class_names(c.export_class_names)
     _check(c.verbose in (0, 1, 2), "verbose", f"must be 0, 1 or 2, got {c.verbose}")

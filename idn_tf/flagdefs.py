@@ -372,6 +372,12 @@ flags.DEFINE_enum("export_classifier", C.export_classifier, config.EXPORT_CLASSI
                     "(plain cross-entropy) on the noisy validation split by more than chance "
                     "explains (McNemar, p < 0.05), then stage 1's; method: the method's "
                     "regardless.")
+flags.DEFINE_list("export_class_names", list(C.export_class_names),
+                  "The K class names the SavedModel answers with (its class_names output "
+                  "and assets/class_names.txt), comma-separated in class order: one per "
+                  "class, distinct, none empty. Default: the data's names (a class "
+                  "folder's subfolders or --class_names file, CIFAR's and Clothing1M's, "
+                  "digits' 0-9, an npz's class numbers).")
 flags.DEFINE_boolean("overwrite", C.overwrite, "Delete the run folder's previous artifacts and recompute everything, even if its saved flags differ.")
 flags.DEFINE_boolean("dry_run", C.dry_run, "Print the resolved configuration as JSON and exit.")
 flags.DEFINE_integer("verbose", C.verbose,
@@ -397,6 +403,8 @@ def explicit_fields():
                 if not FLAGS[name].using_default_value}
     if "lr_decay_epochs" in explicit:
         explicit["lr_decay_epochs"] = _ints("lr_decay_epochs", explicit["lr_decay_epochs"])
+    if "export_class_names" in explicit:
+        explicit["export_class_names"] = tuple(explicit["export_class_names"])
     return explicit
 
 

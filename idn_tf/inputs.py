@@ -48,8 +48,9 @@ def load_data(config):
                            download=config.download, class_names=config.class_names or None)
     print(f"{len(dataset.train)} training and {len(dataset.test)} test images of shape "
           f"{dataset.train.images.shape[1:]}, {dataset.num_classes} classes")
-    check_data_fits(config, dataset.train.images.shape[1:])
-    return views.from_config(config, dataset)
+    data = views.from_config(config, dataset)
+    check_data_fits(config, data.input_shape, data.class_names)
+    return data
 
 
 def _load_files(config):
@@ -61,7 +62,7 @@ def _load_files(config):
     print(f"{splits} {data.test_size} {'test' if config.dataset == 'folder' else 'clean test'} "
           f"images, cropped to {data.input_shape}, {data.num_classes} classes"
           + (f"; {len(loaded.excluded)} images left out" if loaded.excluded else ""))
-    check_data_fits(config, data.input_shape)
+    check_data_fits(config, data.input_shape, data.class_names)
     return data
 
 

@@ -54,13 +54,14 @@ def run(config, data=None):
             res.update(finetuned_test_accuracy=tuned.result.test_accuracy,
                        finetune_history=tuned.result.history,
                        **report.selection("finetuned", tuned.result))
+        names = config.served_class_names(data.class_names)
         final = (("finetune", tuned, None) if tuned is not None
                  else (method.final_stage(), trained, method.new_classifier))
         exported, classifier = guarded_export_choice(state, method, final, res)
-        previous = previous_export(folder, config, method, exported)
+        previous = previous_export(folder, config, method, names, exported)
         folder.write(artifacts.write_json, "results.json", res)  # kept if the export fails
         res["saved_model"] = previous or (config.export_dir and export(
-            config, classifier(), exported))
+            config, classifier(), names, exported))
         folder.write(artifacts.write_json, "results.json", res)
     print(f"\n{report.table(res, method)}")
     print(f"\nresults in {config.run_dir}/ ({time.time() - start:.0f} s)")
@@ -308,12 +309,14 @@ def check_export_dir(config):
                 break
 
 
-def previous_export(folder, config, method, exported="method"):
-    """The SavedModel a finished run in this folder exported already, if it still exists
-    and holds the classifier this run exports (`exported`, "method" or "stage1").
+def previous_export(folder, config, method, class_names, exported="method"):
+    """The SavedModel a finished run in this folder exported already, if it still exists,
+    serves `class_names` and holds the classifier this run exports (`exported`, "method"
+    or "stage1").
 
     Restarting a finished run reuses everything; only a run whose final stage was trained
-    again, or that exports the other classifier, publishes a new version.
+    again, whose served names changed (--export_class_names) or that exports the other
+    classifier publishes a new version.
     """
     path = folder.path("results.json")
     if not config.export_dir or config.overwrite or not os.path.isfile(path):
@@ -330,15 +333,16 @@ def previous_export(folder, config, method, exported="method"):
     fresh = os.path.isfile(os.path.join(saved, "saved_model.pb")) and os.path.getmtime(path) >= done
     same_model = os.path.dirname(os.path.abspath(saved)) == os.path.abspath(
         os.path.join(config.export_dir, config.model_name))
-    if fresh and same_model and same_classifier:
+    from idn_tf import export as export_lib
+    if fresh and same_model and same_classifier and export_lib.has_class_names(saved, class_names):
         print(f"\n== export: reusing {saved}")
         return saved
     return ""
 
 
-def export(config, classifier, exported="method"):
-    """SavedModel of `classifier` for TF Serving; returns its path (or ""). `exported`
-    ("method" or "stage1") names it in the output line.
+def export(config, classifier, class_names, exported="method"):
+    """SavedModel of `classifier` for TF Serving, answering with `class_names` too;
+    returns its path (or ""). `exported` ("method" or "stage1") names it in the output line.
 
     For file datasets the serving graph resizes and centre-crops photos of any size
     as the evaluation does (`export.EvalResize`).
@@ -354,11 +358,11 @@ def export(config, classifier, exported="method"):
                                        mode=config.resize_mode)
     try:
         path = export_lib.export_saved_model(classifier, config.export_dir, config.model_name,
-                                             eval_resize=resize)
+                                             eval_resize=resize, class_names=class_names)
     except OSError as e:
         raise artifacts.RunDirError(f"--export_dir={config.export_dir}: cannot write there "
                                     f"({e.strerror or e})") from None
     which = "stage 1's (plain cross-entropy)" if exported == "stage1" else "the method's"
     print(f"exported {which} classifier to {path} (signature serving_default: uint8 images "
-          "-> probabilities, classes)")
+          "-> probabilities, classes, class_names)")
     return path

@@ -21,7 +21,9 @@ serve = model.signatures["serving_default"]
 out = {}
 for path in sys.argv[2:]:
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)[None]
-    out[path] = serve(images=image)["probabilities"].numpy()[0].tolist()
+    answer = {key: value.numpy()[0] for key, value in serve(images=image).items()}
+    out[path] = {"probabilities": answer["probabilities"].tolist(),
+                 "class_names": answer["class_names"].decode("utf-8")}
 assert "idn_tf" not in sys.modules
 print(json.dumps(out))
 """
@@ -35,7 +37,8 @@ def eval_probs(classifier, paths, labels, image_size=16, resize=20):
 
 
 def serve(saved_model, paths, **run_options):
-    """{path: probabilities} of the SavedModel on the image files `paths`."""
+    """{path: {"probabilities": [K], "class_names": the predicted class's name}} of the
+    SavedModel on the image files `paths`."""
     result = subprocess.run([sys.executable, "-c", SERVE, saved_model, *paths],
                             capture_output=True, text=True, timeout=300, **run_options)
     assert result.returncode == 0, result.stderr[-3000:]

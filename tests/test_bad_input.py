@@ -133,6 +133,15 @@ row("noisy_label_key-on-digits", "--noisy_label_key=worst", expect="--noisy_labe
 row("noisy_label_key-unknown", "--dataset=cifar10_n", "--noisy_label_key=best",
     expect="--noisy_label_key")
 row("model_name-with-slash", "--model_name=a/b", expect="--model_name")
+# --export_class_names: K distinct non-empty names, K counted in the data (digits: 10).
+row("export_class_names-too-few", "--export_class_names=zero,one",
+    expect="--export_class_names: 2 name(s) for the 10 classes of digits")
+row("export_class_names-repeated", "--export_class_names=a,b,c,d,e,f,g,h,i,a",
+    expect="--export_class_names: 'a' is already class 0")
+row("export_class_names-empty-name", "--export_class_names=a,,c,d,e,f,g,h,i,j",
+    expect="--export_class_names: class 1 has no name")
+row("export_class_names-quoted-comma", '--export_class_names="a,b",c,d,e,f,g,h,i,j',
+    expect="--export_class_names: 'a,b': a name cannot hold a comma")
 row("clean_train-mix-with-forward", *("--dataset=clothing1m", "--data_dir=c1m"),
     "--clean_train=mix", "--method=forward", expect="--clean_train")
 
@@ -521,6 +530,10 @@ row("npz-stray-label-99", *NPZ, expect="odd labels: 99); fix the labels, or pass
     setup=_npz(y_train=np.where(np.arange(20) == 7, 99, np.arange(20) % 3)))
 row("class_names-on-digits", "--class_names=names.txt", expect="--class_names: applies to",
     setup=_names("a", "b"))
+# K of an npz is its labels' (3 here), checked before the export folder is made.
+row("export_class_names-too-many-for-npz", *NPZ, "--export_dir=exports",
+    "--export_class_names=ant,bee,cow,dog", expect="4 name(s) for the 3 classes of npz",
+    setup=_npz())
 row("test_fraction-on-digits", "--test_fraction=0.3", expect="--test_fraction: applies to")
 
 # ---------------------------------------------------------------------------------------
@@ -549,7 +562,7 @@ REAL_CLI = {"dataset=bogus", "epochs=0", "epochs=abc", "positional-argument",
             "npz-text-file", "npz-images-float-with-nan", "run_dir-is-a-file",
             "run_dir-other-epochs", "tf_config-not-json", "c1m-image-corrupt",
             "folder-empty-class-folder", "folder-one-class", "folder-class-too-small",
-            "npz-label-outside-class_names"}
+            "npz-label-outside-class_names", "export_class_names-too-few"}
 
 
 

@@ -134,7 +134,10 @@ def test_saved_model_takes_photos_of_any_size_as_the_evaluation_crops_them(finis
     assert len(sizes) > 1  # several photo sizes
     served = file_runs.serve(os.path.join(folder, saved), list(test.paths))
     expected = file_runs.eval_probs(_classifier(run / "classifier.weights.h5"), test.paths, test.labels)
-    np.testing.assert_allclose([served[p] for p in test.paths], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose([served[p]["probabilities"] for p in test.paths], expected,
+                               rtol=1e-5, atol=1e-6)
+    assert [served[p]["class_names"] for p in test.paths] == [
+        clothing1m.CLASS_NAMES[k] for k in expected.argmax(1)]
 
 
 def test_audit_cli_rebuilds_the_audit_of_a_clothing1m_run(finished, tmp_path, monkeypatch):
@@ -211,7 +214,10 @@ def test_finetuning_continues_a_finished_run_in_its_folder(finished, tmp_path, c
     assert res["finetuned_test_accuracy_selected"] == pytest.approx(
         np.mean(probs.argmax(1) == test.labels), abs=1e-6)
     served = file_runs.serve(os.path.join(tmp_path, res["saved_model"]), list(test.paths))
-    np.testing.assert_allclose([served[p] for p in test.paths], probs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose([served[p]["probabilities"] for p in test.paths], probs,
+                               rtol=1e-5, atol=1e-6)
+    assert [served[p]["class_names"] for p in test.paths] == [
+        clothing1m.CLASS_NAMES[k] for k in probs.argmax(1)]
     # It trained: the fine-tuned weights differ from the stage-2 weights they started from.
     stage2 = _classifier(run / "classifier.weights.h5").get_weights()
     tuned = _classifier(run / "finetuned.weights.h5").get_weights()

@@ -4,6 +4,7 @@ import dataclasses
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -200,6 +201,55 @@ def test_a_decay_the_run_never_reaches_is_a_warning(decays, epochs, late):
         f"--lr_decay_epochs: the decay after epoch {late} never takes effect with "
         f"--epochs={epochs}"])
     assert config_lib.Config().warnings() == []
+
+
+def test_served_class_names_are_the_flags_else_the_datas():
+    data_names = ("ant", "bee", "cow")
+    default = config_lib.Config()
+    assert default.served_class_names(data_names) == data_names
+    given = config_lib.Config(export_class_names=["Ant", "Bee", "Cow"])
+    assert given.export_class_names == ("Ant", "Bee", "Cow")
+    assert given.served_class_names(data_names) == ("Ant", "Bee", "Cow")
+    config_lib.check_data_fits(given, (8, 8, 1), data_names)
+    # Only the export reads them: a restart with other names is the same run.
+    assert given.semantic_dict() == default.semantic_dict()
+
+
+@pytest.mark.parametrize("names, message", [
+    (("a", "b", "a"), "--export_class_names: 'a' is already class 0"),
+    (("a", "", "c"), "--export_class_names: class 1 has no name"),
+    (("a", " ", "c"), "--export_class_names: class 1 has no name"),
+    (("a", "b\nc", "d"), "--export_class_names: class 1's name 'b\\nc' holds a line break"),
+    (("a", "b,c", "d"), "--export_class_names: 'b,c': a name cannot hold a comma"),
+])
+def test_export_class_names_must_be_distinct_non_empty_single_lines(names, message):
+    with pytest.raises(config_lib.ConfigError) as error:
+        config_lib.Config(export_class_names=names)
+    assert str(error.value).startswith(message)
+
+
+def test_export_class_names_must_name_each_class_of_the_data():
+    with pytest.raises(config_lib.ConfigError,
+                       match="--export_class_names: 2 name\\(s\\) for the 3 classes of digits"):
+        config_lib.check_data_fits(config_lib.Config(export_class_names=("a", "b")), (8, 8, 1),
+                                   ("0", "1", "2"))
+    # Data names a SavedModel cannot hold stop an exporting run, which must name the classes.
+    unservable = ("cat", "dog\nfox")
+    with pytest.raises(config_lib.ConfigError, match="--export_class_names: the digits "
+                                                     "classes' names cannot be served"):
+        config_lib.check_data_fits(config_lib.Config(), (8, 8, 1), unservable)
+    config_lib.check_data_fits(config_lib.Config(export_dir=""), (8, 8, 1), unservable)
+    config_lib.check_data_fits(config_lib.Config(export_class_names=("cat", "dog")), (8, 8, 1),
+                               unservable)
+
+
+def test_flags_md_has_a_row_for_every_flag():
+    from idn_tf import flagdefs
+    with open(os.path.join(ROOT, "docs", "flags.md"), encoding="utf-8") as f:
+        rows = re.findall(r"^\| `--(\w+)`", f.read(), flags=re.MULTILINE)
+    assert len(rows) == len(set(rows))
+    assert set(rows) == {flag.name for flag in
+                         flagdefs.FLAGS.get_flags_for_module("idn_tf.flagdefs")}
 
 
 def test_every_recipe_is_a_valid_config():

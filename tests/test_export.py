@@ -13,12 +13,15 @@ from idn_tf import export, models
 from idn_tf.data import streaming
 
 BATCH_SIZES = (1, 7)
+# Class names with a space and a non-ASCII letter: the names file is UTF-8.
+NAMES = ("cat", "dog", "sea lion", "żubr", "emu", "fox", "gnu", "hare", "ibis", "jay")
 
 # The serving scripts run in a fresh interpreter that imports only numpy and
 # tensorflow: idn_tf cannot be imported at all, and no Keras module beyond
 # those `import tensorflow` itself pulls in may be loaded, so the SavedModel
 # must stand on its traced graphs (no ZeroPadShortcut or other custom
-# classes). Each fills `outputs` and ends with SERVE_ONLY_END.
+# classes). Each fills `outputs` (strings as str arrays: np.savez must not
+# pickle) and ends with SERVE_ONLY_END.
 SERVE_ONLY_START = r"""
 import sys
 
@@ -39,6 +42,11 @@ def keras_modules():
     return {m for m in sys.modules if m.split(".")[0] == "keras"}
 
 
+def as_numpy(tensor):
+    array = tensor.numpy()
+    return np.char.decode(array.astype(bytes), "utf-8") if tensor.dtype == tf.string else array
+
+
 def try_bad_inputs(serve, outputs, **cases):
     for case, bad in cases.items():
         try:
@@ -56,15 +64,20 @@ assert keras_modules() == keras_with_tf, sorted(keras_modules() - keras_with_tf)
 np.savez(outputs_path, **outputs)
 """
 
-# argv: saved_model_dir, images.npz (key "images"), outputs.npz to write, batch sizes.
+# argv: saved_model_dir, images.npz, outputs.npz to write, batch sizes. The first
+# n of "images" are served for each batch size n ("<key>_<n>"), and every other
+# array of images.npz, e.g. "gray", whole ("<key>_gray").
 LOAD_AND_SERVE = SERVE_ONLY_START + r"""
 saved_dir, images_path, outputs_path, *batch_sizes = sys.argv[1:]
 serve = tf.saved_model.load(saved_dir).signatures["serving_default"]
-images = np.load(images_path)["images"]
-for n in map(int, batch_sizes):
-    for key, value in serve(images=tf.constant(images[:n])).items():
-        outputs[f"{key}_{n}"] = value.numpy()
-try_bad_inputs(serve, outputs, float32=images.astype(np.float32), single_image=images[0])
+arrays = dict(np.load(images_path))
+images = arrays.pop("images")
+requests = {str(n): images[:int(n)] for n in batch_sizes} | arrays
+for request, batch in requests.items():
+    for key, value in serve(images=tf.constant(batch)).items():
+        outputs[f"{key}_{request}"] = as_numpy(value)
+try_bad_inputs(serve, outputs, float32=images.astype(np.float32), single_image=images[0],
+               wrong_size=images[:, 1:], two_channels=np.repeat(images[..., :1], 2, axis=-1))
 """ + SERVE_ONLY_END
 
 # A client of an export with EvalResize: decodes image files as
@@ -76,17 +89,19 @@ saved_dir, outputs_path, *batches = sys.argv[1:]
 serve = tf.saved_model.load(saved_dir).signatures["serving_default"]
 
 
-def decoded(path):
-    return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False).numpy()
+def decoded(path, channels):
+    return tf.io.decode_image(tf.io.read_file(path), channels=channels,
+                              expand_animations=False).numpy()
 
 
 for i, batch in enumerate(batches):
-    images = np.stack([decoded(path) for path in batch.split(",")])
-    for key, value in serve(images=tf.constant(images)).items():
-        outputs[f"{key}_{i}"] = value.numpy()
-image = decoded(batches[0].split(",")[0])
+    for channels, suffix in ((3, ""), (1, "_gray")):
+        images = np.stack([decoded(path, channels) for path in batch.split(",")])
+        for key, value in serve(images=tf.constant(images)).items():
+            outputs[f"{key}_{i}{suffix}"] = as_numpy(value)
+image = decoded(batches[0].split(",")[0], 3)
 try_bad_inputs(serve, outputs, float32=image[None].astype(np.float32), single_image=image,
-               one_channel=image[None, :, :, :1])
+               two_channels=image[None, :, :, :2])
 """ + SERVE_ONLY_END
 
 
@@ -154,6 +169,19 @@ def preact_resnet18_export(tmp_path_factory):  # DivideMix's backbone
 
 
 @pytest.fixture(scope="module")
+def named_export(tmp_path_factory):
+    """(classifier, SavedModel folder, grayscale uint8 images [7, 8, 8, 1]) of an RGB
+    small_cnn exported with the class names NAMES."""
+    model = classifier("small_cnn", (8, 8, 3))
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 256, size=(max(BATCH_SIZES), 8, 8, 1)).astype(np.uint8)
+    spread_logits(model, np.repeat(gray, 3, axis=-1))
+    path = export.export_saved_model(model, tmp_path_factory.mktemp("export"), "named",
+                                     class_names=NAMES)
+    return model, path, gray
+
+
+@pytest.fixture(scope="module")
 def dividemix_export(tmp_path_factory):  # DivideMix's mean of two networks' softmax
     from idn_tf import dividemix
     nets = [classifier("small_cnn", (8, 8, 1), seed=s) for s in (0, 1)]
@@ -164,6 +192,21 @@ def dividemix_export(tmp_path_factory):  # DivideMix's mean of two networks' sof
     model = dividemix.ensemble(*nets)
     return model, export.export_saved_model(model, tmp_path_factory.mktemp("export"),
                                             "dividemix"), images
+
+
+def serve_without_idn_tf(path, requests, tmp_path):
+    """LOAD_AND_SERVE's outputs for the SavedModel `path`: `requests` are the arrays of
+    its images.npz ("images", served for each of BATCH_SIZES, and others served whole)."""
+    np.savez(tmp_path / "images.npz", **requests)
+    args = [path, tmp_path / "images.npz", tmp_path / "outputs.npz", *BATCH_SIZES]
+    subprocess.run([sys.executable, "-c", LOAD_AND_SERVE, *map(str, args)], cwd=tmp_path,
+                   check=True)
+    return np.load(tmp_path / "outputs.npz")
+
+
+def expected_shape(height, width, channels):
+    """The start of the signature's message for an image batch of another shape."""
+    return f"images must be uint8 [batch, {height}, {width}, {channels}]; got shape"
 
 
 def softmax(logits):
@@ -182,10 +225,7 @@ def test_saved_model_serves_like_keras_without_idn_tf(export_fixture, request, t
     # other kernels) by a few 1e-5 relative; the shallow nets' by less than 1e-5.
     deep = export_fixture in ("resnet34_export", "preact_resnet18_export")
     tolerance = dict(rtol=1e-4, atol=1e-5) if deep else dict(rtol=1e-5, atol=1e-6)
-    np.savez(tmp_path / "images.npz", images=images)
-    args = [path, tmp_path / "images.npz", tmp_path / "outputs.npz", *BATCH_SIZES]
-    subprocess.run([sys.executable, "-c", LOAD_AND_SERVE, *map(str, args)], cwd=tmp_path, check=True)
-    outputs = np.load(tmp_path / "outputs.npz")
+    outputs = serve_without_idn_tf(path, {"images": images}, tmp_path)
 
     logits = model.predict(images, verbose=0).astype(np.float64)
     assert len(set(logits.argmax(-1))) > 1  # else comparing classes proves little
@@ -195,8 +235,41 @@ def test_saved_model_serves_like_keras_without_idn_tf(export_fixture, request, t
         assert classes.dtype == np.int64 and classes.shape == (n,)
         np.testing.assert_allclose(probabilities, softmax(logits[:n]), **tolerance)
         np.testing.assert_array_equal(classes, logits[:n].argmax(-1))
-    assert "rejected_float32" in outputs, "float32 images were accepted"
-    assert "rejected_single_image" in outputs, "an image without batch axis was accepted"
+        # Exported without names: each class is named by its number.
+        np.testing.assert_array_equal(outputs[f"class_names_{n}"],
+                                      [str(k) for k in logits[:n].argmax(-1)])
+    assert "uint8" in str(outputs["rejected_float32"])
+    height, width, channels = images.shape[1:]
+    shape = expected_shape(height, width, "1 or 3" if channels == 3 else channels)
+    for case in ("single_image", "wrong_size", "two_channels"):
+        assert shape in str(outputs[f"rejected_{case}"]), case
+
+
+@pytest.mark.e2e
+def test_saved_model_names_the_class_and_takes_grayscale_without_idn_tf(named_export, tmp_path):
+    model, path, gray = named_export
+    rgb = np.repeat(gray, 3, axis=-1)
+    outputs = serve_without_idn_tf(path, {"images": rgb, "gray": gray}, tmp_path)
+
+    logits = model.predict(rgb, verbose=0).astype(np.float64)
+    assert len(set(logits.argmax(-1))) > 1  # else comparing names proves little
+    for n in BATCH_SIZES:
+        names = outputs[f"class_names_{n}"]
+        assert names.shape == (n,)
+        served_argmax = outputs[f"probabilities_{n}"].argmax(-1)
+        np.testing.assert_array_equal(names, np.array(NAMES)[served_argmax])
+        np.testing.assert_array_equal(names, np.array(NAMES)[logits[:n].argmax(-1)])
+        np.testing.assert_allclose(outputs[f"probabilities_{n}"], softmax(logits[:n]),
+                                   rtol=1e-5, atol=1e-6)
+    # The grayscale images get the answer of the same images repeated into RGB.
+    n = max(BATCH_SIZES)
+    for key in ("probabilities", "classes", "class_names"):
+        np.testing.assert_array_equal(outputs[f"{key}_gray"], outputs[f"{key}_{n}"], err_msg=key)
+    # The names file: one UTF-8 line per class, in class order, and nothing else in assets/.
+    assert os.listdir(os.path.join(path, "assets")) == ["class_names.txt"]
+    with open(os.path.join(path, "assets", "class_names.txt"), "rb") as f:
+        assert f.read() == "cat\ndog\nsea lion\nżubr\nemu\nfox\ngnu\nhare\nibis\njay\n".encode()
+    assert expected_shape(8, 8, "1 or 3") in str(outputs["rejected_two_channels"])
 
 
 def saved_model_cli_signatures(path):
@@ -223,7 +296,8 @@ def test_saved_model_cli_lists_the_serving_signature(small_cnn_export):
     _, path, _ = small_cnn_export
     assert saved_model_cli_signatures(path)["serving_default"] == {
         "inputs": {"images": ("DT_UINT8", "(-1, 8, 8, 1)")},
-        "outputs": {"probabilities": ("DT_FLOAT", "(-1, 10)"), "classes": ("DT_INT64", "(-1)")},
+        "outputs": {"probabilities": ("DT_FLOAT", "(-1, 10)"), "classes": ("DT_INT64", "(-1)"),
+                    "class_names": ("DT_STRING", "(-1)")},
     }
 
 
@@ -341,7 +415,7 @@ def test_saved_model_serves_photos_of_any_size_like_eval_dataset(
     subprocess.run([sys.executable, "-c", SERVE_PHOTOS, *map(str, args)], cwd=tmp_path, check=True)
     outputs = np.load(tmp_path / "outputs.npz")
 
-    expected_classes = []
+    expected_classes, gray_batches = [], 0
     for i, batch in enumerate(batches):
         crops = eval_crops(batch, EVAL_RESIZE[mode])
         logits = photo_classifier.predict(crops, verbose=0).astype(np.float64)
@@ -352,19 +426,27 @@ def test_saved_model_serves_photos_of_any_size_like_eval_dataset(
                                    err_msg=f"request batch {PHOTO_BATCHES[mode][i]}")
         np.testing.assert_array_equal(classes, logits.argmax(-1))
         expected_classes += list(classes)
+        # A grayscale file decoded to one channel gets its answer decoded to three.
+        if all(PHOTOS[name][2] == "L" for name in PHOTO_BATCHES[mode][i].split(",")):
+            gray_batches += 1
+            for key in ("probabilities", "classes", "class_names"):
+                np.testing.assert_array_equal(outputs[f"{key}_{i}_gray"], outputs[f"{key}_{i}"])
+    assert gray_batches or mode != "square"  # "b.png"
     assert len(set(expected_classes)) > 1  # else comparing classes proves little
     assert "uint8" in str(outputs["rejected_float32"])
     # Turned away by the signature's shape check, not by some later op that
     # happens to fail on them.
-    for case in ("single_image", "one_channel"):
-        assert "expected shape [?,?,?,3]" in str(outputs[f"rejected_{case}"])
+    for case in ("single_image", "two_channels"):
+        assert expected_shape("height", "width", "1 or 3") in str(outputs[f"rejected_{case}"])
 
 
 @pytest.mark.e2e
 def test_saved_model_cli_lists_images_of_any_size(photo_exports):
+    # Any size, and one or three channels.
     assert saved_model_cli_signatures(photo_exports["square"])["serving_default"] == {
-        "inputs": {"images": ("DT_UINT8", "(-1, -1, -1, 3)")},
-        "outputs": {"probabilities": ("DT_FLOAT", "(-1, 10)"), "classes": ("DT_INT64", "(-1)")},
+        "inputs": {"images": ("DT_UINT8", "(-1, -1, -1, -1)")},
+        "outputs": {"probabilities": ("DT_FLOAT", "(-1, 10)"), "classes": ("DT_INT64", "(-1)"),
+                    "class_names": ("DT_STRING", "(-1)")},
     }
 
 
@@ -374,6 +456,19 @@ def test_eval_resize_must_crop_the_classifier_input_size(tmp_path):
         export.export_saved_model(model, tmp_path, "m", eval_resize=export.EvalResize(20, 16))
     with pytest.raises(TypeError, match="EvalResize"):
         export.export_saved_model(model, tmp_path, "m", eval_resize=(10, 8))
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("names, message", [
+    (NAMES[:9], "9 class names for a classifier of 10 classes"),
+    (NAMES[:9] + ("cat",), "'cat' is already class 0"),
+    (NAMES[:9] + ("",), "class 9 has no name"),
+    (NAMES[:9] + ("j\nay",), "holds a line break"),
+])
+def test_class_names_must_name_each_class_once_on_one_line(tmp_path, names, message):
+    with pytest.raises(ValueError, match=message):
+        export.export_saved_model(classifier("small_cnn", (8, 8, 1)), tmp_path, "m",
+                                  class_names=names)
     assert not (tmp_path / "m").exists()
 
 

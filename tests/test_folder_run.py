@@ -161,7 +161,12 @@ def test_saved_model_serves_photos_of_two_sizes_without_idn_tf(finished):
                              env={**cli_lib.env(), "PYTHONPATH": ""})
     expected = file_runs.eval_probs(_classifier(root / "run" / "classifier.weights.h5"), paths,
                            [l for _, l in by_size.values()])
-    np.testing.assert_allclose([served[p] for p in paths], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose([served[p]["probabilities"] for p in paths], expected, rtol=1e-5,
+                               atol=1e-6)
+    # The classes are named by their folders, in the sorted order that numbers them.
+    assert [served[p]["class_names"] for p in paths] == [CLASSES[k] for k in expected.argmax(1)]
+    names = root / res["saved_model"] / "assets" / "class_names.txt"
+    assert names.read_text(encoding="utf-8") == "cat\ndog\nfox\n"
 
 
 def test_restart_reuses_every_stage(finished, tmp_path):

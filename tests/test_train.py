@@ -203,8 +203,11 @@ def test_the_selected_epoch_is_the_best_validation_epoch_and_is_exported(finishe
     classifier.set_weights(weights)
     expected = keras.ops.softmax(classifier(digits.test.images[:50], training=False)).numpy()
     served = tf.saved_model.load(res["saved_model"]).signatures["serving_default"](
-        images=tf.constant(digits.test.images[:50]))["probabilities"].numpy()
-    np.testing.assert_allclose(served, expected, atol=1e-5)
+        images=tf.constant(digits.test.images[:50]))
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+    # digits' classes are named by their digits.
+    assert [n.decode() for n in served["class_names"].numpy()] == [
+        str(k) for k in expected.argmax(1)]
 
 
 @pytest.mark.e2e
@@ -235,6 +238,26 @@ def test_restart_of_a_finished_run_reuses_every_stage_and_the_export(digits_run_
         assert again[key] == first[key], key
     assert sorted(os.listdir(os.path.dirname(first["saved_model"]))) == ["1"]  # no new version
     assert open(os.path.join(cfg.run_dir, "label_audit.csv")).read() == audit
+
+
+@pytest.mark.e2e
+def test_restart_with_other_class_names_exports_them_as_a_new_version(digits_run_copy, capsys):
+    import tensorflow as tf
+    cfg, first = digits_run_copy
+    names = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    again = train.run(dataclasses.replace(cfg, export_class_names=names))
+    out = capsys.readouterr().out
+    assert "stage 2: reusing" in out and "export: reusing" not in out
+    model_dir = os.path.dirname(first["saved_model"])
+    assert again["saved_model"] == os.path.join(model_dir, "2")
+    for version, expected in (("1", [str(k) for k in range(10)]), ("2", list(names))):
+        with open(os.path.join(model_dir, version, "assets", "class_names.txt")) as f:
+            assert f.read().splitlines() == expected, version
+    served = tf.saved_model.load(again["saved_model"]).signatures["serving_default"](
+        images=tf.constant(sources.load_digits().test.images[:50]))
+    classes = served["probabilities"].numpy().argmax(1)
+    assert len(set(classes)) > 1
+    assert [n.decode() for n in served["class_names"].numpy()] == [names[k] for k in classes]
 
 
 @pytest.mark.e2e

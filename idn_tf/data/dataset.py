@@ -144,6 +144,22 @@ def empty_file_split() -> FileSplit:
     return FileSplit(np.array([], "U1"), *[np.zeros(0, np.int64)] * 3)
 
 
+def class_names_problem(names) -> str:
+    """Why `names` (class k's name at position k) cannot name a served model's classes,
+    or "" if they can: each must be a non-blank string on one line (a line of the
+    SavedModel's names file, export.py), none repeated."""
+    seen = {}
+    for k, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            return f"class {k} has no name (got {name!r})"
+        if name.splitlines() != [name]:
+            return f"class {k}'s name {name!r} holds a line break"
+        if name in seen:
+            return f"{name!r} is already class {seen[name]}"
+        seen[name] = k
+    return ""
+
+
 def read_class_names(path: str) -> tuple[str, ...]:
     """The class names of a --class_names file: one name per line, class k on line k + 1.
 
