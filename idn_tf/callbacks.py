@@ -95,7 +95,7 @@ class MonitorCallback(EveryEpochs):
     summary writer in `log_dir`:
 
       accuracy/train_observed  accuracy against the observed `labels`
-      accuracy/test_clean      the epoch's clean test accuracy (logs["test_accuracy"],
+      accuracy/test            the epoch's test accuracy (logs["test_accuracy"],
                                `TestEvaluation`; not written in an epoch without one)
 
     and, for a model with η and ψ tables (`IDNModel`), from the posterior q
@@ -140,7 +140,7 @@ class MonitorCallback(EveryEpochs):
         log_probs = example_log_probs(self.model.classifier, self.examples, self.batch_size)
         scalars = {
             "accuracy/train_observed": float(np.mean(log_probs.argmax(1) == self.labels)),
-            "accuracy/test_clean": float(logs.get("test_accuracy", np.nan)),
+            "accuracy/test": float(logs.get("test_accuracy", np.nan)),
         }
         with self._writer.as_default(step=epoch):
             if hasattr(self.model, "eta"):

@@ -61,7 +61,7 @@ def accuracy_curves_figure(stages):
       "epoch": 1-based epoch numbers, [E];
       "train_observed_accuracy": accuracy on the un-augmented training images
         against the observed (noisy) labels, fraction in [0, 1], [E];
-      "test_accuracy": accuracy on the clean test set, fraction in [0, 1], [E];
+      "test_accuracy": accuracy on the test set, fraction in [0, 1], [E];
       optionally "validation_accuracy": accuracy on the validation split against its
         labels (observed ones for the noisy split);
       and "validation_epoch", "test_epoch": those curves' own epochs (default "epoch").
@@ -77,7 +77,7 @@ def accuracy_curves_figure(stages):
         for key, label, color in (
             ("train_observed_accuracy", "train, observed labels", _TRAIN_COLOR),
             ("validation_accuracy", "validation split", _VALIDATION_COLOR),
-            ("test_accuracy", "test, clean labels", _TEST_COLOR),
+            ("test_accuracy", "test set", _TEST_COLOR),
         ):
             if key not in curves:
                 continue
@@ -107,7 +107,7 @@ def stage_curves(monitor, history=None):
     monitor, history = monitor or {}, history or {}
     curves = {"epoch": monitor.get("epoch", []),
               "train_observed_accuracy": monitor.get("accuracy/train_observed", []),
-              "test_accuracy": monitor.get("accuracy/test_clean", [])}
+              "test_accuracy": monitor.get("accuracy/test", [])}
     epochs = list(range(1, len(history.get("loss", [])) + 1))
     for key, logged in (("validation", "val_accuracy"), ("test", "test_accuracy")):
         if history.get(logged) and len(history[logged]) == len(epochs):

@@ -119,12 +119,12 @@ def results(config, noise_rate_actual, ce, idn, q, eta, labels, clean_labels):
 
 
 def table(res, method):
-    """The closing table printed at the end of a run (rows a run has no value for are left
-    out). `method`: the run's `methods.Method` (its `row` names its test accuracy, its
+    """The closing table printed at the end of a run (rows a run has no value for, None or
+    NaN, are left out). `method`: the run's `methods.Method` (its `row` names its test accuracy, its
     `short` or `name` the fine-tuning row, its `rows` its own results)."""
 
     def pct(x):
-        return "   n/a" if x != x else f"{100 * x:6.2f}%"
+        return f"{100 * x:6.2f}%"
 
     def accuracies(name, prefix):
         """The last epoch's, then the epoch chosen on validation and the best on test."""
@@ -147,7 +147,9 @@ def table(res, method):
         ("flagged labels that are wrong (precision)", res.get("label_issue_precision")),
         ("wrong labels flagged (recall)", res.get("label_issue_recall")),
     ]
-    rows = [(name, value) for name, value in rows if value is not None]
+    # A row without a value (None) or whose value the run cannot know (NaN: e.g. the clean
+    # labels of one's own photos are unknown) is left out.
+    rows = [(name, value) for name, value in rows if value is not None and value == value]
     width = max(len(name) for name, _ in rows)
     title = (f"{res['dataset']} / {res['noise']} noise / {method.name} / seed {res['seed']} / "
              f"{res['epochs']} epochs")

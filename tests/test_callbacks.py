@@ -97,7 +97,7 @@ def test_monitor_writes_the_label_statistics_of_the_final_model(tmp_path):
     # Epochs 2 (every 2nd) and 3 (the last) are monitored; steps are 0-based.
     events = read_events(str(tmp_path))
     assert {tag: sorted(steps) for tag, steps in events.items()} == {
-        tag: [1, 2] for tag in ("accuracy/train_observed", "accuracy/test_clean", "eta/mean",
+        tag: [1, 2] for tag in ("accuracy/train_observed", "accuracy/test", "eta/mean",
                                 "eta/above_half", "eta/histogram", "labels/wrong_corrected",
                                 "labels/right_kept", "labels/eta_auroc", "labels/highest_eta")}
     assert monitor.history["epoch"] == [2, 3]
@@ -114,7 +114,7 @@ def test_monitor_writes_the_label_statistics_of_the_final_model(tmp_path):
     wrong = labels != clean
     expected = {
         "accuracy/train_observed": np.mean(p.argmax(1) == labels),
-        "accuracy/test_clean": np.mean(p.argmax(1) == clean),  # the test set is the images
+        "accuracy/test": np.mean(p.argmax(1) == clean),  # the test set is the images
         "eta/mean": eta.mean(),
         "eta/above_half": np.mean(eta > 0.5),
         "labels/wrong_corrected": np.mean(estimated[wrong] == clean[wrong]),
@@ -154,7 +154,7 @@ def test_monitor_of_a_plain_model_writes_only_accuracies(tmp_path):
     # No validation data: the test accuracy is NaN, kept in history but not written.
     assert set(read_events(str(tmp_path))) == {"accuracy/train_observed"}
     assert monitor.history["epoch"] == [1, 2]
-    assert all(v != v for v in monitor.history["accuracy/test_clean"])
+    assert all(v != v for v in monitor.history["accuracy/test"])
 
 
 def test_backup_keeps_the_last_good_epoch_and_restores_it(tmp_path):

@@ -101,7 +101,7 @@ def test_one_epoch_run_writes_its_results(finished):
         assert len(list(csv.DictReader(f))) == n
     for name in ("accuracy.png", "eta_histogram.png", "highest_eta.png"):
         assert (run / "plots" / name).stat().st_size > 1000
-    assert "η table: 24 rows" in result.stdout
+    assert "η table:" not in result.stdout  # internals only under multi_worker
 
     # Test accuracy: the stage-2 weights on the clean test set, evaluated independently.
     test = data.clean_test

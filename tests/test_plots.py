@@ -58,7 +58,7 @@ def test_accuracy_curves_draw_the_finite_inputs_times_100():
             np.testing.assert_allclose(line.get_xdata(), curves["epoch"][keep], rtol=0, atol=0)
             np.testing.assert_allclose(line.get_ydata(), 100 * curves[key][keep], rtol=1e-12, atol=0)
         assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-            "train, observed labels", "test, clean labels"]
+            "train, observed labels", "test set"]
 
 
 def test_accuracy_curves_reject_bad_input():

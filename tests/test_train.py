@@ -49,7 +49,7 @@ def event_tags(folder):
 KERAS_TRAIN = {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"}
 KERAS_VALIDATION = {"epoch_loss", "epoch_accuracy", "evaluation_loss_vs_iterations",
                     "evaluation_accuracy_vs_iterations"}
-MONITOR = {("accuracy/train_observed", "scalars"), ("accuracy/test_clean", "scalars")}
+MONITOR = {("accuracy/train_observed", "scalars"), ("accuracy/test", "scalars")}
 TEST = {("epoch_accuracy", "scalars"), ("epoch_loss", "scalars")}  # callbacks.TestEvaluation
 EXPECTED_TAGS = {
     "stage1/train": {(t, "scalars") for t in KERAS_TRAIN},
@@ -86,7 +86,7 @@ def test_tensorboard_event_files_hold_exactly_the_expected_tags(finished_run):
     # The monitor's scalars are the numbers in results.json.
     monitor = res["method_monitor"]
     assert monitor["epoch"] == [1, 2, 3]
-    assert monitor["accuracy/test_clean"] == pytest.approx(res["method_history"]["test_accuracy"])
+    assert monitor["accuracy/test"] == pytest.approx(res["method_history"]["test_accuracy"])
     assert monitor["labels/eta_auroc"][-1] == pytest.approx(res["eta_auroc"])
     assert monitor["eta/mean"][-1] == pytest.approx(res["eta_mean"])
 

@@ -191,9 +191,11 @@ class IDN(Method):
             "stage2", "stage 2", ("eta.npy", "classifier.weights.h5"), fresh, save, load,
             training=f"stage 2: IDN method (η updates from epoch {config.eta_start_epoch} "
                      f"every {config.eta_every})")
-        eta = trained.model.eta.numpy()
-        print(f"η table: {len(eta)} rows, sha256 {hashlib.sha256(eta.tobytes()).hexdigest()[:16]}"
-              f"{distribution.worker_label()}", flush=True)
+        if config.strategy == "multi_worker":  # the workers' tables must agree: say it
+            eta = trained.model.eta.numpy()
+            print(f"η table: {len(eta)} rows, sha256 "
+                  f"{hashlib.sha256(eta.tobytes()).hexdigest()[:16]}"
+                  f"{distribution.worker_label()}", flush=True)
         return trained
 
 
