@@ -215,6 +215,10 @@ class Config:
         """The registered `methods.Method` of --method."""
         return methods.get(self.method)
 
+    def uses_noise_rate(self):
+        """Whether --noise reads --noise_rate (ccn, symmetric)."""
+        return self.noise in RATE_NOISES
+
     def noise_options(self):
         """Keyword arguments of `noise.make_noisy_labels` besides noise, rate and seed."""
         return {name: getattr(self, name) for name in (

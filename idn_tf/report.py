@@ -48,10 +48,11 @@ def _mean(values):
 
 
 def _common(config, noise_rate_actual):
+    """The keys every results.json has (`noise_rate` only for the noises that read it)."""
     return {
         "dataset": config.dataset,
         "noise": config.noise,
-        "noise_rate": config.noise_rate,
+        **({"noise_rate": config.noise_rate} if config.uses_noise_rate() else {}),
         "noise_rate_actual": noise_rate_actual,
         "seed": config.seed,
         "epochs": config.epochs,

@@ -115,7 +115,7 @@ def test_eta_auroc_is_nan_without_both_kinds_of_label(clean):
 
 
 CONFIG = types.SimpleNamespace(dataset="digits", noise="kmeans", noise_rate=0.4, seed=3,
-                               epochs=5, method="idn")
+                               epochs=5, method="idn", uses_noise_rate=lambda: False)
 
 
 def stage(accuracy, tag, selection=None):
@@ -141,7 +141,7 @@ def test_results_of_the_method():
     res = report.results(CONFIG, 0.5, stage(0.6, 1.0), stage(0.7, 2.0, chosen), q, eta, labels,
                          clean)
     assert res == {
-        "dataset": "digits", "noise": "kmeans", "noise_rate": 0.4, "noise_rate_actual": 0.5,
+        "dataset": "digits", "noise": "kmeans", "noise_rate_actual": 0.5,
         "seed": 3, "epochs": 5, "method": "idn",
         "ce_test_accuracy": 0.6, "method_test_accuracy": 0.7,
         # the best is the first epoch's (accuracy + 0.1); only the method has a selection
@@ -160,7 +160,7 @@ def test_results_of_a_baseline():
     config = types.SimpleNamespace(**{**vars(CONFIG), "method": "forward"})
     res = report.baseline_results(config, 0.1, None, stage(0.8, 3.0), {"extra_value": 7})
     assert res == {
-        "dataset": "digits", "noise": "kmeans", "noise_rate": 0.4, "noise_rate_actual": 0.1,
+        "dataset": "digits", "noise": "kmeans", "noise_rate_actual": 0.1,
         "seed": 3, "epochs": 5, "method": "forward",
         "ce_test_accuracy": None, "method_test_accuracy": 0.8, "ce_history": None,
         **selection_keys("method", 0.9, "selected_epoch"),
@@ -277,3 +277,11 @@ def test_table_shows_the_selected_and_best_epochs_under_each_accuracy():
         ("  at its best epoch on test (optimistic)", " 75.00%"),
         ("method test accuracy (stage 2)", " 80.00%"),  # no selection without validation
         ("  at its best epoch on test (optimistic)", " 87.50%")]
+
+
+def test_results_have_noise_rate_only_for_the_noises_that_read_it():
+    from idn_tf import config as config_lib
+    assert report._common(config_lib.Config(noise="ccn", noise_rate=0.3), 0.2)["noise_rate"] == 0.3
+    assert report._common(config_lib.Config(noise="symmetric", noise_rate=0.2), 0.2)["noise_rate"] == 0.2
+    for noise in ("kmeans", "none"):
+        assert "noise_rate" not in report._common(config_lib.Config(noise=noise, noise_rate=0.4), 0.2)
