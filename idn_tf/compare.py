@@ -561,7 +561,7 @@ def main(argv):
         command = "python -m idn_tf.compare " + " ".join(
             a for a in sys.argv[1:] if a not in ("--overwrite", "--dry_run"))
         if FLAGS.dry_run:
-            print(json.dumps({f"{m}-{s}": c.to_dict() for (m, s), c in comparison.configs.items()},
+            print(json.dumps({f"{m}-{s}": c.used_dict() for (m, s), c in comparison.configs.items()},
                              indent=2))
             return 0
         result = run(comparison, overwrite=overwrite, command=command)
