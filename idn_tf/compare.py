@@ -223,9 +223,11 @@ FIGURES = {"test_accuracy": "_test_accuracy", "test_accuracy_selected": "_test_a
 def figures(results):
     """The figures of a cell's final classifier (after any clean fine-tuning): the last
     epoch's test accuracy, the selected epoch's (None without validation), the best
-    epoch's (optimistic), the selected epoch's validation accuracy."""
+    epoch's (optimistic), the selected epoch's validation accuracy, and that epoch."""
     prefix = "method" if results.get("finetuned_test_accuracy") is None else "finetuned"
-    return {name: results.get(prefix + key) for name, key in FIGURES.items()}
+    epoch = "selected_epoch" if prefix == "method" else f"{prefix}_selected_epoch"
+    return {**{name: results.get(prefix + key) for name, key in FIGURES.items()},
+            "selected_epoch": results.get(epoch)}
 
 
 def accuracy(results):
@@ -234,6 +236,17 @@ def accuracy(results):
     found = figures(results)
     return found["test_accuracy"] if found["test_accuracy_selected"] is None \
         else found["test_accuracy_selected"]
+
+
+def accuracy_text(results):
+    """A cell's `accuracy` as its console line quotes it, saying which it is: "71.11% test
+    accuracy at the selected epoch (7, chosen on validation; last epoch 69.44%)", or
+    "69.44% test accuracy at the last epoch" without a validation split."""
+    found, quoted = figures(results), f"{100 * accuracy(results):.2f}% test accuracy"
+    if found["test_accuracy_selected"] is None:
+        return f"{quoted} at the last epoch"
+    return (f"{quoted} at the selected epoch ({found['selected_epoch']}, chosen on validation; "
+            f"last epoch {100 * found['test_accuracy']:.2f}%)")
 
 
 def summary(comparison, outcomes):
@@ -251,7 +264,6 @@ def summary(comparison, outcomes):
         outcome = outcomes.get(cell)
         if isinstance(outcome, dict):
             entry.update(status="done", **figures(outcome),
-                         selected_epoch=outcome.get("selected_epoch"),
                          ce_test_accuracy=outcome.get("ce_test_accuracy"),
                          noise_rate_actual=outcome.get("noise_rate_actual"),
                          guard_fired=bool((outcome.get("export_guard") or {}).get("worse")),
@@ -451,7 +463,7 @@ def run(comparison, overwrite=False, command=""):
         row, seed = cell
         head = f"[{number}/{len(cells)}] {row}, seed {seed}"
         if outcomes[cell] is not None:
-            print(f"{head}: finished ({100 * accuracy(outcomes[cell]):.2f}%), skipped", flush=True)
+            print(f"{head}: finished, {accuracy_text(outcomes[cell])}; skipped", flush=True)
             continue
         print(f"\n{'=' * 8} {head}: {comparison.configs[cell].run_dir}", flush=True)
         cell_start = time.time()
@@ -469,7 +481,7 @@ def run(comparison, overwrite=False, command=""):
                 "choose another --compare_dir, delete that cell's folder, or pass --overwrite "
                 "(which starts the whole comparison again)")) from None
         else:
-            print(f"{'=' * 8} {head}: {100 * accuracy(outcomes[cell]):.2f}% "
+            print(f"{'=' * 8} {head}: {accuracy_text(outcomes[cell])} "
                   f"({time.time() - cell_start:.0f} s)", flush=True)
         write_reports(comparison, outcomes, command)
     result = write_reports(comparison, outcomes, command)

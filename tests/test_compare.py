@@ -14,8 +14,6 @@ from idn_tf.data import noise, sources
 import cli as cli_lib
 import early
 
-pytestmark = pytest.mark.e2e  # every test runs python -m idn_tf.compare or compare.run
-
 # The comparison of most tests here: its flags as fields and on the command line.
 FIELDS = dict(dataset="digits", noise="ccn", noise_rate=0.4, epochs=2, lr_decay_epochs=(),
               eta_start_epoch=2, eta_every=1, verbose=0, monitor_every=1000)
@@ -61,6 +59,7 @@ def _labels(path):
         return saved["labels"]
 
 
+@pytest.mark.e2e
 def test_every_cell_of_a_seed_trains_on_the_same_labels(comparison):
     folder, _ = comparison
     digits = sources.load("digits")
@@ -80,6 +79,7 @@ def test_every_cell_of_a_seed_trains_on_the_same_labels(comparison):
                               _labels(folder / "idn-7" / "noisy_labels.npz"))
 
 
+@pytest.mark.e2e
 def test_table_cells_are_the_cells_own_results(comparison):
     folder, stdout = comparison
     with open(folder / "comparison.json") as f:
@@ -117,6 +117,7 @@ def test_table_cells_are_the_cells_own_results(comparison):
         assert len(re.findall(rf"\[{number}/4\] \w+, seed \d", stdout)) == 2, stdout
 
 
+@pytest.mark.e2e
 def test_cells_of_a_seed_share_stage_one(comparison):
     folder, stdout = comparison
     for seed in (3, 7):
@@ -128,6 +129,7 @@ def test_cells_of_a_seed_share_stage_one(comparison):
     assert stdout.count("stage 1 shared with") == 2
 
 
+@pytest.mark.e2e
 def test_a_rerun_skips_the_finished_cells(comparison, tmp_path, capsys):
     import shutil
     folder, _ = comparison
@@ -141,6 +143,7 @@ def test_a_rerun_skips_the_finished_cells(comparison, tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in results} == before
 
 
+@pytest.mark.e2e
 def test_a_new_method_adds_its_cells_on_the_same_labels(comparison, tmp_path, capsys):
     """A rerun with one more method runs only its cells, on the seeds' existing labels."""
     import shutil
@@ -157,6 +160,7 @@ def test_a_new_method_adds_its_cells_on_the_same_labels(comparison, tmp_path, ca
     assert saved["summary"]["bootstrap_hard"]["n"] == 1 and saved["seeds"] == [3]
 
 
+@pytest.mark.e2e
 def test_labels_made_with_other_noise_flags_are_refused(comparison, tmp_path):
     import shutil
     folder, _ = comparison
@@ -169,6 +173,7 @@ def test_labels_made_with_other_noise_flags_are_refused(comparison, tmp_path):
     assert not (tmp_path / "cmp" / "bootstrap_hard-3").exists()
 
 
+@pytest.mark.e2e
 def test_a_stage_one_trained_with_other_flags_is_not_shared(tmp_path, capsys):
     """A cell of an earlier comparison in the folder (other --epochs) keeps its stage 1 to
     itself: the new cell trains its own, and the old cell is then refused."""
@@ -183,6 +188,7 @@ def test_a_stage_one_trained_with_other_flags_is_not_shared(tmp_path, capsys):
         assert len(json.load(f)["history"]["loss"]) == 2
 
 
+@pytest.mark.e2e
 def test_overwrite_starts_the_comparison_again(tmp_path):
     common = ("--methods=bootstrap_hard", "--seeds=0", "--epochs=1", "--lr_decay_epochs=",
               "--verbose=0", "--monitor_every=1000", "--compare_dir=cmp")
@@ -202,6 +208,7 @@ def test_overwrite_starts_the_comparison_again(tmp_path):
 FRESH_INTERPRETER = {("--strategy=multi_worker",), ("--seeds=1,a",)}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args, expect", [
     (("--strategy=multi_worker",), "--strategy=multi_worker: a comparison runs in one process"),
     (("--method=ce",), "--method: set per cell"),
@@ -240,6 +247,7 @@ def test_bad_flags_are_one_error_line(tmp_path, args, expect, zygote, tmp_path_f
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.e2e
 def test_a_sweep_runs_one_cell_per_value_and_picks_by_validation(tmp_path, capsys):
     fields = dict(epochs=2, lr_decay_epochs=(), eta_start_epoch=2, eta_every=1, verbose=0,
                   monitor_every=1000)
@@ -267,3 +275,37 @@ def test_a_sweep_runs_one_cell_per_value_and_picks_by_validation(tmp_path, capsy
     from PIL import Image
     with Image.open(folder / "sweep.png") as image:
         assert image.format == "PNG"
+
+
+# ---------------------------------------------------------------------------------------
+# What a comparison says: each cell's line, its labels, and comparison.md (issue 29, point 7)
+
+
+def test_a_cells_line_says_which_test_accuracy_it_quotes():
+    """The line quotes the figure comparison.md quotes (`compare.accuracy`) and names it."""
+    selected = {"method_test_accuracy": 0.5, "method_test_accuracy_selected": 0.7125,
+                "selected_epoch": 3}
+    assert compare.accuracy(selected) == 0.7125
+    assert compare.accuracy_text(selected) == (
+        "71.25% test accuracy at the selected epoch (3, chosen on validation; last epoch 50.00%)")
+    last = {"method_test_accuracy": 0.5, "method_test_accuracy_selected": None,
+            "selected_epoch": None}
+    assert compare.accuracy_text(last) == "50.00% test accuracy at the last epoch"
+    tuned = {**selected, "finetuned_test_accuracy": 0.8, "finetuned_test_accuracy_selected": 0.9,
+             "finetuned_selected_epoch": 2}
+    assert compare.accuracy_text(tuned).startswith("90.00% test accuracy at the selected epoch (2,")
+
+
+@pytest.mark.e2e
+def test_each_cells_line_quotes_its_figure_and_says_which(comparison):
+    folder, stdout = comparison
+    with open(folder / "comparison.json") as f:
+        cells = json.load(f)["cells"]
+    for number, cell in enumerate(cells, 1):  # in the order they ran
+        # The cell's second line, as it ends (the first names its folder).
+        line = re.findall(rf"=+ \[{number}/4\] {cell['row']}, seed {cell['seed']}: (.+)",
+                          stdout)[-1]
+        assert line.startswith(
+            f"{100 * cell['test_accuracy_selected']:.2f}% test accuracy at the selected epoch "
+            f"({cell['selected_epoch']}, chosen on validation; last epoch "
+            f"{100 * cell['test_accuracy']:.2f}%)"), line
