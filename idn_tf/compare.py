@@ -21,6 +21,7 @@ from absl import app, flags
 
 from idn_tf import artifacts, cli, flagdefs, inputs, methods, runner
 from idn_tf.config import RATE_NOISES, ConfigError, resolve, stage1_part
+from idn_tf.runfolder import banner
 
 flags.DEFINE_list("methods", list(methods.names()),
                   f"Methods to compare: any of {', '.join(methods.names())}.")
@@ -129,27 +130,40 @@ class Comparison:
         if os.path.isfile(path):
             with np.load(path) as saved:
                 made_with = str(saved["settings"]) if "settings" in saved.files else None
+                examples = (str(saved["examples_sha256"]) if "examples_sha256" in saved.files
+                            else None)
             if made_with != settings:
                 raise artifacts.RunDirError(
                     f"{path} was made with other noise flags ({made_with} here, {settings} "
                     "now); choose another --compare_dir or pass --overwrite")
+            if examples is not None and examples != data.fingerprint():
+                raise artifacts.RunDirError(
+                    f"{path} was made for other training images or labels than the data now "
+                    "has (moved, added or removed files, or another --data_dir); choose "
+                    "another --compare_dir or pass --overwrite")
             return path
         print(f"noisy labels for seed {seed}: {config.noise} noise", flush=True)
         artifacts.write_npz(path, settings=settings, **inputs.new_noisy_labels(config, data))
         return path
 
-    def seed_cell(self, cell, labels_path):
-        """Puts the seed's labels (and a sibling's stage 1, if one finished) into the cell."""
+    def cell_labels(self, cell, labels_path):
+        """The arrays of the cell's noisy_labels.npz for its run to write: the seed's labels
+        (labels/seed-<k>.npz), or None when the cell's folder holds them already (a restart;
+        RunDirError if they are not the seed's)."""
+        target = os.path.join(self.configs[cell].run_dir, "noisy_labels.npz")
+        if not os.path.isfile(target):
+            with np.load(labels_path) as saved:
+                return {k: saved[k] for k in saved.files if k != "settings"}
+        if _labels(target).tobytes() != _labels(labels_path).tobytes():
+            raise artifacts.RunDirError(
+                f"{target} holds other labels than {labels_path}: the cell would not train "
+                "on the comparison's labels; delete the cell's folder or pass --overwrite")
+        return None
+
+    def share_stage1(self, cell, labels_path):
+        """Copies into the cell a sibling's stage 1 (one trained on the same labels with
+        the same flags), if one finished."""
         config = self.configs[cell]
-        os.makedirs(config.run_dir, exist_ok=True)
-        target = os.path.join(config.run_dir, "noisy_labels.npz")
-        if os.path.isfile(target):
-            if _labels(target).tobytes() != _labels(labels_path).tobytes():
-                raise artifacts.RunDirError(
-                    f"{target} holds other labels than {labels_path}: the cell would not train "
-                    "on the comparison's labels; delete the cell's folder or pass --overwrite")
-        else:
-            _copy(labels_path, target)
         if not _needs_stage1(config) or os.path.isfile(os.path.join(config.run_dir, "stage1.json")):
             return
         wanted = json.loads(json.dumps(config.stage1_dict()))
@@ -167,6 +181,7 @@ class Comparison:
             files = [os.path.join(folder, n) for n in STAGE1_FILES]
             if all(os.path.isfile(f) for f in files):
                 print(f"stage 1 shared with {folder}", flush=True)
+                os.makedirs(config.run_dir, exist_ok=True)
                 files += [f for f in (os.path.join(folder, n) for n in STAGE1_OPTIONAL)
                           if os.path.isfile(f)]
                 for f in sorted(files, key=lambda f: f.endswith(".json")):  # the json last
@@ -176,7 +191,7 @@ class Comparison:
     def siblings(self, cell):
         """The folders a cell may take stage 1 from: the other cells of its seed that train
         one, then any other run folder in the comparison's folder (e.g. of an earlier
-        comparison there with other --methods or --sweep); `seed_cell` checks each."""
+        comparison there with other --methods or --sweep); `share_stage1` checks each."""
         config = self.configs[cell]
         own = [self.configs[o].run_dir for o in self.cells()
                if o != cell and o[1] == cell[1] and _needs_stage1(self.configs[o])]
@@ -435,8 +450,9 @@ def run(comparison, overwrite=False, command=""):
     """Runs every cell not finished yet; returns comparison.json's content.
 
     For each seed the observed labels are made once, in <compare_dir>/labels/seed-<k>.npz,
-    and copied into each (method, seed) cell's run folder, <compare_dir>/<method>-<k>/, as
-    its noisy_labels.npz: every method of a seed trains on exactly those labels
+    and handed to each (method, seed) cell's run, which writes them into its run folder,
+    <compare_dir>/<method>-<k>/, as its noisy_labels.npz (a restarted cell reuses its
+    own, checked to be the seed's): every method of a seed trains on exactly those labels
     (docs/method.md §5). The cells run one after another in this process, each as a
     `runner.run`, so each keeps its run folder's behaviour (restart, backups, TensorBoard,
     results.json). A cell whose results.json was written with the same configuration is
@@ -468,10 +484,14 @@ def run(comparison, overwrite=False, command=""):
         print(f"\n{'=' * 8} {head}: {comparison.configs[cell].run_dir}", flush=True)
         cell_start = time.time()
         labels_path = comparison.prepare_labels(seed, data)
-        comparison.seed_cell(cell, labels_path)
+        labels = comparison.cell_labels(cell, labels_path)
+        if labels is not None:
+            banner(f"noise: the noisy labels of seed {seed}, the same for every cell of the "
+                   f"seed ({labels_path})")
+        comparison.share_stage1(cell, labels_path)
         keras.backend.clear_session()
         try:
-            outcomes[cell] = runner.run(comparison.configs[cell], data=data)
+            outcomes[cell] = runner.run(comparison.configs[cell], data=data, labels=labels)
         except FloatingPointError as e:  # a diverged cell: the others still run
             outcomes[cell] = e
             print(f"{head}: failed: {e}", flush=True)

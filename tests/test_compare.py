@@ -296,6 +296,28 @@ def test_a_cells_line_says_which_test_accuracy_it_quotes():
     assert compare.accuracy_text(tuned).startswith("90.00% test accuracy at the selected epoch (2,")
 
 
+def _npz_labels(path, labels, **more):
+    from idn_tf import artifacts
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    artifacts.write_npz(str(path), labels=np.asarray(labels, np.int64), **more)
+
+
+def test_a_fresh_cell_gets_the_seeds_labels_and_a_restarted_one_keeps_its_own(tmp_path):
+    from idn_tf import artifacts
+    comparison = compare.Comparison({}, ["ce"], [0], str(tmp_path / "cmp"))
+    seed_file = tmp_path / "cmp" / "labels" / "seed-0.npz"
+    _npz_labels(seed_file, [1, 2, 0], validation_rows=np.array([2]), settings="{}")
+    given = comparison.cell_labels(("ce", 0), str(seed_file))
+    assert sorted(given) == ["labels", "validation_rows"]  # the run writes them; no settings
+    np.testing.assert_array_equal(given["labels"], [1, 2, 0])
+    cell_file = tmp_path / "cmp" / "ce-0" / "noisy_labels.npz"
+    _npz_labels(cell_file, [1, 2, 0])
+    assert comparison.cell_labels(("ce", 0), str(seed_file)) is None  # a restart: its own
+    _npz_labels(cell_file, [0, 0, 0])
+    with pytest.raises(artifacts.RunDirError, match="holds other labels than"):
+        comparison.cell_labels(("ce", 0), str(seed_file))
+
+
 @pytest.mark.e2e
 def test_each_cells_line_quotes_its_figure_and_says_which(comparison):
     folder, stdout = comparison
@@ -309,3 +331,12 @@ def test_each_cells_line_quotes_its_figure_and_says_which(comparison):
             f"{100 * cell['test_accuracy_selected']:.2f}% test accuracy at the selected epoch "
             f"({cell['selected_epoch']}, chosen on validation; last epoch "
             f"{100 * cell['test_accuracy']:.2f}%)"), line
+
+
+@pytest.mark.e2e
+def test_a_fresh_cell_says_it_trains_on_the_seeds_labels(comparison):
+    _, stdout = comparison
+    assert "noise: reusing" not in stdout
+    for seed in SEEDS:
+        assert stdout.count(f"noise: the noisy labels of seed {seed}, the same for every cell "
+                            "of the seed") == 2
