@@ -20,7 +20,8 @@ import numpy as np
 from absl import app, flags
 
 from idn_tf import artifacts, cli, flagdefs, inputs, methods, runner
-from idn_tf.config import RATE_NOISES, ConfigError, resolve, stage1_part
+from idn_tf.config import RATE_NOISES, Config, ConfigError, resolve, stage1_part
+from idn_tf.data.noise import NOISES
 from idn_tf.runfolder import banner
 
 flags.DEFINE_list("methods", list(methods.names()),
@@ -283,6 +284,7 @@ def summary(comparison, outcomes):
                          noise_rate_actual=outcome.get("noise_rate_actual"),
                          guard_fired=bool((outcome.get("export_guard") or {}).get("worse")),
                          exported_classifier=outcome.get("exported_classifier"),
+                         saved_model=outcome.get("saved_model") or None,
                          labels_sha256=_sha256(os.path.join(config.run_dir, "noisy_labels.npz")))
             for name in FIGURES:
                 if entry[name] is not None:
@@ -293,6 +295,9 @@ def summary(comparison, outcomes):
             entry.update(status="pending")
         cells.append(entry)
     first = comparison.configs[comparison.cells()[0]]
+    # The test set, as the done cells' results.json say (those of older runs do not).
+    test_set = next((o for o in outcomes.values() if isinstance(o, dict)
+                     and o.get("test_images") is not None), {})
     per_seed = {}  # one actual noise rate per seed (all its cells share the labels)
     for c in cells:
         rate = c.get("noise_rate_actual")
@@ -305,6 +310,8 @@ def summary(comparison, outcomes):
         "methods": comparison.methods, "rows": list(comparison.rows), "seeds": comparison.seeds,
         "flags": comparison.explicit,
         "noise_rate_actual": _stats(rates),
+        "test_images": test_set.get("test_images"),
+        "own_test_labels": test_set.get("own_test_labels"),
         "summary": {r: {**_stats(v["test_accuracy"]), "test_accuracies": v["test_accuracy"],
                         **{key: {**_stats(v[name]), "values": v[name]} for key, name in (
                             ("selected", "test_accuracy_selected"),
@@ -346,31 +353,25 @@ def _sha256(path):
 
 
 def markdown(result, comparison, command=""):
-    """comparison.md: one row per method (or swept value): mean ± std test accuracy (%)
-    over the seeds at the epoch chosen on validation, at the last epoch, and at the best
-    epoch on test (optimistic: for the paper's Table 3 protocol only)."""
-    title = f"{result['dataset']}, {result['noise']}"
-    if result["noise_rate"] is not None:
-        title += f" r = {result['noise_rate']:g}"
+    """comparison.md: the setting in words and the test set; one row per method (or swept
+    value): mean ± std test accuracy (%) over the seeds at the epoch chosen on validation,
+    at the last epoch, and at the best epoch on test (optimistic: for the paper's Table 3
+    protocol only); how to get the best row's model."""
+    first = comparison.configs[comparison.cells()[0]]
     seeds = ", ".join(str(s) for s in result["seeds"])
-    lines = [f"# {title}: test accuracy (%)", "",
+    lines = [f"# {setting_text(first, result['noise_rate_actual'])}, "
+             f"{_count(len(result['methods']), 'method')} × {_count(len(result['seeds']), 'seed')}"
+             ": test accuracy (%)", "",
+             test_set_text(result) +
              f"Mean ± std (numpy, ddof 0) over seeds {seeds}; every method of a seed trained on "
              "the same noisy labels. Quote the selected column: its epoch was chosen by "
              "accuracy on the noisy validation split; the best-epoch column looks at the test "
              "set, so it is optimistic."]
-    wrong = result["noise_rate_actual"]
-    if wrong["n"]:
-        lines.append(f"Wrong training labels: {100 * wrong['mean']:.2f} ± {100 * wrong['std']:.2f} %.")
     summaries = result["summary"]
-    quoted = "selected" if any(s["selected"]["n"] for s in summaries.values()) else None
+    quoted = quoted_figure(summaries)
     lines += ["", "| method | selected on validation | last epoch | best epoch (optimistic) "
               f"| per seed ({quoted or 'last'}) | seeds done |", "|---|---|---|---|---|---|"]
-    # The best quoted mean in bold, among the rows with the most seeds done.
-    def quoted_stats(s):
-        return s[quoted] if quoted else s
-    most = max(quoted_stats(s)["n"] for s in summaries.values())
-    done = {r: quoted_stats(s) for r, s in summaries.items() if quoted_stats(s)["n"] == most and most}
-    best = max((s["mean"] for s in done.values()), default=None)
+    bold = leaders(result) if len(result["rows"]) > 1 else []
     for row in result["rows"]:
         stats = summaries[row]
         per_seed = {c["seed"]: c for c in result["cells"] if c["row"] == row}
@@ -378,7 +379,7 @@ def markdown(result, comparison, command=""):
             f"{100 * accuracy_of(per_seed[s], quoted):.2f}{GUARD_MARK * guarded(per_seed[s])}"
             if per_seed[s]["status"] == "done" else per_seed[s]["status"] for s in result["seeds"])
         columns = [cell_text(stats["selected"]), cell_text(stats), cell_text(stats["best"])]
-        if row in done and done[row]["mean"] == best and len(done) > 1:
+        if row in bold:
             index = 0 if quoted else 1
             columns[index] = f"**{columns[index]}**"
         lines.append(f"| {comparison.title(row)} | {' | '.join(columns)} | {seeds_text} | "
@@ -396,7 +397,79 @@ def markdown(result, comparison, command=""):
                       for m, v in sweep["chosen"].items()) + "."]
     if command:
         lines += ["", f"Command: `{command}`"]
-    return "\n".join(lines) + "\n"
+    chosen = model_text(result, comparison)
+    return "\n".join(lines + (["", chosen] if chosen else [])) + "\n"
+
+
+def _count(n, noun):
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def setting_text(config, wrong):
+    """The data and their labels in words (comparison.md's title), e.g. "Class folder
+    photos/ (its own labels)" or "digits, k-means instance-dependent noise (26.8% wrong
+    labels)"; `wrong`: the stats of the measured share of wrong training labels."""
+    data = {"folder": f"Class folder {config.data_dir}",
+            "npz": config.npz_path}.get(config.dataset, config.dataset)
+    rate = f"{100 * wrong['mean']:.1f}% wrong labels" if wrong["n"] else ""
+    if config.noise == "none":
+        labels = f"its {config.noisy_label_key} labels" if config.noisy_label_key else NOISES["none"]
+        return f"{data} ({', '.join(t for t in (labels, rate) if t)})"
+    noise = NOISES[config.noise] + (f" r = {config.noise_rate:g}" if config.uses_noise_rate()
+                                    else "")
+    return f"{data}, {noise}" + (f" ({rate})" if rate else "")
+
+
+def test_set_text(result):
+    """What the accuracies are measured on, as a sentence: the number of test images and
+    whose labels they have ("" when no cell said: runs made before results.json did)."""
+    if result.get("test_images") is None:
+        return ""
+    if result["own_test_labels"]:
+        return (f"Test set: {result['test_images']} images with the folder's own labels, not "
+                "known to be clean (where a test label is wrong, a right answer counts as "
+                "wrong). ")
+    return f"Test set: {result['test_images']} images with clean labels. "
+
+
+def quoted_figure(summaries):
+    """The figure comparison.md quotes: "selected" if a cell has a validation split, else
+    None (the last epoch's)."""
+    return "selected" if any(s["selected"]["n"] for s in summaries.values()) else None
+
+
+def leaders(result):
+    """The rows of the best quoted mean among the rows with the most seeds done (bold in
+    comparison.md), in table order; [] before any cell is done."""
+    quoted = quoted_figure(result["summary"])
+    stats = {r: s[quoted] if quoted else s for r, s in result["summary"].items()}
+    most = max(s["n"] for s in stats.values())
+    done = {r: s["mean"] for r, s in stats.items() if s["n"] == most and most}
+    return [r for r in result["rows"] if r in done and done[r] == max(done.values())]
+
+
+def model_text(result, comparison):
+    """How to get the best row's model (`leaders`): the SavedModels its cells exported, or
+    else the command that exports one of them (its seed of the highest validation
+    accuracy), reusing the cell's training ("" before any cell is done)."""
+    rows = leaders(result)
+    if not rows:
+        return ""
+    cells = [c for c in result["cells"] if c["row"] == rows[0] and c["status"] == "done"]
+    name = f"To use {comparison.title(rows[0])}, the best row above"
+    exported = [c for c in cells if c.get("saved_model")]
+    if exported:
+        return f"{name}: its SavedModels, " + ", ".join(
+            f"`{c['saved_model']}` (seed {c['seed']})" for c in exported) + "."
+    scored = [c for c in cells if c.get("validation_accuracy") is not None]
+    cell = max(scored, key=lambda c: c["validation_accuracy"]) if scored else cells[0]
+    config = comparison.configs[(cell["row"], cell["seed"])]
+    export_dir = Config.export_dir  # idn_tf.train's default
+    return (f"{name}: a comparison exports only with --export_dir. This exports its seed "
+            f"{cell['seed']} ({'the highest validation accuracy' if scored else 'the first'} of "
+            "its seeds), reusing the cell's training: `python -m idn_tf.train "
+            f"--flagfile={os.path.join(config.run_dir, 'flags.txt')} --export_dir={export_dir}` "
+            f"(a SavedModel in {os.path.join(export_dir, config.model_name)}/).")
 
 
 GUARD_MARK = "†"

@@ -52,6 +52,7 @@ def run(config, data=None, labels=None):
             print(f"\nworker done ({time.time() - start:.0f} s); the chief writes the results")
             return None
         res = report_run(state, trained, method, held_out)
+        res.update(test_images=data.test_size, own_test_labels=data.own_test_labels)
         if tuned is not None:
             res.update(finetuned_test_accuracy=tuned.result.test_accuracy,
                        finetune_history=tuned.result.history,

@@ -318,6 +318,66 @@ def test_a_fresh_cell_gets_the_seeds_labels_and_a_restarted_one_keeps_its_own(tm
         comparison.cell_labels(("ce", 0), str(seed_file))
 
 
+def _summary(comparison, results):
+    """`compare.summary` of done cells whose results.json would hold `results[(row, seed)]`."""
+    for (row, seed), config in comparison.configs.items():
+        _npz_labels(os.path.join(config.run_dir, "noisy_labels.npz"), [0, 1])
+    return compare.summary(comparison, results)
+
+
+def _results(selected, validation, **more):
+    return {"method_test_accuracy": selected - 0.01, "method_test_accuracy_selected": selected,
+            "method_test_accuracy_best": selected + 0.01, "method_validation_accuracy": validation,
+            "selected_epoch": 4, "noise_rate_actual": float("nan"), "test_images": 74,
+            "own_test_labels": True, **more}
+
+
+def test_comparison_md_names_the_setting_the_test_set_and_how_to_get_the_model(tmp_path):
+    folder = tmp_path / "cmp"
+    comparison = compare.Comparison({"dataset": "folder", "data_dir": "photos/"},
+                                    ["idn", "ce", "tanaka"], [0, 1], str(folder))
+    scores = {"idn": (0.5, 0.6), "ce": (0.55, 0.6), "tanaka": (0.6, 0.5)}
+    results = {(r, s): _results(scores[r][0], scores[r][1] + 0.1 * s) for r, s in comparison.cells()}
+    result = _summary(comparison, results)
+    lines = compare.markdown(result, comparison).splitlines()
+    assert lines[0] == ("# Class folder photos/ (its own labels), 3 methods × 2 seeds: "
+                        "test accuracy (%)")
+    assert lines[2].startswith("Test set: 74 images with the folder's own labels, not known "
+                               "to be clean")
+    # Tanaka is the best (in bold); the comparison did not export: the command that does,
+    # from its seed of the highest validation accuracy.
+    assert "| Tanaka | **60.00 ± 0.00** |" in "\n".join(lines)
+    flagfile = os.path.join(str(folder), "tanaka-1", "flags.txt")
+    assert lines[-1] == (
+        "To use Tanaka, the best row above: a comparison exports only with --export_dir. This "
+        "exports its seed 1 (the highest validation accuracy of its seeds), reusing the "
+        f"cell's training: `python -m idn_tf.train --flagfile={flagfile} "
+        f"--export_dir=saved_models` (a SavedModel in saved_models/cmp-tanaka-1/).")
+    # With --export_dir, the cells' own SavedModels.
+    exported = compare.Comparison({"dataset": "folder", "data_dir": "photos/",
+                                   "export_dir": "models"}, ["ce", "tanaka"], [0, 1],
+                                  str(tmp_path / "exported"))
+    result = _summary(exported, {(r, s): _results(scores[r][0], 0.5,
+                                                  saved_model=f"models/x-{r}-{s}/1")
+                                 for r, s in exported.cells()})
+    assert compare.markdown(result, exported).splitlines()[-1] == (
+        "To use Tanaka, the best row above: its SavedModels, `models/x-tanaka-0/1` (seed 0), "
+        "`models/x-tanaka-1/1` (seed 1).")
+
+
+@pytest.mark.parametrize("fields, wrong, title", [
+    ({}, 0.268, "digits, k-means instance-dependent noise (26.8% wrong labels)"),
+    ({"noise": "ccn", "noise_rate": 0.4}, 0.2, "digits, class-pair noise r = 0.4 (20.0% wrong labels)"),
+    ({"dataset": "folder", "data_dir": "photos/", "noise": "symmetric"}, None,
+     "Class folder photos/, symmetric noise r = 0.4"),
+    ({"dataset": "cifar10_n"}, 0.4, "cifar10_n (its worst labels, 40.0% wrong labels)"),
+])
+def test_the_title_names_the_data_and_the_noise_in_words(fields, wrong, title):
+    config = compare.resolve(fields)
+    stats = {"mean": wrong, "n": 2} if wrong is not None else {"mean": float("nan"), "n": 0}
+    assert compare.setting_text(config, stats) == title
+
+
 @pytest.mark.e2e
 def test_each_cells_line_quotes_its_figure_and_says_which(comparison):
     folder, stdout = comparison
@@ -340,3 +400,22 @@ def test_a_fresh_cell_says_it_trains_on_the_seeds_labels(comparison):
     for seed in SEEDS:
         assert stdout.count(f"noise: the noisy labels of seed {seed}, the same for every cell "
                             "of the seed") == 2
+
+
+@pytest.mark.e2e
+def test_comparison_md_gives_the_command_that_exports_the_best_model(comparison, tmp_path):
+    import shutil
+    folder, _ = comparison
+    shutil.copytree(folder, tmp_path / "cmp")  # its flags.txt name cmp/<cell>: run from here
+    table = (tmp_path / "cmp" / "comparison.md").read_text().splitlines()
+    assert re.fullmatch(r"# digits, class-pair noise r = 0\.4 \(\d+\.\d% wrong labels\), "
+                        r"2 methods × 2 seeds: test accuracy \(%\)", table[0]), table[0]
+    assert table[2].startswith("Test set: 360 images with clean labels.")
+    command = re.search(r"`python -m idn_tf\.train (.+)`", table[-1]).group(1).split()
+    result = cli_lib.run("idn_tf.train", *command, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "stage 1: reusing" in result.stdout  # nothing trained again
+    cell = os.path.dirname(command[0].split("=", 1)[1])
+    saved = json.loads((tmp_path / cell / "results.json").read_text())["saved_model"]
+    assert saved.startswith(os.path.join("saved_models", f"cmp-{os.path.basename(cell)}"))
+    assert (tmp_path / saved / "saved_model.pb").is_file()
