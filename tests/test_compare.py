@@ -318,6 +318,20 @@ def test_a_fresh_cell_gets_the_seeds_labels_and_a_restarted_one_keeps_its_own(tm
         comparison.cell_labels(("ce", 0), str(seed_file))
 
 
+def test_seed_labels_made_for_other_images_are_refused(tmp_path):
+    """A class folder changed since its seed's labels were made: no cell trains on them."""
+    import types
+    from idn_tf import artifacts
+    comparison = compare.Comparison({"dataset": "folder", "data_dir": "photos/"}, ["ce"], [0],
+                                    str(tmp_path / "cmp"))
+    settings = json.dumps(comparison.configs[("ce", 0)].noise_dict(), sort_keys=True)
+    _npz_labels(tmp_path / "cmp" / "labels" / "seed-0.npz", [0, 1], settings=settings,
+                examples_sha256="before")
+    assert comparison.prepare_labels(0, types.SimpleNamespace(fingerprint=lambda: "before"))
+    with pytest.raises(artifacts.RunDirError, match="made for other training images"):
+        comparison.prepare_labels(0, types.SimpleNamespace(fingerprint=lambda: "after"))
+
+
 def _summary(comparison, results):
     """`compare.summary` of done cells whose results.json would hold `results[(row, seed)]`."""
     for (row, seed), config in comparison.configs.items():
