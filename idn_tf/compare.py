@@ -20,7 +20,9 @@ import numpy as np
 from absl import app, flags
 
 from idn_tf import artifacts, cli, flagdefs, inputs, methods, runner
-from idn_tf.config import RATE_NOISES, ConfigError, resolve, stage1_part
+from idn_tf.config import RATE_NOISES, Config, ConfigError, resolve, stage1_part
+from idn_tf.data.noise import NOISES
+from idn_tf.runfolder import banner
 
 flags.DEFINE_list("methods", list(methods.names()),
                   f"Methods to compare: any of {', '.join(methods.names())}.")
@@ -129,27 +131,40 @@ class Comparison:
         if os.path.isfile(path):
             with np.load(path) as saved:
                 made_with = str(saved["settings"]) if "settings" in saved.files else None
+                examples = (str(saved["examples_sha256"]) if "examples_sha256" in saved.files
+                            else None)
             if made_with != settings:
                 raise artifacts.RunDirError(
                     f"{path} was made with other noise flags ({made_with} here, {settings} "
                     "now); choose another --compare_dir or pass --overwrite")
+            if examples is not None and examples != data.fingerprint():
+                raise artifacts.RunDirError(
+                    f"{path} was made for other training images or labels than the data now "
+                    "has (moved, added or removed files, or another --data_dir); choose "
+                    "another --compare_dir or pass --overwrite")
             return path
         print(f"noisy labels for seed {seed}: {config.noise} noise", flush=True)
         artifacts.write_npz(path, settings=settings, **inputs.new_noisy_labels(config, data))
         return path
 
-    def seed_cell(self, cell, labels_path):
-        """Puts the seed's labels (and a sibling's stage 1, if one finished) into the cell."""
+    def cell_labels(self, cell, labels_path):
+        """The arrays of the cell's noisy_labels.npz for its run to write: the seed's labels
+        (labels/seed-<k>.npz), or None when the cell's folder holds them already (a restart;
+        RunDirError if they are not the seed's)."""
+        target = os.path.join(self.configs[cell].run_dir, "noisy_labels.npz")
+        if not os.path.isfile(target):
+            with np.load(labels_path) as saved:
+                return {k: saved[k] for k in saved.files if k != "settings"}
+        if _labels(target).tobytes() != _labels(labels_path).tobytes():
+            raise artifacts.RunDirError(
+                f"{target} holds other labels than {labels_path}: the cell would not train "
+                "on the comparison's labels; delete the cell's folder or pass --overwrite")
+        return None
+
+    def share_stage1(self, cell, labels_path):
+        """Copies into the cell a sibling's stage 1 (one trained on the same labels with
+        the same flags), if one finished."""
         config = self.configs[cell]
-        os.makedirs(config.run_dir, exist_ok=True)
-        target = os.path.join(config.run_dir, "noisy_labels.npz")
-        if os.path.isfile(target):
-            if _labels(target).tobytes() != _labels(labels_path).tobytes():
-                raise artifacts.RunDirError(
-                    f"{target} holds other labels than {labels_path}: the cell would not train "
-                    "on the comparison's labels; delete the cell's folder or pass --overwrite")
-        else:
-            _copy(labels_path, target)
         if not _needs_stage1(config) or os.path.isfile(os.path.join(config.run_dir, "stage1.json")):
             return
         wanted = json.loads(json.dumps(config.stage1_dict()))
@@ -167,6 +182,7 @@ class Comparison:
             files = [os.path.join(folder, n) for n in STAGE1_FILES]
             if all(os.path.isfile(f) for f in files):
                 print(f"stage 1 shared with {folder}", flush=True)
+                os.makedirs(config.run_dir, exist_ok=True)
                 files += [f for f in (os.path.join(folder, n) for n in STAGE1_OPTIONAL)
                           if os.path.isfile(f)]
                 for f in sorted(files, key=lambda f: f.endswith(".json")):  # the json last
@@ -176,7 +192,7 @@ class Comparison:
     def siblings(self, cell):
         """The folders a cell may take stage 1 from: the other cells of its seed that train
         one, then any other run folder in the comparison's folder (e.g. of an earlier
-        comparison there with other --methods or --sweep); `seed_cell` checks each."""
+        comparison there with other --methods or --sweep); `share_stage1` checks each."""
         config = self.configs[cell]
         own = [self.configs[o].run_dir for o in self.cells()
                if o != cell and o[1] == cell[1] and _needs_stage1(self.configs[o])]
@@ -223,9 +239,11 @@ FIGURES = {"test_accuracy": "_test_accuracy", "test_accuracy_selected": "_test_a
 def figures(results):
     """The figures of a cell's final classifier (after any clean fine-tuning): the last
     epoch's test accuracy, the selected epoch's (None without validation), the best
-    epoch's (optimistic), the selected epoch's validation accuracy."""
+    epoch's (optimistic), the selected epoch's validation accuracy, and that epoch."""
     prefix = "method" if results.get("finetuned_test_accuracy") is None else "finetuned"
-    return {name: results.get(prefix + key) for name, key in FIGURES.items()}
+    epoch = "selected_epoch" if prefix == "method" else f"{prefix}_selected_epoch"
+    return {**{name: results.get(prefix + key) for name, key in FIGURES.items()},
+            "selected_epoch": results.get(epoch)}
 
 
 def accuracy(results):
@@ -234,6 +252,17 @@ def accuracy(results):
     found = figures(results)
     return found["test_accuracy"] if found["test_accuracy_selected"] is None \
         else found["test_accuracy_selected"]
+
+
+def accuracy_text(results):
+    """A cell's `accuracy` as its console line quotes it, saying which it is: "71.11% test
+    accuracy at the selected epoch (7, chosen on validation; last epoch 69.44%)", or
+    "69.44% test accuracy at the last epoch" without a validation split."""
+    found, quoted = figures(results), f"{100 * accuracy(results):.2f}% test accuracy"
+    if found["test_accuracy_selected"] is None:
+        return f"{quoted} at the last epoch"
+    return (f"{quoted} at the selected epoch ({found['selected_epoch']}, chosen on validation; "
+            f"last epoch {100 * found['test_accuracy']:.2f}%)")
 
 
 def summary(comparison, outcomes):
@@ -251,11 +280,11 @@ def summary(comparison, outcomes):
         outcome = outcomes.get(cell)
         if isinstance(outcome, dict):
             entry.update(status="done", **figures(outcome),
-                         selected_epoch=outcome.get("selected_epoch"),
                          ce_test_accuracy=outcome.get("ce_test_accuracy"),
                          noise_rate_actual=outcome.get("noise_rate_actual"),
                          guard_fired=bool((outcome.get("export_guard") or {}).get("worse")),
                          exported_classifier=outcome.get("exported_classifier"),
+                         saved_model=outcome.get("saved_model") or None,
                          labels_sha256=_sha256(os.path.join(config.run_dir, "noisy_labels.npz")))
             for name in FIGURES:
                 if entry[name] is not None:
@@ -266,6 +295,9 @@ def summary(comparison, outcomes):
             entry.update(status="pending")
         cells.append(entry)
     first = comparison.configs[comparison.cells()[0]]
+    # The test set, as the done cells' results.json say (those of older runs do not).
+    test_set = next((o for o in outcomes.values() if isinstance(o, dict)
+                     and o.get("test_images") is not None), {})
     per_seed = {}  # one actual noise rate per seed (all its cells share the labels)
     for c in cells:
         rate = c.get("noise_rate_actual")
@@ -278,6 +310,8 @@ def summary(comparison, outcomes):
         "methods": comparison.methods, "rows": list(comparison.rows), "seeds": comparison.seeds,
         "flags": comparison.explicit,
         "noise_rate_actual": _stats(rates),
+        "test_images": test_set.get("test_images"),
+        "own_test_labels": test_set.get("own_test_labels"),
         "summary": {r: {**_stats(v["test_accuracy"]), "test_accuracies": v["test_accuracy"],
                         **{key: {**_stats(v[name]), "values": v[name]} for key, name in (
                             ("selected", "test_accuracy_selected"),
@@ -319,31 +353,25 @@ def _sha256(path):
 
 
 def markdown(result, comparison, command=""):
-    """comparison.md: one row per method (or swept value): mean ± std test accuracy (%)
-    over the seeds at the epoch chosen on validation, at the last epoch, and at the best
-    epoch on test (optimistic: for the paper's Table 3 protocol only)."""
-    title = f"{result['dataset']}, {result['noise']}"
-    if result["noise_rate"] is not None:
-        title += f" r = {result['noise_rate']:g}"
+    """comparison.md: the setting in words and the test set; one row per method (or swept
+    value): mean ± std test accuracy (%) over the seeds at the epoch chosen on validation,
+    at the last epoch, and at the best epoch on test (optimistic: for the paper's Table 3
+    protocol only); how to get the best row's model."""
+    first = comparison.configs[comparison.cells()[0]]
     seeds = ", ".join(str(s) for s in result["seeds"])
-    lines = [f"# {title}: test accuracy (%)", "",
+    lines = [f"# {setting_text(first, result['noise_rate_actual'])}, "
+             f"{_count(len(result['methods']), 'method')} × {_count(len(result['seeds']), 'seed')}"
+             ": test accuracy (%)", "",
+             test_set_text(result) +
              f"Mean ± std (numpy, ddof 0) over seeds {seeds}; every method of a seed trained on "
              "the same noisy labels. Quote the selected column: its epoch was chosen by "
              "accuracy on the noisy validation split; the best-epoch column looks at the test "
              "set, so it is optimistic."]
-    wrong = result["noise_rate_actual"]
-    if wrong["n"]:
-        lines.append(f"Wrong training labels: {100 * wrong['mean']:.2f} ± {100 * wrong['std']:.2f} %.")
     summaries = result["summary"]
-    quoted = "selected" if any(s["selected"]["n"] for s in summaries.values()) else None
+    quoted = quoted_figure(summaries)
     lines += ["", "| method | selected on validation | last epoch | best epoch (optimistic) "
               f"| per seed ({quoted or 'last'}) | seeds done |", "|---|---|---|---|---|---|"]
-    # The best quoted mean in bold, among the rows with the most seeds done.
-    def quoted_stats(s):
-        return s[quoted] if quoted else s
-    most = max(quoted_stats(s)["n"] for s in summaries.values())
-    done = {r: quoted_stats(s) for r, s in summaries.items() if quoted_stats(s)["n"] == most and most}
-    best = max((s["mean"] for s in done.values()), default=None)
+    bold = leaders(result) if len(result["rows"]) > 1 else []
     for row in result["rows"]:
         stats = summaries[row]
         per_seed = {c["seed"]: c for c in result["cells"] if c["row"] == row}
@@ -351,7 +379,7 @@ def markdown(result, comparison, command=""):
             f"{100 * accuracy_of(per_seed[s], quoted):.2f}{GUARD_MARK * guarded(per_seed[s])}"
             if per_seed[s]["status"] == "done" else per_seed[s]["status"] for s in result["seeds"])
         columns = [cell_text(stats["selected"]), cell_text(stats), cell_text(stats["best"])]
-        if row in done and done[row]["mean"] == best and len(done) > 1:
+        if row in bold:
             index = 0 if quoted else 1
             columns[index] = f"**{columns[index]}**"
         lines.append(f"| {comparison.title(row)} | {' | '.join(columns)} | {seeds_text} | "
@@ -369,7 +397,79 @@ def markdown(result, comparison, command=""):
                       for m, v in sweep["chosen"].items()) + "."]
     if command:
         lines += ["", f"Command: `{command}`"]
-    return "\n".join(lines) + "\n"
+    chosen = model_text(result, comparison)
+    return "\n".join(lines + (["", chosen] if chosen else [])) + "\n"
+
+
+def _count(n, noun):
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def setting_text(config, wrong):
+    """The data and their labels in words (comparison.md's title), e.g. "Class folder
+    photos/ (its own labels)" or "digits, k-means instance-dependent noise (26.8% wrong
+    labels)"; `wrong`: the stats of the measured share of wrong training labels."""
+    data = {"folder": f"Class folder {config.data_dir}",
+            "npz": config.npz_path}.get(config.dataset, config.dataset)
+    rate = f"{100 * wrong['mean']:.1f}% wrong labels" if wrong["n"] else ""
+    if config.noise == "none":
+        labels = f"its {config.noisy_label_key} labels" if config.noisy_label_key else NOISES["none"]
+        return f"{data} ({', '.join(t for t in (labels, rate) if t)})"
+    noise = NOISES[config.noise] + (f" r = {config.noise_rate:g}" if config.uses_noise_rate()
+                                    else "")
+    return f"{data}, {noise}" + (f" ({rate})" if rate else "")
+
+
+def test_set_text(result):
+    """What the accuracies are measured on, as a sentence: the number of test images and
+    whose labels they have ("" when no cell said: runs made before results.json did)."""
+    if result.get("test_images") is None:
+        return ""
+    if result["own_test_labels"]:
+        return (f"Test set: {result['test_images']} images with the folder's own labels, not "
+                "known to be clean (where a test label is wrong, a right answer counts as "
+                "wrong). ")
+    return f"Test set: {result['test_images']} images with clean labels. "
+
+
+def quoted_figure(summaries):
+    """The figure comparison.md quotes: "selected" if a cell has a validation split, else
+    None (the last epoch's)."""
+    return "selected" if any(s["selected"]["n"] for s in summaries.values()) else None
+
+
+def leaders(result):
+    """The rows of the best quoted mean among the rows with the most seeds done (bold in
+    comparison.md), in table order; [] before any cell is done."""
+    quoted = quoted_figure(result["summary"])
+    stats = {r: s[quoted] if quoted else s for r, s in result["summary"].items()}
+    most = max(s["n"] for s in stats.values())
+    done = {r: s["mean"] for r, s in stats.items() if s["n"] == most and most}
+    return [r for r in result["rows"] if r in done and done[r] == max(done.values())]
+
+
+def model_text(result, comparison):
+    """How to get the best row's model (`leaders`): the SavedModels its cells exported, or
+    else the command that exports one of them (its seed of the highest validation
+    accuracy), reusing the cell's training ("" before any cell is done)."""
+    rows = leaders(result)
+    if not rows:
+        return ""
+    cells = [c for c in result["cells"] if c["row"] == rows[0] and c["status"] == "done"]
+    name = f"To use {comparison.title(rows[0])}, the best row above"
+    exported = [c for c in cells if c.get("saved_model")]
+    if exported:
+        return f"{name}: its SavedModels, " + ", ".join(
+            f"`{c['saved_model']}` (seed {c['seed']})" for c in exported) + "."
+    scored = [c for c in cells if c.get("validation_accuracy") is not None]
+    cell = max(scored, key=lambda c: c["validation_accuracy"]) if scored else cells[0]
+    config = comparison.configs[(cell["row"], cell["seed"])]
+    export_dir = Config.export_dir  # idn_tf.train's default
+    return (f"{name}: a comparison exports only with --export_dir. This exports its seed "
+            f"{cell['seed']} ({'the highest validation accuracy' if scored else 'the first'} of "
+            "its seeds), reusing the cell's training: `python -m idn_tf.train "
+            f"--flagfile={os.path.join(config.run_dir, 'flags.txt')} --export_dir={export_dir}` "
+            f"(a SavedModel in {os.path.join(export_dir, config.model_name)}/).")
 
 
 GUARD_MARK = "†"
@@ -423,8 +523,9 @@ def run(comparison, overwrite=False, command=""):
     """Runs every cell not finished yet; returns comparison.json's content.
 
     For each seed the observed labels are made once, in <compare_dir>/labels/seed-<k>.npz,
-    and copied into each (method, seed) cell's run folder, <compare_dir>/<method>-<k>/, as
-    its noisy_labels.npz: every method of a seed trains on exactly those labels
+    and handed to each (method, seed) cell's run, which writes them into its run folder,
+    <compare_dir>/<method>-<k>/, as its noisy_labels.npz (a restarted cell reuses its
+    own, checked to be the seed's): every method of a seed trains on exactly those labels
     (docs/method.md §5). The cells run one after another in this process, each as a
     `runner.run`, so each keeps its run folder's behaviour (restart, backups, TensorBoard,
     results.json). A cell whose results.json was written with the same configuration is
@@ -451,15 +552,19 @@ def run(comparison, overwrite=False, command=""):
         row, seed = cell
         head = f"[{number}/{len(cells)}] {row}, seed {seed}"
         if outcomes[cell] is not None:
-            print(f"{head}: finished ({100 * accuracy(outcomes[cell]):.2f}%), skipped", flush=True)
+            print(f"{head}: finished, {accuracy_text(outcomes[cell])}; skipped", flush=True)
             continue
         print(f"\n{'=' * 8} {head}: {comparison.configs[cell].run_dir}", flush=True)
         cell_start = time.time()
         labels_path = comparison.prepare_labels(seed, data)
-        comparison.seed_cell(cell, labels_path)
+        labels = comparison.cell_labels(cell, labels_path)
+        if labels is not None:
+            banner(f"noise: the noisy labels of seed {seed}, the same for every cell of the "
+                   f"seed ({labels_path})")
+        comparison.share_stage1(cell, labels_path)
         keras.backend.clear_session()
         try:
-            outcomes[cell] = runner.run(comparison.configs[cell], data=data)
+            outcomes[cell] = runner.run(comparison.configs[cell], data=data, labels=labels)
         except FloatingPointError as e:  # a diverged cell: the others still run
             outcomes[cell] = e
             print(f"{head}: failed: {e}", flush=True)
@@ -469,7 +574,7 @@ def run(comparison, overwrite=False, command=""):
                 "choose another --compare_dir, delete that cell's folder, or pass --overwrite "
                 "(which starts the whole comparison again)")) from None
         else:
-            print(f"{'=' * 8} {head}: {100 * accuracy(outcomes[cell]):.2f}% "
+            print(f"{'=' * 8} {head}: {accuracy_text(outcomes[cell])} "
                   f"({time.time() - cell_start:.0f} s)", flush=True)
         write_reports(comparison, outcomes, command)
     result = write_reports(comparison, outcomes, command)
@@ -561,7 +666,7 @@ def main(argv):
         command = "python -m idn_tf.compare " + " ".join(
             a for a in sys.argv[1:] if a not in ("--overwrite", "--dry_run"))
         if FLAGS.dry_run:
-            print(json.dumps({f"{m}-{s}": c.to_dict() for (m, s), c in comparison.configs.items()},
+            print(json.dumps({f"{m}-{s}": c.used_dict() for (m, s), c in comparison.configs.items()},
                              indent=2))
             return 0
         result = run(comparison, overwrite=overwrite, command=command)

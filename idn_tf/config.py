@@ -23,7 +23,8 @@ from idn_tf.data.holdout import MAX_FRACTION as VAL_FRACTION_MAX
 from idn_tf.data.noise import (KMEANS_CLUSTERS, MLP_EPOCHS, MLP_HIDDEN_UNITS, NOISE_FEATURES,
                                 NOISE_TYPES)
 from idn_tf.data.folder import TEST_FRACTION
-from idn_tf.data.sources import FILE_SOURCES, NAMED_CLASS_SOURCES, OWN_VALIDATION_SOURCES
+from idn_tf.data.sources import (FILE_SOURCES, NAMED_CLASS_SOURCES, OWN_VALIDATION_SOURCES,
+                                 TFDS_SOURCES)
 from idn_tf.data.sources import SOURCES as DATASETS
 from idn_tf.data.sources import DataError
 from idn_tf.data.tfds_sources import noisy_label_feature
@@ -236,18 +237,12 @@ class Config:
             return None if self.oversample == "none" else "auto"
         return tuple(float(m) for m in self.oversample.split(","))
 
-    def semantic_dict(self):
-        """The fields that decide what the run computes (for restart checks).
-
-        Leaves out the fields this configuration does not use (e.g. --kmeans_clusters
-        with --noise=ccn), so that a flagfile and a recipe that differ only there
-        describe the same run.
-        """
-        unused = set(NON_SEMANTIC_FIELDS)
-        if self.method == methods.DEFAULT:
-            unused.add("method")  # as run folders written before --method existed say
-        method = self.method_object()
-        unused.update(set(methods.field_defaults()) - set(method.semantic_fields(self)))
+    def unused_fields(self):
+        """The fields this configuration does not read: other methods' (`Method.used_fields`),
+        other noises' (--kmeans_clusters with --noise=ccn) and other datasets' (the file
+        datasets' flags for digits), the export's without one, and --dry_run (the command's)."""
+        unused = {"dry_run"}
+        unused.update(set(methods.field_defaults()) - set(self.method_object().used_fields(self)))
         if self.noise not in RATE_NOISES:
             unused.add("noise_rate")
         if self.noise != "kmeans":
@@ -267,6 +262,10 @@ class Config:
             unused.add("class_names")
         if self.dataset != "folder":
             unused.add("test_fraction")
+        if self.dataset not in (*TFDS_SOURCES, *FILE_SOURCES):
+            unused.add("data_dir")  # digits is bundled, an npz is --npz_path
+        if self.dataset not in TFDS_SOURCES:
+            unused.add("download")
         if self.dataset in FILE_SOURCES:
             unused.update(("augment", "crop_padding"))  # their own: resize, crop, flip
             if self.dataset in OWN_VALIDATION_SOURCES:
@@ -282,7 +281,29 @@ class Config:
             unused.update(("image_check", "image_size", "resize", "resize_mode", "finetune_lr"))
         if self.augment == "none":
             unused.add("crop_padding")
-        semantic = {k: v for k, v in self.to_dict().items() if k not in unused}
+        if not self.export_dir:
+            unused.update(("model_name", "export_classifier", "export_class_names"))
+        return unused
+
+    def used_dict(self):
+        """The fields this run reads -> value (--dry_run): `to_dict` without `unused_fields`."""
+        unused = self.unused_fields()
+        return {k: v for k, v in self.to_dict().items() if k not in unused}
+
+    def semantic_dict(self):
+        """The fields that decide what the run computes (for restart checks).
+
+        `used_dict` without the fields that do not change the result (`NON_SEMANTIC_FIELDS`)
+        and without the method's options at their paper setting (`Method.semantic_fields`),
+        so that a flagfile and a recipe that differ only in unused fields describe the same
+        run.
+        """
+        unused = set(NON_SEMANTIC_FIELDS)
+        if self.method == methods.DEFAULT:
+            unused.add("method")  # as run folders written before --method existed say
+        method = self.method_object()
+        unused.update(set(methods.field_defaults()) - set(method.semantic_fields(self)))
+        semantic = {k: v for k, v in self.used_dict().items() if k not in unused}
         semantic.update(method.semantic_extra(self))
         return semantic
 

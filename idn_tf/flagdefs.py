@@ -379,7 +379,8 @@ flags.DEFINE_list("export_class_names", list(C.export_class_names),
                   "folder's subfolders or --class_names file, CIFAR's and Clothing1M's, "
                   "digits' 0-9, an npz's class numbers).")
 flags.DEFINE_boolean("overwrite", C.overwrite, "Delete the run folder's previous artifacts and recompute everything, even if its saved flags differ.")
-flags.DEFINE_boolean("dry_run", C.dry_run, "Print the resolved configuration as JSON and exit.")
+flags.DEFINE_boolean("dry_run", C.dry_run, "Print the settings this run reads (the resolved configuration without other "
+                     "methods', noises' and datasets' fields) as JSON and exit.")
 flags.DEFINE_integer("verbose", C.verbose,
                      "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch (the "
                      "loss, accuracy, validation and test accuracy; every log is in "

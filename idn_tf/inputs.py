@@ -198,13 +198,16 @@ def _npz_array(path, key, optional=False):
         return saved[key]
 
 
-def fresh_noisy_labels(folder, config, data):
-    """`new_noisy_labels` when the run folder has none to reuse, else None: made before
+def fresh_noisy_labels(folder, config, data, given=None):
+    """When the run folder has no labels to reuse: `given` (noisy_labels.npz's arrays a
+    caller made, e.g. `idn_tf.compare` a seed's), else `new_noisy_labels`, made before
     the run folder is taken, so that labels the validation split cannot divide stop the
-    run with nothing written."""
+    run with nothing written. None when it has them."""
     if os.path.isfile(folder.path("noisy_labels.npz")) and not config.overwrite:
         check_same_data(folder, config, data)
         return None
+    if given is not None:
+        return given
     runfolder.banner(f"noise: {config.noise}")
     return new_noisy_labels(config, data)
 

@@ -20,11 +20,13 @@ from idn_tf import (artifacts, audit, distribution, inputs, methods, plots, prec
 from idn_tf.runfolder import FINETUNE_FIELDS, FINETUNE_RESULTS, RunFolder, banner
 
 
-def run(config, data=None):
+def run(config, data=None, labels=None):
     """Runs --method as `config` says; returns the results dict (also in results.json).
 
     `data`: the data view, if the caller loaded it already (`idn_tf.compare` runs many
-    configurations on the same data); else loaded here.
+    configurations on the same data); else loaded here. `labels`: the arrays of
+    noisy_labels.npz, if the caller made them for `data` (`idn_tf.compare`: the seed's,
+    for each of its cells); used where the run folder has none, else made here.
     Under --strategy=multi_worker every worker runs this; only the chief writes.
     """
     start = time.time()
@@ -33,7 +35,7 @@ def run(config, data=None):
     preflight(config)
     data = data if data is not None else inputs.load_data(config)
     given = method.preflight(config, data)
-    fresh = inputs.fresh_noisy_labels(folder, config, data)
+    fresh = inputs.fresh_noisy_labels(folder, config, data, labels)
     prepare_folder(folder, config, method)
     warn(folder, config)
     config = xla_config(config)  # flags.txt keeps the --jit_compile asked for
@@ -50,6 +52,7 @@ def run(config, data=None):
             print(f"\nworker done ({time.time() - start:.0f} s); the chief writes the results")
             return None
         res = report_run(state, trained, method, held_out)
+        res.update(test_images=data.test_size, own_test_labels=data.own_test_labels)
         if tuned is not None:
             res.update(finetuned_test_accuracy=tuned.result.test_accuracy,
                        finetune_history=tuned.result.history,

@@ -30,7 +30,7 @@ def main(argv):
     with cli.user_errors(multi_worker=flagdefs.FLAGS.strategy == "multi_worker"):
         config = flagdefs.config_from_flags()
         if config.dry_run:
-            print(json.dumps(config.to_dict(), indent=2))
+            print(json.dumps(config.used_dict(), indent=2))
             return 0
         run(config)
     return 0

@@ -14,8 +14,6 @@ from idn_tf.data import noise, sources
 import cli as cli_lib
 import early
 
-pytestmark = pytest.mark.e2e  # every test runs python -m idn_tf.compare or compare.run
-
 # The comparison of most tests here: its flags as fields and on the command line.
 FIELDS = dict(dataset="digits", noise="ccn", noise_rate=0.4, epochs=2, lr_decay_epochs=(),
               eta_start_epoch=2, eta_every=1, verbose=0, monitor_every=1000)
@@ -61,6 +59,7 @@ def _labels(path):
         return saved["labels"]
 
 
+@pytest.mark.e2e
 def test_every_cell_of_a_seed_trains_on_the_same_labels(comparison):
     folder, _ = comparison
     digits = sources.load("digits")
@@ -80,6 +79,7 @@ def test_every_cell_of_a_seed_trains_on_the_same_labels(comparison):
                               _labels(folder / "idn-7" / "noisy_labels.npz"))
 
 
+@pytest.mark.e2e
 def test_table_cells_are_the_cells_own_results(comparison):
     folder, stdout = comparison
     with open(folder / "comparison.json") as f:
@@ -117,6 +117,7 @@ def test_table_cells_are_the_cells_own_results(comparison):
         assert len(re.findall(rf"\[{number}/4\] \w+, seed \d", stdout)) == 2, stdout
 
 
+@pytest.mark.e2e
 def test_cells_of_a_seed_share_stage_one(comparison):
     folder, stdout = comparison
     for seed in (3, 7):
@@ -128,6 +129,7 @@ def test_cells_of_a_seed_share_stage_one(comparison):
     assert stdout.count("stage 1 shared with") == 2
 
 
+@pytest.mark.e2e
 def test_a_rerun_skips_the_finished_cells(comparison, tmp_path, capsys):
     import shutil
     folder, _ = comparison
@@ -141,6 +143,7 @@ def test_a_rerun_skips_the_finished_cells(comparison, tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in results} == before
 
 
+@pytest.mark.e2e
 def test_a_new_method_adds_its_cells_on_the_same_labels(comparison, tmp_path, capsys):
     """A rerun with one more method runs only its cells, on the seeds' existing labels."""
     import shutil
@@ -157,6 +160,7 @@ def test_a_new_method_adds_its_cells_on_the_same_labels(comparison, tmp_path, ca
     assert saved["summary"]["bootstrap_hard"]["n"] == 1 and saved["seeds"] == [3]
 
 
+@pytest.mark.e2e
 def test_labels_made_with_other_noise_flags_are_refused(comparison, tmp_path):
     import shutil
     folder, _ = comparison
@@ -169,6 +173,7 @@ def test_labels_made_with_other_noise_flags_are_refused(comparison, tmp_path):
     assert not (tmp_path / "cmp" / "bootstrap_hard-3").exists()
 
 
+@pytest.mark.e2e
 def test_a_stage_one_trained_with_other_flags_is_not_shared(tmp_path, capsys):
     """A cell of an earlier comparison in the folder (other --epochs) keeps its stage 1 to
     itself: the new cell trains its own, and the old cell is then refused."""
@@ -183,6 +188,7 @@ def test_a_stage_one_trained_with_other_flags_is_not_shared(tmp_path, capsys):
         assert len(json.load(f)["history"]["loss"]) == 2
 
 
+@pytest.mark.e2e
 def test_overwrite_starts_the_comparison_again(tmp_path):
     common = ("--methods=bootstrap_hard", "--seeds=0", "--epochs=1", "--lr_decay_epochs=",
               "--verbose=0", "--monitor_every=1000", "--compare_dir=cmp")
@@ -202,6 +208,7 @@ def test_overwrite_starts_the_comparison_again(tmp_path):
 FRESH_INTERPRETER = {("--strategy=multi_worker",), ("--seeds=1,a",)}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args, expect", [
     (("--strategy=multi_worker",), "--strategy=multi_worker: a comparison runs in one process"),
     (("--method=ce",), "--method: set per cell"),
@@ -240,6 +247,7 @@ def test_bad_flags_are_one_error_line(tmp_path, args, expect, zygote, tmp_path_f
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.e2e
 def test_a_sweep_runs_one_cell_per_value_and_picks_by_validation(tmp_path, capsys):
     fields = dict(epochs=2, lr_decay_epochs=(), eta_start_epoch=2, eta_every=1, verbose=0,
                   monitor_every=1000)
@@ -267,3 +275,161 @@ def test_a_sweep_runs_one_cell_per_value_and_picks_by_validation(tmp_path, capsy
     from PIL import Image
     with Image.open(folder / "sweep.png") as image:
         assert image.format == "PNG"
+
+
+# ---------------------------------------------------------------------------------------
+# What a comparison says: each cell's line, its labels, and comparison.md (issue 29, point 7)
+
+
+def test_a_cells_line_says_which_test_accuracy_it_quotes():
+    """The line quotes the figure comparison.md quotes (`compare.accuracy`) and names it."""
+    selected = {"method_test_accuracy": 0.5, "method_test_accuracy_selected": 0.7125,
+                "selected_epoch": 3}
+    assert compare.accuracy(selected) == 0.7125
+    assert compare.accuracy_text(selected) == (
+        "71.25% test accuracy at the selected epoch (3, chosen on validation; last epoch 50.00%)")
+    last = {"method_test_accuracy": 0.5, "method_test_accuracy_selected": None,
+            "selected_epoch": None}
+    assert compare.accuracy_text(last) == "50.00% test accuracy at the last epoch"
+    tuned = {**selected, "finetuned_test_accuracy": 0.8, "finetuned_test_accuracy_selected": 0.9,
+             "finetuned_selected_epoch": 2}
+    assert compare.accuracy_text(tuned).startswith("90.00% test accuracy at the selected epoch (2,")
+
+
+def _npz_labels(path, labels, **more):
+    from idn_tf import artifacts
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    artifacts.write_npz(str(path), labels=np.asarray(labels, np.int64), **more)
+
+
+def test_a_fresh_cell_gets_the_seeds_labels_and_a_restarted_one_keeps_its_own(tmp_path):
+    from idn_tf import artifacts
+    comparison = compare.Comparison({}, ["ce"], [0], str(tmp_path / "cmp"))
+    seed_file = tmp_path / "cmp" / "labels" / "seed-0.npz"
+    _npz_labels(seed_file, [1, 2, 0], validation_rows=np.array([2]), settings="{}")
+    given = comparison.cell_labels(("ce", 0), str(seed_file))
+    assert sorted(given) == ["labels", "validation_rows"]  # the run writes them; no settings
+    np.testing.assert_array_equal(given["labels"], [1, 2, 0])
+    cell_file = tmp_path / "cmp" / "ce-0" / "noisy_labels.npz"
+    _npz_labels(cell_file, [1, 2, 0])
+    assert comparison.cell_labels(("ce", 0), str(seed_file)) is None  # a restart: its own
+    _npz_labels(cell_file, [0, 0, 0])
+    with pytest.raises(artifacts.RunDirError, match="holds other labels than"):
+        comparison.cell_labels(("ce", 0), str(seed_file))
+
+
+def test_seed_labels_made_for_other_images_are_refused(tmp_path):
+    """A class folder changed since its seed's labels were made: no cell trains on them."""
+    import types
+    from idn_tf import artifacts
+    comparison = compare.Comparison({"dataset": "folder", "data_dir": "photos/"}, ["ce"], [0],
+                                    str(tmp_path / "cmp"))
+    settings = json.dumps(comparison.configs[("ce", 0)].noise_dict(), sort_keys=True)
+    _npz_labels(tmp_path / "cmp" / "labels" / "seed-0.npz", [0, 1], settings=settings,
+                examples_sha256="before")
+    assert comparison.prepare_labels(0, types.SimpleNamespace(fingerprint=lambda: "before"))
+    with pytest.raises(artifacts.RunDirError, match="made for other training images"):
+        comparison.prepare_labels(0, types.SimpleNamespace(fingerprint=lambda: "after"))
+
+
+def _summary(comparison, results):
+    """`compare.summary` of done cells whose results.json would hold `results[(row, seed)]`."""
+    for (row, seed), config in comparison.configs.items():
+        _npz_labels(os.path.join(config.run_dir, "noisy_labels.npz"), [0, 1])
+    return compare.summary(comparison, results)
+
+
+def _results(selected, validation, **more):
+    return {"method_test_accuracy": selected - 0.01, "method_test_accuracy_selected": selected,
+            "method_test_accuracy_best": selected + 0.01, "method_validation_accuracy": validation,
+            "selected_epoch": 4, "noise_rate_actual": float("nan"), "test_images": 74,
+            "own_test_labels": True, **more}
+
+
+def test_comparison_md_names_the_setting_the_test_set_and_how_to_get_the_model(tmp_path):
+    folder = tmp_path / "cmp"
+    comparison = compare.Comparison({"dataset": "folder", "data_dir": "photos/"},
+                                    ["idn", "ce", "tanaka"], [0, 1], str(folder))
+    scores = {"idn": (0.5, 0.6), "ce": (0.55, 0.6), "tanaka": (0.6, 0.5)}
+    results = {(r, s): _results(scores[r][0], scores[r][1] + 0.1 * s) for r, s in comparison.cells()}
+    result = _summary(comparison, results)
+    lines = compare.markdown(result, comparison).splitlines()
+    assert lines[0] == ("# Class folder photos/ (its own labels), 3 methods × 2 seeds: "
+                        "test accuracy (%)")
+    assert lines[2].startswith("Test set: 74 images with the folder's own labels, not known "
+                               "to be clean")
+    # Tanaka is the best (in bold); the comparison did not export: the command that does,
+    # from its seed of the highest validation accuracy.
+    assert "| Tanaka | **60.00 ± 0.00** |" in "\n".join(lines)
+    flagfile = os.path.join(str(folder), "tanaka-1", "flags.txt")
+    assert lines[-1] == (
+        "To use Tanaka, the best row above: a comparison exports only with --export_dir. This "
+        "exports its seed 1 (the highest validation accuracy of its seeds), reusing the "
+        f"cell's training: `python -m idn_tf.train --flagfile={flagfile} "
+        f"--export_dir=saved_models` (a SavedModel in saved_models/cmp-tanaka-1/).")
+    # With --export_dir, the cells' own SavedModels.
+    exported = compare.Comparison({"dataset": "folder", "data_dir": "photos/",
+                                   "export_dir": "models"}, ["ce", "tanaka"], [0, 1],
+                                  str(tmp_path / "exported"))
+    result = _summary(exported, {(r, s): _results(scores[r][0], 0.5,
+                                                  saved_model=f"models/x-{r}-{s}/1")
+                                 for r, s in exported.cells()})
+    assert compare.markdown(result, exported).splitlines()[-1] == (
+        "To use Tanaka, the best row above: its SavedModels, `models/x-tanaka-0/1` (seed 0), "
+        "`models/x-tanaka-1/1` (seed 1).")
+
+
+@pytest.mark.parametrize("fields, wrong, title", [
+    ({}, 0.268, "digits, k-means instance-dependent noise (26.8% wrong labels)"),
+    ({"noise": "ccn", "noise_rate": 0.4}, 0.2, "digits, class-pair noise r = 0.4 (20.0% wrong labels)"),
+    ({"dataset": "folder", "data_dir": "photos/", "noise": "symmetric"}, None,
+     "Class folder photos/, symmetric noise r = 0.4"),
+    ({"dataset": "cifar10_n"}, 0.4, "cifar10_n (its worst labels, 40.0% wrong labels)"),
+])
+def test_the_title_names_the_data_and_the_noise_in_words(fields, wrong, title):
+    config = compare.resolve(fields)
+    stats = {"mean": wrong, "n": 2} if wrong is not None else {"mean": float("nan"), "n": 0}
+    assert compare.setting_text(config, stats) == title
+
+
+@pytest.mark.e2e
+def test_each_cells_line_quotes_its_figure_and_says_which(comparison):
+    folder, stdout = comparison
+    with open(folder / "comparison.json") as f:
+        cells = json.load(f)["cells"]
+    for number, cell in enumerate(cells, 1):  # in the order they ran
+        # The cell's second line, as it ends (the first names its folder).
+        line = re.findall(rf"=+ \[{number}/4\] {cell['row']}, seed {cell['seed']}: (.+)",
+                          stdout)[-1]
+        assert line.startswith(
+            f"{100 * cell['test_accuracy_selected']:.2f}% test accuracy at the selected epoch "
+            f"({cell['selected_epoch']}, chosen on validation; last epoch "
+            f"{100 * cell['test_accuracy']:.2f}%)"), line
+
+
+@pytest.mark.e2e
+def test_a_fresh_cell_says_it_trains_on_the_seeds_labels(comparison):
+    _, stdout = comparison
+    assert "noise: reusing" not in stdout
+    for seed in SEEDS:
+        assert stdout.count(f"noise: the noisy labels of seed {seed}, the same for every cell "
+                            "of the seed") == 2
+
+
+@pytest.mark.e2e
+def test_comparison_md_gives_the_command_that_exports_the_best_model(comparison, tmp_path):
+    import shutil
+    folder, _ = comparison
+    shutil.copytree(folder, tmp_path / "cmp")  # its flags.txt name cmp/<cell>: run from here
+    table = (tmp_path / "cmp" / "comparison.md").read_text().splitlines()
+    assert re.fullmatch(r"# digits, class-pair noise r = 0\.4 \(\d+\.\d% wrong labels\), "
+                        r"2 methods × 2 seeds: test accuracy \(%\)", table[0]), table[0]
+    assert table[2].startswith("Test set: 360 images with clean labels.")
+    command = re.search(r"`python -m idn_tf\.train (.+)`", table[-1]).group(1).split()
+    result = cli_lib.run("idn_tf.train", *command, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "stage 1: reusing" in result.stdout  # nothing trained again
+    cell = os.path.dirname(command[0].split("=", 1)[1])
+    saved = json.loads((tmp_path / cell / "results.json").read_text())["saved_model"]
+    assert saved.startswith(os.path.join("saved_models", f"cmp-{os.path.basename(cell)}"))
+    assert (tmp_path / saved / "saved_model.pb").is_file()

@@ -171,6 +171,52 @@ def test_semantic_dict_ignores_settings_the_run_does_not_use():
     assert kmeans["kmeans_clusters"] == 10 and kmeans["noise_features"] == "resnet50"
 
 
+@pytest.mark.parametrize("fields, used, unused", [
+    ({}, ("eta_lr", "kmeans_clusters", "noise_feature_dims", "run_dir", "model_name"),
+     ("dividemix_lambda_u", "elr_beta", "noise_rate", "mlp_epochs", "data_dir", "download",
+      "image_size", "subset_fraction", "test_fraction", "crop_padding", "psi_folds", "dry_run")),
+    ({"method": "dividemix", "noise": "ccn"}, ("dividemix_lambda_u", "noise_rate"),
+     ("eta_lr", "audit_folds", "kmeans_clusters", "noise_features")),
+    ({"method": "forward", "transition_matrix": "true"}, ("transition_matrix",),
+     ("forward_percentile", "eta_lr")),
+    ({"method": "coteaching", "coteaching_tau": "estimate"},
+     ("coteaching_tau", "forward_percentile"), ("transition_matrix",)),
+    ({"psi_source": "crossval"}, ("psi_folds", "psi_source"), ()),
+    ({"dataset": "folder", "data_dir": "photos", "noise": "none"},
+     ("data_dir", "test_fraction", "image_size", "class_names", "val_fraction"),
+     ("augment", "kmeans_clusters", "subset_fraction", "npz_path", "download")),
+    ({"dataset": "cifar10"}, ("data_dir", "download", "crop_padding", "noise_feature_size"),
+     ("image_size", "class_names")),
+    ({"export_dir": ""}, ("export_dir",), ("model_name", "export_classifier",
+                                           "export_class_names")),
+])
+def test_used_dict_holds_the_fields_this_run_reads(fields, used, unused):
+    """--dry_run's fields: the method's, the noise's and the dataset's (issue 29, point 7)."""
+    cfg = config_lib.resolve(fields)
+    printed = cfg.used_dict()
+    assert set(used) <= set(printed) and not set(unused) & set(printed), sorted(printed)
+    assert printed == {k: v for k, v in cfg.to_dict().items() if k in printed}
+
+
+@pytest.mark.parametrize("method", methods.names())
+def test_what_decides_a_run_is_part_of_what_it_reads(method):
+    """semantic_dict (the restart check) is used_dict narrowed: no field it does not read."""
+    for noise in ("kmeans", "ccn"):
+        cfg = config_lib.resolve({"method": method, "noise": noise})
+        derived = set(methods.derived_fields())
+        assert set(cfg.semantic_dict()) - derived <= set(cfg.used_dict())
+        assert len(cfg.used_dict()) < len(cfg.to_dict()) / 2
+
+
+@pytest.mark.e2e
+def test_dry_run_prints_the_fields_the_method_reads():
+    idn = dry_run()
+    assert idn["eta_lr"] == 0.3 and idn["method"] == "idn"
+    assert not [k for k in idn if k.startswith(("dividemix_", "elr_"))]
+    dividemix = dry_run("--method=dividemix")
+    assert "dividemix_lambda_u" in dividemix and "eta_lr" not in dividemix
+
+
 @pytest.mark.e2e
 def test_explicit_flags_override_the_recipe():
     # 64 is also the digits default: it must still win over the recipe's 256.

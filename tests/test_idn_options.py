@@ -335,7 +335,7 @@ def test_stage_one_is_looked_for_in_other_run_folders_of_the_comparison(tmp_path
         (tmp_path / name / "config.json").write_text("{}")
     found = [os.path.basename(f) for f in c.siblings(("idn", 0))]
     # No other cell of seed 0 trains stage 1 (Tanaka does not), so: the folders with a
-    # config.json, in name order (`seed_cell` then checks each one's stage 1 and labels).
+    # config.json, in name order (`share_stage1` then checks each one's stage 1 and labels).
     assert found == ["idn-1", "idn-psi_sourcecrossval-0"]
     c = compare.Comparison({"dataset": "digits"}, ["idn", "ce"], [0], compare_dir=str(tmp_path))
     assert [os.path.basename(f) for f in c.siblings(("idn", 0))][0] == "ce-0"

@@ -30,7 +30,11 @@ import threadpoolctl  # a scikit-learn dependency
 from idn_tf.data.features import NOISE_FEATURES, features_for_noise  # noqa: F401 (re-export)
 from idn_tf.data.dataset import Dataset, DataError
 
-NOISE_TYPES = ("none", "kmeans", "mlp", "ccn", "symmetric")
+# Each noise (--noise) and how a comparison's title names it.
+NOISES = {"none": "its own labels", "kmeans": "k-means instance-dependent noise",
+          "mlp": "MLP instance-dependent noise", "ccn": "class-pair noise",
+          "symmetric": "symmetric noise"}
+NOISE_TYPES = tuple(NOISES)
 FEATURE_NOISES = ("kmeans", "mlp")  # the noises computed from image features
 
 # CIFAR-10 class ids: 0 airplane, 1 automobile, 2 bird, 3 cat, 4 deer, 5 dog, 6 frog,

@@ -12,6 +12,8 @@ Both expose:
     name, num_classes, class_names
     train             the noisy training split: .labels, .clean_labels, len() (noise step)
     test_size         number of test examples
+    own_test_labels   whether the test labels are the user's own (a class folder's), not
+                      a benchmark's checked ones
     input_shape       (H, W, C) the classifier takes
     table_size        rows of the η / ψ tables: the noisy examples (0..N-1), then, with
                       Clothing1M's --clean_train=mix, the clean training examples (N..N+C-1)
@@ -155,6 +157,7 @@ class ArrayData:
         self.class_names = dataset.class_names
         self.train = dataset.train
         self.test_size = len(dataset.test)
+        self.own_test_labels = False
         self.input_shape = tuple(dataset.train.images.shape[1:])
         self.table_size = len(dataset.train)
         self.augment, self.padding = augment, padding
@@ -269,6 +272,7 @@ class FileData:
         self.class_names = data.class_names
         self.train = data.noisy
         self.test_size = len(data.clean_test)
+        self.own_test_labels = data.own_test_labels
         self.input_shape = (image_size, image_size, 3)
         self.mix_clean = mix_clean
         self.table_size = len(data.noisy) + (len(data.clean_train) if mix_clean else 0)
@@ -326,7 +330,7 @@ class FileData:
         val, test = self.data.clean_val, self.data.clean_test
         splits = validation_split(val, self.validation_rows, self.relative_paths(val),
                                   ImageFiles(val, self._transform))
-        if self.data.own_test_labels:
+        if self.own_test_labels:
             splits += (AuditedSplit("test", test.labels, np.full(len(test), -1, np.int64),
                                     test.index, self.relative_paths(test),
                                     ImageFiles(test, self._transform)),)

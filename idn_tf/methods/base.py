@@ -6,8 +6,9 @@ method's object. A method says
 - who it is: `name` (its --method value), `title` (how comparison tables name it),
   `row` (the closing table's row of its test accuracy), `about` (its stage's banner);
 - its configuration: `fields` (its own flags, name -> default; `config.Config` takes
-  them), `check` (ConfigError naming the flag), which fields decide what it computes
-  (`semantic_fields`, `semantic_extra`), `canonical` (one spelling of a value);
+  them), `check` (ConfigError naming the flag), which fields it reads (`used_fields`) and
+  which of them decide what it computes (`semantic_fields`, `semantic_extra`),
+  `canonical` (one spelling of a value);
 - what it needs: `needs_stage1` (the cross-entropy stage 1: ψ, the CE baseline, a
   warm start or an estimate of T), `uses_stage1_classifier`, `preflight` (checks and
   inputs read before anything is written), `mixes_clean` (--clean_train=mix);
@@ -91,9 +92,13 @@ class Method:
         needs stage1.weights.h5)."""
         return True
 
-    def semantic_fields(self, config):
-        """The configuration fields (its own or others') that decide what it computes."""
+    def used_fields(self, config):
+        """The methods' configuration fields (its own or others') it reads in `config`."""
         return tuple(self.fields)
+
+    def semantic_fields(self, config):
+        """The fields of `used_fields` that decide what it computes (all, by default)."""
+        return self.used_fields(config)
 
     def semantic_extra(self, config):
         """Values derived from the configuration that decide what it computes too (e.g.

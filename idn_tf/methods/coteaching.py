@@ -76,7 +76,7 @@ class CoTeaching(Method):
     def needs_stage1(self, config):
         return self.tau_rule(config) == "estimate"  # τ from the stage-1 model's T
 
-    def semantic_fields(self, config):
+    def used_fields(self, config):
         # An estimated τ comes from T, estimated with Forward's percentile.
         return tuple(self.fields) + (("forward_percentile",) if self.needs_stage1(config) else ())
 

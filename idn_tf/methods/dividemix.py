@@ -73,9 +73,6 @@ class DivideMix(Method):
     def uses_stage1_classifier(self, config):
         return False
 
-    def semantic_fields(self, config):
-        return tuple(self.fields)
-
     def preflight(self, config, data):
         if getattr(data.train, "images", None) is None:
             raise ConfigError(f"--method=dividemix: {config.dataset}'s training images are "

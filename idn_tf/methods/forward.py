@@ -42,7 +42,7 @@ class Forward(Method):
     def needs_stage1(self, config):
         return not config.transition_matrix  # T is estimated from it
 
-    def semantic_fields(self, config):
+    def used_fields(self, config):
         # A given T is used as given: the percentile of the estimator then does nothing.
         return ("transition_matrix",) + (() if config.transition_matrix else ("forward_percentile",))
 

@@ -98,12 +98,15 @@ class IDN(Method):
         check(config.audit_folds <= n, "audit_folds",
               f"{config.audit_folds} folds of {n} training examples; at most one per example")
 
+    def used_fields(self, c):
+        """Its fields (--psi_folds only with --psi_source=crossval)."""
+        return tuple(f for f in self.fields if f != "psi_folds" or c.psi_source == "crossval")
+
     def semantic_fields(self, c):
         """The paper's fields, and our options where they differ from the paper's setting
-        (--psi_folds only with --psi_source=crossval)."""
-        return tuple(f for f in self.fields if f not in OPTIONS
-                     or (f == "psi_folds" and c.psi_source == "crossval")
-                     or (f != "psi_folds" and getattr(c, f) != OPTIONS[f]))
+        (--psi_folds wherever it is used)."""
+        return tuple(f for f in self.used_fields(c) if f not in OPTIONS or f == "psi_folds"
+                     or getattr(c, f) != OPTIONS[f])
 
     def stage_config(self, config):
         """Stage 2's configuration: --stage2_lr_decay=late keeps the rate constant until the
