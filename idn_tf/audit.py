@@ -253,7 +253,7 @@ def report(run_dir, q, eta, psi, labels, data, held_out, classifier, batch_size)
           else "the method's posterior q (--audit_folds=0)")
     flagged, checked = int(columns["is_label_issue"].sum()), label_report.checked(audited.split)
     print(f"{os.path.join(run_dir, 'label_audit.csv')}: {flagged} of {len(audited.labels)} "
-          f"labels flagged by {by} ({checked} images checked)\n"
+          f"labels flagged by {by}\n  ({checked} images checked)\n"
           f"{os.path.join(run_dir, label_report.HTML_NAME)}: the flagged images, then the "
           "most suspect per class")
     return detection(q, eta, audited.labels, audited.clean_labels, held_out)

@@ -61,19 +61,16 @@ def compare(stage1_right, final_right, num_classes):
 
 
 def message(verdict, exported):
-    """One plain line for the console and the closing table: what the guard found and
-    which classifier the run exports (`exported`: "stage1" or "method")."""
-    found = (f"noisy validation: this classifier {100 * verdict['final_validation_accuracy']:.1f}%, "
-             f"stage 1 (plain cross-entropy) {100 * verdict['stage1_validation_accuracy']:.1f}% "
-             f"of {verdict['validation_images']} images ({verdict['only_stage1_right']} right "
-             f"only by stage 1, {verdict['only_final_right']} only by this one; McNemar "
-             f"p = {verdict['p_value']:.3g}; {100 * verdict['lost_share']:.0f}% of stage 1's "
-             "accuracy above chance lost)")
+    """What the guard found and which classifier the run exports (`exported`: "stage1" or
+    "method"), for the console and the closing table: lines of at most 120 characters."""
+    found = (f"{100 * verdict['final_validation_accuracy']:.1f}% vs stage 1's "
+             f"{100 * verdict['stage1_validation_accuracy']:.1f}% of "
+             f"{verdict['validation_images']} images")
     if not verdict["worse"]:
-        return f"export guard: passed; {found}"
-    if exported == "stage1":
-        return (f"WARNING: the method's classifier is worse than plain cross-entropy: {found}. "
-                "Exported stage 1's classifier instead; --export_classifier=method exports "
-                "the method's")
-    return (f"WARNING: the method's classifier is worse than plain cross-entropy: {found}. "
-            "Exported it anyway (--export_classifier=method)")
+        return f"export guard: passed (noisy validation: {found})"
+    return "\n".join([
+        "WARNING: the method's classifier is far worse than plain cross-entropy on noisy validation",
+        f"  ({found}; McNemar p = {verdict['p_value']:.2g}; "
+        f"{100 * verdict['lost_share']:.0f}% of stage 1's accuracy above chance lost)",
+        "  exported stage 1's classifier instead; --export_classifier=method exports the method's"
+        if exported == "stage1" else "  exported it anyway (--export_classifier=method)"])
