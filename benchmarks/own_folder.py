@@ -110,7 +110,7 @@ def cell(out, seed):
     figures["idn_last"] = results["idn"]["method_test_accuracy"]
     figures["audited"], figures["audit_auroc"], figures["audit_top"] = audit_figures(
         os.path.join(folder, "idn"), detection.FOLDER_IMAGES)
-    figures["idn_exported_stage"] = results["idn"].get("exported", "")
+    figures["idn_exported_stage"] = results["idn"].get("exported_classifier", "")
     return figures
 
 
