@@ -215,7 +215,8 @@ def fresh_noisy_labels(folder, config, data, given=None):
 def observed_labels(folder, config, data, fresh=None):
     """Noise step: noisy_labels.npz is made once per run folder and reused on restart.
 
-    `fresh`: what `fresh_noisy_labels` made (None: reuse the folder's, or make them).
+    `fresh`: what `fresh_noisy_labels` returned, called first (None: reuse the folder's,
+    which it has checked are for these images, or make them).
     Returns (the view of the training rows, their observed labels [N], the measured
     fraction of wrong labels among them or NaN); the held-out rows are the view's
     validation split.
@@ -226,7 +227,6 @@ def observed_labels(folder, config, data, fresh=None):
     if fresh is None and os.path.isfile(path) and not config.overwrite:
         runfolder.banner(f"noise: reusing {path}")
         labels = folder.reuse(name, lambda: _npz_array(path, "labels"))
-        check_same_data(folder, config, data)
         if len(labels) != len(dataset.train):
             raise artifacts.RunDirError(
                 f"{path} has {len(labels)} labels but the data has {len(dataset.train)} training "
