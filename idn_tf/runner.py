@@ -272,9 +272,8 @@ def guarded_export_choice(state, method, final, res):
     from idn_tf import guard, stages
     fallback = selected_classifier(folder, config, data, "stage1", stage1)
     chosen = final_classifier()
-    verdict = guard.compare(stages.validation_right(fallback, data, config.batch_size),
-                            stages.validation_right(chosen, data, config.batch_size),
-                            data.num_classes)
+    right = stages.validation_right((fallback, chosen), data, config.batch_size)
+    verdict = guard.compare(*right, data.num_classes)
     use_stage1 = verdict["worse"] and config.export_classifier == "auto"
     exported = "stage1" if use_stage1 else "method"
     res["export_guard"] = verdict

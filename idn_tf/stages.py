@@ -337,13 +337,14 @@ def finetune(config, data, trained):
     return classifier, fit(ce, ft, data, None, "finetune", train_data=clean_batches)
 
 
-def validation_right(classifier, data, batch_size):
-    """bool [n]: whether `classifier`'s arg max is the observed label of each image of the
-    validation split (`data.validation_dataset`, in its order)."""
-    batches = data.validation_dataset(batch_size)
-    log_probs = model.predict_log_probs_dataset(classifier, batches)
+def validation_right(classifiers, data, batch_size):
+    """[bool [n] per classifier]: whether each of `classifiers`' arg max is the observed
+    label of each image of the validation split (`data.validation_dataset`, in its
+    order), its images read once."""
+    batches = data.validation_dataset(batch_size).cache()
     labels = np.concatenate([batch["label"].numpy() for batch in batches])
-    return log_probs.argmax(axis=1) == labels
+    return [model.predict_log_probs_dataset(c, batches).argmax(axis=1) == labels
+            for c in classifiers]
 
 
 def estimate_psi(classifier, examples, labels, batch_size):
