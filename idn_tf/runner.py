@@ -365,6 +365,6 @@ def export(config, classifier, class_names, exported="method"):
         raise artifacts.RunDirError(f"--export_dir={config.export_dir}: cannot write there "
                                     f"({e.strerror or e})") from None
     which = "stage 1's (plain cross-entropy)" if exported == "stage1" else "the method's"
-    print(f"exported {which} classifier to {path} (signature serving_default: uint8 images "
-          "-> probabilities, classes, class_names)")
+    print(f"exported {which} classifier to {path}\n  (signature serving_default: uint8 "
+          "images -> probabilities, classes, class_names)")
     return path
